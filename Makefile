@@ -1,0 +1,24 @@
+# quantrac - self-installing entry points.  `make demo` / `make test` run
+# scripts/bootstrap.sh first (idempotent, quick when nothing changed).
+SHELL := /bin/bash
+VENV  := .venv
+
+.PHONY: setup demo test clean distclean
+
+setup:
+	bash scripts/bootstrap.sh
+
+demo: setup
+	$(VENV)/bin/quantrac demo
+
+test: setup
+	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# build/test leftovers; keeps .venv and the downloaded QuestDB jar
+clean:
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	rm -rf .pytest_cache .hypothesis build dist run
+
+# everything `make setup` created (next `make setup` rebuilds it)
+distclean: clean
+	rm -rf $(VENV) .cache

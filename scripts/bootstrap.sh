@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Self-installing set-up for quantrac.  Idempotent: a second run only checks.
+#
+#   * python3.11, java 17+ and (if the QuestDB jar must be fetched) mvn
+#   * .venv (python3.11) with `pip install -e '.[test]'`
+#     (skipped while .venv/.quantrac-installed matches sha256(pyproject.toml))
+#   * mosquitto + mosquitto-clients via apt-get, only if missing
+#   * QuestDB 9.3.4 jar into .cache/questdb/ via Maven, only if missing
+#     (9.4+ needs Java 25; this project targets Java 17)
+#
+# Environment overrides: PYTHON (default python3.11).
+set -euo pipefail
+
+QUESTDB_VERSION=9.3.4
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+
+PYTHON="${PYTHON:-python3.11}"
+VENV="$REPO_ROOT/.venv"
+STAMP="$VENV/.quantrac-installed"
+JAR_DIR="$REPO_ROOT/.cache/questdb"
+JAR="$JAR_DIR/questdb-$QUESTDB_VERSION.jar"
+
+say() { printf 'bootstrap: %s\n' "$*"; }
+die() { printf 'bootstrap: ERROR: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- apt helper
+APT_UPDATED=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 \
+        || die "need to install: $* - but apt-get is not available; install them with your package manager"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install $*"
+        sudo=(sudo)
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        say "apt-get update"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        APT_UPDATED=1
+    fi
+    say "apt-get install $*"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+have_mosquitto() {
+    command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || [ -x /usr/local/sbin/mosquitto ]
+}
+
+sha256() { sha256sum "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------- python 3.11
+if [ -x "$VENV/bin/python" ]; then
+    venv_ver="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    [ "$venv_ver" = "3.11" ] \
+        || die ".venv uses Python $venv_ver but quantrac needs 3.11; remove .venv (make distclean) and re-run"
+else
+    command -v "$PYTHON" >/dev/null 2>&1 \
+        || die "$PYTHON not found: install Python 3.11 (Debian 12: apt-get install python3.11 python3.11-venv) or set PYTHON=/path/to/python3.11"
+    py_ver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    [ "$py_ver" = "3.11" ] || die "$PYTHON is Python $py_ver; quantrac needs 3.11 (set PYTHON=/path/to/python3.11)"
+    say "creating .venv with $PYTHON"
+    "$PYTHON" -m venv "$VENV" \
+        || die "'$PYTHON -m venv' failed (Debian/Ubuntu: apt-get install python3.11-venv)"
+fi
+
+# ---------------------------------------------------------------- pip install
+want_stamp="$(sha256 pyproject.toml)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
+    && "$VENV/bin/python" -c 'import importlib.metadata as m; m.version("quantrac")' >/dev/null 2>&1; then
+    say "python deps up to date (.venv/.quantrac-installed matches pyproject.toml)"
+else
+    say "pip install -e '.[test]'"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e '.[test]'
+    printf '%s\n' "$want_stamp" >"$STAMP"
+fi
+
+# ---------------------------------------------------------------- mosquitto
+if have_mosquitto && command -v mosquitto_sub >/dev/null 2>&1; then
+    say "mosquitto present: $(command -v mosquitto || ls /usr/sbin/mosquitto /usr/local/sbin/mosquitto 2>/dev/null | head -1)"
+else
+    # Note: on systemd hosts the Debian package may start a system broker on
+    # port 1883.  quantrac never uses it (tests and demo start their own broker
+    # on a free port), so it is left alone.
+    apt_install mosquitto mosquitto-clients
+    have_mosquitto || die "mosquitto still not found after apt-get install"
+fi
+
+# ---------------------------------------------------------------- java 17+
+java_major() {
+    java -version 2>&1 | awk -F'"' '/version/ {print $2; exit}' | awk -F. '{ if ($1 == "1") print $2; else print $1 }'
+}
+if ! command -v java >/dev/null 2>&1; then
+    say "java not found; installing a JRE (QuestDB needs Java 17+)"
+    apt_install default-jre-headless
+fi
+command -v java >/dev/null 2>&1 || die "java not found: install OpenJDK 17+ (Debian 12: apt-get install openjdk-17-jre-headless)"
+jmaj="$(java_major)"
+[[ "$jmaj" =~ ^[0-9]+$ ]] || die "could not parse 'java -version' output"
+[ "$jmaj" -ge 17 ] || die "java $jmaj found; QuestDB $QUESTDB_VERSION needs Java 17+ (apt-get install openjdk-17-jre-headless)"
+say "java $jmaj ok"
+
+# ---------------------------------------------------------------- QuestDB jar
+if [ -s "$JAR" ]; then
+    say "QuestDB $QUESTDB_VERSION jar present: ${JAR#"$REPO_ROOT"/}"
+else
+    if ! command -v mvn >/dev/null 2>&1; then
+        say "mvn not found (needed once, to fetch the QuestDB jar); installing maven"
+        apt_install maven
+    fi
+    command -v mvn >/dev/null 2>&1 || die "mvn not found: install Maven (apt-get install maven)"
+    say "fetching org.questdb:questdb:$QUESTDB_VERSION with Maven"
+    mkdir -p "$JAR_DIR"
+    mvn -q -B -Dstyle.color=never dependency:copy "-Dartifact=org.questdb:questdb:$QUESTDB_VERSION" "-DoutputDirectory=$JAR_DIR" \
+        || die "mvn dependency:copy failed (network? proxy settings in ~/.m2/settings.xml?)"
+    [ -s "$JAR" ] || die "Maven finished but $JAR is missing"
+fi
+
+say "ready"
