@@ -1,0 +1,190 @@
+"""Wire contract v1: the signed msgpack envelope and the batch body inside it.
+
+The envelope carries the body as the exact bytes that were signed, so the
+collector verifies what the station produced, never a re-encoding of it.
+Layout and test vectors: docs/wire-format.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from broker_bridge.topics import STATION_ID_PATTERN
+
+WIRE_VERSION = 1
+STATUS_CODES = ("00", "01", "02")  # regulation: measuring / calibrating / device error
+SIGNATURE_LEN = 64
+MAX_ENVELOPE_BYTES = 1 << 20  # collectors reject anything larger unread
+MAX_READINGS_PER_BATCH = 10_000
+UINT64_MAX = (1 << 64) - 1
+INT64_MAX = (1 << 63) - 1
+_NAME_MAX = 64
+
+
+class EnvelopeError(ValueError):
+    """A payload that breaks the contract. ``reason`` is a stable code for rejects."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One measured value, identified by (station, device, parameter, ts_ns)."""
+
+    ts_ns: int  # UTC, nanoseconds since the epoch
+    device: str
+    parameter: str  # the regulation's symbol, e.g. "PM2,5", "COD"
+    value: float | None  # None: the analyzer gave no usable value
+    unit: str
+    status: str  # "00" measuring, "01" calibrating, "02" device error
+    cause: str = ""  # why the status is what it is, e.g. "zero calibration"
+
+    def as_wire(self) -> list[Any]:
+        return [self.ts_ns, self.device, self.parameter, self.value, self.unit, self.status, self.cause]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchBody:
+    station: str
+    seq: int  # per-station, strictly increasing, never reused
+    sent_ns: int
+    readings: tuple[Reading, ...]
+    historical: bool = False  # replayed from the outbox after an outage
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            {
+                "station": self.station,
+                "seq": self.seq,
+                "sent_ns": self.sent_ns,
+                "hist": self.historical,
+                "readings": [r.as_wire() for r in self.readings],
+            },
+            use_bin_type=True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    key_id: str
+    body: bytes
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            {"v": WIRE_VERSION, "kid": self.key_id, "body": self.body, "sig": self.signature},
+            use_bin_type=True,
+        )
+
+
+def seal(body: BatchBody, key_id: str, private_key: Ed25519PrivateKey) -> bytes:
+    """Encode and sign a batch; the returned bytes are what goes on the wire."""
+    body_bytes = body.encode()
+    return Envelope(key_id, body_bytes, private_key.sign(body_bytes)).encode()
+
+
+def open_envelope(payload: bytes) -> Envelope:
+    """Parse the outer envelope without trusting anything inside it yet."""
+    if len(payload) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError("oversized", f"{len(payload)} bytes > {MAX_ENVELOPE_BYTES}")
+    try:
+        outer = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=MAX_ENVELOPE_BYTES)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise EnvelopeError("undecodable", f"envelope is not msgpack: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(outer, dict):
+        raise EnvelopeError("schema", f"envelope must be a map, got {type(outer).__name__}")
+    if outer.get("v") != WIRE_VERSION:
+        raise EnvelopeError("version", f"unsupported envelope version {outer.get('v')!r}")
+    kid, body, sig = outer.get("kid"), outer.get("body"), outer.get("sig")
+    if not isinstance(kid, str) or not kid:
+        raise EnvelopeError("schema", "envelope 'kid' must be a non-empty string")
+    if not isinstance(body, bytes):
+        raise EnvelopeError("schema", "envelope 'body' must be bytes")
+    if not isinstance(sig, bytes) or len(sig) != SIGNATURE_LEN:
+        raise EnvelopeError("schema", f"envelope 'sig' must be {SIGNATURE_LEN} bytes")
+    extra = set(outer) - {"v", "kid", "body", "sig"}
+    if extra:
+        raise EnvelopeError("schema", f"unknown envelope fields {sorted(extra)}")
+    return Envelope(kid, body, sig)
+
+
+def verify(envelope: Envelope, public_key: Ed25519PublicKey) -> None:
+    try:
+        public_key.verify(envelope.signature, envelope.body)
+    except InvalidSignature as exc:
+        raise EnvelopeError("bad_signature", f"signature does not verify with key {envelope.key_id}") from exc
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > _NAME_MAX:
+        raise EnvelopeError("schema", f"{what} must be a string of 1-{_NAME_MAX} characters, got {value!r}")
+    return value
+
+
+def decode_body(body_bytes: bytes) -> BatchBody:
+    """Decode a verified body, checking every field's type and range."""
+    try:
+        raw = msgpack.unpackb(body_bytes, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise EnvelopeError("undecodable", f"body is not msgpack: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise EnvelopeError("schema", "body must be a map")
+    missing = {"station", "seq", "sent_ns", "hist", "readings"} - set(raw)
+    if missing:
+        raise EnvelopeError("schema", f"body lacks {sorted(missing)}")
+    station = raw["station"]
+    if not isinstance(station, str) or not STATION_ID_PATTERN.match(station):
+        raise EnvelopeError("schema", f"invalid station id {station!r}")
+    seq, sent_ns, hist = raw["seq"], raw["sent_ns"], raw["hist"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= UINT64_MAX:
+        raise EnvelopeError("schema", f"seq must be an unsigned 64-bit integer, got {seq!r}")
+    if not isinstance(sent_ns, int) or isinstance(sent_ns, bool) or not 0 <= sent_ns <= INT64_MAX:
+        raise EnvelopeError("schema", f"sent_ns must be a non-negative 64-bit integer, got {sent_ns!r}")
+    if not isinstance(hist, bool):
+        raise EnvelopeError("schema", "hist must be a boolean")
+    items = raw["readings"]
+    if not isinstance(items, list) or not items:
+        raise EnvelopeError("schema", "readings must be a non-empty list")
+    if len(items) > MAX_READINGS_PER_BATCH:
+        raise EnvelopeError("oversized", f"{len(items)} readings > {MAX_READINGS_PER_BATCH}")
+    readings = tuple(_decode_reading(i, item) for i, item in enumerate(items))
+    return BatchBody(station=station, seq=seq, sent_ns=sent_ns, readings=readings, historical=hist)
+
+
+def _decode_reading(index: int, item: Any) -> Reading:
+    if not isinstance(item, list) or len(item) != 7:
+        raise EnvelopeError("schema", f"reading {index} must be a list of 7 fields")
+    ts_ns, device, parameter, value, unit, status, cause = item
+    if not isinstance(ts_ns, int) or isinstance(ts_ns, bool) or not 0 < ts_ns <= INT64_MAX:
+        raise EnvelopeError("schema", f"reading {index}: ts_ns must be a positive 64-bit integer")
+    if value is not None:
+        if not isinstance(value, float):
+            raise EnvelopeError("schema", f"reading {index}: value must be a float or nil, got {value!r}")
+        if not math.isfinite(value):
+            # A non-finite number is the analyzer saying "no value"; the
+            # agent must send nil instead, so this is a contract breach.
+            raise EnvelopeError("schema", f"reading {index}: value {value!r} is not finite; send nil")
+    if status not in STATUS_CODES:
+        raise EnvelopeError("schema", f"reading {index}: status must be one of {STATUS_CODES}, got {status!r}")
+    if not isinstance(unit, str) or len(unit) > _NAME_MAX:
+        raise EnvelopeError("schema", f"reading {index}: unit must be a string")
+    if not isinstance(cause, str) or len(cause) > 256:
+        raise EnvelopeError("schema", f"reading {index}: cause must be a string of at most 256 characters")
+    return Reading(
+        ts_ns=ts_ns,
+        device=_name(device, f"reading {index}: device"),
+        parameter=_name(parameter, f"reading {index}: parameter"),
+        value=value,
+        unit=unit,
+        status=status,
+        cause=cause,
+    )

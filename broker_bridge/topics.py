@@ -1,0 +1,59 @@
+"""MQTT topic names of wire contract v1.
+
+Every station publishes under its own prefix so that the broker's ACL can
+confine a station's credentials to its own topics (``pattern write
+quantrac/v1/%u/#``) and the collector can check that a body's station id
+matches the topic it arrived on.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "quantrac/v1"
+
+# Station ids become topic levels and file names: keep them to a safe alphabet
+# with no MQTT wildcard or separator characters.
+STATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+DATA_SUFFIX = "data"
+STATUS_SUFFIX = "status"
+
+
+class TopicError(ValueError):
+    """A topic or station id that the contract does not allow."""
+
+
+def check_station_id(station_id: str) -> str:
+    if not isinstance(station_id, str) or not STATION_ID_PATTERN.match(station_id):
+        raise TopicError(
+            f"invalid station id {station_id!r}: use 1-64 characters of A-Z a-z 0-9 _ . -,"
+            " starting with a letter or digit"
+        )
+    return station_id
+
+
+def data_topic(station_id: str) -> str:
+    return f"{PREFIX}/{check_station_id(station_id)}/{DATA_SUFFIX}"
+
+
+def status_topic(station_id: str) -> str:
+    return f"{PREFIX}/{check_station_id(station_id)}/{STATUS_SUFFIX}"
+
+
+def data_subscription(share_group: str | None = None) -> str:
+    """Filter for every station's data; a share group spreads it over collectors."""
+    topic = f"{PREFIX}/+/{DATA_SUFFIX}"
+    return f"$share/{share_group}/{topic}" if share_group else topic
+
+
+def station_of_topic(topic: str) -> str | None:
+    """The station id a data or status topic names, or None when it is not ours."""
+    parts = topic.split("/")
+    if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != PREFIX:
+        return None
+    if parts[3] not in (DATA_SUFFIX, STATUS_SUFFIX):
+        return None
+    if not STATION_ID_PATTERN.match(parts[2]):
+        return None
+    return parts[2]
