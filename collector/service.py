@@ -1,0 +1,187 @@
+"""The collector: MQTT in, checks, QuestDB out, acknowledgement last.
+
+A message is acknowledged to the broker only after its readings (or its
+reject record) are committed in QuestDB. Until then the broker still owns
+it, so a crash of the collector or an outage of QuestDB loses nothing: the
+persistent session redelivers, and DEDUP makes the rewrite harmless.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+import structlog
+
+from broker_bridge import session
+from broker_bridge.topics import data_subscription
+from collector.checks import Accepted, Rejected, check_message, reject
+from collector.registry import StationRegistry
+from store.ilp_writer import WarehouseRefused, WarehouseUnavailable, WarehouseWriter
+
+log = structlog.get_logger("collector")
+
+
+@dataclass(slots=True)
+class PendingMessage:
+    generation: int  # which broker connection delivered it; mids are only valid there
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    received_ns: int
+    outcome: Accepted | Rejected | None = None
+
+
+@dataclass
+class CollectorStats:
+    messages: int = 0
+    readings_written: int = 0
+    rejects_written: int = 0
+    flushes: int = 0
+    flush_failures: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    broker: session.BrokerAddress
+    client_id: str
+    registry_path: str
+    ilp_conf: str
+    share_group: str | None = None
+    flush_interval_s: float = 0.2
+    flush_max_messages: int = 5000
+    max_pending: int = 20000  # hard cap on unacknowledged messages held in memory
+    receive_maximum: int = 2000
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig) -> None:
+        self.config = config
+        self.registry = StationRegistry(config.registry_path)
+        self.writer = WarehouseWriter(config.ilp_conf)
+        self.stats = CollectorStats()
+        self._pending: deque[PendingMessage] = deque()
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._client = session.new_client(config.client_id, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    # -- network thread -------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("mqtt_connect_refused", reason=str(reason_code), client_id=self.config.client_id)
+            return
+        with self._cond:
+            self._generation += 1
+        # Subscribing again on a resumed session is harmless and covers the
+        # case where the broker lost it.
+        client.subscribe(data_subscription(self.config.share_group), qos=session.QOS)
+        self.connected.set()
+        log.info("mqtt_connected", session_present=flags.session_present, client_id=self.config.client_id)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        log.warning("mqtt_disconnected", reason=str(reason_code), client_id=self.config.client_id)
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        item = PendingMessage(
+            self._generation, message.mid, message.qos, message.topic, bytes(message.payload), time.time_ns()
+        )
+        with self._cond:
+            # Mosquitto does not reliably honour Receive Maximum once acks
+            # flow, so the collector bounds its own memory: holding the
+            # network thread here stops reading the socket.
+            while len(self._pending) >= self.config.max_pending and not self._stop.is_set():
+                self._cond.wait(timeout=0.5)
+            self._pending.append(item)
+            self.stats.messages += 1
+            self._cond.notify_all()
+
+    # -- flush loop (caller's thread) -------------------------------------
+    def start(self) -> None:
+        session.connect_async(
+            self._client, self.config.broker, session.connect_properties(receive_maximum=self.config.receive_maximum)
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.writer.close()
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Flush until ``stop`` is set; then leave the unflushed messages unacknowledged."""
+        stop = stop or threading.Event()
+        backoff = 0.0
+        while not stop.is_set() and not self._stop.is_set():
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                self._flush(batch)
+                backoff = 0.0
+            except WarehouseUnavailable as exc:
+                self.stats.flush_failures += 1
+                backoff = min(max(backoff * 2, 0.5), 10.0)
+                log.warning("warehouse_unavailable", error=str(exc), retry_in_s=backoff, held=len(batch))
+                stop.wait(backoff)
+
+    def _next_batch(self) -> list[PendingMessage]:
+        with self._cond:
+            if not self._pending:
+                self._cond.wait(timeout=self.config.flush_interval_s)
+            return list(self._pending)[: self.config.flush_max_messages]
+
+    def _flush(self, batch: list[PendingMessage]) -> None:
+        self.registry.reload_if_changed()
+        for item in batch:
+            if item.outcome is None:
+                item.outcome = check_message(item.topic, item.payload, self.registry, item.received_ns)
+        accepted = [i for i in batch if isinstance(i.outcome, Accepted)]
+        try:
+            written = self.writer.write_readings(row for i in accepted for row in i.outcome.rows)
+        except WarehouseRefused as exc:
+            written = self._write_one_by_one(accepted, str(exc))
+        rejected = [i.outcome.row for i in batch if isinstance(i.outcome, Rejected)]
+        self.writer.write_rejects(rejected)
+        self.stats.flushes += 1
+        self.stats.readings_written += written
+        self.stats.rejects_written += len(rejected)
+        for row in rejected:
+            self.stats.rejects_by_reason[row.reason] = self.stats.rejects_by_reason.get(row.reason, 0) + 1
+            log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)
+        with self._cond:
+            for _ in batch:
+                self._pending.popleft()
+            generation = self._generation
+            self._cond.notify_all()
+        # PUBACKs go out in arrival order, and only on the connection that
+        # delivered the message: after a reconnect the broker redelivers.
+        for item in batch:
+            if item.generation == generation:
+                self._client.ack(item.mid, item.qos)
+
+    def _write_one_by_one(self, accepted: list[PendingMessage], error: str) -> int:
+        """QuestDB refused the batch: find the messages it refuses and turn them into rejects."""
+        log.error("warehouse_refused_batch", error=error, messages=len(accepted))
+        written = 0
+        for item in accepted:
+            try:
+                written += self.writer.write_readings(item.outcome.rows)
+            except WarehouseRefused as exc:
+                item.outcome = reject(
+                    item.topic, item.outcome.body.station, item.payload, item.received_ns, "warehouse_refused", str(exc)
+                )
+        return written

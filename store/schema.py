@@ -1,0 +1,79 @@
+"""Warehouse schema, created idempotently over SQL before anything writes.
+
+ILP auto-creation is switched off in the server config (store/questdb_server.py),
+so these statements are the only way a table or column comes to exist.
+Columns are listed once here; ``ensure_schema`` adds any that an older
+warehouse lacks, so upgrades need no manual migration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[tuple[str, str], ...]  # (name, SQL type); the first is the designated timestamp
+    dedup_keys: tuple[str, ...]
+    partition_by: str = "DAY"
+
+    def create_sql(self) -> str:
+        cols = ",\n  ".join(f"{name} {sql_type}" for name, sql_type in self.columns)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols}\n) TIMESTAMP({self.columns[0][0]}) "
+            f"PARTITION BY {self.partition_by} WAL DEDUP UPSERT KEYS({', '.join(self.dedup_keys)})"
+        )
+
+
+READINGS = Table(
+    name="readings",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the station measured it (UTC)
+        ("station", "SYMBOL"),
+        ("device", "SYMBOL"),
+        ("parameter", "SYMBOL"),
+        ("value", "DOUBLE"),  # NULL when the analyzer gave no usable value
+        ("unit", "SYMBOL"),
+        ("status", "SYMBOL"),  # regulation code 00 / 01 / 02
+        ("cause", "VARCHAR"),
+        ("seq", "LONG"),  # the station's batch sequence number
+        ("historical", "BOOLEAN"),
+        ("key_id", "SYMBOL"),
+        ("received_at", "TIMESTAMP_NS"),
+    ),
+    dedup_keys=("ts", "station", "device", "parameter"),
+)
+
+REJECTS = Table(
+    name="rejects",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the collector received it
+        ("topic", "VARCHAR"),
+        ("claimed_station", "SYMBOL"),
+        ("reason", "SYMBOL"),
+        ("detail", "VARCHAR"),
+        ("payload_sha256", "SYMBOL"),
+        ("payload_b64", "VARCHAR"),
+    ),
+    # A message redelivered after a crash lands on the same key only if it
+    # keeps its receive time, which it does not; the hash lets queries
+    # collapse such repeats (SELECT DISTINCT payload_sha256 ...).
+    dedup_keys=("ts", "payload_sha256"),
+)
+
+TABLES = (READINGS, REJECTS)
+
+
+def ensure_schema(conninfo: str, tables: tuple[Table, ...] = TABLES) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for table in tables:
+            conn.execute(table.create_sql())
+            # QuestDB refuses "ADD COLUMN IF NOT EXISTS" as a no-op on WAL
+            # tables, so add only what is really missing.
+            present = {row[0] for row in conn.execute(f"SELECT \"column\" FROM table_columns('{table.name}')")}
+            for name, sql_type in table.columns:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {name} {sql_type}")

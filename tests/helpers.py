@@ -1,0 +1,51 @@
+"""Small helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from broker_bridge import session
+from supervisor.process import wait_until
+
+
+def unique_station(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def sql(conninfo: str, query: str, params=None) -> list[tuple]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def wal_applied(conninfo: str) -> bool:
+    """True once QuestDB made every committed WAL transaction visible to queries."""
+    return all(writer == sequencer for _, writer, sequencer in sql(conninfo, "SELECT name, writerTxn, sequencerTxn FROM wal_tables()"))
+
+
+def wait_for_count(conninfo: str, query: str, expected: int, timeout: float = 30.0, params=None) -> int:
+    def settled():
+        count = sql(conninfo, query, params)[0][0]
+        return count if count >= expected and wal_applied(conninfo) else None
+
+    wait_until(settled, timeout=timeout, interval=0.2, what=f"{expected} rows from {query!r}")
+    return sql(conninfo, query, params)[0][0]
+
+
+def publish_all(port: int, topic: str, payloads: list[bytes], timeout: float = 20.0) -> None:
+    """Publish at QoS 1 and return once the broker acknowledged every message."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, p, qos=session.QOS) for p in payloads]
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+            assert info.is_published(), "broker did not acknowledge a test publish"
+    finally:
+        client.disconnect()
+        client.loop_stop()
