@@ -1,0 +1,133 @@
+"""Publishes sealed batches from the outbox and records the broker's PUBACKs.
+
+A batch counts as delivered only when the broker's PUBACK for it arrives;
+until then it stays unacknowledged in the outbox, and a restarted agent
+sends the identical signed bytes again (the collector's DEDUP makes that
+harmless). The number of batches in flight is bounded so that a long
+backlog drains in order without flooding the broker.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import paho.mqtt.client as mqtt
+import structlog
+
+from broker_bridge import session
+from broker_bridge.keys import SigningKey
+from broker_bridge.topics import data_topic
+from edge_agent.outbox import Outbox, SealedBatch
+
+log = structlog.get_logger("edge_agent.publisher")
+
+
+class BatchPublisher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        key: SigningKey,
+        broker: session.BrokerAddress,
+        *,
+        window: int = 20,
+        max_readings_per_batch: int = 1000,
+        historical_after_s: float = 60.0,
+    ) -> None:
+        self.outbox = outbox
+        self.key = key
+        self.broker = broker
+        self.station_id = outbox.station_id
+        self.window = window
+        self.max_readings_per_batch = max_readings_per_batch
+        self.historical_after_s = historical_after_s
+        self.topic = data_topic(self.station_id)
+        self.connected = threading.Event()
+        self._lock = threading.Lock()  # guards _in_flight against on_publish racing publish()
+        self._in_flight: dict[int, int] = {}  # mid -> seq
+        self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._published_upto = 0  # highest seq handed to paho by this process
+        self._client = session.new_client(f"quantrac-agent-{self.station_id}")
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+
+    # -- network thread -------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("mqtt_connect_refused", station=self.station_id, reason=str(reason_code))
+            return
+        self.connected.set()
+        log.info("mqtt_connected", station=self.station_id, session_present=flags.session_present)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        log.warning("mqtt_disconnected", station=self.station_id, reason=str(reason_code))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._lock:
+            seq = self._in_flight.pop(mid, None)
+        if seq is None:
+            return
+        if reason_code.is_failure:
+            # The broker refused the batch (e.g. not authorised): it stays
+            # unacknowledged in the outbox and is retried after a restart.
+            log.error("batch_refused_by_broker", station=self.station_id, seq=seq, reason=str(reason_code))
+            return
+        self._acked.put(seq)
+
+    # -- agent thread ---------------------------------------------------
+    def start(self) -> None:
+        session.connect_async(self._client, self.broker, session.connect_properties())
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.pump_acks()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def pump_acks(self) -> int:
+        seqs = []
+        while True:
+            try:
+                seqs.append(self._acked.get_nowait())
+            except queue.Empty:
+                break
+        if seqs:
+            self.outbox.mark_acked(seqs)
+        return len(seqs)
+
+    def pump(self) -> int:
+        """Record PUBACKs, then fill the in-flight window: old unacknowledged batches first, then new ones."""
+        self.pump_acks()
+        if not self.connected.is_set():
+            return 0
+        sent = 0
+        while self.in_flight() < self.window:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            self._publish(batch)
+            sent += 1
+        return sent
+
+    def _next_batch(self) -> SealedBatch | None:
+        resend = self.outbox.unacked(limit=1, after_seq=self._published_upto)
+        if resend:
+            return resend[0]
+        return self.outbox.seal_next(self.key, self.max_readings_per_batch, self.historical_after_s)
+
+    def _publish(self, batch: SealedBatch) -> None:
+        with self._lock:
+            info = self._client.publish(self.topic, batch.payload, qos=session.QOS)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                raise RuntimeError(f"paho refused to queue batch {batch.seq}: {mqtt.error_string(info.rc)}")
+            # paho keeps a QoS 1 message it could not send yet and sends it
+            # on reconnect, so NO_CONN still means "in flight".
+            self._in_flight[info.mid] = batch.seq
+        self._published_upto = batch.seq
+        log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)
