@@ -1,0 +1,196 @@
+"""The ``quantrac`` command for field technicians and operations staff."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.logging_setup import configure_logging
+
+app = typer.Typer(help="quantrac: environmental monitoring stations to the national warehouse.", no_args_is_help=True)
+keys_app = typer.Typer(help="Station signing keys (Ed25519).", no_args_is_help=True)
+station_app = typer.Typer(help="The station registry the collector trusts.", no_args_is_help=True)
+agent_app = typer.Typer(help="The edge agent on the station PC.", no_args_is_help=True)
+collector_app = typer.Typer(help="The collector: MQTT to QuestDB.", no_args_is_help=True)
+sim_app = typer.Typer(help="Simulated analyzers for demos and tests.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(station_app, name="station")
+app.add_typer(agent_app, name="agent")
+app.add_typer(collector_app, name="collector")
+app.add_typer(sim_app, name="sim")
+
+LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def parse_port_overrides(items: list[str]) -> dict[str, int]:
+    overrides: dict[str, int] = {}
+    for item in items:
+        device, sep, port = item.partition("=")
+        if not sep or not port.isdigit():
+            fail(f"--port {item!r} must look like DEVICE_ID=PORT, e.g. aqms1=15020")
+        overrides[device] = int(port)
+    return overrides
+
+
+@keys_app.command("new")
+def keys_new(path: Path = typer.Argument(..., help="private key file to create, e.g. keys/HN_AIR_001.key")) -> None:
+    """Create an Ed25519 key pair: PATH (private, mode 0600) and PATH with .pub (public)."""
+    from broker_bridge.keys import write_new_key
+
+    if path.exists():
+        fail(f"{path} exists; a station's key is never overwritten (rotate with a new file instead)")
+    key = write_new_key(path)
+    typer.echo(f"private key: {path} (mode 0600)\npublic key:  {path.with_suffix('.pub')}\nkey id:      {key.key_id}")
+
+
+@station_app.command("add")
+def station_add(
+    station_id: str = typer.Argument(..., help="station id, e.g. HN_AIR_001"),
+    public_key: Path = typer.Argument(..., help="the station's .pub file from `quantrac keys new`"),
+    registry: Path = typer.Option(Path("registry.yaml"), help="registry file the collector reads"),
+) -> None:
+    """Register a station (or one more key of it) so the collector accepts its batches."""
+    from broker_bridge.keys import KeyFileError, load_public_key
+    from broker_bridge.topics import TopicError
+    from collector.registry import RegistryError, add_station
+
+    try:
+        kid = add_station(registry, station_id, load_public_key(public_key))
+    except (KeyFileError, TopicError, RegistryError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"{station_id}: key {kid} registered in {registry}")
+
+
+@station_app.command("list")
+def station_list(registry: Path = typer.Option(Path("registry.yaml"), help="registry file")) -> None:
+    """List registered stations and their keys."""
+    from collector.registry import RegistryError, StationRegistry
+
+    try:
+        reg = StationRegistry(registry)
+    except RegistryError as exc:
+        fail(str(exc))
+    for station_id in reg.station_ids():
+        entry = reg.get(station_id)
+        keys = ", ".join(f"{k.key_id} ({k.state})" for k in entry.keys.values())
+        typer.echo(f"{station_id}\t{'enabled' if entry.enabled else 'DISABLED'}\t{keys}")
+
+
+@agent_app.command("run")
+def agent_run(
+    station_file: Path = typer.Argument(..., help="station file (YAML)"),
+    key: Path = typer.Option(..., help="the station's private key file"),
+    broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker host:port"),
+    outbox: Path = typer.Option(..., help="outbox database file (SQLite)"),
+    port: list[str] = typer.Option([], "--port", help="override a device's TCP port: DEVICE_ID=PORT"),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Poll the station's analyzers and publish signed batches until SIGINT/SIGTERM."""
+    configure_logging(log_level)
+    from broker_bridge.keys import KeyFileError, load_signing_key
+    from broker_bridge.session import BrokerAddress
+    from edge_agent.agent import StationAgent
+    from station_profiles.loader import ConfigError, load_station
+
+    try:
+        station = load_station(station_file)
+        overrides = parse_port_overrides(port)
+        if overrides:
+            station = station.with_port_overrides(overrides)
+        signing_key = load_signing_key(key)
+        address = BrokerAddress.parse(broker)
+    except (ConfigError, KeyFileError, ValueError) as exc:
+        fail(str(exc))
+    agent = StationAgent(station, signing_key, address, outbox)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await agent.run(stop)
+
+    asyncio.run(main())
+
+
+@collector_app.command("run")
+def collector_run(
+    registry: Path = typer.Option(..., help="station registry file"),
+    broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker host:port"),
+    questdb: str = typer.Option("127.0.0.1:9000", help="QuestDB HTTP host:port (ILP and REST)"),
+    questdb_pg: str = typer.Option("127.0.0.1:8812", help="QuestDB PostgreSQL-wire host:port (schema)"),
+    client_id: str = typer.Option("quantrac-collector-1", help="stable MQTT client id (persistent session)"),
+    share_group: Optional[str] = typer.Option(None, help="MQTT shared-subscription group for several collectors"),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Verify and store every station's batches; acknowledge each only after QuestDB committed it."""
+    configure_logging(log_level)
+    from broker_bridge.session import BrokerAddress
+    from collector.registry import RegistryError
+    from collector.service import Collector, CollectorConfig
+    from store.questdb_server import QuestDBEndpoints
+    from store.schema import ensure_schema
+
+    try:
+        http = BrokerAddress.parse(questdb)
+        pg = BrokerAddress.parse(questdb_pg)
+        endpoints = QuestDBEndpoints(http.host, http.port, pg.port, 0)
+        config = CollectorConfig(
+            broker=BrokerAddress.parse(broker),
+            client_id=client_id,
+            registry_path=str(registry),
+            ilp_conf=endpoints.ilp_conf,
+            share_group=share_group,
+        )
+        ensure_schema(endpoints.pg_conninfo)
+        collector = Collector(config)
+    except (RegistryError, ValueError) as exc:
+        fail(str(exc))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    collector.start()
+    try:
+        collector.run(stop)
+    finally:
+        collector.stop()
+
+
+@sim_app.command("run")
+def sim_run(
+    station_file: Path = typer.Argument(..., help="station file whose modbus_tcp devices to simulate"),
+    truth: Path = typer.Option(..., help="ground-truth log: every value served, one JSON line each"),
+    port: list[str] = typer.Option([], "--port", help="override a device's TCP port: DEVICE_ID=PORT"),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Serve simulated analyzers for every Modbus TCP device of a station file."""
+    configure_logging(log_level)
+    from firmware_sim.modbus_tcp import run_sim
+
+    run_sim(station_file, truth, parse_port_overrides(port) or None)
+
+
+@app.command("demo")
+def demo(
+    duration: Optional[float] = typer.Option(None, help="stop by itself after this many seconds"),
+    workdir: Optional[Path] = typer.Option(None, help="where servers and stations keep their files"),
+    report_every: float = typer.Option(15.0, help="seconds between reports"),
+) -> None:
+    """Run QuestDB, Mosquitto, three simulated stations, their agents and a collector; Ctrl-C stops all."""
+    from cli.demo import run_demo
+
+    raise typer.Exit(code=run_demo(duration=duration, workdir=workdir, report_every=report_every))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,42 @@
+"""Command lines for quantrac's own processes, shared by the demo and the tests."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from supervisor.process import ManagedProcess
+
+
+def quantrac(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "cli.main", *map(str, args)]
+
+
+def _ports(port_overrides: dict[str, int] | None) -> list[str]:
+    return [arg for device, port in (port_overrides or {}).items() for arg in ("--port", f"{device}={port}")]
+
+
+def sim_process(station_file: Path, truth: Path, log: Path, port_overrides: dict[str, int] | None = None) -> ManagedProcess:
+    argv = quantrac("sim", "run", station_file, "--truth", truth, *_ports(port_overrides))
+    return ManagedProcess(argv, log_path=log, name=f"sim:{Path(station_file).stem}")
+
+
+def agent_process(
+    station_file: Path, key: Path, broker: str, outbox: Path, log: Path, port_overrides: dict[str, int] | None = None
+) -> ManagedProcess:
+    argv = quantrac(
+        "agent", "run", station_file, "--key", key, "--broker", broker, "--outbox", outbox, *_ports(port_overrides)
+    )
+    return ManagedProcess(argv, log_path=log, name=f"agent:{Path(station_file).stem}")
+
+
+def collector_process(
+    registry: Path, broker: str, questdb: str, questdb_pg: str, log: Path, client_id: str = "quantrac-collector-1",
+    share_group: str | None = None,
+) -> ManagedProcess:
+    argv = quantrac(
+        "collector", "run", "--registry", registry, "--broker", broker, "--questdb", questdb,
+        "--questdb-pg", questdb_pg, "--client-id", client_id,
+        *(["--share-group", share_group] if share_group else []),
+    )
+    return ManagedProcess(argv, log_path=log, name=f"collector:{client_id}")
