@@ -47,8 +47,13 @@ def data_subscription(share_group: str | None = None) -> str:
     return f"$share/{share_group}/{topic}" if share_group else topic
 
 
-def station_of_topic(topic: str) -> str | None:
-    """The station id a data or status topic names, or None when it is not ours."""
+def status_subscription(share_group: str | None = None) -> str:
+    topic = f"{PREFIX}/+/{STATUS_SUFFIX}"
+    return f"$share/{share_group}/{topic}" if share_group else topic
+
+
+def parse_topic(topic: str) -> tuple[str, str] | None:
+    """(station id, "data" or "status") for one of our topics, else None."""
     parts = topic.split("/")
     if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != PREFIX:
         return None
@@ -56,4 +61,10 @@ def station_of_topic(topic: str) -> str | None:
         return None
     if not STATION_ID_PATTERN.match(parts[2]):
         return None
-    return parts[2]
+    return parts[2], parts[3]
+
+
+def station_of_topic(topic: str) -> str | None:
+    """The station id a data or status topic names, or None when it is not ours."""
+    parsed = parse_topic(topic)
+    return parsed[0] if parsed else None

@@ -5,19 +5,31 @@ agent treats it as taken) -> ``seal_next`` moves staged readings into a
 signed batch with the next sequence number, in one transaction, so a
 reading is either staged or in exactly one batch -> ``mark_acked`` records
 the broker's PUBACK. The sealed payload is kept as sent, for audit and for
-re-sending the identical bytes after a restart.
+re-sending the identical bytes after a restart, until retention or the byte
+cap removes it (acknowledged data first, and never silently).
+
+Two lanes keep a long backlog from starving live data: readings taken while
+the uplink is down (or left waiting too long) are "historical" and sealed
+into batches flagged as such; live readings are sealed separately. Each
+lane keeps its own order, so a device's history goes out oldest first.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import structlog
 
 from broker_bridge.envelope import BatchBody, Reading, seal
 from broker_bridge.keys import SigningKey
+from edge_agent.wal_check import inspect_wal
+
+log = structlog.get_logger("edge_agent.outbox")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -25,18 +37,40 @@ CREATE TABLE IF NOT EXISTS station_name (name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS staged (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_ns INTEGER NOT NULL, device TEXT NOT NULL, parameter TEXT NOT NULL,
-    value REAL, unit TEXT NOT NULL, status TEXT NOT NULL, cause TEXT NOT NULL
+    value REAL, unit TEXT NOT NULL, status TEXT NOT NULL, cause TEXT NOT NULL,
+    historical INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS staged_lane ON staged(historical, id);
 CREATE TABLE IF NOT EXISTS batches (
     seq INTEGER PRIMARY KEY,
     sealed_ns INTEGER NOT NULL,
     readings INTEGER NOT NULL,
     first_ts_ns INTEGER NOT NULL,
+    last_ts_ns INTEGER NOT NULL,
+    historical INTEGER NOT NULL,
     payload BLOB NOT NULL,
     acked_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS batches_unacked ON batches(seq) WHERE acked_ns IS NULL;
+CREATE TABLE IF NOT EXISTS dropped (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, dropped_ns INTEGER NOT NULL,
+    first_seq INTEGER, last_seq INTEGER, readings INTEGER NOT NULL, reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recoveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, recovered_ns INTEGER NOT NULL, detail TEXT NOT NULL
+);
 """
+
+LIVE, BACKLOG = 0, 1
+DAY_NS = 86_400 * 10**9
+# After a salvage that could not read the last sequence number, jump far
+# ahead: reusing a number the collector already saw would look like a replay.
+SEQ_JUMP_AFTER_RECOVERY = 1_000_000
+OVERFLOW_POLICIES = ("drop_oldest", "refuse_new")
+
+
+class OutboxFull(RuntimeError):
+    """The unsent data alone fills the byte cap and the policy is to refuse new readings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,68 +80,232 @@ class SealedBatch:
     readings: int
 
 
+@dataclass(frozen=True)
+class RetentionPolicy:
+    retention_days: float = 60.0  # the regulation: keep at least the last 60 days
+    max_bytes: int = 2 * 1024**3
+    overflow: str = "drop_oldest"  # what to do when unsent data alone reaches max_bytes
+
+    def __post_init__(self) -> None:
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow policy {self.overflow!r} is not one of {OVERFLOW_POLICIES}")
+
+
+@dataclass
+class Recovery:
+    """What opening a damaged outbox cut, kept in the outbox and reported in the station status."""
+
+    wal_cut_bytes: int = 0
+    wal_reason: str = ""
+    salvaged_from: str = ""
+    batches_kept: int = 0
+    staged_kept: int = 0
+    rows_unreadable: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def anything_cut(self) -> bool:
+        return bool(self.wal_cut_bytes or self.salvaged_from)
+
+
 class Outbox:
-    def __init__(self, path: Path, station_id: str) -> None:
+    def __init__(self, path: Path, station_id: str, retention: RetentionPolicy | None = None) -> None:
         self.path = Path(path)
         self.station_id = station_id
+        self.retention = retention or RetentionPolicy()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit BEGIN/COMMIT below
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: in WAL mode every commit is fsynced, so a committed reading
-        # survives a power cut; commits are grouped per poll cycle.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('last_seq', 0)")
+        self.recovery = Recovery()
+        wal = inspect_wal(Path(f"{self.path}-wal"))
+        if wal is not None and wal.cut:
+            self.recovery.wal_cut_bytes, self.recovery.wal_reason = wal.cut_bytes, wal.reason
+        try:
+            self._db = self._open(self.path)
+        except sqlite3.DatabaseError as exc:
+            self._db = self._salvage(str(exc))
+        if self.recovery.anything_cut:
+            self._record_recovery()
         names = [r[0] for r in self._db.execute("SELECT name FROM station_name")]
         if not names:
             self._db.execute("INSERT INTO station_name(name) VALUES(?)", (station_id,))
         elif names[0] != station_id:
             raise ValueError(f"{self.path}: this outbox belongs to station {names[0]}, not {station_id}")
 
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT below
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: in WAL mode every commit is fsynced, so a committed reading
+            # survives a power cut; commits are grouped, never one per reading.
+            db.execute("PRAGMA synchronous=FULL")
+            check = db.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise sqlite3.DatabaseError("quick_check: " + "; ".join(r[0] for r in check[:5]))
+            db.executescript(SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('last_seq', 0)")
+            db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('session', 0)")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    # -- recovery -------------------------------------------------------
+    def _salvage(self, error: str) -> sqlite3.Connection:
+        """Move the damaged file aside, keep every row that can still be read, start afresh."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        damaged = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                shutil.move(source, f"{damaged}{suffix}")
+        self.recovery.salvaged_from = str(damaged)
+        self.recovery.errors.append(error)
+        db = self._open(self.path)
+        try:
+            old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+        except sqlite3.DatabaseError as exc:
+            self.recovery.errors.append(f"cannot open the damaged file at all: {exc}")
+            old = None
+        last_seq = None
+        if old is not None:
+            last_seq = self._read_or_none(old, "SELECT value FROM meta WHERE key='last_seq'")
+            batches = self._copy_rows(
+                old, db, "batches", "seq",
+                "seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload, acked_ns",
+            )
+            staged = self._copy_rows(
+                old, db, "staged", "id", "id, ts_ns, device, parameter, value, unit, status, cause, historical"
+            )
+            self.recovery.batches_kept, self.recovery.staged_kept = batches, staged
+            old.close()
+        max_batch = db.execute("SELECT coalesce(max(seq), 0) FROM batches").fetchone()[0]
+        if last_seq is None:
+            next_floor = max_batch + SEQ_JUMP_AFTER_RECOVERY
+            self.recovery.errors.append(f"last sequence number unreadable; continuing after {next_floor}")
+        else:
+            next_floor = max(last_seq, max_batch)
+        db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (next_floor,))
+        return db
+
+    @staticmethod
+    def _read_or_none(db: sqlite3.Connection, query: str):
+        try:
+            row = db.execute(query).fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        return None if row is None else row[0]
+
+    def _copy_rows(self, old: sqlite3.Connection, new: sqlite3.Connection, table: str, key: str, columns: str) -> int:
+        """Copy rows by key range; where a range is unreadable, fall back to single rows."""
+        top = self._read_or_none(old, f"SELECT max({key}) FROM {table}")
+        if top is None:
+            # The table's root is damaged; probe keys upwards until reads keep failing.
+            top = self._probe_top(old, table, key)
+        copied, chunk, low = 0, 500, 0
+        placeholders = ",".join("?" * len(columns.split(",")))
+        while low < top:
+            high = min(low + chunk, top)
+            try:
+                rows = old.execute(
+                    f"SELECT {columns} FROM {table} WHERE {key} > ? AND {key} <= ?", (low, high)
+                ).fetchall()
+            except sqlite3.DatabaseError:
+                rows = []
+                for single in range(low + 1, high + 1):
+                    try:
+                        rows += old.execute(f"SELECT {columns} FROM {table} WHERE {key} = ?", (single,)).fetchall()
+                    except sqlite3.DatabaseError:
+                        self.recovery.rows_unreadable += 1
+            new.executemany(f"INSERT OR IGNORE INTO {table}({columns}) VALUES ({placeholders})", rows)
+            copied += len(rows)
+            low = high
+        return copied
+
+    def _probe_top(self, old: sqlite3.Connection, table: str, key: str) -> int:
+        top, probe = 0, 1
+        while probe < 1 << 40:
+            try:
+                if old.execute(f"SELECT 1 FROM {table} WHERE {key} >= ? LIMIT 1", (probe,)).fetchone() is None:
+                    break
+                top = probe
+            except sqlite3.DatabaseError:
+                break
+            probe *= 2
+        return top * 2
+
+    def _record_recovery(self) -> None:
+        r = self.recovery
+        detail = (
+            f"wal_cut_bytes={r.wal_cut_bytes} wal_reason={r.wal_reason!r} salvaged_from={r.salvaged_from!r} "
+            f"batches_kept={r.batches_kept} staged_kept={r.staged_kept} rows_unreadable={r.rows_unreadable} "
+            f"errors={r.errors!r}"
+        )
+        self._db.execute("INSERT INTO recoveries(recovered_ns, detail) VALUES (?, ?)", (time.time_ns(), detail))
+        log.error("outbox_damage_cut", station=self.station_id, path=str(self.path), detail=detail)
+
     def close(self) -> None:
         self._db.close()
 
-    def append(self, readings: Iterable[Reading]) -> int:
-        rows = [(r.ts_ns, r.device, r.parameter, r.value, r.unit, r.status, r.cause) for r in readings]
+    # -- the data path ----------------------------------------------------
+    def append(self, readings: Iterable[Reading], historical: bool = False) -> int:
+        return self.append_groups([(readings, historical)])
+
+    def append_groups(self, groups: Iterable[tuple[Iterable[Reading], bool]]) -> int:
+        """Stage several pollers' readings in one transaction: one fsync for all of them."""
+        rows = [
+            (r.ts_ns, r.device, r.parameter, r.value, r.unit, r.status, r.cause, int(historical))
+            for readings, historical in groups
+            for r in readings
+        ]
         if not rows:
             return 0
         with self._transaction():
             self._db.executemany(
-                "INSERT INTO staged(ts_ns, device, parameter, value, unit, status, cause) VALUES (?,?,?,?,?,?,?)", rows
+                "INSERT INTO staged(ts_ns, device, parameter, value, unit, status, cause, historical)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                rows,
             )
         return len(rows)
 
-    def seal_next(self, key: SigningKey, max_readings: int, historical_after_s: float) -> SealedBatch | None:
-        """Seal the oldest staged readings into the next batch, or None if nothing is staged."""
+    def seal_next(self, key: SigningKey, max_readings: int, historical_after_s: float, lane: int | None = None) -> SealedBatch | None:
+        """Seal the oldest staged readings of a lane (default: live if any, else backlog) into the next batch."""
         now = time.time_ns()
         with self._transaction():
-            rows = self._db.execute(
-                "SELECT id, ts_ns, device, parameter, value, unit, status, cause FROM staged ORDER BY id LIMIT ?",
-                (max_readings,),
-            ).fetchall()
+            # Live readings that waited too long become history: they are no longer "now".
+            self._db.execute(
+                "UPDATE staged SET historical=1 WHERE historical=0 AND ts_ns < ?", (now - int(historical_after_s * 1e9),)
+            )
+            lanes = (lane,) if lane is not None else (LIVE, BACKLOG)
+            rows = []
+            for chosen in lanes:
+                rows = self._db.execute(
+                    "SELECT id, ts_ns, device, parameter, value, unit, status, cause FROM staged"
+                    " WHERE historical=? ORDER BY id LIMIT ?",
+                    (chosen, max_readings),
+                ).fetchall()
+                if rows:
+                    break
             if not rows:
                 return None
-            last_seq = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()[0]
-            seq = last_seq + 1
+            seq = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()[0] + 1
             readings = tuple(Reading(*row[1:]) for row in rows)
-            first_ts = min(r.ts_ns for r in readings)
-            body = BatchBody(
-                station=self.station_id,
-                seq=seq,
-                sent_ns=now,
-                readings=readings,
-                # Readings that waited out an outage are marked so that the
-                # warehouse can tell a replay from live data.
-                historical=(now - first_ts) > historical_after_s * 1e9,
-            )
+            body = BatchBody(station=self.station_id, seq=seq, sent_ns=now, readings=readings, historical=chosen == BACKLOG)
             payload = seal(body, key.key_id, key.private_key)
+            ts = [r.ts_ns for r in readings]
             self._db.execute(
-                "INSERT INTO batches(seq, sealed_ns, readings, first_ts_ns, payload) VALUES (?,?,?,?,?)",
-                (seq, now, len(rows), first_ts, payload),
+                "INSERT INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (seq, now, len(rows), min(ts), max(ts), int(chosen == BACKLOG), payload),
             )
-            self._db.execute("DELETE FROM staged WHERE id <= ?", (rows[-1][0],))
+            self._db.execute("DELETE FROM staged WHERE historical=? AND id <= ?", (chosen, rows[-1][0]))
             self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
         return SealedBatch(seq, payload, len(rows))
+
+    def staged_lanes(self) -> tuple[bool, bool]:
+        """(live readings staged, backlog readings staged)."""
+        live = self._db.execute("SELECT 1 FROM staged WHERE historical=0 LIMIT 1").fetchone() is not None
+        backlog = self._db.execute("SELECT 1 FROM staged WHERE historical=1 LIMIT 1").fetchone() is not None
+        return live, backlog
 
     def mark_acked(self, seqs: Iterable[int]) -> None:
         now = time.time_ns()
@@ -123,6 +321,82 @@ class Outbox:
         ).fetchall()
         return [SealedBatch(*row) for row in rows]
 
+    def batches_between(self, first_seq: int, last_seq: int) -> list[SealedBatch]:
+        """Kept batches in a range, acknowledged or not: for a re-send the warehouse asks for."""
+        rows = self._db.execute(
+            "SELECT seq, payload, readings FROM batches WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq)
+        ).fetchall()
+        return [SealedBatch(*row) for row in rows]
+
+    def next_session(self) -> int:
+        """A new MQTT session number (Sparkplug's bdSeq): the will and the birth carry it."""
+        with self._transaction():
+            self._db.execute("UPDATE meta SET value = value + 1 WHERE key='session'")
+            return self._db.execute("SELECT value FROM meta WHERE key='session'").fetchone()[0]
+
+    # -- retention and the byte cap -----------------------------------------
+    def bytes_used(self) -> int:
+        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0] - self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return pages * page_size
+
+    def enforce_retention(self, now_ns: int | None = None) -> dict[str, int]:
+        """Drop acknowledged data past retention, then the oldest acknowledged data over the cap;
+        if unsent data alone exceeds the cap, apply the overflow policy, loudly."""
+        now_ns = now_ns or time.time_ns()
+        policy = self.retention
+        removed = {"expired": 0, "over_cap_acked": 0, "over_cap_unsent": 0}
+        with self._transaction():
+            cutoff = now_ns - int(policy.retention_days * DAY_NS)
+            removed["expired"] = self._db.execute(
+                "DELETE FROM batches WHERE acked_ns IS NOT NULL AND last_ts_ns < ?", (cutoff,)
+            ).rowcount
+        while self.bytes_used() > policy.max_bytes:
+            with self._transaction():
+                oldest = self._db.execute(
+                    "SELECT seq FROM batches WHERE acked_ns IS NOT NULL ORDER BY seq LIMIT 200"
+                ).fetchall()
+                if not oldest:
+                    break
+                removed["over_cap_acked"] += self._db.execute(
+                    "DELETE FROM batches WHERE acked_ns IS NOT NULL AND seq <= ?", (oldest[-1][0],)
+                ).rowcount
+        if self.bytes_used() > policy.max_bytes:
+            log.error(
+                "outbox_full_of_unsent_data", station=self.station_id, bytes_used=self.bytes_used(),
+                max_bytes=policy.max_bytes, policy=policy.overflow,
+            )
+            if policy.overflow == "drop_oldest":
+                removed["over_cap_unsent"] = self._drop_oldest_unsent()
+        return removed
+
+    def _drop_oldest_unsent(self) -> int:
+        dropped = 0
+        while self.bytes_used() > self.retention.max_bytes:
+            with self._transaction():
+                rows = self._db.execute(
+                    "SELECT seq, readings FROM batches WHERE acked_ns IS NULL ORDER BY seq LIMIT 100"
+                ).fetchall()
+                if not rows:
+                    break
+                first, last = rows[0][0], rows[-1][0]
+                count = sum(r[1] for r in rows)
+                self._db.execute("DELETE FROM batches WHERE acked_ns IS NULL AND seq BETWEEN ? AND ?", (first, last))
+                # The loss is recorded and published; the collector will also see the gap.
+                self._db.execute(
+                    "INSERT INTO dropped(dropped_ns, first_seq, last_seq, readings, reason) VALUES (?,?,?,?,?)",
+                    (time.time_ns(), first, last, count, "byte cap reached by unsent data"),
+                )
+                dropped += count
+            log.error("outbox_dropped_unsent", station=self.station_id, first_seq=first, last_seq=last, readings=count)
+        return dropped
+
+    def check_room(self) -> None:
+        """Raise OutboxFull when the policy is to refuse new readings and unsent data fills the cap."""
+        if self.retention.overflow == "refuse_new" and self.bytes_used() > self.retention.max_bytes:
+            raise OutboxFull(f"{self.path}: unsent data fills the {self.retention.max_bytes}-byte cap")
+
+    # -- status -----------------------------------------------------------
     def counts(self) -> dict[str, int]:
         staged = self._db.execute("SELECT count(*) FROM staged").fetchone()[0]
         unacked, unacked_readings = self._db.execute(
@@ -136,6 +410,28 @@ class Outbox:
             "unacked_readings": unacked_readings,
             "acked_batches": acked,
             "last_seq": last_seq,
+        }
+
+    def status(self, now_ns: int | None = None) -> dict[str, object]:
+        """Buffer fullness and backlog age for the station's status message."""
+        now_ns = now_ns or time.time_ns()
+        oldest = [
+            self._db.execute("SELECT min(ts_ns) FROM staged").fetchone()[0],
+            self._db.execute("SELECT min(first_ts_ns) FROM batches WHERE acked_ns IS NULL").fetchone()[0],
+        ]
+        oldest_unsent = min((t for t in oldest if t is not None), default=None)
+        used = self.bytes_used()
+        dropped = self._db.execute("SELECT coalesce(sum(readings), 0), count(*) FROM dropped").fetchone()
+        recoveries = self._db.execute("SELECT count(*) FROM recoveries").fetchone()[0]
+        return {
+            **self.counts(),
+            "bytes_used": used,
+            "max_bytes": self.retention.max_bytes,
+            "fullness": round(used / self.retention.max_bytes, 6),
+            "backlog_age_s": 0.0 if oldest_unsent is None else round((now_ns - oldest_unsent) / 1e9, 3),
+            "dropped_readings": dropped[0],
+            "drop_events": dropped[1],
+            "recoveries": recoveries,
         }
 
     def _transaction(self):

@@ -3,24 +3,37 @@
 A batch counts as delivered only when the broker's PUBACK for it arrives;
 until then it stays unacknowledged in the outbox, and a restarted agent
 sends the identical signed bytes again (the collector's DEDUP makes that
-harmless). The number of batches in flight is bounded so that a long
-backlog drains in order without flooding the broker.
+harmless). The number of batches in flight is bounded; when both lanes have
+data, live and backlog batches alternate so a long backlog never starves
+live data.
+
+Liveness follows Sparkplug's bdSeq: every MQTT connection gets a session
+number, the last will ("offline") and the birth ("online") carry it, so a
+will that arrives late can never override a newer birth.
 """
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
+import time
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import structlog
 
 from broker_bridge import session
 from broker_bridge.keys import SigningKey
-from broker_bridge.topics import data_topic
-from edge_agent.outbox import Outbox, SealedBatch
+from broker_bridge.topics import data_topic, status_topic
+from edge_agent.outbox import BACKLOG, LIVE, Outbox, SealedBatch
 
 log = structlog.get_logger("edge_agent.publisher")
+
+# Session numbers: the outbox's durable counter (one step per agent start)
+# times this, plus the connection number within the process: monotonic
+# across reconnects and restarts without touching the disk from the network thread.
+CONNECTIONS_PER_START = 1_000_000
 
 
 class BatchPublisher:
@@ -33,6 +46,7 @@ class BatchPublisher:
         window: int = 20,
         max_readings_per_batch: int = 1000,
         historical_after_s: float = 60.0,
+        birth_metadata: dict[str, Any] | None = None,
     ) -> None:
         self.outbox = outbox
         self.key = key
@@ -41,37 +55,76 @@ class BatchPublisher:
         self.window = window
         self.max_readings_per_batch = max_readings_per_batch
         self.historical_after_s = historical_after_s
+        self.birth_metadata = birth_metadata or {}
         self.topic = data_topic(self.station_id)
+        self.status_topic = status_topic(self.station_id)
         self.connected = threading.Event()
         self._lock = threading.Lock()  # guards _in_flight against on_publish racing publish()
         self._in_flight: dict[int, int] = {}  # mid -> seq
         self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._published_upto = 0  # highest seq handed to paho by this process
+        self._last_lane = BACKLOG
+        self._session_base = outbox.next_session() * CONNECTIONS_PER_START
+        self._connection = 0
+        self._failed_attempts = 0
+        self.refused: list[tuple[int, str]] = []  # (seq, reason) the broker refused
         self._client = session.new_client(f"quantrac-agent-{self.station_id}")
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_connect_fail = self._on_connect_fail
+        self._arm_will()
+
+    @property
+    def session_number(self) -> int:
+        return self._session_base + self._connection
+
+    def _arm_will(self) -> None:
+        self._connection += 1
+        payload = json.dumps({"state": "offline", "station": self.station_id, "session": self.session_number})
+        self._client.will_set(self.status_topic, payload, qos=session.QOS, retain=True)
 
     # -- network thread -------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self._failed_attempts += 1
             log.error("mqtt_connect_refused", station=self.station_id, reason=str(reason_code))
             return
+        self._failed_attempts = 0
         self.connected.set()
-        log.info("mqtt_connected", station=self.station_id, session_present=flags.session_present)
+        birth = {
+            "state": "online",
+            "station": self.station_id,
+            "session": self.session_number,
+            "ts_ns": time.time_ns(),
+            **self.birth_metadata,
+        }
+        client.publish(self.status_topic, json.dumps(birth), qos=session.QOS, retain=True)
+        log.info(
+            "mqtt_connected", station=self.station_id, session=self.session_number, session_present=flags.session_present
+        )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         log.warning("mqtt_disconnected", station=self.station_id, reason=str(reason_code))
+        # The next connection is a new session: its will must not match this birth.
+        self._arm_will()
+        self._failed_attempts += 1
+        session.jitter_before_reconnect(reason_code, self._failed_attempts)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._failed_attempts += 1
+        session.jitter_before_reconnect(session.UNEXPECTED, self._failed_attempts)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._lock:
             seq = self._in_flight.pop(mid, None)
         if seq is None:
-            return
+            return  # a status message
         if reason_code.is_failure:
-            # The broker refused the batch (e.g. not authorised): it stays
-            # unacknowledged in the outbox and is retried after a restart.
+            # Refused (e.g. not authorised): the batch stays unacknowledged in the
+            # outbox, is reported in the status, and is retried after a restart.
+            self.refused.append((seq, str(reason_code)))
             log.error("batch_refused_by_broker", station=self.station_id, seq=seq, reason=str(reason_code))
             return
         self._acked.put(seq)
@@ -82,9 +135,19 @@ class BatchPublisher:
         self._client.loop_start()
 
     def stop(self) -> None:
+        if self.connected.is_set():
+            # A planned stop is not a crash: say so ourselves, since the broker
+            # sends no will after a clean DISCONNECT.
+            goodbye = {"state": "offline", "station": self.station_id, "session": self.session_number, "planned": True}
+            info = self._client.publish(self.status_topic, json.dumps(goodbye), qos=session.QOS, retain=True)
+            info.wait_for_publish(timeout=2)
         self._client.disconnect()
         self._client.loop_stop()
         self.pump_acks()
+
+    def publish_status(self, status: dict[str, Any]) -> None:
+        payload = {"state": "online", "station": self.station_id, "session": self.session_number, "ts_ns": time.time_ns(), **status}
+        self._client.publish(self.status_topic, json.dumps(payload), qos=session.QOS, retain=True)
 
     def in_flight(self) -> int:
         with self._lock:
@@ -119,7 +182,14 @@ class BatchPublisher:
         resend = self.outbox.unacked(limit=1, after_seq=self._published_upto)
         if resend:
             return resend[0]
-        return self.outbox.seal_next(self.key, self.max_readings_per_batch, self.historical_after_s)
+        # Alternate lanes when both have data; otherwise take whichever has.
+        preferred = LIVE if self._last_lane == BACKLOG else BACKLOG
+        for lane in (preferred, 1 - preferred):
+            batch = self.outbox.seal_next(self.key, self.max_readings_per_batch, self.historical_after_s, lane=lane)
+            if batch is not None:
+                self._last_lane = lane
+                return batch
+        return None
 
     def _publish(self, batch: SealedBatch) -> None:
         with self._lock:
