@@ -25,6 +25,17 @@ app.add_typer(collector_app, name="collector")
 app.add_typer(sim_app, name="sim")
 
 LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")
+BROKER_USER = typer.Option(None, "--broker-user", help="MQTT user name")
+BROKER_PASSWORD_FILE = typer.Option(None, "--broker-password-file", help="file holding the MQTT password (mode 0600)")
+TLS_CA = typer.Option(None, "--tls-ca", help="CA certificate the broker's certificate must chain to (enables TLS)")
+TLS_CERT = typer.Option(None, "--tls-cert", help="client certificate (optional, with --tls-key)")
+TLS_KEY = typer.Option(None, "--tls-key", help="client certificate's private key")
+
+
+def broker_address(broker: str, user, password_file, tls_ca, tls_cert, tls_key):
+    from broker_bridge.session import BrokerAddress
+
+    return BrokerAddress.parse(broker).with_credentials(user, password_file).with_tls(tls_ca, tls_cert, tls_key)
 
 
 def fail(message: str) -> None:
@@ -86,6 +97,94 @@ def station_list(registry: Path = typer.Option(Path("registry.yaml"), help="regi
         typer.echo(f"{station_id}\t{'enabled' if entry.enabled else 'DISABLED'}\t{keys}")
 
 
+@station_app.command("rotate-key")
+def station_rotate_key(
+    station_id: str = typer.Argument(..., help="station id"),
+    new_public_key: Path = typer.Argument(..., help="the station's next .pub file (from `quantrac keys new`)"),
+    overlap_hours: float = typer.Option(168.0, help="how long the current key stays valid beside the new one"),
+    registry: Path = typer.Option(Path("registry.yaml"), help="registry file"),
+) -> None:
+    """Register a station's next key; its current key is accepted for the overlap, then never again."""
+    from datetime import timedelta
+
+    from broker_bridge.keys import KeyFileError, load_public_key
+    from collector.registry import RegistryError, rotate_key
+
+    try:
+        kid, retiring = rotate_key(registry, station_id, load_public_key(new_public_key), timedelta(hours=overlap_hours))
+    except (KeyFileError, RegistryError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"{station_id}: new key {kid} active; {', '.join(retiring) or 'no key'} retiring in {overlap_hours:g} h")
+    typer.echo("Now restart the station's agent with --key pointing at the new private key.")
+
+
+@station_app.command("retire-key")
+def station_retire_key(
+    station_id: str = typer.Argument(...),
+    kid: str = typer.Argument(..., help="key id to retire now (e.g. a stolen key)"),
+    registry: Path = typer.Option(Path("registry.yaml"), help="registry file"),
+) -> None:
+    """Retire a key at once: batches signed with it are rejected from now on."""
+    from collector.registry import RegistryError, retire_key
+
+    try:
+        retire_key(registry, station_id, kid)
+    except (RegistryError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"{station_id}: key {kid} retired")
+
+
+@station_app.command("disable")
+def station_disable(
+    station_id: str = typer.Argument(...),
+    registry: Path = typer.Option(Path("registry.yaml"), help="registry file"),
+) -> None:
+    """Refuse a station's data (kept as rejects with reason disabled_station)."""
+    from collector.registry import RegistryError, set_enabled
+
+    try:
+        set_enabled(registry, station_id, False)
+    except (RegistryError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"{station_id}: disabled")
+
+
+@station_app.command("enable")
+def station_enable(
+    station_id: str = typer.Argument(...),
+    registry: Path = typer.Option(Path("registry.yaml"), help="registry file"),
+) -> None:
+    """Accept a disabled station's data again."""
+    from collector.registry import RegistryError, set_enabled
+
+    try:
+        set_enabled(registry, station_id, True)
+    except (RegistryError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"{station_id}: enabled")
+
+
+@app.command("status")
+def status(
+    questdb_pg: str = typer.Option("127.0.0.1:8812", help="QuestDB PostgreSQL-wire host:port"),
+) -> None:
+    """Each station's last reading, online state, backlog, sequence gaps and reject count."""
+    from broker_bridge.session import BrokerAddress
+    from store.queries import station_overview
+    from store.questdb_server import QuestDBEndpoints
+
+    pg = BrokerAddress.parse(questdb_pg)
+    rows = station_overview(QuestDBEndpoints(pg.host, 0, pg.port, 0).pg_conninfo)
+    typer.echo(f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} {'backlog':>8} {'age s':>7} {'missing':>8} {'rejects':>8}")
+    for r in rows:
+        last = r.last_reading.strftime("%Y-%m-%d %H:%M:%S") if r.last_reading else "-"
+        typer.echo(
+            f"{r.station:<16} {r.state:<8} {r.session if r.session is not None else '-':>14} {last:<20} {r.readings:>9} "
+            f"{r.backlog_readings if r.backlog_readings is not None else '-':>8} "
+            f"{r.backlog_age_s if r.backlog_age_s is not None else '-':>7} {r.missing_batches:>8} {r.rejects:>8}"
+        )
+
+
 @agent_app.command("run")
 def agent_run(
     station_file: Path = typer.Argument(..., help="station file (YAML)"),
@@ -93,12 +192,16 @@ def agent_run(
     broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker host:port"),
     outbox: Path = typer.Option(..., help="outbox database file (SQLite)"),
     port: list[str] = typer.Option([], "--port", help="override a device's TCP port: DEVICE_ID=PORT"),
+    broker_user: Optional[str] = BROKER_USER,
+    broker_password_file: Optional[Path] = BROKER_PASSWORD_FILE,
+    tls_ca: Optional[Path] = TLS_CA,
+    tls_cert: Optional[Path] = TLS_CERT,
+    tls_key: Optional[Path] = TLS_KEY,
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Poll the station's analyzers and publish signed batches until SIGINT/SIGTERM."""
     configure_logging(log_level)
     from broker_bridge.keys import KeyFileError, load_signing_key
-    from broker_bridge.session import BrokerAddress
     from edge_agent.agent import StationAgent
     from station_profiles.loader import ConfigError, load_station
 
@@ -108,7 +211,7 @@ def agent_run(
         if overrides:
             station = station.with_port_overrides(overrides)
         signing_key = load_signing_key(key)
-        address = BrokerAddress.parse(broker)
+        address = broker_address(broker, broker_user, broker_password_file, tls_ca, tls_cert, tls_key)
     except (ConfigError, KeyFileError, ValueError) as exc:
         fail(str(exc))
     agent = StationAgent(station, signing_key, address, outbox)
@@ -131,6 +234,11 @@ def collector_run(
     questdb_pg: str = typer.Option("127.0.0.1:8812", help="QuestDB PostgreSQL-wire host:port (schema)"),
     client_id: str = typer.Option("quantrac-collector-1", help="stable MQTT client id (persistent session)"),
     share_group: Optional[str] = typer.Option(None, help="MQTT shared-subscription group for several collectors"),
+    broker_user: Optional[str] = BROKER_USER,
+    broker_password_file: Optional[Path] = BROKER_PASSWORD_FILE,
+    tls_ca: Optional[Path] = TLS_CA,
+    tls_cert: Optional[Path] = TLS_CERT,
+    tls_key: Optional[Path] = TLS_KEY,
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Verify and store every station's batches; acknowledge each only after QuestDB committed it."""
@@ -146,10 +254,11 @@ def collector_run(
         pg = BrokerAddress.parse(questdb_pg)
         endpoints = QuestDBEndpoints(http.host, http.port, pg.port, 0)
         config = CollectorConfig(
-            broker=BrokerAddress.parse(broker),
+            broker=broker_address(broker, broker_user, broker_password_file, tls_ca, tls_cert, tls_key),
             client_id=client_id,
             registry_path=str(registry),
             ilp_conf=endpoints.ilp_conf,
+            pg_conninfo=endpoints.pg_conninfo,
             share_group=share_group,
         )
         ensure_schema(endpoints.pg_conninfo)

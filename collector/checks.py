@@ -1,4 +1,4 @@
-"""Turns one MQTT message into accepted readings or a reject with its reason.
+"""Turns one MQTT message into accepted readings, a station event, or a reject with its reason.
 
 The order matters: nothing in a body is trusted before its signature has
 been verified with a key the registry holds for the station named by the
@@ -9,19 +9,33 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from dataclasses import dataclass
 
 from broker_bridge.envelope import BatchBody, EnvelopeError, decode_body, open_envelope, verify
-from broker_bridge.topics import station_of_topic
+from broker_bridge.topics import STATUS_SUFFIX, parse_topic
 from collector.registry import StationRegistry
 from store.ilp_writer import RejectRow, StoredReading
+
+MAX_STATUS_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
     body: BatchBody
     key_id: str
+    payload_sha256: str
     rows: list[StoredReading]
+
+
+@dataclass(frozen=True, slots=True)
+class StationEvent:
+    station: str
+    state: str
+    session: int
+    planned: bool
+    payload: str
+    received_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,26 +57,30 @@ def reject(topic: str, claimed: str, payload: bytes, received_ns: int, reason: s
     )
 
 
-def check_message(topic: str, payload: bytes, registry: StationRegistry, received_ns: int) -> Accepted | Rejected:
-    claimed = station_of_topic(topic)
-    if claimed is None:
-        return reject(topic, "", payload, received_ns, "bad_topic", f"topic {topic!r} is not quantrac/v1/<station>/data")
-    try:
-        envelope = open_envelope(payload)
-    except EnvelopeError as exc:
-        return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
+def check_message(topic: str, payload: bytes, registry: StationRegistry, received_ns: int) -> Accepted | StationEvent | Rejected:
+    parsed = parse_topic(topic)
+    if parsed is None:
+        return reject(topic, "", payload, received_ns, "bad_topic", f"topic {topic!r} is not quantrac/v1/<station>/data|status")
+    claimed, kind = parsed
     station = registry.get(claimed)
     if station is None:
         return reject(topic, claimed, payload, received_ns, "unknown_station", f"station {claimed} is not in the registry")
     if not station.enabled:
         return reject(topic, claimed, payload, received_ns, "disabled_station", f"station {claimed} is disabled")
+    if kind == STATUS_SUFFIX:
+        return _check_status(topic, claimed, payload, received_ns)
+    try:
+        envelope = open_envelope(payload)
+    except EnvelopeError as exc:
+        return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
     key = station.keys.get(envelope.key_id)
     if key is None:
         return reject(
             topic, claimed, payload, received_ns, "unknown_key", f"key {envelope.key_id} is not registered for {claimed}"
         )
-    if key.state != "active":
-        return reject(topic, claimed, payload, received_ns, "retired_key", f"key {envelope.key_id} of {claimed} is {key.state}")
+    refusal = key.refusal(received_ns)
+    if refusal is not None:
+        return reject(topic, claimed, payload, received_ns, "retired_key", f"{claimed}: {refusal}")
     try:
         verify(envelope, key.public_key)
         body = decode_body(envelope.body)
@@ -73,4 +91,21 @@ def check_message(topic: str, payload: bytes, registry: StationRegistry, receive
             topic, claimed, payload, received_ns, "topic_mismatch", f"body names station {body.station}, topic names {claimed}"
         )
     rows = [StoredReading(body.station, body.seq, body.historical, envelope.key_id, received_ns, r) for r in body.readings]
-    return Accepted(body, envelope.key_id, rows)
+    return Accepted(body, envelope.key_id, hashlib.sha256(payload).hexdigest(), rows)
+
+
+def _check_status(topic: str, claimed: str, payload: bytes, received_ns: int) -> StationEvent | Rejected:
+    if len(payload) > MAX_STATUS_BYTES:
+        return reject(topic, claimed, payload, received_ns, "oversized", f"status of {len(payload)} bytes > {MAX_STATUS_BYTES}")
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return reject(topic, claimed, payload, received_ns, "undecodable", f"status is not JSON: {exc}")
+    if not isinstance(doc, dict):
+        return reject(topic, claimed, payload, received_ns, "schema", "status must be a JSON object")
+    state, session = doc.get("state"), doc.get("session")
+    if state not in ("online", "offline") or not isinstance(session, int) or isinstance(session, bool) or session < 0:
+        return reject(topic, claimed, payload, received_ns, "schema", "status needs state online|offline and a session number")
+    if doc.get("station") != claimed:
+        return reject(topic, claimed, payload, received_ns, "topic_mismatch", f"status names {doc.get('station')!r}, topic names {claimed}")
+    return StationEvent(claimed, state, session, bool(doc.get("planned", False)), payload.decode(), received_ns)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
@@ -29,6 +30,34 @@ class StationKey:
     key_id: str
     public_key: Ed25519PublicKey
     state: str
+    not_after_ns: int | None = None  # end of a rotation's overlap: retired from then on
+
+    def refusal(self, received_ns: int) -> str | None:
+        """Why a batch signed with this key is refused now, or None when the key is valid."""
+        if self.state != "active":
+            return f"key {self.key_id} is {self.state}"
+        if self.not_after_ns is not None and received_ns >= self.not_after_ns:
+            return f"key {self.key_id} was retired at {_iso(self.not_after_ns)} (end of its rotation overlap)"
+        return None
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _parse_time(value, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise RegistryError(f"{where}: not_after {value!r} is not an ISO 8601 time, e.g. 2027-01-31T00:00:00+00:00") from exc
+    if moment.tzinfo is None:
+        raise RegistryError(f"{where}: not_after {value!r} needs a time zone, e.g. +00:00 (times are UTC inside quantrac)")
+    return int(moment.timestamp() * 1e9)
 
 
 @dataclass(frozen=True)
@@ -67,7 +96,7 @@ def parse_registry(text: str, source: str) -> dict[str, StationEntry]:
             state = item.get("state", "active")
             if state not in KEY_STATES:
                 raise RegistryError(f"{where}: key state {state!r} is not one of {KEY_STATES}")
-            keys[derived] = StationKey(derived, public_key, state)
+            keys[derived] = StationKey(derived, public_key, state, _parse_time(item.get("not_after"), where))
         entries[str(station_id)] = StationEntry(str(station_id), bool(spec.get("enabled", True)), keys)
     return entries
 
@@ -106,18 +135,74 @@ class StationRegistry:
             return sorted(self._entries)
 
 
+def _load_doc(path: Path) -> dict:
+    doc = yaml.safe_load(path.read_text()) if path.exists() else None
+    doc = doc or {"stations": {}}
+    parse_registry(yaml.safe_dump(doc), str(path))  # refuse to edit a broken file
+    return doc
+
+
+def _save_doc(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    header = "# quantrac station registry: stations and the public keys the collector trusts\n"
+    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=True))
+    os.replace(tmp, path)  # readers see the old or the new file, never half of one
+
+
+def _station(doc: dict, station_id: str, path: Path) -> dict:
+    entry = doc["stations"].get(station_id)
+    if entry is None:
+        raise RegistryError(f"{path}: station {station_id} is not registered; add it with `quantrac station add`")
+    return entry
+
+
 def add_station(path: Path, station_id: str, public_key: Ed25519PublicKey) -> str:
     """Add a station (or a further key of it) to the registry file; returns the key id."""
     check_station_id(station_id)
     path = Path(path)
-    doc = yaml.safe_load(path.read_text()) if path.exists() else None
-    doc = doc or {"stations": {}}
-    parse_registry(yaml.safe_dump(doc), str(path))  # refuse to extend a broken file
+    doc = _load_doc(path)
     entry = doc["stations"].setdefault(station_id, {"enabled": True, "keys": []})
     kid = key_id(public_key)
     if all(k.get("kid") != kid for k in entry["keys"]):
         entry["keys"].append({"kid": kid, "public_key": public_key_b64(public_key), "state": "active"})
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("# quantrac station registry: stations and the public keys the collector trusts\n" + yaml.safe_dump(doc, sort_keys=True))
-    os.replace(tmp, path)  # readers see the old or the new file, never half of one
+    _save_doc(path, doc)
     return kid
+
+
+def rotate_key(path: Path, station_id: str, new_public_key: Ed25519PublicKey, overlap: timedelta) -> tuple[str, list[str]]:
+    """Register the station's next key; its current keys stay valid for ``overlap``, then never again."""
+    path = Path(path)
+    doc = _load_doc(path)
+    entry = _station(doc, station_id, path)
+    kid = key_id(new_public_key)
+    if any(k.get("kid") == kid for k in entry["keys"]):
+        raise RegistryError(f"{path}: key {kid} is already registered for {station_id}; rotate to a new key")
+    ending = datetime.now(timezone.utc) + overlap
+    retiring = []
+    for item in entry["keys"]:
+        if item.get("state", "active") == "active" and item.get("not_after") is None:
+            item["not_after"] = ending.isoformat(timespec="seconds")
+            retiring.append(item["kid"])
+    entry["keys"].append({"kid": kid, "public_key": public_key_b64(new_public_key), "state": "active"})
+    _save_doc(path, doc)
+    return kid, retiring
+
+
+def retire_key(path: Path, station_id: str, kid: str) -> None:
+    """Retire a key at once (e.g. a stolen one): batches signed with it are rejected from now on."""
+    path = Path(path)
+    doc = _load_doc(path)
+    entry = _station(doc, station_id, path)
+    for item in entry["keys"]:
+        if item.get("kid") == kid:
+            item["state"] = "retired"
+            _save_doc(path, doc)
+            return
+    raise RegistryError(f"{path}: station {station_id} has no key {kid}")
+
+
+def set_enabled(path: Path, station_id: str, enabled: bool) -> None:
+    path = Path(path)
+    doc = _load_doc(path)
+    _station(doc, station_id, path)["enabled"] = enabled
+    _save_doc(path, doc)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 import structlog
+from questdb import TimestampNanos
 
 from broker_bridge import session
-from broker_bridge.topics import data_subscription
-from collector.checks import Accepted, Rejected, check_message, reject
+from broker_bridge.topics import data_subscription, status_subscription
+from collector.checks import Accepted, Rejected, StationEvent, check_message, reject
 from collector.registry import StationRegistry
-from store.ilp_writer import WarehouseRefused, WarehouseUnavailable, WarehouseWriter
+from collector.sequence import DAY_NS, DUPLICATE, NEW, SequenceTracker
+from store.ilp_writer import IlpRow, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
 
 log = structlog.get_logger("collector")
 
@@ -33,7 +35,7 @@ class PendingMessage:
     topic: str
     payload: bytes
     received_ns: int
-    outcome: Accepted | Rejected | None = None
+    outcome: Accepted | StationEvent | Rejected | None = None
 
 
 @dataclass
@@ -41,6 +43,9 @@ class CollectorStats:
     messages: int = 0
     readings_written: int = 0
     rejects_written: int = 0
+    duplicates: int = 0
+    events_written: int = 0
+    gaps: int = 0
     flushes: int = 0
     flush_failures: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
@@ -52,7 +57,9 @@ class CollectorConfig:
     client_id: str
     registry_path: str
     ilp_conf: str
+    pg_conninfo: str | None = None  # the batch ledger is read over SQL; None: in-memory only
     share_group: str | None = None
+    replay_window_days: float = 7.0
     flush_interval_s: float = 0.2
     flush_max_messages: int = 5000
     max_pending: int = 20000  # hard cap on unacknowledged messages held in memory
@@ -64,6 +71,11 @@ class Collector:
         self.config = config
         self.registry = StationRegistry(config.registry_path)
         self.writer = WarehouseWriter(config.ilp_conf)
+        self.sequences = SequenceTracker(
+            config.pg_conninfo,
+            track_gaps=config.share_group is None,
+            replay_window_ns=int(config.replay_window_days * DAY_NS),
+        )
         self.stats = CollectorStats()
         self._pending: deque[PendingMessage] = deque()
         self._cond = threading.Condition()
@@ -84,7 +96,12 @@ class Collector:
             self._generation += 1
         # Subscribing again on a resumed session is harmless and covers the
         # case where the broker lost it.
-        client.subscribe(data_subscription(self.config.share_group), qos=session.QOS)
+        client.subscribe(
+            [
+                (data_subscription(self.config.share_group), session.QOS),
+                (status_subscription(self.config.share_group), session.QOS),
+            ]
+        )
         self.connected.set()
         log.info("mqtt_connected", session_present=flags.session_present, client_id=self.config.client_id)
 
@@ -108,6 +125,8 @@ class Collector:
 
     # -- flush loop (caller's thread) -------------------------------------
     def start(self) -> None:
+        seeded = self.sequences.seed()
+        log.info("sequence_state_seeded", stations=seeded, client_id=self.config.client_id)
         session.connect_async(
             self._client, self.config.broker, session.connect_properties(receive_maximum=self.config.receive_maximum)
         )
@@ -149,16 +168,42 @@ class Collector:
         for item in batch:
             if item.outcome is None:
                 item.outcome = check_message(item.topic, item.payload, self.registry, item.received_ns)
-        accepted = [i for i in batch if isinstance(i.outcome, Accepted)]
+        self.sequences.begin_flush()
+        new, ledger, gaps, duplicates = [], [], [], 0
+        for item in batch:
+            if not isinstance(item.outcome, Accepted):
+                continue
+            body = item.outcome.body
+            verdict = self.sequences.judge(body.station, body.seq, item.outcome.payload_sha256, item.received_ns)
+            if verdict.kind == NEW:
+                new.append(item)
+                if verdict.gap:
+                    gaps.append((body.station, *verdict.gap, item.received_ns))
+            elif verdict.kind == DUPLICATE:
+                duplicates += 1  # already committed: acknowledged, not rewritten
+            else:
+                item.outcome = reject(item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail)
         try:
-            written = self.writer.write_readings(row for i in accepted for row in i.outcome.rows)
+            written = self.writer.write_readings(row for i in new for row in i.outcome.rows)
         except WarehouseRefused as exc:
-            written = self._write_one_by_one(accepted, str(exc))
+            written = self._write_one_by_one(new, str(exc))
+        new = [i for i in new if isinstance(i.outcome, Accepted)]
+        # The ledger only after the readings: a ledger entry promises they are stored.
+        self.writer.write_rows("batches", (self._ledger_row(i) for i in new))
         rejected = [i.outcome.row for i in batch if isinstance(i.outcome, Rejected)]
         self.writer.write_rejects(rejected)
+        events = [i.outcome for i in batch if isinstance(i.outcome, StationEvent)]
+        self.writer.write_rows("station_events", (self._event_row(e) for e in events))
+        self.writer.write_rows("sequence_gaps", (self._gap_row(*g) for g in gaps))
+        self.sequences.commit_flush()
         self.stats.flushes += 1
         self.stats.readings_written += written
         self.stats.rejects_written += len(rejected)
+        self.stats.duplicates += duplicates
+        self.stats.events_written += len(events)
+        self.stats.gaps += len(gaps)
+        for station, first, last, _ in gaps:
+            log.warning("sequence_gap", station=station, first_missing=first, last_missing=last, missing=last - first + 1)
         for row in rejected:
             self.stats.rejects_by_reason[row.reason] = self.stats.rejects_by_reason.get(row.reason, 0) + 1
             log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)
@@ -172,6 +217,34 @@ class Collector:
         for item in batch:
             if item.generation == generation:
                 self._client.ack(item.mid, item.qos)
+
+    @staticmethod
+    def _ledger_row(item: PendingMessage) -> IlpRow:
+        accepted = item.outcome
+        body = accepted.body
+        return (
+            {"station": body.station, "key_id": accepted.key_id},
+            {
+                "seq": body.seq,
+                "payload_sha256": accepted.payload_sha256,
+                "readings": len(body.readings),
+                "historical": body.historical,
+                "received_at": TimestampNanos(item.received_ns),
+            },
+            body.sent_ns,
+        )
+
+    @staticmethod
+    def _event_row(event: StationEvent) -> IlpRow:
+        return (
+            {"station": event.station, "state": event.state},
+            {"session": event.session, "planned": event.planned, "payload": event.payload},
+            event.received_ns,
+        )
+
+    @staticmethod
+    def _gap_row(station: str, first: int, last: int, seen_ns: int) -> IlpRow:
+        return ({"station": station}, {"first_missing": first, "last_missing": last}, seen_ns)
 
     def _write_one_by_one(self, accepted: list[PendingMessage], error: str) -> int:
         """QuestDB refused the batch: find the messages it refuses and turn them into rejects."""

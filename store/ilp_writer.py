@@ -46,6 +46,9 @@ class StoredReading:
     reading: Reading
 
 
+IlpRow = tuple[dict[str, str], dict[str, object], int]
+
+
 @dataclass(frozen=True, slots=True)
 class RejectRow:
     received_ns: int
@@ -124,6 +127,18 @@ class WarehouseWriter:
                     columns=columns,
                     at=TimestampNanos(r.ts_ns),
                 )
+                count += 1
+            return count
+
+        return self._flush(fill)
+
+    def write_rows(self, table: str, rows: Iterable[IlpRow]) -> int:
+        """Any table: each row as (symbols, columns, designated timestamp in ns)."""
+
+        def fill(buffer) -> int:
+            count = 0
+            for symbols, columns, ts_ns in rows:
+                buffer.row(table, symbols=symbols, columns=columns, at=TimestampNanos(ts_ns))
                 count += 1
             return count
 

@@ -42,3 +42,49 @@ def parameter_summaries(conninfo: str) -> list[ParameterSummary]:
 def reject_counts(conninfo: str) -> dict[tuple[str, str], int]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         return {(s or "", r): n for s, r, n in conn.execute("SELECT claimed_station, reason, count() FROM rejects GROUP BY claimed_station, reason")}
+
+
+@dataclass(frozen=True)
+class StationOverview:
+    station: str
+    state: str  # online / offline / unknown, from the newest session's newest event
+    session: int | None
+    last_reading: datetime | None
+    readings: int
+    backlog_readings: int | None  # from the station's own latest status message
+    backlog_age_s: float | None
+    missing_batches: int  # sequence numbers between the lowest and highest that never arrived
+    rejects: int
+
+
+def station_overview(conninfo: str) -> list[StationOverview]:
+    import json
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        readings = {s: (n, ts) for s, n, ts in conn.execute("SELECT station, count(), max(ts) FROM readings GROUP BY station")}
+        ledger = {
+            s: (n, lo, hi)
+            for s, n, lo, hi in conn.execute("SELECT station, count_distinct(seq), min(seq), max(seq) FROM batches GROUP BY station")
+        }
+        rejects = {s: n for s, n in conn.execute("SELECT claimed_station, count() FROM rejects GROUP BY claimed_station")}
+        # A late will from an older session must not override a newer birth:
+        # order by session first, then by arrival.
+        events = {}
+        for station, state, session, payload in conn.execute(
+            "SELECT station, state, session, payload FROM station_events ORDER BY station, session, ts"
+        ):
+            events[station] = (state, session, payload)
+    overview = []
+    for station in sorted(set(readings) | set(ledger) | set(events) | {s for s in rejects if s}):
+        count, last = readings.get(station, (0, None))
+        state, session, payload = events.get(station, ("unknown", None, None))
+        backlog = age = None
+        if payload:
+            outbox = json.loads(payload).get("outbox") or {}
+            if outbox:
+                backlog = outbox.get("staged_readings", 0) + outbox.get("unacked_readings", 0)
+                age = outbox.get("backlog_age_s")
+        distinct, low, high = ledger.get(station, (0, None, None))
+        missing = 0 if low is None else (high - low + 1) - distinct
+        overview.append(StationOverview(station, state, session, last, count, backlog, age, missing, rejects.get(station, 0)))
+    return overview

@@ -64,7 +64,49 @@ REJECTS = Table(
     dedup_keys=("ts", "payload_sha256"),
 )
 
-TABLES = (READINGS, REJECTS)
+BATCHES = Table(
+    # The ledger of accepted batches: which sequence numbers arrived, with
+    # which content; keyed on the station's own send time so a redelivery
+    # overwrites its own row.
+    name="batches",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # the batch's sent_ns
+        ("station", "SYMBOL"),
+        ("seq", "LONG"),
+        ("payload_sha256", "VARCHAR"),
+        ("readings", "INT"),
+        ("historical", "BOOLEAN"),
+        ("key_id", "SYMBOL"),
+        ("received_at", "TIMESTAMP_NS"),
+    ),
+    dedup_keys=("ts", "station", "seq"),
+)
+
+STATION_EVENTS = Table(
+    name="station_events",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the collector received it
+        ("station", "SYMBOL"),
+        ("state", "SYMBOL"),  # online / offline
+        ("session", "LONG"),  # a will from an older session never overrides a newer birth
+        ("planned", "BOOLEAN"),
+        ("payload", "VARCHAR"),
+    ),
+    dedup_keys=("ts", "station", "session"),
+)
+
+SEQUENCE_GAPS = Table(
+    name="sequence_gaps",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the gap was seen
+        ("station", "SYMBOL"),
+        ("first_missing", "LONG"),
+        ("last_missing", "LONG"),
+    ),
+    dedup_keys=("ts", "station", "first_missing"),
+)
+
+TABLES = (READINGS, REJECTS, BATCHES, STATION_EVENTS, SEQUENCE_GAPS)
 
 
 def ensure_schema(conninfo: str, tables: tuple[Table, ...] = TABLES) -> None:

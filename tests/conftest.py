@@ -96,3 +96,49 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
             terminalreporter.write_line(
                 f"{label}: {len(values)} starts, min {min(values):.2f} s, max {max(values):.2f} s"
             )
+
+
+@pytest.fixture(scope="session")
+def warehouse(questdb_server: QuestDBServer):
+    """The session's QuestDB with quantrac's schema; tests keep apart by unique station ids."""
+    from store.schema import ensure_schema
+
+    ensure_schema(questdb_server.endpoints.pg_conninfo)
+    return questdb_server.endpoints
+
+
+@pytest.fixture
+def make_collector(warehouse):
+    """Factory: an in-process collector on a broker, flushing in a thread; stopped at teardown."""
+    import threading
+    import time
+
+    from broker_bridge.session import BrokerAddress
+    from collector.service import Collector, CollectorConfig
+
+    running = []
+
+    def _make(broker_port: int, registry: Path, client_id: str, **overrides) -> Collector:
+        config = CollectorConfig(
+            broker=BrokerAddress("127.0.0.1", broker_port),
+            client_id=client_id,
+            registry_path=str(registry),
+            ilp_conf=warehouse.ilp_conf,
+            pg_conninfo=warehouse.pg_conninfo,
+            **overrides,
+        )
+        instance = Collector(config)
+        stop = threading.Event()
+        instance.start()
+        thread = threading.Thread(target=instance.run, args=(stop,), daemon=True)
+        thread.start()
+        running.append((instance, stop, thread))
+        assert instance.connected.wait(10), "collector did not connect to the broker"
+        time.sleep(0.3)  # let the SUBACK land before tests publish
+        return instance
+
+    yield _make
+    for instance, stop, thread in running:
+        stop.set()
+        thread.join(10)
+        instance.stop()

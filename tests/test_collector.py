@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,20 +9,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_bridge.envelope import BatchBody, Reading, seal
 from broker_bridge.keys import key_id, write_new_key
-from broker_bridge.session import BrokerAddress
 from broker_bridge.topics import data_topic
 from cli.processes import collector_process
 from collector.registry import add_station
-from collector.service import Collector, CollectorConfig
-from store.schema import ensure_schema
 from supervisor.process import wait_until
 from tests.helpers import publish_all, sql, unique_station, wait_for_count, wal_applied
-
-
-@pytest.fixture(scope="session")
-def warehouse(questdb_server):
-    ensure_schema(questdb_server.endpoints.pg_conninfo)
-    return questdb_server.endpoints
 
 
 @pytest.fixture
@@ -36,26 +26,8 @@ def station(tmp_path):
 
 
 @pytest.fixture
-def collector(mosquitto_server, warehouse, station):
-    _, _, registry = station
-    instance = Collector(
-        CollectorConfig(
-            broker=BrokerAddress("127.0.0.1", mosquitto_server.port),
-            client_id=f"collector-{station[0]}",
-            registry_path=str(registry),
-            ilp_conf=warehouse.ilp_conf,
-        )
-    )
-    stop = threading.Event()
-    instance.start()
-    thread = threading.Thread(target=instance.run, args=(stop,), daemon=True)
-    thread.start()
-    assert instance.connected.wait(10), "collector did not connect to the broker"
-    time.sleep(0.3)  # let the SUBACK land before tests publish
-    yield instance
-    stop.set()
-    thread.join(10)
-    instance.stop()
+def collector(mosquitto_server, station, make_collector):
+    return make_collector(mosquitto_server.port, station[2], f"collector-{station[0]}")
 
 
 def batch(station_id, seq, n, start_ns, device="dev1"):
@@ -114,7 +86,8 @@ def test_unknown_station_is_rejected(collector, warehouse, mosquitto_server):
     publish_all(mosquitto_server.port, data_topic(stranger_id), [payload, b"not msgpack at all \xc1"])
     rejects = f"SELECT reason FROM rejects WHERE claimed_station = '{stranger_id}' ORDER BY reason"
     wait_for_count(warehouse.pg_conninfo, f"SELECT count() FROM rejects WHERE claimed_station = '{stranger_id}'", 2)
-    assert [r[0] for r in sql(warehouse.pg_conninfo, rejects)] == ["undecodable", "unknown_station"]
+    # An unknown station's payload is not even parsed.
+    assert [r[0] for r in sql(warehouse.pg_conninfo, rejects)] == ["unknown_station", "unknown_station"]
 
 
 def test_collector_restart_loses_nothing(mosquitto_server, warehouse, station, tmp_path):

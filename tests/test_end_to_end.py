@@ -21,17 +21,10 @@ from cli.processes import agent_process, collector_process, sim_process
 from collector.registry import add_station
 from firmware_sim.modbus_tcp import read_truth
 from station_profiles.loader import STATIONS_DIR
-from store.schema import ensure_schema
 from supervisor.process import free_port, wait_until
 from tests.helpers import sql, unique_station, wait_for_count
 
 POLL_S = 0.5
-
-
-@pytest.fixture(scope="module")
-def warehouse(questdb_server):
-    ensure_schema(questdb_server.endpoints.pg_conninfo)
-    return questdb_server.endpoints
 
 
 class Station:
