@@ -1,25 +1,65 @@
 """The station agent: poll every device, make the readings durable, publish.
 
 Each poll cycle reads all devices concurrently (one slow analyzer delays no
-other), commits the cycle's readings to the outbox in one transaction, and
-only then hands sealed batches to the publisher.
+other) and awaits the group commit of its readings before anything is sent.
+Readings taken while the uplink is down go to the outbox's backlog lane and
+reach the warehouse flagged as historical.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
 import structlog
 
+from broker_bridge.envelope import Reading
 from broker_bridge.keys import SigningKey
 from broker_bridge.session import BrokerAddress
-from edge_agent.outbox import Outbox
+from edge_agent.group_commit import GroupCommitter
+from edge_agent.outbox import Outbox, OutboxFull, RetentionPolicy
 from edge_agent.publisher import BatchPublisher
 from edge_agent.sources import sources_for_station
 from station_profiles.profile_model import StationConfig
 
 log = structlog.get_logger("edge_agent")
+
+
+@dataclass
+class AgentSettings:
+    commit_window_s: float = 0.2
+    drain_timeout_s: float = 10.0
+    status_interval_s: float = 30.0
+    retention_interval_s: float = 60.0
+    historical_after_s: float = 60.0
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+
+@dataclass
+class DeviceState:
+    up: bool = True
+    since_ns: int = field(default_factory=time.time_ns)
+    cause: str = ""
+
+
+def profiles_sha256(station: StationConfig) -> str:
+    """Identifies exactly which analyzer models the station runs, for the birth message."""
+    digest = hashlib.sha256()
+    for name, profile in sorted(station.profiles.items()):
+        digest.update(name.encode())
+        digest.update(profile.model_dump_json().encode())
+    return digest.hexdigest()
+
+
+def device_is_down(readings: list[Reading]) -> tuple[bool, str]:
+    """A device whose every value failed with an error is down, whatever the reason."""
+    failed = [r for r in readings if r.value is None and r.status == "02"]
+    if readings and len(failed) == len(readings):
+        return True, failed[0].cause
+    return False, ""
 
 
 class StationAgent:
@@ -29,22 +69,35 @@ class StationAgent:
         key: SigningKey,
         broker: BrokerAddress,
         outbox_path: Path,
-        *,
-        drain_timeout_s: float = 10.0,
+        settings: AgentSettings | None = None,
     ) -> None:
         self.station = station
         self.station_id = station.id
-        self.outbox = Outbox(outbox_path, self.station_id)
-        self.publisher = BatchPublisher(self.outbox, key, broker)
+        self.settings = settings or AgentSettings()
+        self.outbox = Outbox(outbox_path, self.station_id, self.settings.retention)
+        self.committer = GroupCommitter(self.outbox, self.settings.commit_window_s)
+        birth = {
+            "name": station.station.name,
+            "kind": station.station.kind,
+            "devices": [{"id": d.id, "profile": d.profile, "transport": d.transport} for d in station.devices],
+            "profiles_sha256": profiles_sha256(station),
+        }
+        self.publisher = BatchPublisher(
+            self.outbox, key, broker, historical_after_s=self.settings.historical_after_s, birth_metadata=birth
+        )
         self.sources = sources_for_station(station)
-        self.drain_timeout_s = drain_timeout_s
+        self.devices = {d.id: DeviceState() for d in station.devices}
         self.cycles = 0
+        self.refused_readings = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        counts = self.outbox.counts()
-        log.info("agent_starting", station=self.station_id, **counts)
+        log.info("agent_starting", station=self.station_id, **self.outbox.counts())
         self.publisher.start()
-        pump = asyncio.create_task(self._pump_forever(stop))
+        background = [
+            asyncio.create_task(self._every(0.05, stop, self.publisher.pump)),
+            asyncio.create_task(self._every(self.settings.status_interval_s, stop, self.publish_status)),
+            asyncio.create_task(self._every(self.settings.retention_interval_s, stop, self.outbox.enforce_retention)),
+        ]
         interval = self.station.poll_interval_s
         next_tick = time.monotonic()
         try:
@@ -62,10 +115,12 @@ class StationAgent:
                 except asyncio.TimeoutError:
                     pass
         finally:
-            pump.cancel()
+            for task in background:
+                task.cancel()
             for source in self.sources:
                 await source.close()
-            drained = await self._drain(self.drain_timeout_s)
+            self.committer.commit_now()
+            drained = await self._drain(self.settings.drain_timeout_s)
             self.publisher.stop()
             log.info("agent_stopped", station=self.station_id, drained=drained, **self.outbox.counts())
             self.outbox.close()
@@ -73,10 +128,50 @@ class StationAgent:
     async def poll_once(self) -> int:
         results = await asyncio.gather(*(source.poll() for source in self.sources))
         readings = [reading for batch in results for reading in batch]
-        stored = self.outbox.append(readings)
+        try:
+            self.outbox.check_room()
+        except OutboxFull as exc:
+            self.refused_readings += len(readings)
+            log.error("readings_refused_outbox_full", station=self.station_id, readings=len(readings), error=str(exc))
+            return 0
+        # Taken while the uplink is down: history, not live data.
+        await self.committer.append(readings, historical=not self.publisher.connected.is_set())
         self.cycles += 1
+        self._track_devices(readings)
         self.publisher.pump()
-        return stored
+        return len(readings)
+
+    def _track_devices(self, readings: list[Reading]) -> None:
+        by_device: dict[str, list[Reading]] = {}
+        for reading in readings:
+            by_device.setdefault(reading.device, []).append(reading)
+        changed = []
+        for device_id, device_readings in by_device.items():
+            down, cause = device_is_down(device_readings)
+            state = self.devices.setdefault(device_id, DeviceState())
+            if state.up == down:  # a change of state
+                state.up, state.since_ns, state.cause = not down, time.time_ns(), cause
+                changed.append(device_id)
+                log.warning("device_state_changed", station=self.station_id, device=device_id, up=state.up, cause=cause)
+        if changed:
+            self.publish_status(changed=changed)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "outbox": self.outbox.status(),
+            "recovery": self.outbox.recovery.__dict__ if self.outbox.recovery.anything_cut else None,
+            "devices": {
+                device_id: {"up": s.up, "since_ns": s.since_ns, "cause": s.cause} for device_id, s in self.devices.items()
+            },
+            "refused_readings": self.refused_readings,
+            "broker_refused_batches": len(self.publisher.refused),
+        }
+
+    def publish_status(self, changed: list[str] | None = None) -> None:
+        status = self.status()
+        if changed:
+            status["changed_devices"] = changed
+        self.publisher.publish_status(status)
 
     async def _drain(self, timeout_s: float) -> bool:
         """On shutdown, give staged and unacknowledged batches a last chance to be acknowledged.
@@ -93,9 +188,10 @@ class StationAgent:
             await asyncio.sleep(0.05)
         return False
 
-    async def _pump_forever(self, stop: asyncio.Event) -> None:
-        # Acks and window space arrive between polls; a backlog drains at
-        # the broker's pace, not at the poll interval's.
+    async def _every(self, interval_s: float, stop: asyncio.Event, action) -> None:
         while not stop.is_set():
-            self.publisher.pump()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(interval_s)
+            try:
+                action()
+            except Exception as exc:  # a periodic duty must not die quietly with its task
+                log.error("periodic_task_failed", station=self.station_id, task=action.__name__, error=repr(exc))
