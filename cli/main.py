@@ -232,7 +232,11 @@ def collector_run(
     broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker host:port"),
     questdb: str = typer.Option("127.0.0.1:9000", help="QuestDB HTTP host:port (ILP and REST)"),
     questdb_pg: str = typer.Option("127.0.0.1:8812", help="QuestDB PostgreSQL-wire host:port (schema)"),
-    client_id: str = typer.Option("quantrac-collector-1", help="stable MQTT client id (persistent session)"),
+    client_id: str = typer.Option(
+        "quantrac-collector-1",
+        help="stable MQTT client id (persistent session); with the generated broker config the user name is the id,"
+        " so give each collector its own --broker-user",
+    ),
     share_group: Optional[str] = typer.Option(None, help="MQTT shared-subscription group for several collectors"),
     broker_user: Optional[str] = BROKER_USER,
     broker_password_file: Optional[Path] = BROKER_PASSWORD_FILE,
@@ -287,6 +291,80 @@ def sim_run(
     from firmware_sim.modbus_tcp import run_sim
 
     run_sim(station_file, truth, parse_port_overrides(port) or None)
+
+
+broker_app = typer.Typer(help="The Mosquitto broker: users, ACL, TLS, queue sizing.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+
+
+@broker_app.command("config")
+def broker_config_cmd(
+    out: Path = typer.Option(..., "--out", help="directory for mosquitto.conf, passwd, acl and credentials/"),
+    registry: Optional[Path] = typer.Option(None, help="station registry: each enabled station gets a broker user"),
+    station: list[str] = typer.Option([], "--station", help="a further station id (repeatable)"),
+    collector_user: list[str] = typer.Option(
+        [], "--collector-user", help="collector user (repeatable; one per collector); default quantrac-collector"
+    ),
+    rotate: list[str] = typer.Option([], "--rotate", help="give this user a new password (repeatable)"),
+    listen: str = typer.Option("127.0.0.1:1883", help="plain listener HOST:PORT for local tools, or 'none'"),
+    tls_listen: str = typer.Option("8883", help="TLS listener PORT or HOST:PORT"),
+    tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="CA certificate clients' certificates chain to"),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="the broker's certificate"),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="the broker's private key"),
+    require_certificate: bool = typer.Option(
+        False, "--require-certificate", help="TLS clients must present a certificate signed by --tls-ca"
+    ),
+    batches_per_minute: float = typer.Option(1.0, help="batches each station sends per minute"),
+    outage_hours: float = typer.Option(72.0, help="longest collector outage the broker must queue through"),
+    batch_bytes: int = typer.Option(4096, help="average batch size in bytes"),
+    margin: float = typer.Option(2.0, help="safety factor on the queue limits"),
+    autosave_interval: int = typer.Option(10, help="seconds between persistence snapshots"),
+    config_dir: Optional[Path] = typer.Option(None, help="where passwd and acl will live on the broker host (default: --out)"),
+    data_dir: Path = typer.Option(Path("/var/lib/mosquitto"), help="Mosquitto persistence directory"),
+    log_file: Path = typer.Option(Path("/var/log/mosquitto/mosquitto.log"), help="Mosquitto log file"),
+    run_as: str = typer.Option("mosquitto", help="user Mosquitto drops to when started as root"),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Write the broker's config, hashed password file, ACL and one password file per user (0600).
+
+    Re-running keeps existing passwords; --rotate USER replaces one. Passwords are never printed.
+    """
+    configure_logging(log_level)
+    from broker_bridge.broker_config import BrokerConfigError
+    from cli.broker import broker_config
+
+    try:
+        broker_config(
+            out, registry=registry, stations=station, collector_users=collector_user, rotate=rotate,
+            listen=listen, tls_listen=tls_listen, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+            require_certificate=require_certificate, batches_per_minute=batches_per_minute,
+            outage_hours=outage_hours, batch_bytes=batch_bytes, margin=margin,
+            autosave_interval=autosave_interval, config_dir=config_dir, data_dir=data_dir,
+            log_file=log_file, run_as=run_as, echo=typer.echo,
+        )
+    except (BrokerConfigError, OSError) as exc:
+        fail(str(exc))
+
+
+@broker_app.command("tls")
+def broker_tls_cmd(
+    out: Path = typer.Option(..., "--out", help="directory for ca.crt/ca.key, server.crt/server.key, clients/"),
+    host: list[str] = typer.Option(
+        [], "--host", help="broker host name or IP for the server certificate (repeatable); default 127.0.0.1 and localhost"
+    ),
+    client: list[str] = typer.Option([], "--client", help="also issue a client certificate with this name (repeatable)"),
+    days: int = typer.Option(825, help="validity of the server and client certificates"),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Create a private CA, a server certificate and client certificates (keys 0600, never overwritten)."""
+    configure_logging(log_level)
+    from broker_bridge.broker_config import BrokerConfigError
+    from cli.broker import broker_tls
+
+    try:
+        broker_tls(out, hosts=host or ["127.0.0.1", "localhost"], clients=client, days=days, echo=typer.echo)
+    except (BrokerConfigError, OSError) as exc:
+        fail(str(exc))
 
 
 @app.command("demo")
