@@ -24,7 +24,7 @@ KEEPALIVE_S = 30
 
 
 RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 60
+RECONNECT_MAX_S = 30
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def jitter_before_reconnect(reason_code, attempt: int) -> float:
     """
     if not reason_code.is_failure:
         return 0.0
-    delay = random.uniform(0, min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** min(attempt, 16)))
+    delay = random.uniform(0, min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** min(attempt, 16)) / 2)
     time.sleep(delay)
     return delay
 

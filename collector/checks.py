@@ -18,6 +18,9 @@ from collector.registry import StationRegistry
 from store.ilp_writer import RejectRow, StoredReading
 
 MAX_STATUS_BYTES = 64 * 1024
+# A reading that reaches the warehouse this long after it was measured is
+# history, whether the station was offline or the collector was.
+LATE_AFTER_NS = 60 * 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,11 @@ def check_message(topic: str, payload: bytes, registry: StationRegistry, receive
         return reject(
             topic, claimed, payload, received_ns, "topic_mismatch", f"body names station {body.station}, topic names {claimed}"
         )
-    rows = [StoredReading(body.station, body.seq, body.historical, envelope.key_id, received_ns, r) for r in body.readings]
+    late = received_ns - LATE_AFTER_NS
+    rows = [
+        StoredReading(body.station, body.seq, body.historical or r.ts_ns < late, envelope.key_id, received_ns, r)
+        for r in body.readings
+    ]
     return Accepted(body, envelope.key_id, hashlib.sha256(payload).hexdigest(), rows)
 
 

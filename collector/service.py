@@ -80,6 +80,7 @@ class Collector:
         self._pending: deque[PendingMessage] = deque()
         self._cond = threading.Condition()
         self._generation = 0
+        self._disconnects = 0
         self._stop = threading.Event()
         self.connected = threading.Event()
         self._client = session.new_client(config.client_id, manual_ack=True)
@@ -94,6 +95,7 @@ class Collector:
             return
         with self._cond:
             self._generation += 1
+        self._disconnects = 0
         # Subscribing again on a resumed session is harmless and covers the
         # case where the broker lost it.
         client.subscribe(
@@ -108,6 +110,8 @@ class Collector:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         log.warning("mqtt_disconnected", reason=str(reason_code), client_id=self.config.client_id)
+        self._disconnects += 1
+        session.jitter_before_reconnect(reason_code, self._disconnects)
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         item = PendingMessage(

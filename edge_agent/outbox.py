@@ -16,9 +16,11 @@ lane keeps its own order, so a device's history goes out oldest first.
 
 from __future__ import annotations
 
+import math
 import shutil
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS batches (
     last_ts_ns INTEGER NOT NULL,
     historical INTEGER NOT NULL,
     payload BLOB NOT NULL,
+    payload_crc INTEGER NOT NULL,  -- lets a salvage tell an intact row from a torn one
     acked_ns INTEGER
 );
 CREATE INDEX IF NOT EXISTS batches_unacked ON batches(seq) WHERE acked_ns IS NULL;
@@ -108,6 +111,16 @@ class Recovery:
         return bool(self.wal_cut_bytes or self.salvaged_from)
 
 
+def _plausible_staged_row(row: tuple) -> bool:
+    _id, ts_ns, device, parameter, value, unit, status, cause, historical = row
+    return (
+        isinstance(ts_ns, int) and ts_ns > 0
+        and isinstance(device, str) and device != "" and isinstance(parameter, str) and parameter != ""
+        and (value is None or (isinstance(value, float) and math.isfinite(value)))
+        and isinstance(unit, str) and status in ("00", "01", "02") and isinstance(cause, str) and historical in (0, 1)
+    )
+
+
 class Outbox:
     def __init__(self, path: Path, station_id: str, retention: RetentionPolicy | None = None) -> None:
         self.path = Path(path)
@@ -163,6 +176,9 @@ class Outbox:
         db = self._open(self.path)
         try:
             old = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+            # Without this SQLite refuses a file shorter than its header says
+            # (a truncation) instead of reading the pages that are there.
+            old.execute("PRAGMA writable_schema=ON")
         except sqlite3.DatabaseError as exc:
             self.recovery.errors.append(f"cannot open the damaged file at all: {exc}")
             old = None
@@ -171,10 +187,12 @@ class Outbox:
             last_seq = self._read_or_none(old, "SELECT value FROM meta WHERE key='last_seq'")
             batches = self._copy_rows(
                 old, db, "batches", "seq",
-                "seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload, acked_ns",
+                "seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload, payload_crc, acked_ns",
+                lambda row: isinstance(row[6], bytes) and zlib.crc32(row[6]) == row[7],
             )
             staged = self._copy_rows(
-                old, db, "staged", "id", "id, ts_ns, device, parameter, value, unit, status, cause, historical"
+                old, db, "staged", "id", "id, ts_ns, device, parameter, value, unit, status, cause, historical",
+                _plausible_staged_row,
             )
             self.recovery.batches_kept, self.recovery.staged_kept = batches, staged
             old.close()
@@ -195,8 +213,12 @@ class Outbox:
             return None
         return None if row is None else row[0]
 
-    def _copy_rows(self, old: sqlite3.Connection, new: sqlite3.Connection, table: str, key: str, columns: str) -> int:
-        """Copy rows by key range; where a range is unreadable, fall back to single rows."""
+    def _copy_rows(self, old: sqlite3.Connection, new: sqlite3.Connection, table: str, key: str, columns: str, intact) -> int:
+        """Copy the intact rows by key range; where a range is unreadable, fall back to single rows.
+
+        SQLite pads a page cut mid-way with zeros, so a row can read back
+        without an error and still be damaged: ``intact`` decides.
+        """
         top = self._read_or_none(old, f"SELECT max({key}) FROM {table}")
         if top is None:
             # The table's root is damaged; probe keys upwards until reads keep failing.
@@ -216,8 +238,10 @@ class Outbox:
                         rows += old.execute(f"SELECT {columns} FROM {table} WHERE {key} = ?", (single,)).fetchall()
                     except sqlite3.DatabaseError:
                         self.recovery.rows_unreadable += 1
-            new.executemany(f"INSERT OR IGNORE INTO {table}({columns}) VALUES ({placeholders})", rows)
-            copied += len(rows)
+            good = [row for row in rows if intact(row)]
+            self.recovery.rows_unreadable += len(rows) - len(good)
+            new.executemany(f"INSERT OR IGNORE INTO {table}({columns}) VALUES ({placeholders})", good)
+            copied += len(good)
             low = high
         return copied
 
@@ -293,9 +317,9 @@ class Outbox:
             payload = seal(body, key.key_id, key.private_key)
             ts = [r.ts_ns for r in readings]
             self._db.execute(
-                "INSERT INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (seq, now, len(rows), min(ts), max(ts), int(chosen == BACKLOG), payload),
+                "INSERT INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload, payload_crc)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (seq, now, len(rows), min(ts), max(ts), int(chosen == BACKLOG), payload, zlib.crc32(payload)),
             )
             self._db.execute("DELETE FROM staged WHERE historical=? AND id <= ?", (chosen, rows[-1][0]))
             self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
@@ -351,13 +375,11 @@ class Outbox:
             removed["expired"] = self._db.execute(
                 "DELETE FROM batches WHERE acked_ns IS NOT NULL AND last_ts_ns < ?", (cutoff,)
             ).rowcount
-        while self.bytes_used() > policy.max_bytes:
+        while (excess := self.bytes_used() - policy.max_bytes) > 0:
+            oldest = self._oldest_covering(excess, acked=True)
+            if not oldest:
+                break
             with self._transaction():
-                oldest = self._db.execute(
-                    "SELECT seq FROM batches WHERE acked_ns IS NOT NULL ORDER BY seq LIMIT 200"
-                ).fetchall()
-                if not oldest:
-                    break
                 removed["over_cap_acked"] += self._db.execute(
                     "DELETE FROM batches WHERE acked_ns IS NOT NULL AND seq <= ?", (oldest[-1][0],)
                 ).rowcount
@@ -372,13 +394,16 @@ class Outbox:
 
     def _drop_oldest_unsent(self) -> int:
         dropped = 0
-        while self.bytes_used() > self.retention.max_bytes:
-            with self._transaction():
-                rows = self._db.execute(
-                    "SELECT seq, readings FROM batches WHERE acked_ns IS NULL ORDER BY seq LIMIT 100"
-                ).fetchall()
-                if not rows:
+        while (excess := self.bytes_used() - self.retention.max_bytes) > 0:
+            rows = self._oldest_covering(excess, acked=False)
+            if not rows:
+                # During a long outage everything is still staged, not sealed.
+                dropped_now = self._drop_oldest_staged(excess)
+                if not dropped_now:
                     break
+                dropped += dropped_now
+                continue
+            with self._transaction():
                 first, last = rows[0][0], rows[-1][0]
                 count = sum(r[1] for r in rows)
                 self._db.execute("DELETE FROM batches WHERE acked_ns IS NULL AND seq BETWEEN ? AND ?", (first, last))
@@ -390,6 +415,38 @@ class Outbox:
                 dropped += count
             log.error("outbox_dropped_unsent", station=self.station_id, first_seq=first, last_seq=last, readings=count)
         return dropped
+
+    def _drop_oldest_staged(self, excess_bytes: int) -> int:
+        row_bytes = self._db.execute(
+            "SELECT avg(40 + length(device) + length(parameter) + length(unit) + length(cause))"
+            " FROM (SELECT * FROM staged ORDER BY id LIMIT 1000)"
+        ).fetchone()[0] or 64
+        with self._transaction():
+            ids = self._db.execute(
+                "SELECT id, ts_ns FROM staged ORDER BY id LIMIT ?", (min(10_000, int(excess_bytes / row_bytes) + 1),)
+            ).fetchall()
+            if not ids:
+                return 0
+            self._db.execute("DELETE FROM staged WHERE id <= ?", (ids[-1][0],))
+            self._db.execute(
+                "INSERT INTO dropped(dropped_ns, first_seq, last_seq, readings, reason) VALUES (?,NULL,NULL,?,?)",
+                (time.time_ns(), len(ids), f"byte cap reached by unsent data: staged readings taken {ids[0][1]}..{ids[-1][1]} ns"),
+            )
+        log.error("outbox_dropped_unsent", station=self.station_id, staged_readings=len(ids))
+        return len(ids)
+
+    def _oldest_covering(self, excess_bytes: int, acked: bool) -> list[tuple[int, int]]:
+        """The oldest batches (seq, readings) whose payloads add up to at least ``excess_bytes``."""
+        chosen, total = [], 0
+        condition = "acked_ns IS NOT NULL" if acked else "acked_ns IS NULL"
+        for seq, readings, size in self._db.execute(
+            f"SELECT seq, readings, length(payload) FROM batches WHERE {condition} ORDER BY seq LIMIT 10000"
+        ):
+            chosen.append((seq, readings))
+            total += size
+            if total >= excess_bytes:
+                break
+        return chosen
 
     def check_room(self) -> None:
         """Raise OutboxFull when the policy is to refuse new readings and unsent data fills the cap."""

@@ -30,6 +30,7 @@ from edge_agent.outbox import BACKLOG, LIVE, Outbox, SealedBatch
 
 log = structlog.get_logger("edge_agent.publisher")
 
+NO_MATCHING_SUBSCRIBERS = 0x10
 # Session numbers: the outbox's durable counter (one step per agent start)
 # times this, plus the connection number within the process: monotonic
 # across reconnects and restarts without touching the disk from the network thread.
@@ -47,6 +48,7 @@ class BatchPublisher:
         max_readings_per_batch: int = 1000,
         historical_after_s: float = 60.0,
         birth_metadata: dict[str, Any] | None = None,
+        unheard_retry_s: float = 30.0,
     ) -> None:
         self.outbox = outbox
         self.key = key
@@ -62,6 +64,11 @@ class BatchPublisher:
         self._lock = threading.Lock()  # guards _in_flight against on_publish racing publish()
         self._in_flight: dict[int, int] = {}  # mid -> seq
         self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
+        # Batches the broker took but could route to nobody: no collector
+        # session exists (yet, or any more), so the broker dropped them.
+        self._unheard: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._retry_due: list[tuple[float, int]] = []
+        self.unheard_retry_s = unheard_retry_s
         self._published_upto = 0  # highest seq handed to paho by this process
         self._last_lane = BACKLOG
         self._session_base = outbox.next_session() * CONNECTIONS_PER_START
@@ -121,6 +128,9 @@ class BatchPublisher:
             seq = self._in_flight.pop(mid, None)
         if seq is None:
             return  # a status message
+        if reason_code.value == NO_MATCHING_SUBSCRIBERS:
+            self._unheard.put(seq)
+            return
         if reason_code.is_failure:
             # Refused (e.g. not authorised): the batch stays unacknowledged in the
             # outbox, is reported in the status, and is retried after a restart.
@@ -169,7 +179,7 @@ class BatchPublisher:
         self.pump_acks()
         if not self.connected.is_set():
             return 0
-        sent = 0
+        sent = self._retry_unheard()
         while self.in_flight() < self.window:
             batch = self._next_batch()
             if batch is None:
@@ -177,6 +187,24 @@ class BatchPublisher:
             self._publish(batch)
             sent += 1
         return sent
+
+    def _retry_unheard(self) -> int:
+        now = time.monotonic()
+        while True:
+            try:
+                seq = self._unheard.get_nowait()
+            except queue.Empty:
+                break
+            log.warning("batch_reached_no_collector", station=self.station_id, seq=seq, retry_in_s=self.unheard_retry_s)
+            self._retry_due.append((now + self.unheard_retry_s, seq))
+        due = [seq for when, seq in self._retry_due if when <= now]
+        if not due:
+            return 0
+        self._retry_due = [(when, seq) for when, seq in self._retry_due if when > now]
+        for seq in due:
+            for batch in self.outbox.batches_between(seq, seq):
+                self._publish(batch, resend=True)
+        return len(due)
 
     def _next_batch(self) -> SealedBatch | None:
         resend = self.outbox.unacked(limit=1, after_seq=self._published_upto)
@@ -191,7 +219,7 @@ class BatchPublisher:
                 return batch
         return None
 
-    def _publish(self, batch: SealedBatch) -> None:
+    def _publish(self, batch: SealedBatch, resend: bool = False) -> None:
         with self._lock:
             info = self._client.publish(self.topic, batch.payload, qos=session.QOS)
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
@@ -199,5 +227,6 @@ class BatchPublisher:
             # paho keeps a QoS 1 message it could not send yet and sends it
             # on reconnect, so NO_CONN still means "in flight".
             self._in_flight[info.mid] = batch.seq
-        self._published_upto = batch.seq
+        if not resend:
+            self._published_upto = batch.seq
         log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)

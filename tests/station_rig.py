@@ -1,0 +1,115 @@
+"""A simulated station wired to the real broker and warehouse, each process startable on its own."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from broker_bridge.envelope import decode_body, open_envelope
+from broker_bridge.keys import write_new_key
+from cli.processes import agent_process, collector_process, sim_process
+from collector.registry import add_station
+from firmware_sim.modbus_tcp import read_truth
+from station_profiles.loader import STATIONS_DIR
+from supervisor.process import free_port, wait_until
+from tests.helpers import sql, unique_station, wait_for_count
+
+POLL_S = 0.5
+
+
+class Station:
+    """One simulated station wired to the real broker and warehouse, each process startable on its own."""
+
+    def __init__(self, tmp: Path, template: str, broker_port: int, warehouse, poll_s: float = POLL_S) -> None:
+        doc = yaml.safe_load((STATIONS_DIR / template).read_text())
+        self.id = unique_station(doc["station"]["id"])
+        doc["station"]["id"] = self.id
+        doc["poll_interval_s"] = poll_s
+        self.tmp = tmp
+        self.file = tmp / f"{self.id}.yaml"
+        self.file.write_text(yaml.safe_dump(doc))
+        self.ports = {d["id"]: free_port() for d in doc["devices"]}
+        self.key = tmp / "keys" / f"{self.id}.key"
+        self.registry = tmp / "registry.yaml"
+        add_station(self.registry, self.id, write_new_key(self.key).public_key)
+        self.truth = tmp / "truth.jsonl"
+        self.outbox = tmp / "outbox.sqlite"
+        self.broker = f"127.0.0.1:{broker_port}"
+        self.warehouse = warehouse
+        self.started = []
+        self._n = 0
+
+    def _log(self, name: str) -> Path:
+        self._n += 1
+        return self.tmp / f"{self._n:02d}-{name}.log"
+
+    def start(self, process):
+        self.started.append(process)
+        return process.start()
+
+    def sim(self):
+        process = self.start(sim_process(self.file, self.truth, self._log("sim"), self.ports))
+        wait_until(lambda: "sim.listening" in process.log_path.read_text(), timeout=20, what="simulator listening", process=process)
+        return process
+
+    def agent(self):
+        return self.start(agent_process(self.file, self.key, self.broker, self.outbox, self._log("agent"), self.ports))
+
+    def collector(self):
+        w = self.warehouse
+        process = self.start(
+            collector_process(self.registry, self.broker, f"127.0.0.1:{w.http_port}", f"127.0.0.1:{w.pg_port}",
+                              self._log("collector"), client_id=f"collector-{self.id}")
+        )
+        wait_until(lambda: "mqtt_connected" in process.log_path.read_text(), timeout=20, what="collector connected", process=process)
+        return process
+
+    def stop_all(self):
+        for process in reversed(self.started):
+            process.stop(timeout=15)
+
+    def served_values(self) -> list[dict]:
+        return [t for t in read_truth(self.truth) if t["kind"] == "value"]
+
+    def stored(self) -> list[tuple]:
+        return sql(
+            self.warehouse.pg_conninfo,
+            "SELECT ts::long, device, parameter, value, status, seq, historical FROM readings WHERE station = %s"
+            " ORDER BY ts, parameter",
+            (self.id,),
+        )
+
+    def wait_stored(self, expected: int, timeout: float = 60) -> int:
+        return wait_for_count(self.warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", expected,
+                              timeout=timeout, params=(self.id,))
+
+    def outbox_readings(self) -> list[tuple]:
+        with sqlite3.connect(self.outbox) as db:
+            staged = db.execute("SELECT count(*) FROM staged").fetchone()[0]
+            unacked = db.execute("SELECT count(*) FROM batches WHERE acked_ns IS NULL").fetchone()[0]
+            payloads = [row[0] for row in db.execute("SELECT payload FROM batches ORDER BY seq")]
+        assert (staged, unacked) == (0, 0), "agent stopped with readings not yet acknowledged"
+        return [
+            (r.ts_ns, r.device, r.parameter, r.value, r.status)
+            for p in payloads
+            for r in decode_body(open_envelope(p).body).readings
+        ]
+
+
+@pytest.fixture
+def make_station(tmp_path, mosquitto_server, warehouse):
+    stations = []
+
+    def make(template: str = "demo_air_01.yaml", **kwargs) -> Station:
+        station = Station(tmp_path, template, mosquitto_server.port, warehouse, **kwargs)
+        stations.append(station)
+        return station
+
+    yield make
+    for station in stations:
+        station.stop_all()
+
+
