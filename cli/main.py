@@ -192,6 +192,12 @@ def agent_run(
     broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker host:port"),
     outbox: Path = typer.Option(..., help="outbox database file (SQLite)"),
     port: list[str] = typer.Option([], "--port", help="override a device's TCP port: DEVICE_ID=PORT"),
+    retention_days: float = typer.Option(60.0, help="keep sent data this long (the regulation asks for 60 days)"),
+    max_mb: float = typer.Option(2048.0, help="byte cap of the outbox; acknowledged data goes first"),
+    overflow: str = typer.Option(
+        "drop_oldest", help="when unsent data alone fills the cap: drop_oldest (recorded) or refuse_new"
+    ),
+    commit_window_ms: float = typer.Option(200.0, help="group-commit window: at most one fsync per window"),
     broker_user: Optional[str] = BROKER_USER,
     broker_password_file: Optional[Path] = BROKER_PASSWORD_FILE,
     tls_ca: Optional[Path] = TLS_CA,
@@ -202,7 +208,8 @@ def agent_run(
     """Poll the station's analyzers and publish signed batches until SIGINT/SIGTERM."""
     configure_logging(log_level)
     from broker_bridge.keys import KeyFileError, load_signing_key
-    from edge_agent.agent import StationAgent
+    from edge_agent.agent import AgentSettings, StationAgent
+    from edge_agent.outbox import RetentionPolicy
     from station_profiles.loader import ConfigError, load_station
 
     try:
@@ -212,9 +219,13 @@ def agent_run(
             station = station.with_port_overrides(overrides)
         signing_key = load_signing_key(key)
         address = broker_address(broker, broker_user, broker_password_file, tls_ca, tls_cert, tls_key)
+        settings = AgentSettings(
+            commit_window_s=commit_window_ms / 1000,
+            retention=RetentionPolicy(retention_days, int(max_mb * 1024 * 1024), overflow),
+        )
     except (ConfigError, KeyFileError, ValueError) as exc:
         fail(str(exc))
-    agent = StationAgent(station, signing_key, address, outbox)
+    agent = StationAgent(station, signing_key, address, outbox, settings)
 
     async def main() -> None:
         stop = asyncio.Event()
