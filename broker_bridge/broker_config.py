@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker_bridge.mosquitto_server import GiB, render_mosquitto_conf
-from broker_bridge.topics import PREFIX, DATA_SUFFIX, STATUS_SUFFIX, TopicError, check_station_id
+from broker_bridge.topics import COMMAND_SUFFIX, DATA_SUFFIX, PREFIX, STATUS_SUFFIX, TopicError, check_station_id
 
 __all__ = [
     "BrokerConfigError",
@@ -276,11 +276,18 @@ def render_acl(station_ids: Iterable[str], collector_users: Iterable[str]) -> st
             f"user {user}",
             f"topic read {PREFIX}/+/{DATA_SUFFIX}",
             f"topic read {PREFIX}/+/{STATUS_SUFFIX}",
+            f"topic write {PREFIX}/+/{COMMAND_SUFFIX}",
             "",
         ]
-    lines.append("# Each station (user name = station id) writes under its own prefix and reads nothing.")
+    lines.append("# Each station (user name = station id) writes its own data and status and reads only its commands.")
     for station_id in station_ids:
-        lines += [f"user {station_id}", f"topic write {PREFIX}/{station_id}/#", ""]
+        lines += [
+            f"user {station_id}",
+            f"topic write {PREFIX}/{station_id}/{DATA_SUFFIX}",
+            f"topic write {PREFIX}/{station_id}/{STATUS_SUFFIX}",
+            f"topic read {PREFIX}/{station_id}/{COMMAND_SUFFIX}",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ STATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 DATA_SUFFIX = "data"
 STATUS_SUFFIX = "status"
+COMMAND_SUFFIX = "cmd"  # warehouse -> station, e.g. "re-send batches 120..135"
 
 
 class TopicError(ValueError):
@@ -39,6 +40,10 @@ def data_topic(station_id: str) -> str:
 
 def status_topic(station_id: str) -> str:
     return f"{PREFIX}/{check_station_id(station_id)}/{STATUS_SUFFIX}"
+
+
+def command_topic(station_id: str) -> str:
+    return f"{PREFIX}/{check_station_id(station_id)}/{COMMAND_SUFFIX}"
 
 
 def data_subscription(share_group: str | None = None) -> str:

@@ -8,6 +8,7 @@ persistent session redelivers, and DEDUP makes the rewrite harmless.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -18,7 +19,7 @@ import structlog
 from questdb import TimestampNanos
 
 from broker_bridge import session
-from broker_bridge.topics import data_subscription, status_subscription
+from broker_bridge.topics import command_topic, data_subscription, status_subscription
 from collector.checks import Accepted, Rejected, StationEvent, check_message, reject
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, DUPLICATE, NEW, SequenceTracker
@@ -208,6 +209,9 @@ class Collector:
         self.stats.gaps += len(gaps)
         for station, first, last, _ in gaps:
             log.warning("sequence_gap", station=station, first_missing=first, last_missing=last, missing=last - first + 1)
+            # The station keeps what it sent for 60 days: ask for the missing batches.
+            request = {"resend": {"from_seq": first, "to_seq": last}}
+            self._client.publish(command_topic(station), json.dumps(request), qos=session.QOS)
         for row in rejected:
             self.stats.rejects_by_reason[row.reason] = self.stats.rejects_by_reason.get(row.reason, 0) + 1
             log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)

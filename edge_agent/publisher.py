@@ -25,12 +25,13 @@ import structlog
 
 from broker_bridge import session
 from broker_bridge.keys import SigningKey
-from broker_bridge.topics import data_topic, status_topic
+from broker_bridge.topics import command_topic, data_topic, status_topic
 from edge_agent.outbox import BACKLOG, LIVE, Outbox, SealedBatch
 
 log = structlog.get_logger("edge_agent.publisher")
 
 NO_MATCHING_SUBSCRIBERS = 0x10
+MAX_RESEND_BATCHES = 10_000  # per request: a bad request must not flood the uplink
 # Session numbers: the outbox's durable counter (one step per agent start)
 # times this, plus the connection number within the process: monotonic
 # across reconnects and restarts without touching the disk from the network thread.
@@ -60,6 +61,9 @@ class BatchPublisher:
         self.birth_metadata = birth_metadata or {}
         self.topic = data_topic(self.station_id)
         self.status_topic = status_topic(self.station_id)
+        self.command_topic = command_topic(self.station_id)
+        self._resend_requests: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        self.resent_batches = 0
         self.connected = threading.Event()
         self._lock = threading.Lock()  # guards _in_flight against on_publish racing publish()
         self._in_flight: dict[int, int] = {}  # mid -> seq
@@ -80,6 +84,7 @@ class BatchPublisher:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_message = self._on_command
         self._arm_will()
 
     @property
@@ -107,6 +112,7 @@ class BatchPublisher:
             **self.birth_metadata,
         }
         client.publish(self.status_topic, json.dumps(birth), qos=session.QOS, retain=True)
+        client.subscribe(self.command_topic, qos=session.QOS)
         log.info(
             "mqtt_connected", station=self.station_id, session=self.session_number, session_present=flags.session_present
         )
@@ -118,6 +124,18 @@ class BatchPublisher:
         self._arm_will()
         self._failed_attempts += 1
         session.jitter_before_reconnect(reason_code, self._failed_attempts)
+
+    def _on_command(self, client, userdata, message) -> None:
+        try:
+            command = json.loads(message.payload)
+            first, last = int(command["resend"]["from_seq"]), int(command["resend"]["to_seq"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("bad_command", station=self.station_id, error=repr(exc), payload=bytes(message.payload[:200]).hex())
+            return
+        if not 1 <= first <= last:
+            log.error("bad_command", station=self.station_id, error=f"resend range {first}..{last} is empty")
+            return
+        self._resend_requests.put((first, min(last, first + MAX_RESEND_BATCHES - 1)))
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._failed_attempts += 1
@@ -179,7 +197,7 @@ class BatchPublisher:
         self.pump_acks()
         if not self.connected.is_set():
             return 0
-        sent = self._retry_unheard()
+        sent = self._retry_unheard() + self._answer_resend_requests()
         while self.in_flight() < self.window:
             batch = self._next_batch()
             if batch is None:
@@ -187,6 +205,26 @@ class BatchPublisher:
             self._publish(batch)
             sent += 1
         return sent
+
+    def _answer_resend_requests(self) -> int:
+        """Re-send kept batches the warehouse asks for; say which ones are no longer kept."""
+        sent = 0
+        while True:
+            try:
+                first, last = self._resend_requests.get_nowait()
+            except queue.Empty:
+                return sent
+            batches = self.outbox.batches_between(first, last)
+            for batch in batches:
+                self._publish(batch, resend=True)
+            kept = {b.seq for b in batches}
+            missing = [seq for seq in range(first, last + 1) if seq not in kept]
+            sent += len(batches)
+            self.resent_batches += len(batches)
+            log.warning("batches_resent_on_request", station=self.station_id, first=first, last=last,
+                        resent=len(batches), not_kept=len(missing))
+            self.publish_status({"resend": {"from_seq": first, "to_seq": last, "resent": len(batches),
+                                            "not_kept": _ranges(missing)}})
 
     def _retry_unheard(self) -> int:
         now = time.monotonic()
@@ -230,3 +268,14 @@ class BatchPublisher:
         if not resend:
             self._published_upto = batch.seq
         log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)
+
+
+def _ranges(seqs: list[int]) -> list[list[int]]:
+    """[3, 4, 5, 9] -> [[3, 5], [9, 9]]"""
+    ranges: list[list[int]] = []
+    for seq in seqs:
+        if ranges and ranges[-1][1] == seq - 1:
+            ranges[-1][1] = seq
+        else:
+            ranges.append([seq, seq])
+    return ranges
