@@ -118,50 +118,46 @@ def station_rotate_key(
     typer.echo("Now restart the station's agent with --key pointing at the new private key.")
 
 
+REGISTRY = typer.Option(Path("registry.yaml"), help="registry file the collector reads")
+
+
+def edit_registry(change, done: str) -> None:
+    """Apply one registry edit; the collector picks it up without a restart."""
+    from collector.registry import RegistryError
+
+    try:
+        change()
+    except (RegistryError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(done)
+
+
 @station_app.command("retire-key")
 def station_retire_key(
     station_id: str = typer.Argument(...),
     kid: str = typer.Argument(..., help="key id to retire now (e.g. a stolen key)"),
-    registry: Path = typer.Option(Path("registry.yaml"), help="registry file"),
+    registry: Path = REGISTRY,
 ) -> None:
     """Retire a key at once: batches signed with it are rejected from now on."""
-    from collector.registry import RegistryError, retire_key
+    from collector.registry import retire_key
 
-    try:
-        retire_key(registry, station_id, kid)
-    except (RegistryError, FileNotFoundError) as exc:
-        fail(str(exc))
-    typer.echo(f"{station_id}: key {kid} retired")
+    edit_registry(lambda: retire_key(registry, station_id, kid), f"{station_id}: key {kid} retired")
 
 
 @station_app.command("disable")
-def station_disable(
-    station_id: str = typer.Argument(...),
-    registry: Path = typer.Option(Path("registry.yaml"), help="registry file"),
-) -> None:
+def station_disable(station_id: str = typer.Argument(...), registry: Path = REGISTRY) -> None:
     """Refuse a station's data (kept as rejects with reason disabled_station)."""
-    from collector.registry import RegistryError, set_enabled
+    from collector.registry import set_enabled
 
-    try:
-        set_enabled(registry, station_id, False)
-    except (RegistryError, FileNotFoundError) as exc:
-        fail(str(exc))
-    typer.echo(f"{station_id}: disabled")
+    edit_registry(lambda: set_enabled(registry, station_id, False), f"{station_id}: disabled")
 
 
 @station_app.command("enable")
-def station_enable(
-    station_id: str = typer.Argument(...),
-    registry: Path = typer.Option(Path("registry.yaml"), help="registry file"),
-) -> None:
+def station_enable(station_id: str = typer.Argument(...), registry: Path = REGISTRY) -> None:
     """Accept a disabled station's data again."""
-    from collector.registry import RegistryError, set_enabled
+    from collector.registry import set_enabled
 
-    try:
-        set_enabled(registry, station_id, True)
-    except (RegistryError, FileNotFoundError) as exc:
-        fail(str(exc))
-    typer.echo(f"{station_id}: enabled")
+    edit_registry(lambda: set_enabled(registry, station_id, True), f"{station_id}: enabled")
 
 
 @app.command("status")

@@ -59,19 +59,20 @@ def test_fifty_sigkills_lose_no_committed_reading_and_duplicate_none(make_statio
     print(f"\n{KILLS} kills, seed {seed}: {len(stored)} readings stored once each; {lost} served but never committed")
 
 
-def test_broker_outage_of_minutes_delivers_everything_as_history(make_station, mosquitto_server):
-    station = make_station("demo_stack_01.yaml", poll_s=1.0)
+def run_outage(station, values_per_poll: int, stop, start) -> tuple[list[tuple], int, int]:
+    """Poll a while, stop a server for OUTAGE_S, start it, poll a while more, drain; check nothing is lost or doubled."""
     station.sim()
     station.collector()
     agent = station.agent()
-    wait_until(lambda: len(station.served_values()) >= 3 * 7, timeout=30, what="first polls")
-    mosquitto_server.stop()
+    wait_until(lambda: len(station.served_values()) >= 3 * values_per_poll, timeout=30, what="first polls")
+    stop()
     down_ns = time.time_ns()
     time.sleep(OUTAGE_S)
     up_ns = time.time_ns()
-    mosquitto_server.start()
+    start()
     served_at_return = len(station.served_values())
-    wait_until(lambda: len(station.served_values()) >= served_at_return + 5 * 7, timeout=60, what="polls after the return")
+    wait_until(lambda: len(station.served_values()) >= served_at_return + 5 * values_per_poll, timeout=60,
+               what="polls after the return")
     agent.stop(timeout=60)
     committed = station.outbox_readings()
     assert station.wait_stored(len(committed), timeout=120) == len(committed)
@@ -79,34 +80,29 @@ def test_broker_outage_of_minutes_delivers_everything_as_history(make_station, m
     assert len(set(keys(stored))) == len(stored), "duplicates"
     assert sorted(r[:5] for r in stored) == sorted(committed)
     assert len(stored) == len(station.served_values()), "a served value is missing"
+    assert_each_lane_in_order(stored)
+    return stored, down_ns, up_ns
+
+
+def test_broker_outage_of_minutes_delivers_everything_as_history(make_station, mosquitto_server):
+    station = make_station("demo_stack_01.yaml", poll_s=1.0)
+    stored, down_ns, up_ns = run_outage(station, 7, mosquitto_server.stop, mosquitto_server.start)
     during = [r for r in stored if down_ns + 3 * 10**9 < r[0] < up_ns]
     assert len(during) >= (OUTAGE_S - 4) * 7 * 0.9
     assert all(r[6] for r in during), "a reading taken during the outage is not flagged historical"
-    assert_each_lane_in_order(stored)
 
 
 def test_collector_outage_of_minutes_delivers_everything_once(make_station):
     station = make_station("demo_ww_01.yaml", poll_s=1.0)
-    station.sim()
-    collector = station.collector()
-    agent = station.agent()
-    wait_until(lambda: len(station.served_values()) >= 3 * 6, timeout=30, what="first polls")
-    collector.stop()  # the broker queues the agent's batches in the collector's persistent session
-    down_ns = time.time_ns()
-    time.sleep(OUTAGE_S)
-    up_ns = time.time_ns()
-    station.collector()
-    served_at_return = len(station.served_values())
-    wait_until(lambda: len(station.served_values()) >= served_at_return + 5 * 6, timeout=60, what="polls after the return")
-    agent.stop(timeout=60)
-    committed = station.outbox_readings()
-    assert station.wait_stored(len(committed), timeout=120) == len(committed)
-    stored = station.stored()
-    assert len(set(keys(stored))) == len(stored), "duplicates"
-    assert sorted(r[:5] for r in stored) == sorted(committed)
-    assert len(stored) == len(station.served_values()), "a served value is missing"
+    collectors = []
+
+    def stop_collector():
+        # The broker queues the agent's batches in the collector's persistent session meanwhile.
+        [first] = [p for p in station.started if p.name.startswith("collector")]
+        first.stop()
+
+    stored, down_ns, up_ns = run_outage(station, 6, stop_collector, lambda: collectors.append(station.collector()))
     # The station was online, so only the warehouse knows these arrived late: over 60 s late is history.
     late = [r for r in stored if down_ns + 3 * 10**9 < r[0] < up_ns - 65 * 10**9]
     assert len(late) >= max(0, OUTAGE_S - 70) * 6 * 0.9
     assert all(r[6] for r in late), "a reading that arrived minutes late is not flagged historical"
-    assert_each_lane_in_order(stored)
