@@ -1,0 +1,29 @@
+"""quantrac measurement controls (QC): QARTOD-style flags for every reading the collector stores.
+
+See README.md. The collector calls ``QualityControl.evaluate`` per accepted batch.
+"""
+
+from collector.qc.engine import SEED_SQL, QualityControl, seed_sql
+from collector.qc.flags import FAIL, MISSING, NOT_EVALUATED, PASS, PASSED, SUSPECT, QcResult, worst
+from collector.qc.state import SeriesState
+from collector.qc.thresholds import DEFAULTS_PATH, Issue, ThresholdsError, ThresholdSource, parse_thresholds
+
+__all__ = [
+    "DEFAULTS_PATH",
+    "FAIL",
+    "MISSING",
+    "NOT_EVALUATED",
+    "PASS",
+    "PASSED",
+    "SEED_SQL",
+    "SUSPECT",
+    "Issue",
+    "QcResult",
+    "QualityControl",
+    "SeriesState",
+    "ThresholdSource",
+    "ThresholdsError",
+    "parse_thresholds",
+    "seed_sql",
+    "worst",
+]
