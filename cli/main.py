@@ -245,6 +245,9 @@ def collector_run(
         " so give each collector its own --broker-user",
     ),
     share_group: Optional[str] = typer.Option(None, help="MQTT shared-subscription group for several collectors"),
+    qc_thresholds: Optional[Path] = typer.Option(
+        None, help="measurement-control thresholds (YAML) over collector/qc/defaults.yaml; applied on change"
+    ),
     broker_user: Optional[str] = BROKER_USER,
     broker_password_file: Optional[Path] = BROKER_PASSWORD_FILE,
     tls_ca: Optional[Path] = TLS_CA,
@@ -255,6 +258,7 @@ def collector_run(
     """Verify and store every station's batches; acknowledge each only after QuestDB committed it."""
     configure_logging(log_level)
     from broker_bridge.session import BrokerAddress
+    from collector.qc.thresholds import ThresholdsError
     from collector.registry import RegistryError
     from collector.service import Collector, CollectorConfig
     from store.questdb_server import QuestDBEndpoints
@@ -271,10 +275,11 @@ def collector_run(
             ilp_conf=endpoints.ilp_conf,
             pg_conninfo=endpoints.pg_conninfo,
             share_group=share_group,
+            qc_thresholds_path=str(qc_thresholds) if qc_thresholds else None,
         )
         ensure_schema(endpoints.pg_conninfo)
         collector = Collector(config)
-    except (RegistryError, ValueError) as exc:
+    except (RegistryError, ThresholdsError, ValueError) as exc:
         fail(str(exc))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

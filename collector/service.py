@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -21,9 +21,13 @@ from questdb import TimestampNanos
 from broker_bridge import session
 from broker_bridge.topics import command_topic, data_subscription, status_subscription
 from collector.checks import Accepted, Rejected, StationEvent, check_message, reject
+from collector.qc.engine import QualityControl
+from collector.qc.state import SeriesState
+from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, DUPLICATE, NEW, SequenceTracker
-from store.ilp_writer import IlpRow, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
+from store.ilp_writer import IlpRow, StoredReading, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
+from store.queries import recent_readings
 
 log = structlog.get_logger("collector")
 
@@ -50,6 +54,7 @@ class CollectorStats:
     flushes: int = 0
     flush_failures: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
+    flags_by_check: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,12 @@ class CollectorConfig:
     pg_conninfo: str | None = None  # the batch ledger is read over SQL; None: in-memory only
     share_group: str | None = None
     replay_window_days: float = 7.0
+    qc_thresholds_path: str | None = None  # overrides of collector/qc/defaults.yaml; reloaded on change
+    qc_max_series: int = 40_000
+    # How far back the windowed checks' history is rebuilt at start. The
+    # defaults' longest window (a day-long flat line for Temp/Flow) would
+    # read tens of millions of rows; 3 h covers every gas and dust window.
+    qc_seed_lookback_s: float = 3 * 3600
     flush_interval_s: float = 0.2
     flush_max_messages: int = 5000
     max_pending: int = 20000  # hard cap on unacknowledged messages held in memory
@@ -77,6 +88,7 @@ class Collector:
             track_gaps=config.share_group is None,
             replay_window_ns=int(config.replay_window_days * DAY_NS),
         )
+        self.qc = QualityControl(ThresholdSource(config.qc_thresholds_path), SeriesState(max_series=config.qc_max_series))
         self.stats = CollectorStats()
         self._pending: deque[PendingMessage] = deque()
         self._cond = threading.Condition()
@@ -132,6 +144,10 @@ class Collector:
     def start(self) -> None:
         seeded = self.sequences.seed()
         log.info("sequence_state_seeded", stations=seeded, client_id=self.config.client_id)
+        if self.config.pg_conninfo is not None:
+            lookback = min(self.qc.thresholds.lookback_s(), self.config.qc_seed_lookback_s)
+            rows = self.qc.seed(recent_readings(self.config.pg_conninfo, lookback))
+            log.info("qc_history_seeded", readings=rows, lookback_s=lookback, client_id=self.config.client_id)
         session.connect_async(
             self._client, self.config.broker, session.connect_properties(receive_maximum=self.config.receive_maximum)
         )
@@ -170,6 +186,7 @@ class Collector:
 
     def _flush(self, batch: list[PendingMessage]) -> None:
         self.registry.reload_if_changed()
+        self.qc.reload_thresholds()
         for item in batch:
             if item.outcome is None:
                 item.outcome = check_message(item.topic, item.payload, self.registry, item.received_ns)
@@ -188,6 +205,7 @@ class Collector:
                 duplicates += 1  # already committed: acknowledged, not rewritten
             else:
                 item.outcome = reject(item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail)
+        self._apply_measurement_controls(new)
         try:
             written = self.writer.write_readings(row for i in new for row in i.outcome.rows)
         except WarehouseRefused as exc:
@@ -225,6 +243,27 @@ class Collector:
         for item in batch:
             if item.generation == generation:
                 self._client.ack(item.mid, item.qos)
+
+    def _apply_measurement_controls(self, new: list[PendingMessage]) -> None:
+        """Flag every new reading (QARTOD flags, the deciding check and its cause), all messages in one pass."""
+        todo = [i for i in new if i.outcome.rows and i.outcome.rows[0].qc_flag is None]
+        if not todo:
+            return
+        verdicts = self.qc.evaluate_many([(i.outcome.body.station, i.outcome.body.readings, i.received_ns) for i in todo])
+        for item, results in zip(todo, verdicts):
+            item.outcome = replace(
+                item.outcome,
+                rows=[
+                    StoredReading(r.station, r.seq, r.historical, r.key_id, r.received_ns, r.reading,
+                                  q.flag, q.check, q.cause, q.checks_text)
+                    for r, q in zip(item.outcome.rows, results)
+                ],
+            )
+        for results in verdicts:
+            for q in results:
+                if q.checks:
+                    for check in q.checks:
+                        self.stats.flags_by_check[check] = self.stats.flags_by_check.get(check, 0) + 1
 
     @staticmethod
     def _ledger_row(item: PendingMessage) -> IlpRow:

@@ -44,6 +44,10 @@ class StoredReading:
     key_id: str
     received_ns: int
     reading: Reading
+    qc_flag: int | None = None  # None: no measurement control ran
+    qc_check: str = ""
+    qc_cause: str = ""
+    qc_checks: str = ""
 
 
 IlpRow = tuple[dict[str, str], dict[str, object], int]
@@ -114,19 +118,21 @@ class WarehouseWriter:
                 }
                 if r.value is not None:  # an absent ILP field is stored as NULL
                     columns["value"] = r.value
-                buffer.row(
-                    "readings",
-                    symbols={
-                        "station": row.station,
-                        "device": r.device,
-                        "parameter": r.parameter,
-                        "unit": r.unit,
-                        "status": r.status,
-                        "key_id": row.key_id,
-                    },
-                    columns=columns,
-                    at=TimestampNanos(r.ts_ns),
-                )
+                symbols = {
+                    "station": row.station,
+                    "device": r.device,
+                    "parameter": r.parameter,
+                    "unit": r.unit,
+                    "status": r.status,
+                    "key_id": row.key_id,
+                }
+                if row.qc_flag is not None:
+                    columns["qc_flag"] = row.qc_flag
+                    if row.qc_check:
+                        symbols["qc_check"] = row.qc_check
+                        symbols["qc_checks"] = row.qc_checks
+                        columns["qc_cause"] = row.qc_cause
+                buffer.row("readings", symbols=symbols, columns=columns, at=TimestampNanos(r.ts_ns))
                 count += 1
             return count
 

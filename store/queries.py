@@ -88,3 +88,23 @@ def station_overview(conninfo: str) -> list[StationOverview]:
         missing = 0 if low is None else (high - low + 1) - distinct
         overview.append(StationOverview(station, state, session, last, count, backlog, age, missing, rejects.get(station, 0)))
     return overview
+
+
+def recent_readings(conninfo: str, lookback_s: float, slice_s: float = 900.0):
+    """(station, device, parameter, ts_ns, value, status, unit) of the last ``lookback_s``, oldest first.
+
+    Read in time slices so a long window never sits in memory at once;
+    ts as LONG keeps the nanoseconds the PG wire would round to microseconds.
+    """
+    import time as _time
+
+    end_us = _time.time_ns() // 1000
+    start_us = end_us - int(lookback_s * 1e6)
+    step_us = int(slice_s * 1e6)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for low in range(start_us, end_us + step_us, step_us):
+            yield from conn.execute(
+                "SELECT station, device, parameter, cast(ts AS LONG), value, status, unit FROM readings"
+                " WHERE ts >= cast(%s AS TIMESTAMP) AND ts < cast(%s AS TIMESTAMP) ORDER BY ts",
+                (low, low + step_us),
+            )

@@ -43,6 +43,13 @@ READINGS = Table(
         ("historical", "BOOLEAN"),
         ("key_id", "SYMBOL"),
         ("received_at", "TIMESTAMP_NS"),
+        # Measurement controls (collector/qc): QARTOD flag 1 pass, 2 not evaluated,
+        # 3 suspect, 4 fail, 9 missing; the deciding check, why, and every check
+        # that fired. Nothing is dropped: a failed value stays with its flag.
+        ("qc_flag", "BYTE"),
+        ("qc_check", "SYMBOL"),
+        ("qc_cause", "VARCHAR"),
+        ("qc_checks", "SYMBOL"),
     ),
     dedup_keys=("ts", "station", "device", "parameter"),
 )
