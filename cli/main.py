@@ -245,6 +245,7 @@ def collector_run(
         " so give each collector its own --broker-user",
     ),
     share_group: Optional[str] = typer.Option(None, help="MQTT shared-subscription group for several collectors"),
+    metrics_port: Optional[int] = typer.Option(None, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics"),
     qc_thresholds: Optional[Path] = typer.Option(
         None, help="measurement-control thresholds (YAML) over collector/qc/defaults.yaml; applied on change"
     ),
@@ -276,6 +277,7 @@ def collector_run(
             pg_conninfo=endpoints.pg_conninfo,
             share_group=share_group,
             qc_thresholds_path=str(qc_thresholds) if qc_thresholds else None,
+            metrics_port=metrics_port,
         )
         ensure_schema(endpoints.pg_conninfo)
         collector = Collector(config)

@@ -21,11 +21,13 @@ from questdb import TimestampNanos
 from broker_bridge import session
 from broker_bridge.topics import command_topic, data_subscription, status_subscription
 from collector.checks import Accepted, Rejected, StationEvent, check_message, reject
+from collector.metrics import CollectorMetrics
 from collector.qc.engine import QualityControl
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, DUPLICATE, NEW, SequenceTracker
+from collector.wal_watch import suspended
 from store.ilp_writer import IlpRow, StoredReading, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
 from store.queries import recent_readings
 
@@ -72,6 +74,8 @@ class CollectorConfig:
     # defaults' longest window (a day-long flat line for Temp/Flow) would
     # read tens of millions of rows; 3 h covers every gas and dust window.
     qc_seed_lookback_s: float = 3 * 3600
+    metrics_port: int | None = None  # Prometheus /metrics on 127.0.0.1:<port>
+    wal_check_interval_s: float = 30.0
     flush_interval_s: float = 0.2
     flush_max_messages: int = 5000
     max_pending: int = 20000  # hard cap on unacknowledged messages held in memory
@@ -90,6 +94,8 @@ class Collector:
         )
         self.qc = QualityControl(ThresholdSource(config.qc_thresholds_path), SeriesState(max_series=config.qc_max_series))
         self.stats = CollectorStats()
+        self.metrics = CollectorMetrics()
+        self._next_wal_check = 0.0
         self._pending: deque[PendingMessage] = deque()
         self._cond = threading.Condition()
         self._generation = 0
@@ -138,10 +144,14 @@ class Collector:
                 self._cond.wait(timeout=0.5)
             self._pending.append(item)
             self.stats.messages += 1
+            self.metrics.messages.inc()
+            self.metrics.unacked.set(len(self._pending))
             self._cond.notify_all()
 
     # -- flush loop (caller's thread) -------------------------------------
     def start(self) -> None:
+        if self.config.metrics_port is not None:
+            self.metrics.serve(self.config.metrics_port)
         seeded = self.sequences.seed()
         log.info("sequence_state_seeded", stations=seeded, client_id=self.config.client_id)
         if self.config.pg_conninfo is not None:
@@ -170,13 +180,32 @@ class Collector:
             if not batch:
                 continue
             try:
-                self._flush(batch)
+                with self.metrics.flush_seconds.time():
+                    self._flush(batch)
                 backoff = 0.0
+                self._watch_wal()
             except WarehouseUnavailable as exc:
                 self.stats.flush_failures += 1
+                self.metrics.flush_failures.inc()
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 log.warning("warehouse_unavailable", error=str(exc), retry_in_s=backoff, held=len(batch))
                 stop.wait(backoff)
+
+    def _watch_wal(self) -> None:
+        if self.config.pg_conninfo is None or time.monotonic() < self._next_wal_check:
+            return
+        self._next_wal_check = time.monotonic() + self.config.wal_check_interval_s
+        try:
+            tables = suspended(self.config.pg_conninfo)
+        except Exception as exc:  # the watch must not stop the data path; it says why it could not look
+            log.warning("wal_check_failed", error=repr(exc))
+            return
+        self.metrics.suspended_tables.set(len(tables))
+        for table in tables:
+            log.critical(
+                "wal_table_suspended", table=table.name, writer_txn=table.writer_txn, sequencer_txn=table.sequencer_txn,
+                fix=f"rows written to {table.name} are invisible until: ALTER TABLE {table.name} RESUME WAL",
+            )
 
     def _next_batch(self) -> list[PendingMessage]:
         with self._cond:
@@ -221,6 +250,10 @@ class Collector:
         self.sequences.commit_flush()
         self.stats.flushes += 1
         self.stats.readings_written += written
+        self.metrics.readings.inc(written)
+        self.metrics.duplicates.inc(duplicates)
+        self.metrics.gaps.inc(len(gaps))
+        self.metrics.write_lag.set((time.time_ns() - batch[0].received_ns) / 1e9)
         self.stats.rejects_written += len(rejected)
         self.stats.duplicates += duplicates
         self.stats.events_written += len(events)
@@ -232,10 +265,12 @@ class Collector:
             self._client.publish(command_topic(station), json.dumps(request), qos=session.QOS)
         for row in rejected:
             self.stats.rejects_by_reason[row.reason] = self.stats.rejects_by_reason.get(row.reason, 0) + 1
+            self.metrics.rejects.labels(row.reason).inc()
             log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)
         with self._cond:
             for _ in batch:
                 self._pending.popleft()
+            self.metrics.unacked.set(len(self._pending))
             generation = self._generation
             self._cond.notify_all()
         # PUBACKs go out in arrival order, and only on the connection that
@@ -262,6 +297,7 @@ class Collector:
         for results in verdicts:
             for q in results:
                 if q.checks:
+                    self.metrics.flags.labels(q.check, str(q.flag)).inc()
                     for check in q.checks:
                         self.stats.flags_by_check[check] = self.stats.flags_by_check.get(check, 0) + 1
 

@@ -82,7 +82,7 @@ class QuestDBEndpoints:
         return f"http://{self.host}:{self.http_port}/ping"
 
 
-def render_server_conf(endpoints: QuestDBEndpoints, commit_mode: str = "nosync") -> str:
+def render_server_conf(endpoints: QuestDBEndpoints, commit_mode: str = "nosync", extra_conf: str = "") -> str:
     """server.conf for a private, loopback-only QuestDB with ILP auto-create OFF.
 
     ``config.validation.strict=true`` makes QuestDB refuse unknown keys, so a
@@ -109,6 +109,8 @@ def render_server_conf(endpoints: QuestDBEndpoints, commit_mode: str = "nosync")
             "telemetry.enabled=false",
             "config.validation.strict=true",
             "shared.worker.count=2",
+            # e.g. dev.mode.enabled=true, which a test needs to SUSPEND WAL a table
+            extra_conf,
             "",
         ]
     )
@@ -131,6 +133,7 @@ class QuestDBServer:
         heap: str = "1g",
         commit_mode: str = "nosync",
         host: str = "127.0.0.1",
+        extra_conf: str = "",
     ) -> None:
         if commit_mode not in COMMIT_MODES:
             raise ValueError(f"commit_mode must be one of {COMMIT_MODES}, not {commit_mode!r}")
@@ -145,6 +148,7 @@ class QuestDBServer:
         self._jar = Path(jar) if jar is not None else None
         self.heap = heap
         self.commit_mode = commit_mode
+        self.extra_conf = extra_conf
         self.log_path = self.root / "questdb.log"
         self.started_in_s: float | None = None
         self._proc: ManagedProcess | None = None
@@ -214,7 +218,7 @@ class QuestDBServer:
                 raise ServerStartError(f"QuestDB cannot start: {e.host}:{port} is already in use by another process")
         argv = self.argv()  # resolves java + jar (clear errors) before touching disk
         self.conf_path.parent.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(render_server_conf(e, self.commit_mode))
+        self.conf_path.write_text(render_server_conf(e, self.commit_mode, self.extra_conf))
         t0 = time.monotonic()
         self._proc = ManagedProcess(argv, log_path=self.log_path, cwd=self.root, name="questdb").start()
         try:

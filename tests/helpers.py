@@ -18,7 +18,8 @@ def unique_station(prefix: str) -> str:
 
 def sql(conninfo: str, query: str, params=None) -> list[tuple]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 def wal_applied(conninfo: str) -> bool:
