@@ -233,6 +233,22 @@ def agent_run(
     asyncio.run(main())
 
 
+@agent_app.command("doctor")
+def agent_doctor(
+    station_file: Path = typer.Argument(..., help="station file (YAML)"),
+    device: list[str] = typer.Option([], "--device", help="probe only this device (repeatable)"),
+    log_level: str = typer.Option("error", "--log-level", help="debug, info, warning or error"),
+) -> None:
+    """Probe every device once: raw registers, decoded value, status, latency, hints.
+
+    Stop the agent first: serial ports are opened exclusively.
+    """
+    configure_logging(log_level)
+    from cli.doctor import run_doctor
+
+    raise typer.Exit(code=run_doctor(station_file, devices=device or None))
+
+
 @collector_app.command("run")
 def collector_run(
     registry: Path = typer.Option(..., help="station registry file"),
@@ -295,12 +311,12 @@ def collector_run(
 
 @sim_app.command("run")
 def sim_run(
-    station_file: Path = typer.Argument(..., help="station file whose modbus_tcp devices to simulate"),
+    station_file: Path = typer.Argument(..., help="station file whose devices to simulate (Modbus TCP, RTU and serial on ptys)"),
     truth: Path = typer.Option(..., help="ground-truth log: every value served, one JSON line each"),
     port: list[str] = typer.Option([], "--port", help="override a device's TCP port: DEVICE_ID=PORT"),
     log_level: str = LOG_LEVEL,
 ) -> None:
-    """Serve simulated analyzers for every Modbus TCP device of a station file."""
+    """Serve a simulated analyzer for every device of a station file; serial ports become ptys at the file's paths."""
     configure_logging(log_level)
     from firmware_sim.modbus_tcp import run_sim
 

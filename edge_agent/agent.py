@@ -19,6 +19,7 @@ import structlog
 from broker_bridge.envelope import Reading
 from broker_bridge.keys import SigningKey
 from broker_bridge.session import BrokerAddress
+from edge_agent.clock import ClockMonitor
 from edge_agent.group_commit import GroupCommitter
 from edge_agent.outbox import Outbox, OutboxFull, RetentionPolicy
 from edge_agent.publisher import BatchPublisher
@@ -62,6 +63,14 @@ def device_is_down(readings: list[Reading]) -> tuple[bool, str]:
     return False, ""
 
 
+def warn_unstable_ports(station: StationConfig) -> None:
+    """/dev/ttyUSB0 and friends are numbered in plug order and can swap after a reboot."""
+    for d in station.devices:
+        port = getattr(d, "port", None)
+        if isinstance(port, str) and port.startswith(("/dev/ttyUSB", "/dev/ttyACM")):
+            log.warning("serial_port_unstable", station=station.id, device=d.id, port=port, fix="use the device's /dev/serial/by-id/... path (ls -l /dev/serial/by-id/)")
+
+
 class StationAgent:
     def __init__(
         self,
@@ -85,7 +94,11 @@ class StationAgent:
         self.publisher = BatchPublisher(
             self.outbox, key, broker, historical_after_s=self.settings.historical_after_s, birth_metadata=birth
         )
+        # Devices on one serial port share one line: their requests are serialised.
         self.sources = sources_for_station(station)
+        warn_unstable_ports(station)
+        #: the station clock's offset (state for the station status), None without a clock: section
+        self.clock = ClockMonitor(station.clock, station_id=self.station_id) if station.clock is not None else None
         self.devices = {d.id: DeviceState() for d in station.devices}
         self.cycles = 0
         self.refused_readings = 0
@@ -126,8 +139,12 @@ class StationAgent:
             self.outbox.close()
 
     async def poll_once(self) -> int:
-        results = await asyncio.gather(*(source.poll() for source in self.sources))
-        readings = [reading for batch in results for reading in batch]
+        # The clock check (at most every check_every_s) runs alongside the poll, not before it.
+        clock_check = [self.clock.maybe_check()] if self.clock is not None else []
+        results = await asyncio.gather(*(source.poll() for source in self.sources), *clock_check)
+        readings = [reading for batch in results[: len(self.sources)] for reading in batch]
+        if self.clock is not None:
+            readings = self.clock.mark(readings)
         try:
             self.outbox.check_room()
         except OutboxFull as exc:
@@ -164,6 +181,7 @@ class StationAgent:
                 device_id: {"up": s.up, "since_ns": s.since_ns, "cause": s.cause} for device_id, s in self.devices.items()
             },
             "refused_readings": self.refused_readings,
+            "clock": self.clock.state if self.clock else None,
             "broker_refused_batches": len(self.publisher.refused),
         }
 

@@ -16,9 +16,9 @@ Ground-truth log: JSON lines, appended and flushed once per request::
 
     {"t_ns": 1732170000123456789, "station": "DEMO_AIR_01", "device": "aqms1",
      "unit_id": 1, "kind": "value", "parameter": "PM2,5", "value": 41.37,
-     "status": "00", "cause": ""}
+     "status": "00", "cause": "", "fault": ""}
     {"t_ns": ..., "station": ..., "device": ..., "unit_id": 1, "kind": "status",
-     "raw": 0, "status": "00", "cause": ""}
+     "raw": 0, "bits": [], "status": "00", "cause": "", "fault": ""}
 
 ``t_ns`` is ``time.time_ns()`` when the request was served. ``value`` is the
 engineering value exactly as a correct decoder computes it (after float32
@@ -33,28 +33,19 @@ up to the profile's ``max_read_gap`` between defined addresses, which read as
 0. Writes answer exception 2. Unknown unit ids answer exception 11 (gateway
 target failed to respond).
 
-Entry points: :class:`StationSimulator` (``start()``/``stop()``, also an
-async context manager), :func:`serve_station`, :func:`run_sim` (blocking,
-ends on SIGINT/SIGTERM) and ``python -m firmware_sim.modbus_tcp``.
-
-The encoder here is written independently of ``edge_agent.codec`` on purpose:
-the tests read this simulator with pymodbus's own client and with mbpoll, so a
-shared bug cannot hide.
+Entry points: :class:`TcpServers` (used by firmware_sim.station's
+:class:`StationSimulator`, which serves every transport and is importable
+from here too), :func:`run_sim` (blocking, ends on SIGINT/SIGTERM) and
+``python -m firmware_sim.modbus_tcp``. The analyzer itself (registers,
+signals, status, faults, the truth log) is firmware_sim.analyzer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import math
-import os
-import signal
-import struct
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,247 +56,18 @@ from pymodbus.datastore import ModbusServerContext
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
 
-from station_profiles.loader import ConfigError, load_station
-from station_profiles.profile_model import (
-    INT_LIMITS,
-    AnalyzerProfile,
-    ModbusTcpDevice,
-    StationConfig,
-    StatusSpec,
-    ValueSpec,
+from station_profiles.loader import ConfigError
+
+from .analyzer import (  # noqa: F401 - re-exported: the public names of this module before issue 3
+    SimulatedAnalyzer,
+    TruthLog,
+    encode_registers,
+    raw_for,
+    read_truth,
+    served_value,
 )
 
-from .signals import Signal, stable_seed
-
 log = structlog.get_logger("firmware_sim")
-
-_FC_TABLE = {1: "coil", 2: "discrete_input", 3: "holding_register", 4: "input_register"}
-_STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f", "float64": "d"}
-
-
-# --------------------------------------------------------------------------- #
-# Encoding (independent of edge_agent.codec)
-# --------------------------------------------------------------------------- #
-
-
-def encode_registers(raw: int | float, vtype: str, word_order: str) -> list[int]:
-    """Raw number -> wire registers for the given type and word order."""
-    data = struct.pack(">" + _STRUCT[vtype], raw)  # A B C D ... (most significant first)
-    words = [data[i : i + 2] for i in range(0, len(data), 2)]
-    if word_order in ("BADC", "DCBA"):
-        words = [w[::-1] for w in words]
-    if word_order in ("CDAB", "DCBA"):
-        words.reverse()
-    return [int.from_bytes(w, "big") for w in words]
-
-
-def raw_for(engineering: float, spec: ValueSpec) -> int | float:
-    """Engineering value -> the raw number the analyzer would hold (inverse scale/offset)."""
-    raw = (engineering - spec.offset) / spec.scale
-    if spec.type in INT_LIMITS:
-        lo, hi = INT_LIMITS[spec.type]
-        return int(min(hi, max(lo, round(raw))))
-    if spec.type == "bool":
-        return int(raw >= 0.5)
-    if spec.type == "float32":
-        return struct.unpack(">f", struct.pack(">f", raw))[0]
-    return float(raw)
-
-
-def served_value(raw: int | float, spec: ValueSpec) -> tuple[float | None, str]:
-    """What a correct decoder makes of ``raw``: (engineering value or None, cause)."""
-    if isinstance(raw, float) and math.isnan(raw):
-        return None, "sentinel NaN"
-    for s in spec.sentinels:
-        target = struct.unpack(">f", struct.pack(">f", s))[0] if spec.type == "float32" and math.isfinite(s) else s
-        if raw == target:
-            return None, f"sentinel {raw:g}" if isinstance(raw, float) else f"sentinel {raw}"
-    if isinstance(raw, float) and math.isinf(raw):
-        return None, f"non-finite value {raw}"
-    return float(raw) * spec.scale + spec.offset, ""
-
-
-# --------------------------------------------------------------------------- #
-# Ground-truth log
-# --------------------------------------------------------------------------- #
-
-
-class TruthLog:
-    """Append-only JSON-lines file; one write + flush per request. Thread-safe."""
-
-    def __init__(self, path: str | os.PathLike[str] | None) -> None:
-        self.path = Path(path) if path is not None else None
-        self._lock = threading.Lock()
-        self._fh = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-
-    def write(self, entries: Sequence[dict[str, Any]]) -> None:
-        if self._fh is None or not entries:
-            return
-        text = "".join(json.dumps(e, ensure_ascii=False, allow_nan=False) + "\n" for e in entries)
-        with self._lock:
-            self._fh.write(text)
-            self._fh.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-                self._fh = None
-
-
-def read_truth(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Parse a ground-truth log (for tests and tools)."""
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
-# --------------------------------------------------------------------------- #
-# One simulated analyzer
-# --------------------------------------------------------------------------- #
-
-
-class _Item:
-    __slots__ = ("spec", "table", "address", "width", "signal", "forced")
-
-    def __init__(self, spec: ValueSpec | StatusSpec, signal: Signal | None) -> None:
-        self.spec = spec
-        self.table = spec.table
-        self.address = spec.wire_address
-        self.width = spec.width
-        self.signal = signal
-        self.forced: int | float | None = None
-
-
-class SimulatedAnalyzer:
-    """Serves one analyzer profile under one unit id."""
-
-    def __init__(
-        self,
-        station_id: str,
-        device_id: str,
-        unit_id: int,
-        profile: AnalyzerProfile,
-        *,
-        seed: int = 0,
-        truth: TruthLog | None = None,
-    ) -> None:
-        self.station_id = station_id
-        self.device_id = device_id
-        self.unit_id = unit_id
-        self.profile = profile
-        self.truth = truth or TruthLog(None)
-        self.log = log.bind(station=station_id, device=device_id, unit_id=unit_id)
-        self._items: list[_Item] = []
-        for spec in profile.values:
-            fallback = spec.range[0] + 0.1 * (spec.range[1] - spec.range[0]) if spec.range else 0.0
-            sig = Signal.from_hint(spec.signal, seed=stable_seed(seed, station_id, device_id, spec.parameter), fallback_base=fallback)
-            self._items.append(_Item(spec, sig))
-        self._status: _Item | None = _Item(profile.status, None) if profile.status else None
-        self._status_raw: int | None = None  # None: the normal "measuring" code
-        self.memory: dict[str, dict[int, int]] = {t: {} for t in _FC_TABLE.values()}
-        defined: dict[str, set[int]] = {t: set() for t in _FC_TABLE.values()}
-        for item in self._all_items():
-            for a in range(item.address, item.address + item.width):
-                defined[item.table].add(a)
-                self.memory[item.table][a] = 0
-        self.readable = {t: self._with_gaps(addrs, profile.max_read_gap) for t, addrs in defined.items()}
-        # Initial content, so a read of half a value still returns a consistent half.
-        now = time.time()
-        for item in self._items:
-            self._store(item, raw_for(item.signal.sample(now), item.spec))  # type: ignore[union-attr,arg-type]
-        if self._status is not None:
-            self._store(self._status, self.status_raw)
-
-    # -- fault-on-demand hooks --------------------------------------------------
-    @property
-    def status_raw(self) -> int:
-        if self._status_raw is not None:
-            return self._status_raw
-        return self.profile.status.normal_raw if self.profile.status else 0
-
-    def set_status(self, raw: int | None) -> None:
-        """Force the status register to ``raw`` (None: back to normal measuring)."""
-        if self.profile.status is None:
-            raise ValueError(f"profile {self.profile.profile} has no status register")
-        self._status_raw = raw
-        code, cause = self.status()
-        self.log.info("sim.status_set", raw=self.status_raw, status=code, cause=cause)
-
-    def force_raw(self, parameter: str, raw: int | float | None) -> None:
-        """Serve ``raw`` (e.g. -9999.0 or NaN) for ``parameter`` instead of the signal (None: back to the signal)."""
-        for item in self._items:
-            if item.spec.parameter == parameter:  # type: ignore[union-attr]
-                item.forced = raw
-                return
-        raise KeyError(parameter)
-
-    def status(self) -> tuple[str, str]:
-        if self.profile.status is None:
-            return "00", ""
-        return self.profile.status.interpret(self.status_raw)
-
-    # -- serving ----------------------------------------------------------------
-    def _all_items(self) -> list[_Item]:
-        return self._items + ([self._status] if self._status else [])
-
-    @staticmethod
-    def _with_gaps(addrs: set[int], max_gap: int) -> frozenset[int]:
-        out = set(addrs)
-        if max_gap > 0 and addrs:
-            ordered = sorted(addrs)
-            for a, b in zip(ordered, ordered[1:]):
-                if 1 < b - a <= max_gap + 1:
-                    out.update(range(a + 1, b))
-        return frozenset(out)
-
-    def _store(self, item: _Item, raw: int | float) -> None:
-        mem = self.memory[item.table]
-        if item.spec.type == "bool":
-            mem[item.address] = int(bool(raw))
-            return
-        for i, reg in enumerate(encode_registers(raw, item.spec.type, item.spec.word_order)):
-            mem[item.address + i] = reg
-
-    def read(self, function_code: int, address: int, count: int) -> list[int] | list[bool] | ExcCodes:
-        """Serve one read request; refreshes and logs every value fully inside it."""
-        table = _FC_TABLE.get(function_code)
-        if table is None:
-            return ExcCodes.ILLEGAL_FUNCTION
-        readable = self.readable[table]
-        if count < 1 or any(a not in readable for a in range(address, address + count)):
-            return ExcCodes.ILLEGAL_ADDRESS
-        t_ns = time.time_ns()
-        end = address + count
-        code, cause = self.status()
-        base = {"t_ns": t_ns, "station": self.station_id, "device": self.device_id, "unit_id": self.unit_id}
-        entries: list[dict[str, Any]] = []
-        for item in self._all_items():
-            if item.table != table or item.address < address or item.address + item.width > end:
-                continue
-            if item is self._status:
-                raw: int | float = self.status_raw
-                self._store(item, raw)
-                entries.append({**base, "kind": "status", "raw": raw, "status": code, "cause": cause})
-                continue
-            spec: ValueSpec = item.spec  # type: ignore[assignment]
-            if item.forced is not None:
-                raw = int(item.forced) if spec.type in INT_LIMITS or spec.type == "bool" else float(item.forced)
-            else:
-                raw = raw_for(item.signal.sample(t_ns / 1e9), spec)  # type: ignore[union-attr]
-            if spec.type == "float32" and math.isfinite(raw):
-                raw = struct.unpack(">f", struct.pack(">f", raw))[0]
-            self._store(item, raw)
-            value, why = served_value(raw, spec)
-            entries.append({**base, "kind": "value", "parameter": spec.parameter, "value": value, "status": code, "cause": f"{cause}; {why}" if cause and why else (why or cause)})
-        self.truth.write(entries)
-        self.log.debug("sim.served", table=table, address=address, count=count, values=len(entries))
-        mem = self.memory[table]
-        if table in ("coil", "discrete_input"):
-            return [bool(mem.get(a, 0)) for a in range(address, end)]
-        return [mem.get(a, 0) for a in range(address, end)]
 
 
 class _UnitStore(ModbusServerContext):
@@ -317,6 +79,10 @@ class _UnitStore(ModbusServerContext):
     of every request. (SimDevice's ``action`` hook would not: for coils it is
     given the number of 16-bit words, not of bits.) ModbusServerContext's own
     __init__ is not called: it only logs a deprecation warning.
+
+    Transport faults: ``slow`` sleeps here before answering; ``no_reply``,
+    ``garbled`` and ``truncated`` are remembered per unit and applied to the
+    reply's bytes by :meth:`trace_packet` (pymodbus' hook on every packet).
     """
 
     def __init__(self, analyzers: dict[int, SimulatedAnalyzer]) -> None:  # pylint: disable=super-init-not-called
@@ -324,12 +90,22 @@ class _UnitStore(ModbusServerContext):
         self.simdevices = []
         self.old_simulator = True
         self._devices = {}  # type: ignore[assignment]
+        self._reply_fault: dict[int, Any] = {}
 
     async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1):  # noqa: N802
         analyzer = self.analyzers.get(device_id)
         if analyzer is None:
             raise NoSuchIdException(f"no simulated analyzer at unit id {device_id}")
-        return analyzer.read(func_code, address, count)
+        fault = analyzer.take_transport_fault()
+        if fault is not None and fault.kind == "no_reply":
+            analyzer.log_unanswered(fault)
+            self._reply_fault[device_id] = fault
+            return [False] * count if func_code in (1, 2) else [0] * count
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(fault.delay_s)
+        elif fault is not None:
+            self._reply_fault[device_id] = fault
+        return analyzer.read(func_code, address, count, transport_fault=fault)
 
     async def async_setValues(self, device_id: int, func_code: int, address: int, values):  # noqa: N802
         if device_id not in self.analyzers:
@@ -339,111 +115,81 @@ class _UnitStore(ModbusServerContext):
     def device_ids(self) -> list[int]:
         return list(self.analyzers)
 
+    def trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending or len(data) < 9:
+            return data
+        fault = self._reply_fault.pop(data[6], None)
+        if fault is None:
+            return data
+        if fault.kind == "no_reply":
+            return b""
+        if fault.kind == "truncated":
+            return data[: len(data) // 2]
+        if fault.kind == "garbled" and data[7] in (1, 2, 3, 4) and data[8] >= 1:
+            # A reply that contradicts the request: one register (or a byte of bits) short,
+            # self-consistent (MBAP length and byte count agree), so only the master's
+            # count check can see it. TCP has no CRC to catch it.
+            cut = 2 if data[7] in (3, 4) and data[8] >= 2 else 1
+            body = bytearray(data[:-cut])
+            body[8] -= cut
+            body[4:6] = (len(body) - 6).to_bytes(2, "big")
+            return bytes(body)
+        return data
 
-# --------------------------------------------------------------------------- #
-# A whole station
-# --------------------------------------------------------------------------- #
 
+class TcpServers:
+    """One pymodbus server per host:port of a station's modbus_tcp devices."""
 
-class StationSimulator:
-    """Serves every modbus_tcp device of a station (one server per host:port)."""
-
-    def __init__(
-        self,
-        station: StationConfig,
-        truth_path: str | os.PathLike[str] | None = None,
-        *,
-        seed: int = 0,
-        host: str | None = None,
-    ) -> None:
-        self.station = station
-        self.truth = TruthLog(truth_path)
-        self.host_override = host
-        self.analyzers: dict[str, SimulatedAnalyzer] = {}
-        self._groups: dict[tuple[str, int], dict[int, SimulatedAnalyzer]] = {}
-        for device in station.devices:
-            if not isinstance(device, ModbusTcpDevice):
-                continue
-            analyzer = SimulatedAnalyzer(station.id, device.id, device.unit_id, station.profile_for(device.id), seed=seed, truth=self.truth)
-            self.analyzers[device.id] = analyzer
-            endpoint = (host or device.host, device.port)
-            self._groups.setdefault(endpoint, {})[device.unit_id] = analyzer
-        self._servers: list[ModbusTcpServer] = []
-        self.log = log.bind(station=station.id)
-
-    @property
-    def endpoints(self) -> list[tuple[str, int]]:
-        return list(self._groups)
+    def __init__(self, groups: dict[tuple[str, int], dict[int, SimulatedAnalyzer]], station_id: str) -> None:
+        self.groups = groups
+        self._servers: dict[tuple[str, int], ModbusTcpServer] = {}
+        self.log = log.bind(station=station_id)
 
     @property
     def running(self) -> bool:
         return bool(self._servers)
 
-    def analyzer(self, device_id: str) -> SimulatedAnalyzer:
-        return self.analyzers[device_id]
-
-    def set_status(self, device_id: str, raw: int | None) -> None:
-        self.analyzers[device_id].set_status(raw)
-
-    def force_raw(self, device_id: str, parameter: str, raw: int | float | None) -> None:
-        self.analyzers[device_id].force_raw(parameter, raw)
-
-    async def start(self) -> None:
-        if self._servers:
+    async def start_endpoint(self, endpoint: tuple[str, int]) -> None:
+        if endpoint in self._servers:
             return
+        host, port = endpoint
+        units = self.groups[endpoint]
+        store = _UnitStore(units)
+        server = ModbusTcpServer(store, address=(host, port), trace_packet=store.trace_packet)
         try:
-            for (host, port), units in self._groups.items():
-                server = ModbusTcpServer(_UnitStore(units), address=(host, port))
-                try:
-                    await server.serve_forever(background=True)
-                except RuntimeError as exc:
-                    raise OSError(f"cannot listen on {host}:{port} (port in use?): {exc}") from None
-                self._servers.append(server)
-                self.log.info("sim.listening", host=host, port=port, devices={u: a.device_id for u, a in units.items()})
-        except BaseException:
-            await self._close_servers()
-            raise
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {host}:{port} (port in use?): {exc}") from None
+        self._servers[endpoint] = server
+        self.log.info("sim.listening", transport="modbus_tcp", host=host, port=port, devices={u: a.device_id for u, a in units.items()}, device=",".join(a.device_id for a in units.values()))
 
-    async def _close_servers(self) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
+    async def stop_endpoint(self, endpoint: tuple[str, int]) -> None:
+        server = self._servers.pop(endpoint, None)
+        if server is not None:
             await server.shutdown()
-        if servers:
             await asyncio.sleep(0)  # let the transports close
 
+    async def start(self) -> None:
+        try:
+            for endpoint in self.groups:
+                await self.start_endpoint(endpoint)
+        except BaseException:
+            await self.stop()
+            raise
+
     async def stop(self) -> None:
-        """Stop serving (connections are dropped); start() may be called again."""
-        was_running = bool(self._servers)
-        await self._close_servers()
-        if was_running:
-            self.log.info("sim.stopped")
-
-    async def aclose(self) -> None:
-        await self.stop()
-        self.truth.close()
-
-    async def __aenter__(self) -> StationSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        for endpoint in list(self._servers):
+            await self.stop_endpoint(endpoint)
 
 
-async def serve_station(
-    station: StationConfig,
-    truth_path: str | os.PathLike[str] | None,
-    *,
-    seed: int = 0,
-    stop_event: asyncio.Event | None = None,
-    started: asyncio.Event | None = None,
-) -> None:
-    """Serve ``station`` until ``stop_event`` is set (forever if None)."""
-    sim = StationSimulator(station, truth_path, seed=seed)
-    async with sim:
-        if started is not None:
-            started.set()
-        await (stop_event or asyncio.Event()).wait()
+def __getattr__(name: str) -> Any:
+    # The whole-station simulator (every transport) lives in station.py, which
+    # imports this module; these names stay importable from here as before.
+    if name in ("StationSimulator", "serve_station"):
+        from firmware_sim import station
+
+        return getattr(station, name)
+    raise AttributeError(name)
 
 
 def _configure_logging(level: int = logging.INFO) -> None:
@@ -469,25 +215,13 @@ def run_sim(
     seed: int = 0,
     profiles_dir: Path | None = None,
 ) -> None:
-    """Serve a station file's analyzers until SIGINT/SIGTERM. Raises ConfigError
+    """Serve every device of a station file (Modbus TCP, Modbus RTU and serial
+    ASCII; see firmware_sim.station) until SIGINT/SIGTERM. Raises ConfigError
     for a bad station file and OSError if a port cannot be bound."""
+    from firmware_sim.station import run_station_sim
+
     _configure_logging()
-    station = load_station(station_file, profiles_dir)
-    if port_overrides:
-        station = station.with_port_overrides(port_overrides)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await serve_station(station, truth_path, seed=seed, stop_event=stop)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-    asyncio.run(main())
+    run_station_sim(station_file, truth_path, port_overrides, seed=seed, profiles_dir=profiles_dir)
 
 
 def _parse_override(text: str) -> tuple[str, int]:
@@ -498,7 +232,7 @@ def _parse_override(text: str) -> tuple[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m firmware_sim.modbus_tcp", description="Serve a station file's analyzers as Modbus TCP simulators.")
+    parser = argparse.ArgumentParser(prog="python -m firmware_sim.modbus_tcp", description="Serve a station file's analyzers (Modbus TCP servers, Modbus RTU buses and serial ASCII devices on pseudo-terminals).")
     parser.add_argument("--station", required=True, type=Path, help="station file (station_profiles/stations/*.yaml)")
     parser.add_argument("--truth", required=True, type=Path, help="ground-truth JSON-lines log to append to")
     parser.add_argument("--port-override", action="append", default=[], type=_parse_override, metavar="DEVICE=PORT", help="serve a device on another port (repeatable)")
@@ -512,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. a port override for a serial device
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)

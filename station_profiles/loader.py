@@ -25,9 +25,13 @@ from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from station_profiles.profile_model import (
+    PROTOCOLS,
+    TRANSPORT_PROTOCOL,
     AnalyzerProfile,
     Loc,
+    Profile,
     SemanticErrors,
+    SerialAsciiProfile,
     StationConfig,
     format_loc,
 )
@@ -79,11 +83,18 @@ def profile_path(name_or_path: str | os.PathLike[str], profiles_dir: Path | str 
     return (Path(profiles_dir) if profiles_dir is not None else PROFILES_DIR) / f"{s}.yaml"
 
 
-def load_profile(name_or_path: str | os.PathLike[str], profiles_dir: Path | str | None = None) -> AnalyzerProfile:
-    """Load and check one analyzer profile. Raises :class:`ConfigError`."""
+def load_profile(name_or_path: str | os.PathLike[str], profiles_dir: Path | str | None = None) -> Profile:
+    """Load and check one analyzer profile (``protocol: modbus`` -> AnalyzerProfile,
+    ``protocol: serial_ascii`` -> SerialAsciiProfile). Raises :class:`ConfigError`."""
     path = profile_path(name_or_path, profiles_dir)
     data, node = _read_yaml(path)
-    profile = _validate(AnalyzerProfile, data, node, path)
+    protocol = data.get("protocol", "modbus") if isinstance(data, dict) else "modbus"
+    if protocol not in PROTOCOLS:
+        close = difflib.get_close_matches(str(protocol), PROTOCOLS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError([_issue(path, node, ("protocol",), f"{_short(protocol)} is not one of {', '.join(PROTOCOLS)}", f"{hint}use one of {', '.join(PROTOCOLS)}")])
+    cls: type[BaseModel] = SerialAsciiProfile if protocol == "serial_ascii" else AnalyzerProfile
+    profile = _validate(cls, data, node, path)
     if profile.profile != path.stem:
         raise ConfigError([_issue(path, node, ("profile",), f"profile {profile.profile!r} does not match the file name {path.name!r}", f"rename the file to {profile.profile}.yaml or set profile: {path.stem}")])
     return profile
@@ -114,6 +125,14 @@ def load_station(path: str | os.PathLike[str], profiles_dir: Path | str | None =
             profiles[name] = load_profile(ppath)
         except ConfigError as exc:
             issues.extend(exc.issues)
+    for i, device in enumerate(station.devices):
+        profile = profiles.get(device.profile)
+        if profile is None:
+            continue
+        needed = TRANSPORT_PROTOCOL[device.transport]
+        if profile.protocol != needed:
+            fitting = [t for t, p in TRANSPORT_PROTOCOL.items() if p == profile.protocol]
+            issues.append(_issue(path, node, ("devices", i, "profile"), f"profile {device.profile!r} speaks {profile.protocol} but transport {device.transport} needs a {needed} profile", f"use a {needed} profile here, or transport: {' / '.join(fitting)}"))
     if issues:
         raise ConfigError(issues)
     return station.with_profiles(profiles)
@@ -304,9 +323,12 @@ def _explain(err: dict[str, Any], root: type[BaseModel], loc: Loc, data: Any) ->
     if kind == "missing":
         return f"required key {last!r} is missing", f"add `{last}: ...` (see {README})"
     if kind == "union_tag_invalid":
-        return f"{ctx.get('discriminator', 'transport').strip(chr(39))} {ctx.get('tag')!r} is not supported", f"use one of {_expected({'expected': ctx.get('expected_tags', '')})} (modbus_rtu and serial_ascii are not implemented yet)"
+        tags = _expected({"expected": ctx.get("expected_tags", "")})
+        close = difflib.get_close_matches(str(ctx.get("tag")), tags.split(", "), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return f"{ctx.get('discriminator', 'transport').strip(chr(39))} {ctx.get('tag')!r} is not supported", f"{hint}use one of {tags}"
     if kind == "union_tag_not_found":
-        return "required key 'transport' is missing", "add `transport: modbus_tcp`"
+        return "required key 'transport' is missing", "add `transport: modbus_tcp` (or modbus_rtu, serial_ascii)"
     if kind == "string_type" and isinstance(value, bool):
         return f"YAML read an unquoted word (yes/no/on/off/NO...) as the boolean {value}", f'put it in quotes, e.g. {last}: "NO"'
     if kind == "string_type" and value is None:
@@ -318,6 +340,8 @@ def _explain(err: dict[str, Any], root: type[BaseModel], loc: Loc, data: Any) ->
     if kind == "string_type":
         return f"expected text, got {_short(value)}", "put the value in quotes"
     if kind == "string_pattern_mismatch":
+        if last == "port":
+            return f"port {_short(value)} is not a device path", "write the full path, preferably the stable one: /dev/serial/by-id/usb-...-if00-port0 (ls -l /dev/serial/by-id/)"
         if last == "parameter":
             return f"parameter {_short(value)} is not a regulation symbol", 'use the symbol without spaces, e.g. "PM2,5", COD, NH4'
         return f"{_short(value)} is not a valid name", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit"

@@ -193,3 +193,120 @@ def test_plan_limits_are_checked() -> None:
         plan_reads([], max_registers=126)
     with pytest.raises(CodecError):
         plan_reads([Point("x", "input_register", 0, 4)], max_registers=2)
+
+
+# --------------------------------------------------------------------------- #
+# Issue 3: RTU framing, serial ASCII lines, 4-20 mA loops
+# --------------------------------------------------------------------------- #
+
+from edge_agent.codec import (  # noqa: E402
+    FrameError,
+    LineError,
+    ModbusExceptionReply,
+    ascii_checksum,
+    check_line_checksum,
+    crc16_modbus,
+    decode_text_value,
+    parse_rtu_reply,
+    rtu_frame_gap_s,
+    rtu_read_request,
+    rtu_reply_length,
+    split_fields,
+)
+from pymodbus.framer import FramerRTU  # noqa: E402
+
+
+def test_crc16_modbus_known_vectors() -> None:
+    assert crc16_modbus(b"123456789") == 0x4B37  # the CRC-16/MODBUS check value
+    # The Modbus spec's own example request: read holding 0..9 of unit 1 = 01 03 00 00 00 0A C5 CD
+    assert rtu_read_request(1, "holding_register", 0, 10) == bytes.fromhex("01030000000AC5CD")
+    assert rtu_read_request(17, "input_register", 8, 1) == bytes.fromhex("110400080001B298")
+
+
+def test_crc_agrees_with_pymodbus() -> None:
+    for data in (b"\x01\x04\x02\x00\x0a", bytes(range(40)), b"\xff" * 7):
+        assert crc16_modbus(data) == int.from_bytes(FramerRTU.compute_CRC(data).to_bytes(2, "big"), "little")
+
+
+def _reply(body: bytes) -> bytes:
+    crc = crc16_modbus(body)
+    return body + bytes((crc & 0xFF, crc >> 8))
+
+
+def test_parse_rtu_replies() -> None:
+    frame = _reply(bytes.fromhex("0104043F800000"))
+    assert rtu_reply_length(frame[:2]) is None and rtu_reply_length(frame[:3]) == 9
+    assert parse_rtu_reply(frame, 1, "input_register", 2) == [0x3F80, 0x0000]
+    bits = _reply(bytes.fromhex("0202" + "02" + "0501"))  # 10 bits: 1,0,1,0,0,0,0,0, 1,0
+    assert parse_rtu_reply(bits, 2, "discrete_input", 10) == [True, False, True, False, False, False, False, False, True, False]
+    with pytest.raises(ModbusExceptionReply) as exc:
+        parse_rtu_reply(_reply(bytes.fromhex("018402")), 1, "input_register", 2)
+    assert exc.value.code == 2 and str(exc.value) == "modbus exception 2 (illegal data address)"
+    assert rtu_reply_length(_reply(bytes.fromhex("018402"))[:2]) == 5
+    broken = bytearray(frame)
+    broken[4] ^= 0x10
+    for bad, kind, needle in [
+        (bytes(broken), "crc", "bad CRC"),
+        (_reply(bytes.fromhex("0204043F800000")), "unit", "answer from unit 2, expected unit 1"),
+        (_reply(bytes.fromhex("0103043F800000")), "function", "answer for function 3, expected 4"),
+        (_reply(bytes.fromhex("0104023F80")), "length", "expected 2 registers, got 1"),
+        (_reply(bytes.fromhex("0104053F800000")), "length", "byte count 5 but 4 data bytes"),
+        (frame[:4], "length", "truncated frame"),
+    ]:
+        with pytest.raises(FrameError, match=needle) as exc:
+            parse_rtu_reply(bad, 1, "input_register", 2)
+        assert exc.value.kind == kind
+
+
+def test_inter_frame_gap() -> None:
+    assert rtu_frame_gap_s(9600, "E", 1, 8) == pytest.approx(3.5 * 11 / 9600)  # 4.01 ms: 11 bits per character
+    assert rtu_frame_gap_s(9600, "N", 2, 8) == pytest.approx(3.5 * 11 / 9600)
+    assert rtu_frame_gap_s(9600, "N", 1, 8) == pytest.approx(3.5 * 10 / 9600)
+    assert rtu_frame_gap_s(1200, "E", 1, 8) == pytest.approx(0.032083, rel=1e-4)
+    assert rtu_frame_gap_s(38400, "E", 1, 8) == rtu_frame_gap_s(115200, "N", 1, 8) == 0.00175  # fixed above 19200
+
+
+def test_ascii_checksums() -> None:
+    nmea = "$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47"
+    assert check_line_checksum(nmea, "xor8-hex", "*", 1) == nmea[1:-3]
+    assert ascii_checksum("sum8-hex", b"ABC") == f"{(65 + 66 + 67) % 256:02X}"
+    assert ascii_checksum("crc16-modbus-hex", b"123456789") == "4B37"
+    line = "12.5,7.1;" + ascii_checksum("sum8-hex", b"12.5,7.1")
+    assert check_line_checksum(line, "sum8-hex", ";") == "12.5,7.1"
+    assert check_line_checksum(line.lower(), "sum8-hex", ";") == "12.5,7.1"  # hex digits in either case
+    for bad, needle in [(nmea.replace("4807", "4808"), "bad checksum '47', computed 48"), (nmea.replace("*47", "47"), "line too short|no checksum separator"), ("*4", "line too short")]:
+        with pytest.raises(LineError, match=needle):
+            check_line_checksum(bad, "xor8-hex", "*", 1)
+
+
+def test_split_fields_and_text_values() -> None:
+    assert split_fields(" 0.023, 0.834,  -", delimiter=",", fields=["conc", "_", "err"]) == {"conc": " 0.023", "err": "  -"}
+    with pytest.raises(LineError, match="expected 3 fields separated by ',', got 2"):
+        split_fields("1,2", delimiter=",", fields=["a", "b", "c"])
+    with pytest.raises(LineError, match="expected 2 fields"):
+        split_fields("1,2,3", delimiter=",", fields=["a", "b"])
+    assert split_fields("1,2,3", delimiter=",", fields=["a", "b"], allow_extra=True) == {"a": "1", "b": "2"}
+    assert split_fields("NO2=41.2 E", regex=r"NO2=(?P<v>\S+) (?P<f>\w)") == {"v": "41.2", "f": "E"}
+    with pytest.raises(LineError, match="does not match"):
+        split_fields("NO2 41.2", regex=r"NO2=(?P<v>\S+)")
+    assert decode_text_value(" 0.023", scale=1000.0).value == pytest.approx(23.0)
+    assert decode_text_value("-9999", sentinels=(-9999.0,)).cause == "sentinel -9999"
+    assert decode_text_value("-----", sentinels=("-----",)).cause == "sentinel '-----'"
+    d = decode_text_value("1#.5")
+    assert (d.value, d.status, d.cause) == (None, "02", "broken reply: '1#.5' is not a number")
+
+
+def test_a_broken_loop_is_a_fault_not_a_value() -> None:
+    from station_profiles.profile_model import LoopSpec
+
+    loop = LoopSpec(raw=(0, 65535), ma=(0, 20), span=(0, 100))
+    scale, offset = loop.scale_offset
+    ok = decode_value([65535 * 12 // 20], vtype="uint16", scale=scale, offset=offset, loop=loop)
+    assert ok.value == pytest.approx(50.0, abs=0.01) and ok.status is None
+    open_loop = decode_value([0], vtype="uint16", scale=scale, offset=offset, loop=loop)
+    assert (open_loop.value, open_loop.status, open_loop.cause) == (None, "02", "loop current 0.00 mA < 3.8 mA (sensor burn-out or open loop)")
+    full = decode_value([65535], vtype="uint16", scale=scale, offset=offset, loop=loop)
+    assert full.value == pytest.approx(100.0)  # 20 mA: the top of the span
+    wide = LoopSpec(raw=(0, 65535), ma=(0, 24), span=(0, 100))  # a module that can see up to 24 mA
+    high = decode_value([65535], vtype="uint16", scale=wide.scale_offset[0], offset=wide.scale_offset[1], loop=wide)
+    assert (high.value, high.status, high.cause) == (None, "02", "loop current 24.00 mA > 20.5 mA (sensor fault current)")

@@ -19,7 +19,7 @@ from station_profiles.loader import (
 from station_profiles.profile_model import AnalyzerProfile, SemanticErrors
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_STATIONS = [REPO / "edge_agent" / "sources" / "modbus_tcp" / "sample.yaml"]
+SAMPLE_STATIONS = [REPO / "edge_agent" / "sources" / t / "sample.yaml" for t in ("modbus_tcp", "modbus_rtu", "serial_ascii")]
 
 
 # --------------------------------------------------------------------------- #
@@ -35,7 +35,7 @@ def test_every_shipped_profile_loads() -> None:
         assert p.profile == name
         assert p.values
         for v in p.values:
-            assert v.wire_address >= 0
+            assert p.protocol == "serial_ascii" or v.wire_address >= 0  # ASCII values name a field, not an address
             assert v.range is None or v.range[0] < v.range[1]
 
 
@@ -287,10 +287,11 @@ def test_duplicate_yaml_key(tmp_path: Path) -> None:
 
 
 def test_bad_port_and_unknown_transport(tmp_path: Path) -> None:
-    text = GOOD_STATION.format(profile="p").replace("port: 15020", "port: 70000") + "  - id: a2\n    profile: p\n    transport: modbus_rtu\n    host: x\n"
+    # (before issue 3 this used modbus_rtu, which is a transport now)
+    text = GOOD_STATION.format(profile="p").replace("port: 15020", "port: 70000") + "  - id: a2\n    profile: p\n    transport: modbus_rtv\n    host: x\n"
     err = _station_error(tmp_path, text)
     _assert_issue(err, "stations/s.yaml", 8, "devices[0].port", "70000", "less than or equal to 65535")
-    _assert_issue(err, "stations/s.yaml", 12, "devices[1].transport", "transport 'modbus_rtu' is not supported", "modbus_tcp")
+    _assert_issue(err, "stations/s.yaml", 12, "devices[1].transport", "transport 'modbus_rtv' is not supported", "did you mean modbus_rtu?", "modbus_tcp, modbus_rtu, serial_ascii")
 
 
 def test_missing_transport(tmp_path: Path) -> None:
@@ -324,3 +325,151 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
 
 def test_default_directories_exist() -> None:
     assert PROFILES_DIR.is_dir() and STATIONS_DIR.is_dir()
+
+
+# --------------------------------------------------------------------------- #
+# Issue 3: serial transports, status bits, 4-20 mA loops, serial ASCII profiles
+# --------------------------------------------------------------------------- #
+
+RTU_STATION = """\
+station: {{id: F_01, kind: ambient_air}}
+devices:
+  - id: a1
+    profile: {profile}
+    transport: modbus_rtu
+    port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0
+    baud: 9600
+    parity: E
+    unit_id: 1
+"""
+
+
+def test_rtu_devices_on_one_port_must_agree_on_line_settings(tmp_path: Path) -> None:
+    text = RTU_STATION.format(profile="p") + "  - {id: a2, profile: p, transport: modbus_rtu, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0, baud: 19200, parity: E, unit_id: 1}\n"
+    err = _station_error(tmp_path, text)
+    _assert_issue(err, "stations/s.yaml", 10, "devices[1].baud", "baud 19200 differs from devices[0] (a1) on the same port", "set baud: 9600")
+    _assert_issue(err, "stations/s.yaml", 10, "devices[1].unit_id", "devices[0] already is unit 1 on /dev/serial/by-id/", "different unit ids")
+
+
+def test_a_serial_ascii_device_needs_its_own_port(tmp_path: Path) -> None:
+    _write(tmp_path / "profiles" / "bam.yaml", (PROFILES_DIR / "metone-bam-1020.yaml").read_text().replace("profile: metone-bam-1020", "profile: bam"))
+    text = RTU_STATION.format(profile="p") + "  - {id: b1, profile: bam, transport: serial_ascii, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0, baud: 9600, parity: E}\n"
+    err = _station_error(tmp_path, text)
+    _assert_issue(err, "stations/s.yaml", 10, "devices[1].port", "already uses /dev/serial/by-id/usb-FTDI_FT232R-if00-port0", "needs a port of its own")
+
+
+def test_profile_protocol_must_fit_the_transport(tmp_path: Path) -> None:
+    _write(tmp_path / "profiles" / "bam.yaml", (PROFILES_DIR / "metone-bam-1020.yaml").read_text().replace("profile: metone-bam-1020", "profile: bam"))
+    err = _station_error(tmp_path, RTU_STATION.format(profile="bam"))
+    _assert_issue(err, "stations/s.yaml", 4, "devices[0].profile", "profile 'bam' speaks serial_ascii but transport modbus_rtu needs a modbus profile", "transport: serial_ascii")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "path", "needle"),
+    [
+        ("port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0", "port: ttyUSB0", 6, "devices[0].port", "is not a device path"),
+        ("parity: E", "parity: X", 8, "devices[0].parity", "'X' is not one of N, E, O"),
+        ("unit_id: 1", "unit_id: 0", 9, "devices[0].unit_id", "greater than or equal to 1"),
+        ("    baud: 9600\n", "", 3, "devices[0].baud", "required key 'baud' is missing"),
+    ],
+)
+def test_rtu_device_fields(tmp_path: Path, old: str, new: str, line: int, path: str, needle: str) -> None:
+    err = _station_error(tmp_path, RTU_STATION.format(profile="p").replace(old, new))
+    _assert_issue(err, "stations/s.yaml", line, path, needle)
+
+
+def test_clock_sntp_needs_a_server(tmp_path: Path) -> None:
+    err = _station_error(tmp_path, RTU_STATION.format(profile="p") + "clock: {source: sntp, max_offset_s: 2}\n")
+    _assert_issue(err, "stations/s.yaml", 10, "clock.server", "needs a server", "server: pool.ntp.org")
+    st = load_station(_write(tmp_path / "stations" / "ok.yaml", RTU_STATION.format(profile="p") + "clock: {server: 127.0.0.1:12300}\n"), tmp_path / "profiles")
+    assert st.clock is not None and st.clock.max_offset_s == 2.0
+    with pytest.raises(ValueError, match="port overrides move TCP devices only"):
+        st.with_port_overrides({"a1": 1502})
+
+
+STATUS_BITS_PROFILE = GOOD_PROFILE.format(name="p") + """\
+status:
+  bits:
+    - {table: discrete_input, address: 16, status: "01", cause: zero calibration}
+    - {table: holding_register, address: 20, bit: 3, status: "02", cause: lamp fault}
+    - {table: holding_register, address: 20, bit: 4, status: "00", cause: filter change due}
+    - {table: discrete_input, address: 19, active: 0, status: "02", cause: system not OK}
+"""
+
+
+def test_status_bits_load_and_combine() -> None:
+    p = _profile(0, ("input_register", 0), status={"bits": [
+        {"table": "discrete_input", "address": 16, "status": "01", "cause": "zero calibration"},
+        {"table": "holding_register", "address": 20, "bit": 3, "status": "02", "cause": "lamp fault"},
+        {"table": "holding_register", "address": 20, "bit": 4, "status": "00", "cause": "filter change due"},
+        {"table": "discrete_input", "address": 19, "active": 0, "status": "02", "cause": "system not OK"},
+    ]})
+    st = p.status
+    assert st is not None and not st.has_register and st.normal_bits == (0, 0, 0, 1)
+    assert st.evaluate(None, (0, 0, 0, 1)) == ("00", "")
+    assert st.evaluate(None, (1, 0, 1, 1)) == ("01", "zero calibration; filter change due")
+    assert st.evaluate(None, (1, 1, 0, 0)) == ("02", "zero calibration; lamp fault; system not OK")  # worst wins, causes kept
+    both = _profile(0, ("input_register", 0), status={"table": "input_register", "address": 100, "codes": {0: ["00", ""], 1: ["01", "span"]}, "bits": [{"table": "coil", "address": 5, "status": "02", "cause": "fault"}]})
+    assert both.status.evaluate(1, (1,)) == ("02", "span; fault")
+
+
+def test_status_bit_mistakes(tmp_path: Path) -> None:
+    text = STATUS_BITS_PROFILE.replace("address: 20, bit: 3,", "address: 20,").replace("address: 16, status", "address: 16, bit: 2, status")
+    err = _profile_error(tmp_path, text)
+    _assert_issue(err, "profiles/p.yaml", 21, "status.bits[0].bit", "applies to registers", "remove bit:")
+    _assert_issue(err, "profiles/p.yaml", 22, "status.bits[1].bit", "which bit of holding_register 20?", "add bit: N")
+    err = _profile_error(tmp_path, STATUS_BITS_PROFILE.replace("address: 19, active: 0", "address: 16, active: 0"))
+    _assert_issue(err, "profiles/p.yaml", 24, "status.bits[3].address", "status.bits[0] already reads this bit")
+    err = _profile_error(tmp_path, STATUS_BITS_PROFILE.replace("{table: holding_register, address: 20, bit: 3", "{table: input_register, address: 1, bit: 3"))
+    _assert_issue(err, "profiles/p.yaml", 22, "status.bits[1].address", "status.bits[1] at input_register 1 overlaps values[0] (PM2,5)")
+
+
+def test_loop_scaling_and_its_mistakes(tmp_path: Path) -> None:
+    p = load_profile("advantech-adam-4017p")
+    flow = p.value("Flow")
+    assert flow.loop is not None
+    at_4ma = 65535 * 4 / 20
+    assert flow.eng_offset + at_4ma * flow.eng_scale == pytest.approx(0.0, abs=1e-9)
+    assert flow.eng_offset + 65535 * flow.eng_scale == pytest.approx(500 * 20 / 16 - 500 * 4 / 16)
+    assert flow.loop.fault(65535 * 3.7 / 20).startswith("loop current 3.70 mA < 3.8 mA")
+    assert flow.loop.fault(65535 * 12 / 20) == ""
+    loop = "    loop: {raw: [0, 65535], ma: [0, 20], span: [0, 100]}\n"
+    text = GOOD_PROFILE.format(name="p").replace("    range: [0, 1000]\n", "    range: [0, 1000]\n    scale: 2.0\n" + loop)
+    err = _profile_error(tmp_path, text)
+    _assert_issue(err, "profiles/p.yaml", 15, "values[0].loop", "would apply it twice", "remove scale: and offset:")
+
+
+ASCII_PROFILE = r"""profile: {name}
+manufacturer: t
+model: t
+source: test
+protocol: serial_ascii
+poll_command: "Q\r"
+parse:
+  regex: '^(?P<a>[0-9.]+),(?P<b>[0-9.]+)$'
+values:
+  - {{parameter: PM10, field: a, unit: ug/m3}}
+  - {{parameter: "PM2,5", field: b, unit: ug/m3}}
+"""
+
+
+def test_serial_ascii_profile_checks(tmp_path: Path) -> None:
+    assert load_profile(_write(tmp_path / "profiles" / "ok.yaml", ASCII_PROFILE.format(name="ok"))).parameters == ["PM10", "PM2,5"]
+    err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("field: b", "field: c"))
+    _assert_issue(err, "profiles/p.yaml", 11, "values[1].field", "no field 'c' in the parsed line", "use one of a, b")
+    err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("[0-9.]+),(?P<b>", "[0-9.]+,(?P<b>"))
+    _assert_issue(err, "profiles/p.yaml", 8, "parse.regex", "not a valid regular expression")
+    err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("parse:\n", "parse:\n  delimiter: \",\"\n"))
+    _assert_issue(err, "profiles/p.yaml", 7, "parse", "give either regex: (named groups) or delimiter: with fields:")
+    err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("protocol: serial_ascii", "protocol: serial-ascii"))
+    _assert_issue(err, "profiles/p.yaml", 5, "protocol", "'serial-ascii' is not one of modbus, serial_ascii", "did you mean serial_ascii?")
+
+
+def test_every_builtin_profile_cites_its_source_and_says_what_is_unverified() -> None:
+    for name in list_profiles():
+        p = load_profile(name)
+        if name.startswith("demo-"):
+            continue
+        assert len(p.source) > 20, name
+        if name != "generic-modbus-float":
+            assert "NOT verified" in p.notes or "not verified" in p.notes.lower(), name

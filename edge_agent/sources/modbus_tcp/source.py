@@ -23,11 +23,19 @@ Failures are flagged, never guessed:
 A sentinel (NaN, or a raw value listed under ``sentinels``) gives value None
 with the device status kept and cause "sentinel -9999". A value outside the
 analyzer's range is returned as it is; the collector's QC flags it.
+
+Reconnecting: the first ``FREE_RECONNECTS`` attempts after a failure are made
+at once (a device that restarts); after that, attempts are spaced by an
+exponential back-off with full jitter (``BACKOFF_BASE_S`` doubling up to
+``BACKOFF_CAP_S``), and polls in between report the last connect failure
+without touching the network, so a dead gateway is not hammered and a fleet
+of agents does not reconnect in lock-step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -35,19 +43,23 @@ import structlog
 from pymodbus.client import AsyncModbusTcpClient
 
 from broker_bridge.envelope import Reading
-from edge_agent.codec import Point, ReadRequest, decode_value, exception_cause, plan_reads
-from station_profiles.profile_model import AnalyzerProfile, ModbusTcpDevice, StatusSpec
-
-STATUS_KEY = "\x00status"  # cannot clash with a parameter symbol (no control characters there)
+from edge_agent.codec import ReadRequest, exception_cause
+from edge_agent.sources.modbus_common import STATUS_KEY, ModbusMap, PollReport, RequestReport  # noqa: F401 - STATUS_KEY re-exported
+from station_profiles.profile_model import AnalyzerProfile, ModbusTcpDevice
 
 log = structlog.get_logger("edge_agent.sources.modbus_tcp")
 
+FREE_RECONNECTS = 2
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+
 
 class _Failure(Exception):
-    def __init__(self, cause: str, *, transport: bool) -> None:
+    def __init__(self, cause: str, *, transport: bool, code: int | None = None) -> None:
         super().__init__(cause)
         self.cause = cause
         self.transport = transport  # True: the connection is unusable
+        self.code = code  # the Modbus exception code, if that was the answer
 
 
 class ModbusTcpSource:
@@ -62,12 +74,13 @@ class ModbusTcpSource:
         self.device = device
         self.profile = profile
         self.timeout_s = float(device.timeout_s)
-        points = [Point(v.parameter, v.table, v.wire_address, v.width) for v in profile.values]
-        if profile.status is not None:
-            points.append(Point(STATUS_KEY, profile.status.table, profile.status.wire_address, profile.status.width))
-        self.plan: tuple[ReadRequest, ...] = tuple(
-            plan_reads(points, max_registers=profile.max_read_registers, max_bits=profile.max_read_bits, max_gap=profile.max_read_gap)
-        )
+        self.map = ModbusMap(profile)
+        self.plan: tuple[ReadRequest, ...] = self.map.plan
+        self.last_poll = PollReport()
+        self.connect_attempts = 0
+        self._connect_failures = 0  # in a row
+        self._next_connect = 0.0  # monotonic time before which no connect is attempted
+        self._connect_cause = ""
         self._client: AsyncModbusTcpClient | None = None  # made on the first poll (pymodbus needs a running loop)
         self._lost: asyncio.Event | None = None  # set when the peer drops the connection
         self._failing_cause: str | None = None
@@ -119,23 +132,41 @@ class ModbusTcpSource:
 
     # ------------------------------------------------------------------ #
 
+    @property
+    def backoff_s(self) -> float:
+        """Seconds until the next connect attempt is allowed (0: now)."""
+        return max(0.0, self._next_connect - time.monotonic())
+
     async def _ensure_connected(self) -> None:
         client = self._get_client()
         if client.connected:
             return
+        if self._connect_failures and time.monotonic() < self._next_connect:
+            raise _Failure(self._connect_cause, transport=True)
         started = time.monotonic()
+        self.connect_attempts += 1
         try:
             ok = await asyncio.wait_for(client.connect(), timeout=self.timeout_s)
         except asyncio.TimeoutError:
             ok = False
         if ok and client.connected:
             self._lost = asyncio.Event()
+            self._connect_failures = 0
         else:
             client.close()
             where = f"{self.device.host}:{self.device.port}"
             if time.monotonic() - started >= self.timeout_s * 0.95:
-                raise _Failure(f"no connection: connect to {where} timed out after {self.timeout_s} s", transport=True)
-            raise _Failure(f"no connection: {where} refused or unreachable", transport=True)
+                cause = f"no connection: connect to {where} timed out after {self.timeout_s} s"
+            else:
+                cause = f"no connection: {where} refused or unreachable"
+            self._connect_failures += 1
+            self._connect_cause = cause
+            if self._connect_failures >= FREE_RECONNECTS:
+                ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (self._connect_failures - FREE_RECONNECTS))
+                delay = random.uniform(0.0, ceiling)  # full jitter
+                self._next_connect = time.monotonic() + delay
+                self.log.debug("modbus.reconnect_backoff", delay_s=round(delay, 3), failures=self._connect_failures)
+            raise _Failure(cause, transport=True)
         self.connects += 1
 
     async def _read(self, req: ReadRequest) -> list[int] | list[bool]:
@@ -173,7 +204,7 @@ class ModbusTcpSource:
         if reply.isError():
             code = getattr(reply, "exception_code", None)
             if isinstance(code, int) and code:
-                raise _Failure(exception_cause(code), transport=False)
+                raise _Failure(exception_cause(code), transport=False, code=code)
             raise _Failure(f"broken reply: {reply!r}"[:200], transport=True)
         if req.table in ("coil", "discrete_input"):
             data: list[Any] = list(reply.bits)
@@ -189,6 +220,7 @@ class ModbusTcpSource:
         """Read every value once. Always returns one Reading per profile value, in profile order."""
         got: dict[str, tuple[int, Any]] = {}  # key -> (ts_ns, registers | bit)
         failed: dict[str, tuple[int, str]] = {}  # key -> (ts_ns, cause)
+        report = PollReport()
         first_failure: str | None = None
         ts = time.time_ns()
         try:
@@ -196,71 +228,39 @@ class ModbusTcpSource:
         except _Failure as f:
             first_failure = f.cause
             for req in self.plan:
+                report.requests.append(RequestReport(req.table, req.address, req.count, cause=f.cause))
                 for p in req.points:
                     failed[p.key] = (ts, f.cause)
         else:
             for i, req in enumerate(self.plan):
+                rr = RequestReport(req.table, req.address, req.count, attempts=1)
+                report.requests.append(rr)
                 ts = time.time_ns()  # right before the request is sent
+                started = time.monotonic()
                 try:
                     data = await self._read(req)
                 except _Failure as f:
+                    rr.latency_s, rr.cause, rr.exception_code = time.monotonic() - started, f.cause, f.code
                     first_failure = first_failure or f.cause
                     for p in req.points:
                         failed[p.key] = (ts, f.cause)
                     if f.transport:
                         self._get_client().close()  # a late reply must not answer the next request
                         for later in self.plan[i + 1 :]:
+                            report.requests.append(RequestReport(later.table, later.address, later.count, cause=f.cause))
                             for p in later.points:
                                 failed[p.key] = (ts, f.cause)
                         break
                     continue
+                rr.latency_s, rr.data = time.monotonic() - started, list(data)
                 for p in req.points:
                     chunk = data[req.slice_of(p)]
                     got[p.key] = (ts, chunk)
-        readings = self._build(got, failed)
+                    report.raw[p.key] = list(chunk)
+        readings = self.map.build(self.device.id, got, failed)
+        self.last_poll = report
         self._note(first_failure)
         return readings
-
-    def _status(self, got: dict[str, tuple[int, Any]], failed: dict[str, tuple[int, str]]) -> tuple[str, str, bool]:
-        """-> (status code, cause, known)."""
-        spec: StatusSpec | None = self.profile.status
-        if spec is None:
-            return "00", "", True
-        if STATUS_KEY in failed:
-            return "02", f"status unreadable: {failed[STATUS_KEY][1]}", False
-        _, chunk = got[STATUS_KEY]
-        if spec.type == "bool":
-            raw = int(bool(chunk[0]))
-        else:
-            decoded = decode_value(chunk, vtype=spec.type, word_order=spec.word_order)
-            raw = int(decoded.raw)
-        code, cause = spec.interpret(raw)
-        return code, cause, True
-
-    def _build(self, got: dict[str, tuple[int, Any]], failed: dict[str, tuple[int, str]]) -> list[Reading]:
-        status, status_cause, known = self._status(got, failed)
-        out: list[Reading] = []
-        dev = self.device.id
-        for spec in self.profile.values:
-            key = spec.parameter
-            if key in failed:
-                ts, cause = failed[key]
-                out.append(Reading(ts, dev, key, None, spec.unit, "02", cause))
-                continue
-            ts, chunk = got[key]
-            if not known:
-                out.append(Reading(ts, dev, key, None, spec.unit, "02", status_cause))
-                continue
-            if spec.type == "bool":
-                d = decode_value(vtype="bool", bit=bool(chunk[0]), scale=spec.scale, offset=spec.offset, sentinels=spec.sentinels)
-            else:
-                d = decode_value(chunk, vtype=spec.type, word_order=spec.word_order, scale=spec.scale, offset=spec.offset, sentinels=spec.sentinels)
-            if d.value is None:
-                cause = f"{status_cause}; {d.cause}" if status_cause else d.cause
-                out.append(Reading(ts, dev, key, None, spec.unit, status, cause))
-            else:
-                out.append(Reading(ts, dev, key, d.value, spec.unit, status, status_cause))
-        return out
 
     def _note(self, cause: str | None) -> None:
         """Log failures on change, not on every poll of a long outage."""
