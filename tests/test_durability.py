@@ -70,6 +70,10 @@ def run_outage(station, values_per_poll: int, stop, start) -> tuple[list[tuple],
     time.sleep(OUTAGE_S)
     up_ns = time.time_ns()
     start()
+    # After minutes away the reconnect back-off (up to 30 s plus jitter) decides when the
+    # backlog starts to flow; wait for it to arrive rather than guess a delay.
+    served_by_return = sum(1 for t in station.served_values() if t["t_ns"] < up_ns)
+    station.wait_stored(served_by_return, timeout=180)
     served_at_return = len(station.served_values())
     wait_until(lambda: len(station.served_values()) >= served_at_return + 5 * values_per_poll, timeout=60,
                what="polls after the return")
