@@ -22,8 +22,10 @@ STATUS_CODES = ("00", "01", "02")  # regulation: measuring / calibrating / devic
 SIGNATURE_LEN = 64
 MAX_ENVELOPE_BYTES = 1 << 20  # collectors reject anything larger unread
 MAX_READINGS_PER_BATCH = 10_000
-UINT64_MAX = (1 << 64) - 1
 INT64_MAX = (1 << 63) - 1
+# The warehouse's largest timestamp (QuestDB: 2261-12-31T23:59:59.999999999Z);
+# anything later could never be stored, so it is a contract breach here.
+MAX_TIMESTAMP_NS = 9_214_646_399_999_999_999
 _NAME_MAX = 64
 
 
@@ -55,7 +57,7 @@ class Reading:
 @dataclass(frozen=True, slots=True)
 class BatchBody:
     station: str
-    seq: int  # per-station, strictly increasing, never reused
+    seq: int  # per-station, strictly increasing, never reused; 1..2^63-1 (a signed 64-bit LONG in the warehouse)
     sent_ns: int
     readings: tuple[Reading, ...]
     historical: bool = False  # replayed from the outbox after an outage
@@ -145,10 +147,10 @@ def decode_body(body_bytes: bytes) -> BatchBody:
     if not isinstance(station, str) or not STATION_ID_PATTERN.match(station):
         raise EnvelopeError("schema", f"invalid station id {station!r}")
     seq, sent_ns, hist = raw["seq"], raw["sent_ns"], raw["hist"]
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= UINT64_MAX:
-        raise EnvelopeError("schema", f"seq must be an unsigned 64-bit integer, got {seq!r}")
-    if not isinstance(sent_ns, int) or isinstance(sent_ns, bool) or not 0 <= sent_ns <= INT64_MAX:
-        raise EnvelopeError("schema", f"sent_ns must be a non-negative 64-bit integer, got {sent_ns!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= INT64_MAX:
+        raise EnvelopeError("schema", f"seq must be an integer in 0..2^63-1, got {seq!r}")
+    if not isinstance(sent_ns, int) or isinstance(sent_ns, bool) or not 0 <= sent_ns <= MAX_TIMESTAMP_NS:
+        raise EnvelopeError("schema", f"sent_ns must be a time in ns between 1970 and 2261, got {sent_ns!r}")
     if not isinstance(hist, bool):
         raise EnvelopeError("schema", "hist must be a boolean")
     items = raw["readings"]
@@ -164,8 +166,8 @@ def _decode_reading(index: int, item: Any) -> Reading:
     if not isinstance(item, list) or len(item) != 7:
         raise EnvelopeError("schema", f"reading {index} must be a list of 7 fields")
     ts_ns, device, parameter, value, unit, status, cause = item
-    if not isinstance(ts_ns, int) or isinstance(ts_ns, bool) or not 0 < ts_ns <= INT64_MAX:
-        raise EnvelopeError("schema", f"reading {index}: ts_ns must be a positive 64-bit integer")
+    if not isinstance(ts_ns, int) or isinstance(ts_ns, bool) or not 0 < ts_ns <= MAX_TIMESTAMP_NS:
+        raise EnvelopeError("schema", f"reading {index}: ts_ns must be a time in ns between 1970 and 2261")
     if value is not None:
         if not isinstance(value, float):
             raise EnvelopeError("schema", f"reading {index}: value must be a float or nil, got {value!r}")

@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from broker_bridge.envelope import BatchBody, EnvelopeError, decode_body, open_envelope, verify
+from broker_bridge.envelope import INT64_MAX, BatchBody, EnvelopeError, decode_body, open_envelope, verify
 from broker_bridge.topics import STATUS_SUFFIX, parse_topic
 from collector.registry import StationRegistry
 from store.ilp_writer import RejectRow, StoredReading
@@ -105,14 +105,20 @@ def _check_status(topic: str, claimed: str, payload: bytes, received_ns: int) ->
     if len(payload) > MAX_STATUS_BYTES:
         return reject(topic, claimed, payload, received_ns, "oversized", f"status of {len(payload)} bytes > {MAX_STATUS_BYTES}")
     try:
-        doc = json.loads(payload)
+        text = payload.decode("utf-8")  # json.loads would also take UTF-16/32; the contract is UTF-8
+        doc = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return reject(topic, claimed, payload, received_ns, "undecodable", f"status is not JSON: {exc}")
+        return reject(topic, claimed, payload, received_ns, "undecodable", f"status is not UTF-8 JSON: {exc}")
     if not isinstance(doc, dict):
         return reject(topic, claimed, payload, received_ns, "schema", "status must be a JSON object")
     state, session = doc.get("state"), doc.get("session")
-    if state not in ("online", "offline") or not isinstance(session, int) or isinstance(session, bool) or session < 0:
-        return reject(topic, claimed, payload, received_ns, "schema", "status needs state online|offline and a session number")
+    if (
+        state not in ("online", "offline")
+        or not isinstance(session, int)
+        or isinstance(session, bool)
+        or not 0 <= session <= INT64_MAX
+    ):
+        return reject(topic, claimed, payload, received_ns, "schema", "status needs state online|offline and a session number 0..2^63-1")
     if doc.get("station") != claimed:
         return reject(topic, claimed, payload, received_ns, "topic_mismatch", f"status names {doc.get('station')!r}, topic names {claimed}")
-    return StationEvent(claimed, state, session, bool(doc.get("planned", False)), payload.decode(), received_ns)
+    return StationEvent(claimed, state, session, bool(doc.get("planned", False)), text, received_ns)

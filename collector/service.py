@@ -79,6 +79,8 @@ class CollectorConfig:
     flush_interval_s: float = 0.2
     flush_max_messages: int = 5000
     max_pending: int = 20000  # hard cap on unacknowledged messages held in memory
+    max_pending_bytes: int = 256 * 1024 * 1024  # ... and on their bytes (a payload may be 1 MiB)
+    flush_max_bytes: int = 16 * 1024 * 1024  # payload bytes per flush: keeps every ILP request far below 100 MiB
     receive_maximum: int = 2000
 
 
@@ -97,6 +99,7 @@ class Collector:
         self.metrics = CollectorMetrics()
         self._next_wal_check = 0.0
         self._pending: deque[PendingMessage] = deque()
+        self._pending_bytes = 0
         self._cond = threading.Condition()
         self._generation = 0
         self._disconnects = 0
@@ -140,9 +143,12 @@ class Collector:
             # Mosquitto does not reliably honour Receive Maximum once acks
             # flow, so the collector bounds its own memory: holding the
             # network thread here stops reading the socket.
-            while len(self._pending) >= self.config.max_pending and not self._stop.is_set():
+            while (
+                len(self._pending) >= self.config.max_pending or self._pending_bytes >= self.config.max_pending_bytes
+            ) and not self._stop.is_set():
                 self._cond.wait(timeout=0.5)
             self._pending.append(item)
+            self._pending_bytes += len(item.payload)
             self.stats.messages += 1
             self.metrics.messages.inc()
             self.metrics.unacked.set(len(self._pending))
@@ -181,7 +187,7 @@ class Collector:
                 continue
             try:
                 with self.metrics.flush_seconds.time():
-                    self._flush(batch)
+                    self._flush_isolating(batch)
                 backoff = 0.0
                 self._watch_wal()
             except WarehouseUnavailable as exc:
@@ -211,7 +217,38 @@ class Collector:
         with self._cond:
             if not self._pending:
                 self._cond.wait(timeout=self.config.flush_interval_s)
-            return list(self._pending)[: self.config.flush_max_messages]
+            batch, size = [], 0
+            for item in self._pending:
+                if batch and (len(batch) >= self.config.flush_max_messages or size + len(item.payload) > self.config.flush_max_bytes):
+                    break
+                batch.append(item)
+                size += len(item.payload)
+            return batch
+
+    def _flush_isolating(self, batch: list[PendingMessage]) -> None:
+        """A message that breaks the flush must not stop the collector, nor hold up the others.
+
+        An unexpected error (a bug, or a row the warehouse refuses that no
+        check foresaw) sends the batch through message by message; the one
+        that still fails becomes a reject with the error, so it is kept,
+        acknowledged, and never redelivered into a crash loop.
+        """
+        try:
+            self._flush(batch)
+        except WarehouseUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("flush_failed_isolating", messages=len(batch), error=repr(exc))
+            for item in batch:
+                try:
+                    self._flush([item])
+                except WarehouseUnavailable:
+                    raise
+                except Exception as single:
+                    log.exception("message_breaks_flush", topic=item.topic, error=repr(single))
+                    item.outcome = reject(item.topic, "", item.payload, item.received_ns, "internal_error",
+                                          f"{type(single).__name__}: {single}")
+                    self._flush([item])
 
     def _flush(self, batch: list[PendingMessage]) -> None:
         self.registry.reload_if_changed()
@@ -243,7 +280,9 @@ class Collector:
         # The ledger only after the readings: a ledger entry promises they are stored.
         self.writer.write_rows("batches", (self._ledger_row(i) for i in new))
         rejected = [i.outcome.row for i in batch if isinstance(i.outcome, Rejected)]
-        self.writer.write_rejects(rejected)
+        for chunk in _chunks_by_size(rejected, lambda row: len(row.payload_b64) + len(row.detail), 32 * 1024 * 1024):
+            # Several requests are safe: a retry upserts the same (ts, payload hash) rows.
+            self.writer.write_rejects(chunk)
         events = [i.outcome for i in batch if isinstance(i.outcome, StationEvent)]
         self.writer.write_rows("station_events", (self._event_row(e) for e in events))
         self.writer.write_rows("sequence_gaps", (self._gap_row(*g) for g in gaps))
@@ -269,7 +308,7 @@ class Collector:
             log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)
         with self._cond:
             for _ in batch:
-                self._pending.popleft()
+                self._pending_bytes -= len(self._pending.popleft().payload)
             self.metrics.unacked.set(len(self._pending))
             generation = self._generation
             self._cond.notify_all()
@@ -341,3 +380,15 @@ class Collector:
                     item.topic, item.outcome.body.station, item.payload, item.received_ns, "warehouse_refused", str(exc)
                 )
         return written
+
+
+def _chunks_by_size(rows: list, size_of, limit: int):
+    chunk, size = [], 0
+    for row in rows:
+        if chunk and size + size_of(row) > limit:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(row)
+        size += size_of(row)
+    if chunk:
+        yield chunk

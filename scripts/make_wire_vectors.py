@@ -15,7 +15,7 @@ CASES = [
         Reading(1767225599000000000, "aqms1", "PM2,5", 23.5, "ug/m3", "00", ""),
         Reading(1767225599000000000, "aqms1", "O3", None, "ug/m3", "02", "no reply: timeout after 1.0 s"),
     ))),
-    ("historical_max_seq", BatchBody("DN_WW-02", 2**64 - 1, 1767225600123456789, (
+    ("historical_max_seq", BatchBody("DN_WW-02", 2**63 - 1, 1767225600123456789, (
         Reading(1767225000000000001, "wq1", "COD", 45.25, "mg/L", "01", "zero calibration"),
     ), historical=True)),
 ]
