@@ -118,14 +118,20 @@ def _print_report(conninfo: str, console_url: str) -> None:
     summaries = parameter_summaries(conninfo)
     now = datetime.now(timezone.utc).strftime("%H:%M:%S")
     typer.echo(f"\n== readings in QuestDB at {now} UTC ==")
-    typer.echo(f"{'station':<15} {'device':<7} {'parameter':<9} {'rows':>6} {'latest':>12} {'unit':<7} {'st':<3} latest ts (UTC)")
+    typer.echo(
+        f"{'station':<15} {'device':<7} {'parameter':<9} {'rows':>6} {'latest':>12} {'unit':<7} {'st':<3} "
+        f"{'qc':<3} {'latest ts (UTC)':<16} qc check"
+    )
     for s in summaries:
         value = "-" if s.latest_value is None else f"{s.latest_value:.3f}"
+        qc = "-" if s.latest_qc_flag is None else str(s.latest_qc_flag)
         typer.echo(
             f"{s.station:<15} {s.device:<7} {s.parameter:<9} {s.rows:>6} {value:>12} {s.latest_unit:<7} {s.latest_status:<3} "
-            f"{s.latest_ts:%H:%M:%S.%f}"
+            f"{qc:<3} {s.latest_ts:%H:%M:%S.%f} {s.latest_qc_check}"
         )
     rejects = reject_counts(conninfo)
     if rejects:
         typer.echo("rejects: " + ", ".join(f"{st or '?'}/{reason}: {n}" for (st, reason), n in sorted(rejects.items())))
+    typer.echo("st: the analyzer's status (00 measuring, 01 calibrating, 02 error); qc: QARTOD flag"
+               " (1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing)")
     typer.echo(f"web console: {console_url}")

@@ -409,5 +409,52 @@ def demo(
     raise typer.Exit(code=run_demo(duration=duration, workdir=workdir, report_every=report_every))
 
 
+rejects_app = typer.Typer(help="Messages the collector refused: reasons, details, payloads.", no_args_is_help=True)
+app.add_typer(rejects_app, name="rejects")
+QUESTDB_PG = typer.Option("127.0.0.1:8812", "--questdb-pg", help="QuestDB PostgreSQL-wire host:port")
+SINCE = typer.Option(None, "--since", help="from this time: ISO 8601 (UTC unless a zone is given) or an age: 30m, 24h, 7d")
+
+
+@rejects_app.command("list")
+def rejects_list(
+    station: Optional[str] = typer.Option(None, "--station", help="only rejects claiming this station"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="only this reason, e.g. bad_signature, schema, unknown_station"),
+    since: Optional[str] = SINCE,
+    limit: int = typer.Option(50, "--limit", min=1, help="show the newest N"),
+    questdb_pg: str = QUESTDB_PG,
+) -> None:
+    """The newest rejects, newest first: time (UTC), station, reason, detail, topic, payload SHA-256."""
+    from cli.rejects import RejectsError, list_rejects, pg_conninfo
+
+    try:
+        list_rejects(pg_conninfo(questdb_pg), station=station, reason=reason, since=since, limit=limit, echo=typer.echo)
+    except RejectsError as exc:
+        fail(str(exc))
+
+
+@rejects_app.command("export")
+def rejects_export(
+    out: Path = typer.Argument(..., help="file to write, or - for standard output"),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl (one JSON object per line) or csv"),
+    station: Optional[str] = typer.Option(None, "--station", help="only rejects claiming this station"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="only this reason"),
+    since: Optional[str] = SINCE,
+    until: Optional[str] = typer.Option(None, "--until", help="before this time (same forms as --since)"),
+    questdb_pg: str = QUESTDB_PG,
+) -> None:
+    """Every matching reject, oldest first, with every field and its payload in base64."""
+    from cli.rejects import RejectsError, export_rejects, pg_conninfo
+
+    try:
+        count = export_rejects(
+            pg_conninfo(questdb_pg), "-" if str(out) == "-" else out, format=fmt,
+            station=station, reason=reason, since=since, until=until,
+        )
+    except (RejectsError, OSError) as exc:
+        fail(str(exc))
+    if str(out) != "-":
+        typer.echo(f"{count} reject{'s' if count != 1 else ''} written to {out}", err=True)
+
+
 if __name__ == "__main__":
     app()

@@ -18,6 +18,8 @@ class ParameterSummary:
     latest_unit: str
     latest_status: str
     latest_ts: datetime
+    latest_qc_flag: int | None = None
+    latest_qc_check: str = ""
 
 
 def parameter_summaries(conninfo: str) -> list[ParameterSummary]:
@@ -30,11 +32,12 @@ def parameter_summaries(conninfo: str) -> list[ParameterSummary]:
             )
         }
         latest = conn.execute(
-            "SELECT station, device, parameter, value, unit, status, ts FROM readings "
+            "SELECT station, device, parameter, value, unit, status, ts, qc_flag, qc_check FROM readings "
             "LATEST ON ts PARTITION BY station, device, parameter"
         ).fetchall()
     summaries = [
-        ParameterSummary(s, d, p, counts.get((s, d, p), 0), v, u or "", st or "", ts) for s, d, p, v, u, st, ts in latest
+        ParameterSummary(s, d, p, counts.get((s, d, p), 0), v, u or "", st or "", ts, qf, qc or "")
+        for s, d, p, v, u, st, ts, qf, qc in latest
     ]
     return sorted(summaries, key=lambda x: (x.station, x.device, x.parameter))
 
@@ -108,3 +111,86 @@ def recent_readings(conninfo: str, lookback_s: float, slice_s: float = 900.0):
                 " WHERE ts >= cast(%s AS TIMESTAMP) AND ts < cast(%s AS TIMESTAMP) ORDER BY ts",
                 (low, low + step_us),
             )
+
+
+# -- rejects: what the collector refused, for `quantrac rejects list|export` ---------------------------
+
+
+@dataclass(frozen=True)
+class RejectRecord:
+    received_at: datetime  # UTC (QuestDB returns it without a zone)
+    received_ns: int  # the same instant to the nanosecond, as stored
+    topic: str
+    claimed_station: str  # "" when the topic named no station
+    reason: str
+    detail: str
+    payload_sha256: str
+    payload_b64: str | None  # None when the query did not fetch the payload (listing)
+
+
+_REJECT_COLUMNS = "ts, ts::long, topic, claimed_station, reason, detail, payload_sha256"
+# QuestDB cannot convert a bound time past its largest TIMESTAMP_NS (end of 2261) and fails the query;
+# no row can lie beyond it, so a filter beyond it means the same as one at it.
+_LATEST_NS_TIME = datetime.fromisoformat("2261-12-31T23:59:59.999999+00:00")
+
+
+def _bounded(moment: datetime) -> datetime:
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=_LATEST_NS_TIME.tzinfo)  # naive means UTC
+    return min(aware, _LATEST_NS_TIME)
+
+
+def _reject_filter(
+    station: str | None, reason: str | None, since: datetime | None, until: datetime | None
+) -> tuple[str, list[object]]:
+    clauses, params = [], []
+    if station is not None:
+        clauses.append("claimed_station = %s")
+        params.append(station)
+    if reason is not None:
+        clauses.append("reason = %s")
+        params.append(reason)
+    if since is not None:
+        clauses.append("ts >= %s")
+        params.append(_bounded(since))
+    if until is not None:
+        clauses.append("ts < %s")
+        params.append(_bounded(until))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _reject(row: tuple, payload_b64: str | None) -> RejectRecord:
+    ts, ns, topic, station, reason, detail, sha = row
+    return RejectRecord(ts, ns, topic or "", station or "", reason or "", detail or "", sha or "", payload_b64)
+
+
+def recent_rejects(
+    conninfo: str,
+    station: str | None = None,
+    reason: str | None = None,
+    since: datetime | None = None,
+    limit: int = 50,
+) -> list[RejectRecord]:
+    """The newest ``limit`` rejects matching the filters, newest first, without their payloads."""
+    where, params = _reject_filter(station, reason, since, None)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute(f"SELECT {_REJECT_COLUMNS} FROM rejects{where} ORDER BY ts DESC LIMIT %s", [*params, limit]).fetchall()
+    return [_reject(row, None) for row in rows]
+
+
+def stream_rejects(
+    conninfo: str,
+    station: str | None = None,
+    reason: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+):
+    """Every reject matching the filters, oldest first, with its base64 payload.
+
+    Rows are streamed (libpq single-row mode): a year of rejects with payloads
+    of up to 1 MiB each must not have to fit in memory at once.
+    """
+    where, params = _reject_filter(station, reason, since, until)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        cursor = conn.cursor()
+        for row in cursor.stream(f"SELECT {_REJECT_COLUMNS}, payload_b64 FROM rejects{where} ORDER BY ts", params):
+            yield _reject(row[:-1], row[-1] or "")

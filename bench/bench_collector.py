@@ -1,0 +1,455 @@
+"""Collector throughput: Mosquitto -> real `quantrac collector run` -> committed rows in QuestDB,
+measured side by side with raw ILP ingestion of the same readings into the same QuestDB.
+
+    .venv/bin/python bench/bench_collector.py                       # 1,000 stations, 3 rounds
+    .venv/bin/python bench/bench_collector.py --stations 2000 --polls 20 --runs 5
+    .venv/bin/python bench/bench_collector.py --collectors 2                  # two processes sharing the stream
+    .venv/bin/python bench/bench_collector.py --cycles 5 --polls 6            # batches of 5 polls (~65 readings)
+    .venv/bin/python bench/bench_collector.py --profile /tmp/collector.prof   # + one profiled round, in-process
+
+What is measured, and why this way:
+
+* Every station is a real registered station with its own Ed25519 key; each
+  batch is one station's poll (6-20 parameters, its own profile; a few
+  missing values and calibrations), signed in advance so signing costs
+  nothing inside the measured window.
+* The backlog is put into the collector's persistent MQTT session while the
+  collector process is frozen (SIGSTOP, after it connected and subscribed);
+  then the clock starts and the process is thawed (SIGCONT). So the
+  publishers never compete with the collector for the two cores, the
+  collector's start-up (imports, schema, ledger seed) is not counted, and
+  the publishers cannot be the bottleneck: the collector drains a queue that
+  is already full. Pre-publishing uses several publisher processes (paho,
+  QoS 1, every PUBACK awaited) only to make the set-up shorter.
+* The clock stops when ``SELECT count() FROM readings`` shows every reading
+  and QuestDB applied every WAL transaction: rows that queries can see, not
+  just rows that reached the WAL.
+* Raw ILP: the same readings (same table, same symbols and columns, same
+  ``ts`` keys after a TRUNCATE) written straight with ``questdb.Sender`` from
+  this process, in transactions of the size a collector flush produces, the
+  clock stopping the same way. That is the ceiling one Python process with
+  the client can reach on this machine; the ratio says what the collector's
+  checks, MQTT and acknowledgements cost.
+* Rounds alternate (collector, raw, collector, raw, ...) and the medians are
+  printed with their ratio, so both numbers come from the same machine state.
+* Each phase also prints how many cores each process kept busy (from
+  /proc/<pid>/stat): the machine has two, shared by QuestDB, Mosquitto and
+  the collector. (QuestDB's figure includes its workers' spin-waiting.)
+  Waiting for the rows polls one connection every 100 ms: a new connection
+  every 50 ms alone kept QuestDB 0.7 cores busy.
+
+``--profile FILE`` adds one round with the Collector running in this process
+under cProfile (every thread: the paho network thread and the flush loop) and
+prints the top functions; FILE receives the combined pstats data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import multiprocessing
+import os
+import pstats
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+import psycopg  # noqa: E402
+import yaml  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from questdb import Sender, TimestampNanos  # noqa: E402
+
+from broker_bridge.envelope import BatchBody, Reading, seal  # noqa: E402
+from broker_bridge.keys import key_id, public_key_b64  # noqa: E402
+from broker_bridge.mosquitto_server import MosquittoServer  # noqa: E402
+from broker_bridge.topics import data_topic  # noqa: E402
+from cli.processes import collector_process  # noqa: E402
+from store.questdb_server import QuestDBServer  # noqa: E402
+from store.schema import ensure_schema  # noqa: E402
+from supervisor.process import wait_until  # noqa: E402
+
+# symbol, unit, base, noise: the regulation's parameters across air, stack and water stations
+PARAMS = [
+    ("PM2,5", "ug/m3", 40.0, 4.0), ("PM10", "ug/m3", 65.0, 6.0), ("SO2", "ug/m3", 15.0, 2.0),
+    ("NO2", "ug/m3", 35.0, 4.0), ("NO", "ug/m3", 20.0, 3.0), ("NOx", "ug/m3", 70.0, 5.0),
+    ("CO", "ug/m3", 1500.0, 150.0), ("O3", "ug/m3", 60.0, 5.0), ("Temp", "oC", 29.0, 0.2),
+    ("RH", "%", 70.0, 1.0), ("pH", "-", 7.2, 0.05), ("COD", "mg/L", 45.0, 3.0),
+    ("TSS", "mg/L", 25.0, 2.0), ("NH4", "mg/L", 3.5, 0.3), ("TN", "mg/L", 12.0, 0.5),
+    ("Flow", "m3/h", 38.0, 2.0), ("O2", "%", 12.0, 0.3), ("HCl", "mg/Nm3", 5.0, 0.5),
+    ("HF", "mg/Nm3", 1.0, 0.1), ("Pressure", "kPa", 101.3, 0.2),
+]  # fmt: skip
+POLL_NS = 60 * 10**9
+
+
+@dataclass
+class Station:
+    id: str
+    key: Ed25519PrivateKey
+    kid: str
+    device: str
+    params: list[tuple[str, str, float, float]]
+    seq: int = 0
+    clock_ns: int = 0
+
+
+def make_fleet(n: int, registry: Path, rng: random.Random) -> list[Station]:
+    """``n`` stations, each with its own key and a 6-20 parameter profile, written into one registry file."""
+    stations, doc = [], {"stations": {}}
+    start = time.time_ns() - 2 * 86_400 * 10**9
+    for i in range(n):
+        key = Ed25519PrivateKey.generate()
+        st = Station(
+            id=f"BENCH_{i:05d}",
+            key=key,
+            kid=key_id(key.public_key()),
+            device=rng.choice(["aqms1", "stack1", "ww1", "cems1"]),
+            params=rng.sample(PARAMS, rng.randint(6, 20)),
+            clock_ns=start + rng.randrange(POLL_NS),
+        )
+        stations.append(st)
+        doc["stations"][st.id] = {
+            "enabled": True,
+            "keys": [{"kid": st.kid, "public_key": public_key_b64(key.public_key()), "state": "active"}],
+        }
+    # Written in one go (not `add_station` per station): 1,000 re-parses of a growing file is set-up time.
+    registry.write_text(yaml.safe_dump(doc))
+    return stations
+
+
+def poll_batch(st: Station, rng: random.Random, cycles: int = 1) -> BatchBody:
+    """One batch: ``cycles`` poll cycles of the station (1: one poll; more: a station batching several polls,
+    or the outbox's backlog lane after an outage)."""
+    st.seq += 1
+    readings = []
+    for _ in range(cycles):
+        st.clock_ns += POLL_NS
+        for sym, unit, base, noise in st.params:
+            r = rng.random()
+            if r < 0.005:
+                readings.append(Reading(st.clock_ns, st.device, sym, None, unit, "02", "no reply: timeout after 1.0 s"))
+            elif r < 0.01:
+                readings.append(Reading(st.clock_ns, st.device, sym, base * 0.8, unit, "01", "zero calibration"))
+            else:
+                readings.append(Reading(st.clock_ns, st.device, sym, base + rng.gauss(0, noise), unit, "00", ""))
+    return BatchBody(st.id, st.seq, st.clock_ns + 2 * 10**9, tuple(readings))
+
+
+def make_backlog(
+    stations: list[Station], polls: int, rng: random.Random, cycles: int = 1
+) -> tuple[list[tuple[str, bytes]], list[BatchBody]]:
+    """``polls`` batches per station, in the order stations would send them (round by round)."""
+    messages, bodies = [], []
+    for _ in range(polls):
+        for st in stations:
+            body = poll_batch(st, rng, cycles)
+            bodies.append(body)
+            messages.append((data_topic(st.id), seal(body, st.kid, st.key)))
+    return messages, bodies
+
+
+# -- publishing ---------------------------------------------------------------------------------
+_TO_PUBLISH: list[tuple[str, bytes]] = []  # set before forking the publisher processes
+
+
+def _publish_slice(args: tuple[int, int, int]) -> int:
+    port, start, step = args
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in _TO_PUBLISH[start::step]]
+        for info in infos:
+            info.wait_for_publish(timeout=120)
+            if not info.is_published():
+                raise RuntimeError("the broker did not acknowledge a publish within 120 s")
+        return len(infos)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def publish(port: int, messages: list[tuple[str, bytes]], processes: int) -> float:
+    """Publish at QoS 1 from several processes; return once the broker acknowledged every message."""
+    global _TO_PUBLISH
+    _TO_PUBLISH = messages
+    t0 = time.perf_counter()
+    # fork: the children see the pre-signed messages without pickling them.
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        sent = sum(pool.map(_publish_slice, [(port, i, processes) for i in range(processes)]))
+    assert sent == len(messages)
+    return time.perf_counter() - t0
+
+
+# -- QuestDB side --------------------------------------------------------------------------------
+def sql(conninfo: str, query: str) -> list[tuple]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        cur = conn.execute(query)
+        return cur.fetchall() if cur.description is not None else []
+
+
+def visible(conn: psycopg.Connection, expected: int) -> bool:
+    if conn.execute("SELECT count() FROM readings").fetchone()[0] < expected:
+        return False
+    return conn.execute("SELECT count() FROM wal_tables() WHERE writerTxn < sequencerTxn").fetchone()[0] == 0
+
+
+def wait_visible(conninfo: str, expected: int, timeout: float) -> float:
+    """Poll until ``expected`` readings are visible; return the monotonic time it first held.
+
+    One connection, a query every 100 ms: a new connection every 50 ms kept QuestDB's
+    workers busy enough to take 0.7 of the machine's 2 cores from what is measured.
+    """
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while True:
+            if visible(conn, expected):
+                return time.monotonic()
+            if time.monotonic() > deadline:
+                got = conn.execute("SELECT count() FROM readings").fetchone()[0]
+                raise RuntimeError(f"only {got} of {expected} readings visible after {timeout:.0f} s")
+            time.sleep(0.1)
+
+
+def truncate(conninfo: str) -> None:
+    for table in ("readings", "batches", "sequence_gaps"):
+        sql(conninfo, f"TRUNCATE TABLE {table}")
+    wait_visible(conninfo, 0, timeout=60)
+    wait_until(lambda: sql(conninfo, "SELECT count() FROM readings")[0][0] == 0, timeout=60, what="empty readings")
+
+
+def raw_ilp(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool) -> None:
+    """The same rows the collector writes (symbols, columns, designated ts), straight over ILP/HTTP."""
+    received = time.time_ns()
+    with Sender.from_conf(ilp_conf) as sender:
+        buffer, rows = sender.new_buffer(), 0
+        for body in bodies:
+            kid = kids[body.station]
+            for r in body.readings:
+                columns = {"cause": r.cause, "seq": body.seq, "historical": False, "received_at": TimestampNanos(received)}
+                if qc_flag:
+                    columns["qc_flag"] = 1
+                if r.value is not None:
+                    columns["value"] = r.value
+                buffer.row(
+                    "readings",
+                    symbols={"station": body.station, "device": r.device, "parameter": r.parameter, "unit": r.unit,
+                             "status": r.status, "key_id": kid},
+                    columns=columns,
+                    at=TimestampNanos(r.ts_ns),
+                )
+                rows += 1
+            if rows >= rows_per_flush:
+                sender.flush(buffer, transactional=True)
+                rows = 0
+        if rows:
+            sender.flush(buffer, transactional=True)
+
+
+# -- the collector -------------------------------------------------------------------------------
+def connected_count(log: Path) -> int:
+    return log.read_text(errors="replace").count('"event": "mqtt_connected"')
+
+
+def profile_round(args, registry: Path, broker_port: int, qdb: QuestDBServer, backlog, expected: int, client_id: str) -> None:
+    """One round with the Collector in this process, every thread under cProfile; prints the top functions."""
+    from broker_bridge.session import BrokerAddress
+    from collector.service import Collector, CollectorConfig
+
+    profiles: list[tuple[str, cProfile.Profile]] = []
+    original_run = threading.Thread.run
+
+    def profiled_run(self):  # each new thread (paho's network loop, the flush loop) gets its own profile
+        prof = cProfile.Profile()
+        profiles.append((self.name, prof))
+        prof.enable()
+        try:
+            original_run(self)
+        finally:
+            prof.disable()
+
+    publish(broker_port, backlog, args.publishers)  # the session exists already: the broker queues it all
+    threading.Thread.run = profiled_run
+    try:
+        collector = Collector(
+            CollectorConfig(
+                broker=BrokerAddress("127.0.0.1", broker_port),
+                client_id=client_id,
+                registry_path=str(registry),
+                ilp_conf=qdb.endpoints.ilp_conf,
+                pg_conninfo=qdb.endpoints.pg_conninfo,
+            )
+        )
+        stop = threading.Event()
+        t0 = time.monotonic()
+        collector.start()
+        flusher = threading.Thread(target=collector.run, args=(stop,), name="flush-loop")
+        flusher.start()
+        t1 = wait_visible(qdb.endpoints.pg_conninfo, expected, timeout=600)
+        stop.set()
+        flusher.join(30)
+        collector.stop()
+    finally:
+        threading.Thread.run = original_run
+    print(f"\nprofiled round (in-process, cProfile on): {expected:,} readings in {t1 - t0:.2f} s = {expected / (t1 - t0):,.0f} readings/s")
+    combined = None
+    for name, prof in profiles:
+        stats = pstats.Stats(prof)
+        total = sum(v[2] for v in stats.stats.values())  # tottime over all functions = the thread's busy time
+        print(f"  thread {name!r}: {total:.2f} s inside profiled functions (wall time, waits included)")
+        combined = stats if combined is None else combined.add(prof)
+    combined.dump_stats(str(args.profile))
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(str(args.profile), stream=out).sort_stats(order).print_stats(25)
+        text = out.getvalue()
+        print(f"\n--- top 25 by {order} (all threads) ---")
+        print(text[text.find("   ncalls"):].rstrip())
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process (this one when ``pid`` is None), all its threads."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Cores each process kept busy over a measured phase: where the two cores went."""
+
+    def __init__(self, pids: dict[str, list[int | None]]) -> None:
+        self.pids = pids
+        self.start = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+        self.t0 = time.monotonic()
+
+    def report(self) -> str:
+        wall = time.monotonic() - self.t0
+        used = {name: (sum(cpu_seconds(p) for p in ps) - self.start[name]) / wall for name, ps in self.pids.items()}
+        return ", ".join(f"{name} {cores:.2f}" for name, cores in used.items()) + " cores"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--stations", type=int, default=1000)
+    ap.add_argument("--polls", type=int, default=30, help="batches per station per round")
+    ap.add_argument("--cycles", type=int, default=1, help="poll cycles per batch (1: a batch is one poll, 6-20 readings)")
+    ap.add_argument("--runs", type=int, default=3, help="rounds of each kind (collector, raw ILP), alternating")
+    ap.add_argument("--collectors", type=int, default=1, help="collector processes; more than one share the stream (--share-group)")
+    ap.add_argument("--publishers", type=int, default=2, help="publisher processes for pre-publishing")
+    ap.add_argument("--profile", type=Path, default=None, help="also run one profiled round in-process; pstats file")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, collector log)")
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+
+    rng = random.Random(args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-collector-"))
+    qdb = QuestDBServer(tmp / "questdb")
+    broker = MosquittoServer(tmp / "mosquitto")
+    collectors: list = []
+    try:
+        qdb.start()
+        broker.start()
+        pg = qdb.endpoints.pg_conninfo
+        ensure_schema(pg)
+        # The collector writes the measurement-control flag too: the raw rows carry it when the schema has it.
+        qc_flag = bool(sql(pg, "SELECT \"column\" FROM table_columns('readings') WHERE \"column\" = 'qc_flag'"))
+        registry = tmp / "registry.yaml"
+        stations = make_fleet(args.stations, registry, rng)
+        kids = {st.id: st.kid for st in stations}
+        client_id = "bench-collector"
+        share = "bench" if args.collectors > 1 else None
+        logs = [tmp / f"collector-{n}.log" for n in range(args.collectors)]
+        for n, log in enumerate(logs):
+            collectors.append(collector_process(
+                registry, f"127.0.0.1:{broker.port}", f"127.0.0.1:{qdb.endpoints.http_port}", f"127.0.0.1:{qdb.endpoints.pg_port}",
+                log, client_id=f"{client_id}-{n}" if share else client_id, share_group=share,
+            ).start())
+        for log, process in zip(logs, collectors):
+            wait_until(lambda: connected_count(log) >= 1, timeout=60, what="collector connected", process=process)
+        time.sleep(0.5)  # the SUBACK follows the CONNACK
+        print(f"{args.collectors} collector process(es){' sharing the subscription' if share else ''}; "
+              f"{len(stations):,} stations; readings carry qc_flag: {qc_flag}", flush=True)
+
+        coll_rates, raw_rates = [], []
+        for run in range(args.runs):
+            t_sign = time.perf_counter()
+            backlog, bodies = make_backlog(stations, args.polls, rng, args.cycles)
+            expected = sum(len(b.readings) for b in bodies)
+            sign_s = time.perf_counter() - t_sign
+            avg = expected / len(backlog)
+            rows_per_flush = int(avg * 5000)  # what one collector flush of flush_max_messages holds
+
+            # collector: frozen while the backlog is queued for its session, then thawed with the clock running
+            truncate(pg)
+            for process in collectors:
+                os.kill(process.pid, signal.SIGSTOP)
+            try:
+                pub_s = publish(broker.port, backlog, args.publishers)
+            finally:
+                meter = CpuMeter({"collector": [c.pid for c in collectors], "questdb": [qdb.pid], "mosquitto": [broker.pid]})
+                t0 = time.monotonic()
+                for process in collectors:
+                    os.kill(process.pid, signal.SIGCONT)
+            t1 = wait_visible(pg, expected, timeout=900)
+            coll_cpu = meter.report()
+            coll_rates.append(expected / (t1 - t0))
+            assert sql(pg, "SELECT count() FROM readings")[0][0] == expected, "collector wrote more readings than sent"
+
+            # raw ILP: the same readings, same keys, into the emptied table
+            truncate(pg)
+            meter = CpuMeter({"this process (ILP client)": [None], "questdb": [qdb.pid]})
+            t0 = time.monotonic()
+            raw_ilp(qdb.endpoints.ilp_conf, bodies, kids, rows_per_flush, qc_flag)
+            t1 = wait_visible(pg, expected, timeout=900)
+            raw_cpu = meter.report()
+            raw_rates.append(expected / (t1 - t0))
+            print(
+                f"round {run + 1}: {len(backlog):,} batches, {expected:,} readings (avg {avg:.1f}/batch; "
+                f"signed in {sign_s:.1f} s, pre-published in {pub_s:.1f} s)\n"
+                f"  collector {coll_rates[-1]:>9,.0f} readings/s ({coll_rates[-1] / avg:,.0f} batches/s)   CPU: {coll_cpu}\n"
+                f"  raw ILP   {raw_rates[-1]:>9,.0f} readings/s   CPU: {raw_cpu}\n"
+                f"  ratio {coll_rates[-1] / raw_rates[-1]:.2f}",
+                flush=True,
+            )
+        reconnects = sum(connected_count(log) - 1 for log in logs)
+        c, r = statistics.median(coll_rates), statistics.median(raw_rates)
+        print(f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, raw ILP {r:,.0f} readings/s, ratio {c / r:.2f}")
+        print(f"targets: collector >= 100,000 readings/s: {'MET' if c >= 100_000 else 'NOT MET'}; "
+              f">= 0.5 x raw ILP: {'MET' if c >= 0.5 * r else 'NOT MET'}  (collector MQTT reconnects during the run: {reconnects})")
+
+        if args.profile:
+            for process in collectors:
+                process.stop(timeout=30)
+            collectors = []
+            truncate(pg)
+            backlog, bodies = make_backlog(stations, args.polls, rng, args.cycles)
+            profile_round(args, registry, broker.port, qdb, backlog, sum(len(b.readings) for b in bodies),
+                          f"{client_id}-0" if share else client_id)
+    finally:
+        for process in collectors:
+            process.stop(timeout=30)
+        broker.stop()
+        qdb.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
