@@ -9,6 +9,8 @@ import os
 import random
 import time
 
+import pytest
+
 from supervisor.process import wait_until
 from tests.station_rig import make_station  # noqa: F401  (fixture)
 
@@ -32,6 +34,7 @@ def assert_each_lane_in_order(stored):
             assert by_seq == sorted(by_seq), f"{series} readings out of order (historical={historical})"
 
 
+@pytest.mark.timeout(900)
 def test_fifty_sigkills_lose_no_committed_reading_and_duplicate_none(make_station):
     seed = int(os.environ.get("QUANTRAC_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
@@ -88,6 +91,7 @@ def run_outage(station, values_per_poll: int, stop, start) -> tuple[list[tuple],
     return stored, down_ns, up_ns
 
 
+@pytest.mark.timeout(OUTAGE_S + 600)  # the outage itself, the reconnect back-off, the drain
 def test_broker_outage_of_minutes_delivers_everything_as_history(make_station, mosquitto_server):
     station = make_station("demo_stack_01.yaml", poll_s=1.0)
     stored, down_ns, up_ns = run_outage(station, 7, mosquitto_server.stop, mosquitto_server.start)
@@ -96,6 +100,7 @@ def test_broker_outage_of_minutes_delivers_everything_as_history(make_station, m
     assert all(r[6] for r in during), "a reading taken during the outage is not flagged historical"
 
 
+@pytest.mark.timeout(OUTAGE_S + 600)
 def test_collector_outage_of_minutes_delivers_everything_once(make_station):
     station = make_station("demo_ww_01.yaml", poll_s=1.0)
     collectors = []
