@@ -47,6 +47,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from broker_bridge.topics import STATION_ID_PATTERN
+from station_profiles.loader import ConfigError, ConfigIssue
 
 log = structlog.get_logger("collector.qc")
 
@@ -61,26 +62,13 @@ NS = 1_000_000_000
 # --------------------------------------------------------------------------- #
 
 
-@dataclass(frozen=True)
-class Issue:
-    file: str
-    line: int
-    path: str
-    message: str
-    fix: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        path = f" {self.path}:" if self.path else ""
-        return f"{where}:{path} {self.message} (fix: {self.fix})"
+# The same file:line:path message (fix) errors as the analyzer profiles: one
+# format for every configuration file an operator edits.
+Issue = ConfigIssue
 
 
-class ThresholdsError(ValueError):
+class ThresholdsError(ConfigError):
     """A thresholds file is invalid; ``issues`` lists every problem found, each with file and line."""
-
-    def __init__(self, issues: list[Issue]) -> None:
-        self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
 
 
 # --------------------------------------------------------------------------- #
