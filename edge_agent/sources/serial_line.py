@@ -231,3 +231,11 @@ class SerialLines:
     def close(self) -> None:
         for line in self.lines.values():
             line.close()
+
+
+def join_line(device, station_id: str, line: SerialLine | None = None) -> SerialLine:
+    """The serial line a device talks on (a shared bus when given), with the device registered on it."""
+    line = line or SerialLine(device.port, *device.line_settings, station_id=station_id)
+    if device.id not in line.devices:
+        line.devices.append(device.id)
+    return line

@@ -36,7 +36,7 @@ import structlog
 from broker_bridge.envelope import Reading
 from edge_agent.codec import FrameError, ModbusExceptionReply, ReadRequest, parse_rtu_reply, rtu_read_request, rtu_reply_length
 from edge_agent.sources.modbus_common import Isolation, ModbusMap, PollReport, RequestReport, clip
-from edge_agent.sources.serial_line import LineError, SerialLine
+from edge_agent.sources.serial_line import LineError, SerialLine, join_line
 from station_profiles.profile_model import AnalyzerProfile, ModbusRtuDevice
 
 log = structlog.get_logger("edge_agent.sources.modbus_rtu")
@@ -57,9 +57,7 @@ class ModbusRtuSource:
         self.device = device
         self.profile = profile
         self.timeout_s = float(device.timeout_s)
-        self.line = line or SerialLine(device.port, *device.line_settings, station_id=station_id)
-        if device.id not in self.line.devices:
-            self.line.devices.append(device.id)
+        self.line = join_line(device, station_id, line)
         self.map = ModbusMap(profile)
         self.plan: tuple[ReadRequest, ...] = self.map.plan
         self.isolation = Isolation(device.isolate_after, device.isolated_poll_every)

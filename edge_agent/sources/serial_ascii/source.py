@@ -34,7 +34,7 @@ from broker_bridge.envelope import Reading
 from edge_agent.codec import LineError as ParseError
 from edge_agent.codec import check_line_checksum, decode_text_value, split_fields
 from edge_agent.sources.modbus_common import Isolation, PollReport, RequestReport, clip, join
-from edge_agent.sources.serial_line import LineError, SerialLine
+from edge_agent.sources.serial_line import LineError, SerialLine, join_line
 from station_profiles.profile_model import SerialAsciiDevice, SerialAsciiProfile, combine_conditions
 
 log = structlog.get_logger("edge_agent.sources.serial_ascii")
@@ -50,10 +50,7 @@ class SerialAsciiSource:
         self.device = device
         self.profile = profile
         self.timeout_s = float(device.timeout_s)
-        # Character gaps do not frame ASCII lines; one character time of quiet is enough.
-        self.line = line or SerialLine(device.port, *device.line_settings, station_id=station_id)
-        if device.id not in self.line.devices:
-            self.line.devices.append(device.id)
+        self.line = join_line(device, station_id, line)
         enc = profile.encoding
         self._poll = profile.poll_command.encode(enc)
         self._init = profile.init_command.encode(enc) if profile.init_command else None
