@@ -65,12 +65,15 @@ class BatchPublisher:
         self._resend_requests: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         self.resent_batches = 0
         self.connected = threading.Event()
-        self._lock = threading.Lock()  # guards _in_flight against on_publish racing publish()
+        # PUBACKs arrive on paho's network thread, which calls on_publish while
+        # holding paho's own message lock; taking a lock of ours there would
+        # deadlock against publish() on the agent thread. So the callback only
+        # queues (mid, reason), and the agent thread, the only one that touches
+        # _in_flight, resolves them after publish() has returned each mid.
+        self._pubacks: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._in_flight: dict[int, int] = {}  # mid -> seq
-        self._acked: queue.SimpleQueue[int] = queue.SimpleQueue()
         # Batches the broker took but could route to nobody: no collector
         # session exists (yet, or any more), so the broker dropped them.
-        self._unheard: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._retry_due: list[tuple[float, int]] = []
         self.unheard_retry_s = unheard_retry_s
         self._published_upto = 0  # highest seq handed to paho by this process
@@ -142,20 +145,7 @@ class BatchPublisher:
         session.jitter_before_reconnect(session.UNEXPECTED, self._failed_attempts)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._lock:
-            seq = self._in_flight.pop(mid, None)
-        if seq is None:
-            return  # a status message
-        if reason_code.value == NO_MATCHING_SUBSCRIBERS:
-            self._unheard.put(seq)
-            return
-        if reason_code.is_failure:
-            # Refused (e.g. not authorised): the batch stays unacknowledged in the
-            # outbox, is reported in the status, and is retried after a restart.
-            self.refused.append((seq, str(reason_code)))
-            log.error("batch_refused_by_broker", station=self.station_id, seq=seq, reason=str(reason_code))
-            return
-        self._acked.put(seq)
+        self._pubacks.put((mid, reason_code))
 
     # -- agent thread ---------------------------------------------------
     def start(self) -> None:
@@ -178,16 +168,28 @@ class BatchPublisher:
         self._client.publish(self.status_topic, json.dumps(payload), qos=session.QOS, retain=True)
 
     def in_flight(self) -> int:
-        with self._lock:
-            return len(self._in_flight)
+        return len(self._in_flight)
 
     def pump_acks(self) -> int:
         seqs = []
         while True:
             try:
-                seqs.append(self._acked.get_nowait())
+                mid, reason_code = self._pubacks.get_nowait()
             except queue.Empty:
                 break
+            seq = self._in_flight.pop(mid, None)
+            if seq is None:
+                continue  # a status message
+            if reason_code.value == NO_MATCHING_SUBSCRIBERS:
+                log.warning("batch_reached_no_collector", station=self.station_id, seq=seq, retry_in_s=self.unheard_retry_s)
+                self._retry_due.append((time.monotonic() + self.unheard_retry_s, seq))
+            elif reason_code.is_failure:
+                # Refused (e.g. not authorised): the batch stays unacknowledged in the
+                # outbox, is reported in the status, and is retried after a restart.
+                self.refused.append((seq, str(reason_code)))
+                log.error("batch_refused_by_broker", station=self.station_id, seq=seq, reason=str(reason_code))
+            else:
+                seqs.append(seq)
         if seqs:
             self.outbox.mark_acked(seqs)
         return len(seqs)
@@ -228,13 +230,6 @@ class BatchPublisher:
 
     def _retry_unheard(self) -> int:
         now = time.monotonic()
-        while True:
-            try:
-                seq = self._unheard.get_nowait()
-            except queue.Empty:
-                break
-            log.warning("batch_reached_no_collector", station=self.station_id, seq=seq, retry_in_s=self.unheard_retry_s)
-            self._retry_due.append((now + self.unheard_retry_s, seq))
         due = [seq for when, seq in self._retry_due if when <= now]
         if not due:
             return 0
@@ -258,13 +253,12 @@ class BatchPublisher:
         return None
 
     def _publish(self, batch: SealedBatch, resend: bool = False) -> None:
-        with self._lock:
-            info = self._client.publish(self.topic, batch.payload, qos=session.QOS)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                raise RuntimeError(f"paho refused to queue batch {batch.seq}: {mqtt.error_string(info.rc)}")
-            # paho keeps a QoS 1 message it could not send yet and sends it
-            # on reconnect, so NO_CONN still means "in flight".
-            self._in_flight[info.mid] = batch.seq
+        info = self._client.publish(self.topic, batch.payload, qos=session.QOS)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            raise RuntimeError(f"paho refused to queue batch {batch.seq}: {mqtt.error_string(info.rc)}")
+        # paho keeps a QoS 1 message it could not send yet and sends it
+        # on reconnect, so NO_CONN still means "in flight".
+        self._in_flight[info.mid] = batch.seq
         if not resend:
             self._published_upto = batch.seq
         log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)
