@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from cryptography.exceptions import InvalidSignature
+import nacl.exceptions
+import nacl.signing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from broker_bridge.topics import STATION_ID_PATTERN
@@ -119,10 +120,19 @@ def open_envelope(payload: bytes) -> Envelope:
     return Envelope(kid, body, sig)
 
 
-def verify(envelope: Envelope, public_key: Ed25519PublicKey) -> None:
+def verifier(public_key: Ed25519PublicKey) -> nacl.signing.VerifyKey:
+    """The key in the form ``verify`` checks fastest; build it once per key, not per message."""
+    return nacl.signing.VerifyKey(public_key.public_bytes_raw())
+
+
+def verify(envelope: Envelope, public_key: Ed25519PublicKey | nacl.signing.VerifyKey) -> None:
+    # libsodium verifies in about half the time of cryptography's OpenSSL
+    # call on this hardware (62 vs 122 us), and a collector verifies one
+    # signature per message of every station.
+    key = public_key if isinstance(public_key, nacl.signing.VerifyKey) else verifier(public_key)
     try:
-        public_key.verify(envelope.signature, envelope.body)
-    except InvalidSignature as exc:
+        key.verify(envelope.body, envelope.signature)
+    except nacl.exceptions.BadSignatureError as exc:
         raise EnvelopeError("bad_signature", f"signature does not verify with key {envelope.key_id}") from exc
 
 
@@ -132,8 +142,53 @@ def _name(value: Any, what: str) -> str:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class BodyColumns:
+    """A decoded, checked body with its readings as columns: field k of every reading in one tuple.
+
+    What the collector works with: checks, measurement controls and the
+    warehouse writer all run over whole columns, not reading objects.
+    """
+
+    station: str
+    seq: int
+    sent_ns: int
+    historical: bool
+    ts_ns: tuple[int, ...]
+    device: tuple[str, ...]
+    parameter: tuple[str, ...]
+    value: tuple[float | None, ...]
+    unit: tuple[str, ...]
+    status: tuple[str, ...]
+    cause: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+    def columns(self) -> tuple[tuple, ...]:
+        """(ts_ns, device, parameter, value, unit, status, cause): the wire's field order."""
+        return (self.ts_ns, self.device, self.parameter, self.value, self.unit, self.status, self.cause)
+
+    def readings(self) -> tuple[Reading, ...]:
+        return tuple(map(Reading, *self.columns()))
+
+    def to_body(self) -> BatchBody:
+        return BatchBody(self.station, self.seq, self.sent_ns, self.readings(), self.historical)
+
+
 def decode_body(body_bytes: bytes) -> BatchBody:
     """Decode a verified body, checking every field's type and range."""
+    return decode_body_columns(body_bytes).to_body()
+
+
+def decode_body_columns(body_bytes: bytes) -> BodyColumns:
+    """Decode a verified body into columns, checking every field's type and range.
+
+    Accepts and refuses exactly what ``_decode_reading`` does reading by
+    reading: the column checks below only recognise bodies that are certainly
+    valid; anything else goes through the per-reading checks, which either
+    find the reading at fault (and say which) or accept it after all.
+    """
     try:
         raw = msgpack.unpackb(body_bytes, raw=False, strict_map_key=True)
     except Exception as exc:
@@ -158,8 +213,46 @@ def decode_body(body_bytes: bytes) -> BatchBody:
         raise EnvelopeError("schema", "readings must be a non-empty list")
     if len(items) > MAX_READINGS_PER_BATCH:
         raise EnvelopeError("oversized", f"{len(items)} readings > {MAX_READINGS_PER_BATCH}")
-    readings = tuple(_decode_reading(i, item) for i, item in enumerate(items))
-    return BatchBody(station=station, seq=seq, sent_ns=sent_ns, readings=readings, historical=hist)
+    columns = _columns_if_certainly_valid(items)
+    if columns is None:
+        readings = [_decode_reading(i, item) for i, item in enumerate(items)]
+        columns = tuple(zip(*(r.as_wire() for r in readings)))
+    return BodyColumns(station, seq, sent_ns, hist, *columns)
+
+
+_STATUS_SET = frozenset(STATUS_CODES)
+_NONE_TYPE = type(None)
+
+
+def _columns_if_certainly_valid(items: list) -> tuple[tuple, ...] | None:
+    """The readings as 7 columns when every field is certainly valid; None when in doubt.
+
+    Whole-column tests in C loops (set(map(type, ...)), min, max), about
+    ten times cheaper than checking reading by reading. Every test here is
+    at least as strict as ``_decode_reading``'s, so None never loses a valid
+    body: it only sends it through the per-reading checks.
+    """
+    if set(map(type, items)) != {list} or set(map(len, items)) != {7}:
+        return None
+    ts, device, parameter, value, unit, status, cause = columns = tuple(zip(*items))
+    if set(map(type, ts)) != {int} or min(ts) <= 0 or max(ts) > MAX_TIMESTAMP_NS:
+        return None
+    if set(map(type, device + parameter + unit + status + cause)) != {str}:
+        return None
+    if not _STATUS_SET.issuperset(status):
+        return None
+    if min(map(len, device + parameter)) < 1 or max(map(len, device + parameter + unit)) > _NAME_MAX:
+        return None
+    if max(map(len, cause)) > 256:
+        return None
+    value_types = set(map(type, value))
+    if not value_types <= {float, _NONE_TYPE}:
+        return None
+    if float in value_types:
+        total = sum(value) if _NONE_TYPE not in value_types else sum(v for v in value if v is not None)
+        if total - total != 0.0:  # NaN or inf somewhere (or finite values overflowing: then the slow path decides)
+            return None
+    return columns
 
 
 def _decode_reading(index: int, item: Any) -> Reading:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.signing import VerifyKey
 
+from broker_bridge.envelope import verifier
 from broker_bridge.keys import KeyFileError, key_id, public_key_b64, public_key_from_b64
 from broker_bridge.topics import TopicError, check_station_id
 
@@ -31,6 +33,11 @@ class StationKey:
     public_key: Ed25519PublicKey
     state: str
     not_after_ns: int | None = None  # end of a rotation's overlap: retired from then on
+    verify_key: VerifyKey | None = field(default=None, compare=False)  # built once: every message checks it
+
+    def __post_init__(self) -> None:
+        if self.verify_key is None:
+            object.__setattr__(self, "verify_key", verifier(self.public_key))
 
     def refusal(self, received_ns: int) -> str | None:
         """Why a batch signed with this key is refused now, or None when the key is valid."""
