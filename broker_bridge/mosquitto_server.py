@@ -66,7 +66,7 @@ def render_mosquitto_conf(
     autosave_interval: int = 5,
     max_queued_messages: int = 10_000_000,
     max_queued_bytes: int = 2 * GiB,
-    max_inflight_messages: int = 1000,
+    max_inflight_messages: int = 50_000,
     persistent_client_expiration: str = "60d",
     user: str | None = None,
     extra_conf: str = "",
@@ -106,6 +106,8 @@ def render_mosquitto_conf(
         "# --- queues: default max_queued_messages=1000 silently drops QoS>0 messages",
         f"max_queued_messages {max_queued_messages}",
         f"max_queued_bytes {max_queued_bytes}",
+        # Unacknowledged QoS 1 messages the broker sends one client: a collector acknowledges
+        # only after QuestDB committed, so the next flush's messages must flow meanwhile.
         f"max_inflight_messages {max_inflight_messages}",
         "queue_qos0_messages false",
         "",
@@ -185,7 +187,7 @@ class MosquittoServer:
         host: str = "127.0.0.1",
         allow_anonymous: bool = True,
         max_queued_bytes: int = 2 * GiB,
-        max_inflight_messages: int = 1000,
+        max_inflight_messages: int = 50_000,
         persistent_client_expiration: str = "60d",
     ) -> None:
         self.root = Path(root).resolve()

@@ -12,10 +12,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from broker_bridge.envelope import INT64_MAX, BatchBody, EnvelopeError, decode_body, open_envelope, verify
+from broker_bridge.envelope import INT64_MAX, BodyColumns, EnvelopeError, decode_body_columns, open_envelope, verify
 from broker_bridge.topics import STATUS_SUFFIX, parse_topic
 from collector.registry import StationRegistry
-from store.ilp_writer import RejectRow, StoredReading
+from store.ilp_writer import RejectRow
 
 MAX_STATUS_BYTES = 64 * 1024
 # A reading that reaches the warehouse this long after it was measured is
@@ -25,10 +25,9 @@ LATE_AFTER_NS = 60 * 10**9
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    body: BatchBody
+    body: BodyColumns
     key_id: str
     payload_sha256: str
-    rows: list[StoredReading]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,20 +84,15 @@ def check_message(topic: str, payload: bytes, registry: StationRegistry, receive
     if refusal is not None:
         return reject(topic, claimed, payload, received_ns, "retired_key", f"{claimed}: {refusal}")
     try:
-        verify(envelope, key.public_key)
-        body = decode_body(envelope.body)
+        verify(envelope, key.verify_key)
+        body = decode_body_columns(envelope.body)
     except EnvelopeError as exc:
         return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
     if body.station != claimed:
         return reject(
             topic, claimed, payload, received_ns, "topic_mismatch", f"body names station {body.station}, topic names {claimed}"
         )
-    late = received_ns - LATE_AFTER_NS
-    rows = [
-        StoredReading(body.station, body.seq, body.historical or r.ts_ns < late, envelope.key_id, received_ns, r)
-        for r in body.readings
-    ]
-    return Accepted(body, envelope.key_id, hashlib.sha256(payload).hexdigest(), rows)
+    return Accepted(body, envelope.key_id, hashlib.sha256(payload).hexdigest())
 
 
 def _check_status(topic: str, claimed: str, payload: bytes, received_ns: int) -> StationEvent | Rejected:

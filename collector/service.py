@@ -9,10 +9,14 @@ persistent session redelivers, and DEDUP makes the rewrite harmless.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -20,18 +24,20 @@ from questdb import TimestampNanos
 
 from broker_bridge import session
 from broker_bridge.topics import command_topic, data_subscription, status_subscription
-from collector.checks import Accepted, Rejected, StationEvent, check_message, reject
+from collector.checks import LATE_AFTER_NS, Accepted, Rejected, StationEvent, check_message, reject
 from collector.metrics import CollectorMetrics
 from collector.qc.engine import QualityControl
+from collector.qc.flags import QcColumns
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, DUPLICATE, NEW, SequenceTracker
 from collector.wal_watch import suspended
-from store.ilp_writer import IlpRow, StoredReading, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
+from store.ilp_writer import IlpRow, ReadingColumns, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
 from store.queries import recent_readings
 
 log = structlog.get_logger("collector")
+SWITCH_INTERVAL_S = 0.0002
 
 
 @dataclass(slots=True)
@@ -43,6 +49,9 @@ class PendingMessage:
     payload: bytes
     received_ns: int
     outcome: Accepted | StationEvent | Rejected | None = None
+    qc: QcColumns | None = None  # the measurement controls' verdicts, kept so a retried flush never re-runs them
+    arrived: float = field(default_factory=time.monotonic)
+    readings: int = 0  # of the message as checked on arrival (the outcome may still become a reject)
 
 
 @dataclass
@@ -76,12 +85,18 @@ class CollectorConfig:
     qc_seed_lookback_s: float = 3 * 3600
     metrics_port: int | None = None  # Prometheus /metrics on 127.0.0.1:<port>
     wal_check_interval_s: float = 30.0
-    flush_interval_s: float = 0.2
-    flush_max_messages: int = 5000
-    max_pending: int = 20000  # hard cap on unacknowledged messages held in memory
+    flush_interval_s: float = 1.0  # the longest a message waits for its flush: bigger, fewer QuestDB transactions
+    flush_max_messages: int = 10_000
+    max_pending: int = 50_000  # hard cap on unacknowledged messages held in memory
     max_pending_bytes: int = 256 * 1024 * 1024  # ... and on their bytes (a payload may be 1 MiB)
     flush_max_bytes: int = 16 * 1024 * 1024  # payload bytes per flush: keeps every ILP request far below 100 MiB
-    receive_maximum: int = 2000
+    # Readings per flush: big enough that numpy and HTTP costs per flush vanish,
+    # small enough that the broker keeps sending while a flush is committed.
+    flush_max_readings: int = 100_000
+    # Messages the broker may send before our acknowledgements: room for the next
+    # flush to arrive while this one is committed (QuestDB is far cheaper per row
+    # in big transactions). The collector's own bound is max_pending.
+    receive_maximum: int = 50_000
 
 
 class Collector:
@@ -100,6 +115,7 @@ class Collector:
         self._next_wal_check = 0.0
         self._pending: deque[PendingMessage] = deque()
         self._pending_bytes = 0
+        self._pending_readings = 0  # of accepted messages, as checked on arrival
         self._cond = threading.Condition()
         self._generation = 0
         self._disconnects = 0
@@ -139,6 +155,11 @@ class Collector:
         item = PendingMessage(
             self._generation, message.mid, message.qos, message.topic, bytes(message.payload), time.time_ns()
         )
+        # Checked here, on the network thread: signature and decoding of the next
+        # messages overlap with the flush loop's measurement controls and its
+        # wait for QuestDB (libsodium runs without the GIL).
+        item.outcome = self._check(item)
+        item.readings = len(item.outcome.body) if isinstance(item.outcome, Accepted) else 0
         with self._cond:
             # Mosquitto does not reliably honour Receive Maximum once acks
             # flow, so the collector bounds its own memory: holding the
@@ -149,13 +170,29 @@ class Collector:
                 self._cond.wait(timeout=0.5)
             self._pending.append(item)
             self._pending_bytes += len(item.payload)
+            self._pending_readings += item.readings
             self.stats.messages += 1
             self.metrics.messages.inc()
             self.metrics.unacked.set(len(self._pending))
             self._cond.notify_all()
 
+    def _check(self, item: PendingMessage) -> Accepted | StationEvent | Rejected:
+        try:
+            # A stat per message (about 1 us): a station added, disabled or rotated
+            # counts from the next message on, as it did when the flush checked.
+            self.registry.reload_if_changed()
+            return check_message(item.topic, item.payload, self.registry, item.received_ns)
+        except Exception as exc:  # a bug must not kill the network thread; the message is kept as a reject
+            log.exception("check_failed", topic=item.topic, error=repr(exc))
+            return reject(item.topic, "", item.payload, item.received_ns, "internal_error", f"{type(exc).__name__}: {exc}")
+
     # -- flush loop (caller's thread) -------------------------------------
     def start(self) -> None:
+        # paho's network thread gives up the GIL several times per message (select,
+        # then a recv per packet part) and must wait to get it back while the flush
+        # loop computes: with CPython's default 5 ms switch interval that wait, not
+        # the work, bounded the collector to a few hundred messages a second.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_port)
         seeded = self.sequences.seed()
@@ -214,15 +251,33 @@ class Collector:
             )
 
     def _next_batch(self) -> list[PendingMessage]:
+        """The next flush: wait until a full flush is pending or the oldest message waited
+        ``flush_interval_s``. QuestDB pays per transaction (each one merges into its
+        partitions), so a trickle of tiny flushes costs it several times the rows' work."""
         with self._cond:
             if not self._pending:
                 self._cond.wait(timeout=self.config.flush_interval_s)
-            batch, size = [], 0
+            if self._pending:
+                due = self._pending[0].arrived + self.config.flush_interval_s
+                while (
+                    self._pending_readings < self.config.flush_max_readings
+                    and len(self._pending) < self.config.flush_max_messages
+                    and self._pending_bytes < self.config.flush_max_bytes
+                    and (left := due - time.monotonic()) > 0
+                    and not self._stop.is_set()
+                ):
+                    self._cond.wait(timeout=left)
+            batch, size, readings = [], 0, 0
             for item in self._pending:
-                if batch and (len(batch) >= self.config.flush_max_messages or size + len(item.payload) > self.config.flush_max_bytes):
+                if batch and (
+                    len(batch) >= self.config.flush_max_messages
+                    or size + len(item.payload) > self.config.flush_max_bytes
+                    or readings >= self.config.flush_max_readings
+                ):
                     break
                 batch.append(item)
                 size += len(item.payload)
+                readings += item.readings
             return batch
 
     def _flush_isolating(self, batch: list[PendingMessage]) -> None:
@@ -273,7 +328,7 @@ class Collector:
                 item.outcome = reject(item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail)
         self._apply_measurement_controls(new)
         try:
-            written = self.writer.write_readings(row for i in new for row in i.outcome.rows)
+            written = self.writer.write_reading_columns(reading_columns(new))
         except WarehouseRefused as exc:
             written = self._write_one_by_one(new, str(exc))
         new = [i for i in new if isinstance(i.outcome, Accepted)]
@@ -308,7 +363,9 @@ class Collector:
             log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)
         with self._cond:
             for _ in batch:
-                self._pending_bytes -= len(self._pending.popleft().payload)
+                done = self._pending.popleft()
+                self._pending_bytes -= len(done.payload)
+                self._pending_readings -= done.readings
             self.metrics.unacked.set(len(self._pending))
             generation = self._generation
             self._cond.notify_all()
@@ -320,25 +377,24 @@ class Collector:
 
     def _apply_measurement_controls(self, new: list[PendingMessage]) -> None:
         """Flag every new reading (QARTOD flags, the deciding check and its cause), all messages in one pass."""
-        todo = [i for i in new if i.outcome.rows and i.outcome.rows[0].qc_flag is None]
+        todo = [i for i in new if i.qc is None]
         if not todo:
             return
-        verdicts = self.qc.evaluate_many([(i.outcome.body.station, i.outcome.body.readings, i.received_ns) for i in todo])
-        for item, results in zip(todo, verdicts):
-            item.outcome = replace(
-                item.outcome,
-                rows=[
-                    StoredReading(r.station, r.seq, r.historical, r.key_id, r.received_ns, r.reading,
-                                  q.flag, q.check, q.cause, q.checks_text)
-                    for r, q in zip(item.outcome.rows, results)
-                ],
-            )
-        for results in verdicts:
-            for q in results:
-                if q.checks:
-                    self.metrics.flags.labels(q.check, str(q.flag)).inc()
-                    for check in q.checks:
-                        self.stats.flags_by_check[check] = self.stats.flags_by_check.get(check, 0) + 1
+        bodies = [i.outcome.body for i in todo]
+        sizes = [len(b) for b in bodies]
+        columns = tuple(tuple(chain.from_iterable(c)) for c in zip(*(b.columns() for b in bodies)))
+        verdicts = self.qc.evaluate_columns([b.station for b in bodies], sizes, [i.received_ns for i in todo], columns)
+        at = 0
+        for item, n in zip(todo, sizes):
+            item.qc = verdicts.slice(at, at + n)
+            at += n
+        by_check: Counter[tuple[str, int]] = Counter()
+        for i, fired in verdicts.fired():
+            by_check[verdicts.check[i], int(verdicts.flag[i])] += 1
+            for check in fired:
+                self.stats.flags_by_check[check] = self.stats.flags_by_check.get(check, 0) + 1
+        for (check, flag), count in by_check.items():
+            self.metrics.flags.labels(check, str(flag)).inc(count)
 
     @staticmethod
     def _ledger_row(item: PendingMessage) -> IlpRow:
@@ -349,7 +405,7 @@ class Collector:
             {
                 "seq": body.seq,
                 "payload_sha256": accepted.payload_sha256,
-                "readings": len(body.readings),
+                "readings": len(body),
                 "historical": body.historical,
                 "received_at": TimestampNanos(item.received_ns),
             },
@@ -374,7 +430,7 @@ class Collector:
         written = 0
         for item in accepted:
             try:
-                written += self.writer.write_readings(item.outcome.rows)
+                written += self.writer.write_reading_columns(reading_columns([item]))
             except WarehouseRefused as exc:
                 item.outcome = reject(
                     item.topic, item.outcome.body.station, item.payload, item.received_ns, "warehouse_refused", str(exc)
@@ -392,3 +448,44 @@ def _chunks_by_size(rows: list, size_of, limit: int):
         size += size_of(row)
     if chunk:
         yield chunk
+
+
+def reading_columns(items: list[PendingMessage]) -> ReadingColumns:
+    """The readings of accepted, checked messages as one set of warehouse columns."""
+    bodies = [i.outcome.body for i in items]
+    sizes = [len(b) for b in bodies]
+
+    def per_message(values: list) -> np.ndarray:
+        return np.repeat(np.array(values, dtype=object), sizes)
+
+    def joined(column: str) -> list:
+        return list(chain.from_iterable(getattr(b, column) for b in bodies))
+
+    ts = np.fromiter(chain.from_iterable(b.ts_ns for b in bodies), dtype=np.int64, count=sum(sizes))
+    received = np.repeat(np.array([i.received_ns for i in items], dtype=np.int64), sizes)
+    # A reading arriving long after it was measured is history, whichever side was offline.
+    historical = np.repeat(np.array([b.historical for b in bodies], dtype=bool), sizes) | (ts < received - LATE_AFTER_NS)
+    verdicts = [i.qc for i in items]
+    if any(v is None for v in verdicts):
+        # Only a caller that ran no measurement controls at all may write without them.
+        if not all(v is None for v in verdicts):
+            raise ValueError("some messages of this write have QC verdicts and some do not")
+        verdicts = []
+    return ReadingColumns(
+        station=per_message([b.station for b in bodies]),
+        seq=np.repeat(np.array([b.seq for b in bodies], dtype=np.int64), sizes),
+        historical=historical,
+        key_id=per_message([i.outcome.key_id for i in items]),
+        received_ns=received,
+        ts_ns=ts,
+        device=joined("device"),
+        parameter=joined("parameter"),
+        value=joined("value"),
+        unit=joined("unit"),
+        status=joined("status"),
+        cause=joined("cause"),
+        qc_flag=np.concatenate([v.flag for v in verdicts]) if verdicts else None,
+        qc_check=list(chain.from_iterable(v.check for v in verdicts)),
+        qc_cause=list(chain.from_iterable(v.cause for v in verdicts)),
+        qc_checks=list(chain.from_iterable(v.checks for v in verdicts)),
+    )

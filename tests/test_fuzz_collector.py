@@ -51,7 +51,7 @@ from broker_bridge.topics import STATION_ID_PATTERN, data_topic, parse_topic, st
 from cli.processes import collector_process
 from collector.checks import Accepted, Rejected, StationEvent, check_message
 from collector.registry import StationRegistry, add_station, retire_key, set_enabled
-from collector.service import Collector, PendingMessage
+from collector.service import Collector, PendingMessage, reading_columns
 from store.ilp_writer import WarehouseRefused, WarehouseWriter
 from store.schema import ensure_schema
 from supervisor.process import wait_until
@@ -420,15 +420,15 @@ def judge(topic: str, payload: bytes, registry: StationRegistry) -> Accepted | S
         entry = registry.get(body.station)
         assert entry.enabled and outcome.key_id in entry.keys and entry.keys[outcome.key_id].refusal(received) is None
         assert STATION_ID_PATTERN.match(body.station) and 0 <= body.seq <= UINT64_MAX and 0 <= body.sent_ns <= INT64_MAX
-        assert 1 <= len(body.readings) == len(outcome.rows) <= 10_000
-        for r in body.readings:
+        assert 1 <= len(body.readings()) == len(body.ts_ns) <= 10_000
+        for r in body.readings():
             assert type(r.ts_ns) is int and 0 < r.ts_ns <= QDB_MAX_TS
             assert r.value is None or (type(r.value) is float and math.isfinite(r.value))
             assert r.status in STATUS_CODES and isinstance(r.unit, str) and len(r.unit) <= 64 and len(r.cause) <= 256
             assert all(isinstance(s, str) and 1 <= len(s) <= 64 for s in (r.device, r.parameter))
         assert outcome.payload_sha256 == hashlib.sha256(payload).hexdigest()
-        assert WRITER.write_readings(outcome.rows) == len(body.readings)
         item = PendingMessage(0, 1, 1, topic, payload, received, outcome)
+        assert WRITER.write_reading_columns(reading_columns([item])) == len(body)
         assert WRITER.write_rows("batches", [Collector._ledger_row(item)]) == 1
     else:
         assert isinstance(outcome, StationEvent), f"check_message returned {outcome!r}"
@@ -545,7 +545,7 @@ def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(registry
             reason = sql(pg, "SELECT reason FROM rejects WHERE payload_sha256 = %s", (digest,))
             assert reason and reason[0][0] in ("warehouse_refused", "sequence_reuse"), (reason, outcome.body)
     # and the readings of the stored batches are there, each key once.
-    keys = {(r.ts_ns, o.body.station, r.device, r.parameter) for d, o in outcomes.items() if d in ledger for r in o.body.readings}
+    keys = {(r.ts_ns, o.body.station, r.device, r.parameter) for d, o in outcomes.items() if d in ledger for r in o.body.readings()}
     stored = sql(pg, "SELECT ts::long, station, device, parameter FROM readings")
     assert len(stored) == len(set(stored)) and set(stored) == keys
     reasons = sql(pg, "SELECT reason, count() FROM rejects GROUP BY reason ORDER BY 2 DESC")

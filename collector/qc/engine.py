@@ -38,7 +38,7 @@ from collector.qc.checks import (
     TimestampCheck,
     Windows,
 )
-from collector.qc.flags import FIRED, FLAG_OF_SEVERITY, NOT_EVALUATED, PASSED, SEVERITY, QcResult
+from collector.qc.flags import FIRED, FLAG_OF_SEVERITY, NOT_EVALUATED, SEVERITY, QcColumns, QcResult
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import C, ThresholdSource
 
@@ -111,20 +111,33 @@ class QualityControl:
         """
         messages = list(messages)
         sizes = [len(m[1]) for m in messages]
-        if sum(sizes) == 0:
-            return [[] for _ in messages]
-        stations = [m[0] for m in messages]
         # C-level iteration throughout: this runs once per reading of a whole flush.
         fields = tuple(zip(*map(_FIELDS, chain.from_iterable(m[1] for m in messages))))
-        group = np.repeat(np.arange(len(messages)), sizes)
-        received = np.repeat(np.array([int(m[2]) for m in messages], dtype=np.int64), sizes)
-        station_col = list(chain.from_iterable(map(repeat, stations, sizes)))
-        flat = self._run(stations, station_col, group, received, fields, want_results=True)
+        verdicts = self.evaluate_columns([m[0] for m in messages], sizes, [m[2] for m in messages], fields)
+        flat = verdicts.results()
         out, at = [], 0
         for n in sizes:
             out.append(flat[at : at + n])
             at += n
         return out
+
+    def evaluate_columns(
+        self, stations: Sequence[str], sizes: Sequence[int], received: Sequence[int], columns: tuple[Sequence, ...]
+    ) -> QcColumns:
+        """The collector's form of ``evaluate_many``: messages as columns, verdicts as columns.
+
+        ``stations``, ``sizes`` (readings per message) and ``received`` (ns)
+        are per message; ``columns`` is (ts_ns, device, parameter, value,
+        unit, status, cause), each holding every message's readings in order.
+        """
+        n = sum(sizes)
+        if n == 0:
+            return QcColumns.passed(0)
+        stations = list(stations)
+        group = np.repeat(np.arange(len(stations)), sizes)
+        received_col = np.repeat(np.array([int(r) for r in received], dtype=np.int64), sizes)
+        station_col = list(chain.from_iterable(map(repeat, stations, sizes)))
+        return self._run(stations, station_col, group, received_col, columns, want_results=True)
 
     def seed(self, rows: Iterable[tuple]) -> int:
         """Rebuild the history after a restart from stored readings; returns the number of rows.
@@ -182,7 +195,7 @@ class QualityControl:
                 self.state.push(slot_of[have], live.ts[have], live.value[have], live.run_start[have], live.run_count[have], live.run_lo[have], live.run_hi[have])
         return self._windows
 
-    def _run(self, stations: list[str], station_col: list[str], group: np.ndarray, received: np.ndarray, fields: tuple[tuple, ...], want_results: bool) -> list[QcResult]:
+    def _run(self, stations: list[str], station_col: list[str], group: np.ndarray, received: np.ndarray, fields: tuple[Sequence, ...], want_results: bool) -> QcColumns | None:
         ts_t, dev_t, par_t, val_t, unit_t, status_t, cause_t = fields
         rows = self._series_rows(list(zip(station_col, dev_t, par_t, unit_t)))
         known, series = np.unique(rows, return_inverse=True)  # the call's series, as rows of the series table
@@ -211,7 +224,7 @@ class QualityControl:
         finally:
             self._batch, self._windows = None, None
         if not want_results:
-            return []
+            return None
         return self._results(batch, outputs)
 
     def _series_rows(self, keys: list[tuple[str, str, str, str]]) -> np.ndarray:
@@ -236,21 +249,21 @@ class QualityControl:
             self._info_table = np.array(self._info_rows, dtype=np.intp).reshape(len(self._info_rows), 3)
         return np.array(rows, dtype=np.intp)
 
-    def _results(self, b: Batch, outputs) -> list:
+    def _results(self, b: Batch, outputs) -> QcColumns:
         severity = SEVERITY[np.stack([o.flags for o in outputs])]  # (checks, readings)
         decider = severity.argmax(axis=0)  # the first of the worst, in check order
         worst = severity[decider, np.arange(b.n)]
-        results: list[QcResult] = [PASSED] * b.n
+        verdicts = QcColumns.passed(b.n)
         pass_rank = SEVERITY[1]
         for i in np.flatnonzero(worst != pass_rank).tolist():
             w = worst[i]
             if w < pass_rank:
-                results[i] = self._not_evaluated_result(b, i)
+                verdicts.set(i, self._not_evaluated_result(b, i))
                 continue
             c = int(decider[i])
             fired = tuple(self.names[k] for k in np.flatnonzero(severity[:, i] >= FIRED).tolist())
-            results[i] = QcResult(int(FLAG_OF_SEVERITY[w]), self.names[c], outputs[c].cause(i), fired)
-        return results
+            verdicts.set(i, QcResult(int(FLAG_OF_SEVERITY[w]), self.names[c], outputs[c].cause(i), fired))
+        return verdicts
 
     def _not_evaluated_result(self, b: Batch, i: int) -> QcResult:
         par, unit = b.parameter(i), b.unit(i)

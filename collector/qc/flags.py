@@ -22,6 +22,7 @@ Nothing is dropped: every reading gets exactly one result.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,3 +74,55 @@ class QcResult:
 # Shared instance for the common case; results are immutable, so sharing is safe
 # and saves one allocation per passing reading.
 PASSED = QcResult(PASS, "", "", ())
+
+
+class QcColumns:
+    """The verdicts on many readings as columns, for writers that take whole columns.
+
+    ``flag`` is an int8 array; ``check``, ``cause`` and ``checks`` (the
+    fired checks joined by commas, the ``qc_checks`` column) are lists with
+    "" where a reading passed.
+    """
+
+    __slots__ = ("flag", "check", "cause", "checks", "_fired", "_fired_order")
+
+    def __init__(self, flag: np.ndarray, check: list[str], cause: list[str], checks: list[str], fired: dict[int, tuple[str, ...]]) -> None:
+        self.flag, self.check, self.cause, self.checks, self._fired = flag, check, cause, checks, fired
+        self._fired_order: list[int] | None = None
+
+    @classmethod
+    def passed(cls, n: int) -> QcColumns:
+        return cls(np.full(n, PASS, dtype=np.int8), [""] * n, [""] * n, [""] * n, {})
+
+    def __len__(self) -> int:
+        return len(self.flag)
+
+    def set(self, i: int, result: QcResult) -> None:
+        self.flag[i] = result.flag
+        self.check[i], self.cause[i], self.checks[i] = result.check, result.cause, result.checks_text
+        if result.checks:
+            self._fired[i] = result.checks
+            self._fired_order = None
+
+    def result(self, i: int) -> QcResult:
+        fired = self._fired.get(i, ())
+        return PASSED if self.flag[i] == PASS and not self.check[i] and not fired else QcResult(int(self.flag[i]), self.check[i], self.cause[i], fired)
+
+    def results(self) -> list[QcResult]:
+        return [self.result(i) for i in range(len(self.flag))]
+
+    def slice(self, start: int, stop: int) -> QcColumns:
+        order = self._order()
+        # Only the fired entries inside the slice: a flush slices once per message.
+        inside = order[bisect_left(order, start) : bisect_left(order, stop)]
+        fired = {i - start: self._fired[i] for i in inside}
+        return QcColumns(self.flag[start:stop], self.check[start:stop], self.cause[start:stop], self.checks[start:stop], fired)
+
+    def fired(self) -> list[tuple[int, tuple[str, ...]]]:
+        """(index, checks that fired) of every reading where at least one check fired."""
+        return [(i, self._fired[i]) for i in self._order()]
+
+    def _order(self) -> list[int]:
+        if self._fired_order is None:
+            self._fired_order = sorted(self._fired)
+        return self._fired_order
