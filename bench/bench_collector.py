@@ -65,6 +65,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
@@ -230,8 +232,11 @@ def truncate(conninfo: str) -> None:
     wait_until(lambda: sql(conninfo, "SELECT count() FROM readings")[0][0] == 0, timeout=60, what="empty readings")
 
 
-def raw_ilp(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool) -> None:
-    """The same rows the collector writes (symbols, columns, designated ts), straight over ILP/HTTP."""
+RAW_FLUSH_BYTES = 32 * 1024 * 1024  # well below QuestDB's 100 MiB request limit, about what a collector flush sends
+
+
+def raw_ilp_rows(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool) -> None:
+    """The same rows the collector writes (symbols, columns, designated ts), straight over ILP/HTTP, a row() call each."""
     received = time.time_ns()
     with Sender.from_conf(ilp_conf) as sender:
         buffer, rows = sender.new_buffer(), 0
@@ -251,10 +256,50 @@ def raw_ilp(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_p
                     at=TimestampNanos(r.ts_ns),
                 )
                 rows += 1
-            if rows >= rows_per_flush:
+            if rows >= rows_per_flush or len(buffer) >= RAW_FLUSH_BYTES:
                 sender.flush(buffer, transactional=True)
                 rows = 0
         if rows:
+            sender.flush(buffer, transactional=True)
+
+
+def raw_ilp_frames(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool) -> None:
+    """The same rows through the client's columnar path: one pandas DataFrame per transaction."""
+    received = time.time_ns()
+
+    def text(values: list) -> np.ndarray:
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
+
+    def frame(chunk: list[BatchBody]) -> pd.DataFrame:
+        readings = [(b, r) for b in chunk for r in b.readings]
+        n = len(readings)
+        columns = {
+            "station": text([b.station for b, _ in readings]),
+            "device": text([r.device for _, r in readings]),
+            "parameter": text([r.parameter for _, r in readings]),
+            "unit": text([r.unit for _, r in readings]),
+            "status": text([r.status for _, r in readings]),
+            "key_id": text([kids[b.station] for b, _ in readings]),
+            "cause": text([r.cause for _, r in readings]),
+            "seq": np.array([b.seq for b, _ in readings], dtype=np.int64),
+            "historical": np.zeros(n, dtype=bool),
+            "received_at": np.full(n, received, dtype=np.int64).view("datetime64[ns]"),
+            "value": np.array([r.value for _, r in readings], dtype=np.float64),
+        }
+        if qc_flag:
+            columns["qc_flag"] = np.ones(n, dtype=np.int8)
+        columns["ts"] = np.array([r.ts_ns for _, r in readings], dtype=np.int64).view("datetime64[ns]")
+        return pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) for k, v in columns.items()}, copy=False)
+
+    per_batch = max(1, sum(len(b.readings) for b in bodies) // len(bodies))
+    step = max(1, min(rows_per_flush, 200_000) // per_batch)  # 200,000 rows: ~30 MB of ILP, like RAW_FLUSH_BYTES
+    with Sender.from_conf(ilp_conf) as sender:
+        for at in range(0, len(bodies), step):
+            buffer = sender.new_buffer()
+            buffer.dataframe(frame(bodies[at : at + step]), table_name="readings",
+                             symbols=["station", "device", "parameter", "unit", "status", "key_id"], at="ts")
             sender.flush(buffer, transactional=True)
 
 
@@ -410,25 +455,29 @@ def main() -> None:
             coll_rates.append(expected / (t1 - t0))
             assert sql(pg, "SELECT count() FROM readings")[0][0] == expected, "collector wrote more readings than sent"
 
-            # raw ILP: the same readings, same keys, into the emptied table
-            truncate(pg)
-            meter = CpuMeter({"this process (ILP client)": [None], "questdb": [qdb.pid]})
-            t0 = time.monotonic()
-            raw_ilp(qdb.endpoints.ilp_conf, bodies, kids, rows_per_flush, qc_flag)
-            t1 = wait_visible(pg, expected, timeout=900)
-            raw_cpu = meter.report()
-            raw_rates.append(expected / (t1 - t0))
+            # raw ILP: the same readings, same keys, into the emptied table; both ways the client offers
+            raw_cpu, raw_round = {}, {}
+            for how, write in (("row() per reading", raw_ilp_rows), ("DataFrame", raw_ilp_frames)):
+                truncate(pg)
+                meter = CpuMeter({"this process (ILP client)": [None], "questdb": [qdb.pid]})
+                t0 = time.monotonic()
+                write(qdb.endpoints.ilp_conf, bodies, kids, rows_per_flush, qc_flag)
+                t1 = wait_visible(pg, expected, timeout=900)
+                raw_cpu[how] = meter.report()
+                raw_round[how] = expected / (t1 - t0)
+            # The ratio is taken against the faster of the two: the real ceiling of the client.
+            raw_rates.append(max(raw_round.values()))
             print(
                 f"round {run + 1}: {len(backlog):,} batches, {expected:,} readings (avg {avg:.1f}/batch; "
                 f"signed in {sign_s:.1f} s, pre-published in {pub_s:.1f} s)\n"
                 f"  collector {coll_rates[-1]:>9,.0f} readings/s ({coll_rates[-1] / avg:,.0f} batches/s)   CPU: {coll_cpu}\n"
-                f"  raw ILP   {raw_rates[-1]:>9,.0f} readings/s   CPU: {raw_cpu}\n"
-                f"  ratio {coll_rates[-1] / raw_rates[-1]:.2f}",
+                + "".join(f"  raw ILP, {how:<17} {rate:>9,.0f} readings/s   CPU: {raw_cpu[how]}\n" for how, rate in raw_round.items())
+                + f"  ratio {coll_rates[-1] / raw_rates[-1]:.2f} (collector / the faster raw ILP)",
                 flush=True,
             )
         reconnects = sum(connected_count(log) - 1 for log in logs)
         c, r = statistics.median(coll_rates), statistics.median(raw_rates)
-        print(f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, raw ILP {r:,.0f} readings/s, ratio {c / r:.2f}")
+        print(f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, raw ILP (the faster way, per round) {r:,.0f} readings/s, ratio {c / r:.2f}")
         print(f"targets: collector >= 100,000 readings/s: {'MET' if c >= 100_000 else 'NOT MET'}; "
               f">= 0.5 x raw ILP: {'MET' if c >= 0.5 * r else 'NOT MET'}  (collector MQTT reconnects during the run: {reconnects})")
 
