@@ -66,7 +66,7 @@ def render_mosquitto_conf(
     autosave_interval: int = 5,
     max_queued_messages: int = 10_000_000,
     max_queued_bytes: int = 2 * GiB,
-    max_inflight_messages: int = 50_000,
+    max_inflight_messages: int = 20_000,
     persistent_client_expiration: str = "60d",
     user: str | None = None,
     extra_conf: str = "",
@@ -187,7 +187,7 @@ class MosquittoServer:
         host: str = "127.0.0.1",
         allow_anonymous: bool = True,
         max_queued_bytes: int = 2 * GiB,
-        max_inflight_messages: int = 50_000,
+        max_inflight_messages: int = 20_000,
         persistent_client_expiration: str = "60d",
     ) -> None:
         self.root = Path(root).resolve()

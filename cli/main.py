@@ -265,6 +265,12 @@ def collector_run(
     qc_thresholds: Optional[Path] = typer.Option(
         None, help="measurement-control thresholds (YAML) over collector/qc/defaults.yaml; applied on change"
     ),
+    max_pending: int = typer.Option(
+        20_000, min=100, max=65_535,
+        help="unacknowledged messages held at most (also the MQTT Receive Maximum); with --max-pending-mb it bounds"
+        " the collector's memory while QuestDB is down",
+    ),
+    max_pending_mb: int = typer.Option(256, min=16, help="payload megabytes held unacknowledged at most"),
     broker_user: Optional[str] = BROKER_USER,
     broker_password_file: Optional[Path] = BROKER_PASSWORD_FILE,
     tls_ca: Optional[Path] = TLS_CA,
@@ -294,6 +300,9 @@ def collector_run(
             share_group=share_group,
             qc_thresholds_path=str(qc_thresholds) if qc_thresholds else None,
             metrics_port=metrics_port,
+            max_pending=max_pending,
+            receive_maximum=max_pending,
+            max_pending_bytes=max_pending_mb * 1024 * 1024,
         )
         ensure_schema(endpoints.pg_conninfo)
         collector = Collector(config)

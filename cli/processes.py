@@ -32,11 +32,12 @@ def agent_process(
 
 def collector_process(
     registry: Path, broker: str, questdb: str, questdb_pg: str, log: Path, client_id: str = "quantrac-collector-1",
-    share_group: str | None = None,
+    share_group: str | None = None, max_pending: int | None = None,
 ) -> ManagedProcess:
     argv = quantrac(
         "collector", "run", "--registry", registry, "--broker", broker, "--questdb", questdb,
         "--questdb-pg", questdb_pg, "--client-id", client_id,
         *(["--share-group", share_group] if share_group else []),
+        *(["--max-pending", str(max_pending)] if max_pending else []),
     )
     return ManagedProcess(argv, log_path=log, name=f"collector:{client_id}")

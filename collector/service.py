@@ -87,16 +87,16 @@ class CollectorConfig:
     wal_check_interval_s: float = 30.0
     flush_interval_s: float = 1.0  # the longest a message waits for its flush: bigger, fewer QuestDB transactions
     flush_max_messages: int = 10_000
-    max_pending: int = 50_000  # hard cap on unacknowledged messages held in memory
+    max_pending: int = 20_000  # hard cap on unacknowledged messages held in memory
     max_pending_bytes: int = 256 * 1024 * 1024  # ... and on their bytes (a payload may be 1 MiB)
     flush_max_bytes: int = 16 * 1024 * 1024  # payload bytes per flush: keeps every ILP request far below 100 MiB
     # Readings per flush: big enough that numpy and HTTP costs per flush vanish,
     # small enough that the broker keeps sending while a flush is committed.
-    flush_max_readings: int = 100_000
+    flush_max_readings: int = 200_000
     # Messages the broker may send before our acknowledgements: room for the next
     # flush to arrive while this one is committed (QuestDB is far cheaper per row
     # in big transactions). The collector's own bound is max_pending.
-    receive_maximum: int = 50_000
+    receive_maximum: int = 20_000
 
 
 class Collector:
@@ -116,6 +116,10 @@ class Collector:
         self._pending: deque[PendingMessage] = deque()
         self._pending_bytes = 0
         self._pending_readings = 0  # of accepted messages, as checked on arrival
+        self._flush_lock = threading.Lock()  # one flush at a time, whichever thread runs it
+        self._warehouse_down_until = 0.0  # monotonic; until then only the run loop flushes, with back-off
+        # The run loop steps in only for messages nobody flushed a little after they were due.
+        self._linger_s = config.flush_interval_s * 1.5
         self._cond = threading.Condition()
         self._generation = 0
         self._disconnects = 0
@@ -155,18 +159,16 @@ class Collector:
         item = PendingMessage(
             self._generation, message.mid, message.qos, message.topic, bytes(message.payload), time.time_ns()
         )
-        # Checked here, on the network thread: signature and decoding of the next
-        # messages overlap with the flush loop's measurement controls and its
-        # wait for QuestDB (libsodium runs without the GIL).
         item.outcome = self._check(item)
         item.readings = len(item.outcome.body) if isinstance(item.outcome, Accepted) else 0
+        if self._full() and self._warehouse_up():
+            self._flush_inline()
         with self._cond:
             # Mosquitto does not reliably honour Receive Maximum once acks
             # flow, so the collector bounds its own memory: holding the
-            # network thread here stops reading the socket.
-            while (
-                len(self._pending) >= self.config.max_pending or self._pending_bytes >= self.config.max_pending_bytes
-            ) and not self._stop.is_set():
+            # network thread here stops reading the socket. Only while
+            # QuestDB is down does it wait: the run loop retries with back-off.
+            while self._full_locked() and not self._stop.is_set():
                 self._cond.wait(timeout=0.5)
             self._pending.append(item)
             self._pending_bytes += len(item.payload)
@@ -174,7 +176,31 @@ class Collector:
             self.stats.messages += 1
             self.metrics.messages.inc()
             self.metrics.unacked.set(len(self._pending))
+            due = self._due_locked(time.monotonic())
             self._cond.notify_all()
+        if due and self._warehouse_up():
+            self._flush_inline()
+
+    def _flush_inline(self) -> None:
+        """Flush on the network thread, which then does all the work alone.
+
+        Python threads share one interpreter lock: while the run loop computed
+        a flush, this thread (which gives the lock up for every socket call)
+        waited for it again and again, and that wait bounded the whole
+        collector. Under load the network thread therefore flushes itself; the
+        run loop flushes what lingers when messages stop, and takes over with
+        back-off while QuestDB is down.
+        """
+        try:
+            self._flush_due()
+        except WarehouseUnavailable as exc:
+            self._warehouse_down_until = time.monotonic() + 0.5  # the run loop retries, with back-off
+            self.stats.flush_failures += 1
+            self.metrics.flush_failures.inc()
+            log.warning("warehouse_unavailable", error=str(exc), client_id=self.config.client_id, where="network thread")
+        except Exception as exc:  # an exception here would end paho's loop; the run loop retries the messages
+            self._warehouse_down_until = time.monotonic() + 0.5
+            log.exception("inline_flush_failed", error=repr(exc), client_id=self.config.client_id)
 
     def _check(self, item: PendingMessage) -> Accepted | StationEvent | Rejected:
         try:
@@ -219,20 +245,77 @@ class Collector:
         stop = stop or threading.Event()
         backoff = 0.0
         while not stop.is_set() and not self._stop.is_set():
-            batch = self._next_batch()
-            if not batch:
+            if not self._wait_for_lingering():
                 continue
             try:
-                with self.metrics.flush_seconds.time():
-                    self._flush_isolating(batch)
+                self._flush_due(force=True)
                 backoff = 0.0
-                self._watch_wal()
+                self._warehouse_down_until = 0.0
             except WarehouseUnavailable as exc:
                 self.stats.flush_failures += 1
                 self.metrics.flush_failures.inc()
                 backoff = min(max(backoff * 2, 0.5), 10.0)
-                log.warning("warehouse_unavailable", error=str(exc), retry_in_s=backoff, held=len(batch))
+                self._warehouse_down_until = time.monotonic() + backoff
+                log.warning("warehouse_unavailable", error=str(exc), retry_in_s=backoff, held=len(self._pending))
                 stop.wait(backoff)
+
+    def _wait_for_lingering(self) -> bool:
+        """Wait until messages waited past their flush time with nobody flushing them: no new
+        message arrived to trigger the network thread, or QuestDB is down. True: flush now."""
+        with self._cond:
+            now = time.monotonic()
+            if self._pending and (not self._warehouse_up() or now >= self._pending[0].arrived + self._linger_s):
+                return True
+            wait = self.config.flush_interval_s if not self._pending else self._pending[0].arrived + self._linger_s - now
+            self._cond.wait(timeout=max(wait, 0.01))
+            return False
+
+    def _flush_due(self, force: bool = False) -> None:
+        """Flush the oldest pending messages if a flush is due (or ``force``); one flusher at a time."""
+        with self._flush_lock:
+            with self._cond:
+                if not self._pending or not (force or self._due_locked(time.monotonic())):
+                    return
+                batch = self._take_batch_locked()
+            with self.metrics.flush_seconds.time():
+                self._flush_isolating(batch)
+            self._watch_wal()
+
+    # -- pending bookkeeping (callers hold self._cond) ---------------------------
+    def _warehouse_up(self) -> bool:
+        return time.monotonic() >= self._warehouse_down_until
+
+    def _full(self) -> bool:
+        with self._cond:
+            return self._full_locked()
+
+    def _full_locked(self) -> bool:
+        return len(self._pending) >= self.config.max_pending or self._pending_bytes >= self.config.max_pending_bytes
+
+    def _due_locked(self, now: float) -> bool:
+        """A flush is due: a full flush is pending, memory is at its bound, or the oldest message
+        waited ``flush_interval_s``. QuestDB pays per transaction (each one merges into its
+        partitions), so a trickle of tiny flushes costs it several times the rows' work."""
+        return bool(self._pending) and (
+            self._pending_readings >= self.config.flush_max_readings
+            or len(self._pending) >= min(self.config.flush_max_messages, self.config.max_pending)
+            or self._pending_bytes >= min(self.config.flush_max_bytes, self.config.max_pending_bytes)
+            or now >= self._pending[0].arrived + self.config.flush_interval_s
+        )
+
+    def _take_batch_locked(self) -> list[PendingMessage]:
+        batch, size, readings = [], 0, 0
+        for item in self._pending:
+            if batch and (
+                len(batch) >= self.config.flush_max_messages
+                or size + len(item.payload) > self.config.flush_max_bytes
+                or readings >= self.config.flush_max_readings
+            ):
+                break
+            batch.append(item)
+            size += len(item.payload)
+            readings += item.readings
+        return batch
 
     def _watch_wal(self) -> None:
         if self.config.pg_conninfo is None or time.monotonic() < self._next_wal_check:
@@ -249,36 +332,6 @@ class Collector:
                 "wal_table_suspended", table=table.name, writer_txn=table.writer_txn, sequencer_txn=table.sequencer_txn,
                 fix=f"rows written to {table.name} are invisible until: ALTER TABLE {table.name} RESUME WAL",
             )
-
-    def _next_batch(self) -> list[PendingMessage]:
-        """The next flush: wait until a full flush is pending or the oldest message waited
-        ``flush_interval_s``. QuestDB pays per transaction (each one merges into its
-        partitions), so a trickle of tiny flushes costs it several times the rows' work."""
-        with self._cond:
-            if not self._pending:
-                self._cond.wait(timeout=self.config.flush_interval_s)
-            if self._pending:
-                due = self._pending[0].arrived + self.config.flush_interval_s
-                while (
-                    self._pending_readings < self.config.flush_max_readings
-                    and len(self._pending) < self.config.flush_max_messages
-                    and self._pending_bytes < self.config.flush_max_bytes
-                    and (left := due - time.monotonic()) > 0
-                    and not self._stop.is_set()
-                ):
-                    self._cond.wait(timeout=left)
-            batch, size, readings = [], 0, 0
-            for item in self._pending:
-                if batch and (
-                    len(batch) >= self.config.flush_max_messages
-                    or size + len(item.payload) > self.config.flush_max_bytes
-                    or readings >= self.config.flush_max_readings
-                ):
-                    break
-                batch.append(item)
-                size += len(item.payload)
-                readings += item.readings
-            return batch
 
     def _flush_isolating(self, batch: list[PendingMessage]) -> None:
         """A message that breaks the flush must not stop the collector, nor hold up the others.

@@ -255,11 +255,14 @@ class QualityControl:
         worst = severity[decider, np.arange(b.n)]
         verdicts = QcColumns.passed(b.n)
         pass_rank = SEVERITY[1]
-        for i in np.flatnonzero(worst != pass_rank).tolist():
+        # "Not evaluated" depends only on the series: one result per series, shared by its readings.
+        idle = np.flatnonzero(worst < pass_rank)
+        if len(idle):
+            series, first = np.unique(b.series[idle], return_index=True)
+            shared = {s: self._not_evaluated_result(b, i) for s, i in zip(series.tolist(), idle[first].tolist())}
+            verdicts.fill(idle.tolist(), list(map(shared.__getitem__, b.series[idle].tolist())))
+        for i in np.flatnonzero(worst > pass_rank).tolist():
             w = worst[i]
-            if w < pass_rank:
-                verdicts.set(i, self._not_evaluated_result(b, i))
-                continue
             c = int(decider[i])
             fired = tuple(self.names[k] for k in np.flatnonzero(severity[:, i] >= FIRED).tolist())
             verdicts.set(i, QcResult(int(FLAG_OF_SEVERITY[w]), self.names[c], outputs[c].cause(i), fired))

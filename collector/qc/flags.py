@@ -104,6 +104,18 @@ class QcColumns:
             self._fired[i] = result.checks
             self._fired_order = None
 
+    def fill(self, indexes: list[int], results: list[QcResult]) -> None:
+        """``set`` for many readings at once (results without fired checks, e.g. "not evaluated")."""
+        if not indexes:
+            return
+        self.flag[indexes] = [r.flag for r in results]
+        check, cause, checks = self.check, self.cause, self.checks
+        for i, r in zip(indexes, results):
+            check[i], cause[i], checks[i] = r.check, r.cause, r.checks_text
+            if r.checks:
+                self._fired[i] = r.checks
+                self._fired_order = None
+
     def result(self, i: int) -> QcResult:
         fired = self._fired.get(i, ())
         return PASSED if self.flag[i] == PASS and not self.check[i] and not fired else QcResult(int(self.flag[i]), self.check[i], self.cause[i], fired)
