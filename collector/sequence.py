@@ -43,7 +43,7 @@ class SequenceTracker:
         self.recent_per_station = recent_per_station
         self.highest: dict[str, int] = {}
         self._recent: dict[str, OrderedDict[int, tuple[str, int]]] = {}
-        self.begin_flush()
+        self._open: list[FlushToken] = []
 
     def seed(self) -> int:
         """Start from the ledger's highest sequence number per station."""
@@ -67,13 +67,24 @@ class SequenceTracker:
             ).fetchone()
         return None if row is None else (row[0], row[1])
 
-    def begin_flush(self) -> None:
-        """Judgements of one flush are provisional until the warehouse committed it."""
-        self._pending: dict[tuple[str, int], tuple[str, int]] = {}
-        self._pending_highest: dict[str, int] = {}
+    def begin_flush(self) -> FlushToken:
+        """Judgements of one flush are provisional until the warehouse committed it.
 
-    def judge(self, station: str, seq: int, payload_sha256: str, received_ns: int) -> Verdict:
-        stored = self._pending.get((station, seq)) or self._stored(station, seq)
+        Several flushes may be open at once (one being committed while the
+        next is judged): a judgement sees every open flush's provisional
+        numbers, and flushes commit or abort oldest first.
+        """
+        token = FlushToken()
+        self._open.append(token)
+        return token
+
+    def judge(self, station: str, seq: int, payload_sha256: str, received_ns: int, token: FlushToken) -> Verdict:
+        stored = None
+        for open_flush in self._open:
+            stored = open_flush.seen.get((station, seq))
+            if stored is not None:
+                break
+        stored = stored or self._stored(station, seq)
         if stored is not None:
             stored_hash, first_received = stored
             if stored_hash != payload_sha256:
@@ -82,21 +93,39 @@ class SequenceTracker:
                 age_days = (received_ns - first_received) / DAY_NS
                 return Verdict(REPLAYED, f"{station} seq {seq} was stored {age_days:.1f} days ago; identical bytes, nothing written")
             return Verdict(DUPLICATE)
-        highest = max(self.highest.get(station, 0), self._pending_highest.get(station, 0)) or None
+        highest = max([self.highest.get(station, 0)] + [f.highest.get(station, 0) for f in self._open]) or None
         gap = None
         if self.track_gaps and highest is not None and seq > highest + 1:
             gap = (highest + 1, seq - 1)
-        self._pending[(station, seq)] = (payload_sha256, received_ns)
-        if seq > self._pending_highest.get(station, 0):
-            self._pending_highest[station] = seq
+        token.seen[(station, seq)] = (payload_sha256, received_ns)
+        if seq > token.highest.get(station, 0):
+            token.highest[station] = seq
         return Verdict(NEW, gap=gap)
 
-    def commit_flush(self) -> None:
-        for (station, seq), stored in self._pending.items():
+    def commit_flush(self, token: FlushToken) -> None:
+        if self._open[0] is not token:
+            raise RuntimeError("flushes must commit oldest first")
+        self._open.pop(0)
+        for (station, seq), stored in token.seen.items():
             if seq > self.highest.get(station, 0):
                 self.highest[station] = seq
             recent = self._recent.setdefault(station, OrderedDict())
             recent[seq] = stored
             while len(recent) > self.recent_per_station:
                 recent.popitem(last=False)
-        self.begin_flush()
+
+    def abort_flush(self, token: FlushToken) -> None:
+        """Forget a flush that did not commit, and every younger one (they were judged against it)."""
+        if token in self._open:
+            del self._open[self._open.index(token) :]
+
+
+
+class FlushToken:
+    """One flush's provisional judgements: (station, seq) -> (sha256, first received), highest seq per station."""
+
+    __slots__ = ("seen", "highest")
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, int], tuple[str, int]] = {}
+        self.highest: dict[str, int] = {}

@@ -13,8 +13,9 @@ import sys
 import threading
 import time
 from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 
@@ -31,9 +32,9 @@ from collector.qc.flags import QcColumns
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
-from collector.sequence import DAY_NS, DUPLICATE, NEW, SequenceTracker
+from collector.sequence import DAY_NS, DUPLICATE, NEW, FlushToken, SequenceTracker
 from collector.wal_watch import suspended
-from store.ilp_writer import IlpRow, ReadingColumns, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
+from store.ilp_writer import IlpRow, ReadingColumns, SerialisedRows, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
 from store.queries import recent_readings
 
 log = structlog.get_logger("collector")
@@ -52,6 +53,22 @@ class PendingMessage:
     qc: QcColumns | None = None  # the measurement controls' verdicts, kept so a retried flush never re-runs them
     arrived: float = field(default_factory=time.monotonic)
     readings: int = 0  # of the message as checked on arrival (the outcome may still become a reject)
+
+
+@dataclass
+class PreparedFlush:
+    """A flush whose messages are judged and flagged and whose readings are serialised,
+    waiting for (or in) its QuestDB transaction."""
+
+    batch: list[PendingMessage]
+    token: FlushToken
+    new: list[PendingMessage]  # accepted, new batches: their readings are in ``readings``
+    gaps: list[tuple[str, int, int, int]]
+    duplicates: int
+    readings: SerialisedRows
+    payload_bytes: int
+    reading_count: int
+    sending: Future | None = None
 
 
 @dataclass
@@ -104,6 +121,12 @@ class Collector:
         self.config = config
         self.registry = StationRegistry(config.registry_path)
         self.writer = WarehouseWriter(config.ilp_conf)
+        # Readings are committed from a thread of their own with their own connection,
+        # so the next flush is judged, flagged and serialised meanwhile (the client
+        # waits for QuestDB without holding the interpreter lock).
+        self.readings_writer = WarehouseWriter(config.ilp_conf)
+        self._send_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readings-send")
+        self._inflight: PreparedFlush | None = None
         self.sequences = SequenceTracker(
             config.pg_conninfo,
             track_gaps=config.share_group is None,
@@ -238,17 +261,21 @@ class Collector:
             self._cond.notify_all()
         self._client.disconnect()
         self._client.loop_stop()
+        self._send_pool.shutdown(wait=True)
         self.writer.close()
+        self.readings_writer.close()
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Flush until ``stop`` is set; then leave the unflushed messages unacknowledged."""
         stop = stop or threading.Event()
         backoff = 0.0
         while not stop.is_set() and not self._stop.is_set():
-            if not self._wait_for_lingering():
+            work = self._wait_for_work()
+            if work is None:
                 continue
             try:
-                self._flush_due(force=True)
+                # While QuestDB is down, one flush at a time: its failure must come back here, to the back-off.
+                self._flush_due(force=work == "flush", sync=not self._warehouse_up())
                 backoff = 0.0
                 self._warehouse_down_until = 0.0
             except WarehouseUnavailable as exc:
@@ -259,27 +286,75 @@ class Collector:
                 log.warning("warehouse_unavailable", error=str(exc), retry_in_s=backoff, held=len(self._pending))
                 stop.wait(backoff)
 
-    def _wait_for_lingering(self) -> bool:
-        """Wait until messages waited past their flush time with nobody flushing them: no new
-        message arrived to trigger the network thread, or QuestDB is down. True: flush now."""
+    def _wait_for_work(self) -> str | None:
+        """"flush": messages waited past their flush time with nobody flushing them (no new
+        message arrived to trigger the network thread, or QuestDB is down); "settle": the
+        readings in flight are committed and wait for their ledger and acknowledgements."""
         with self._cond:
             now = time.monotonic()
-            if self._pending and (not self._warehouse_up() or now >= self._pending[0].arrived + self._linger_s):
-                return True
-            wait = self.config.flush_interval_s if not self._pending else self._pending[0].arrived + self._linger_s - now
+            skip = len(self._inflight.batch) if self._inflight is not None else 0
+            waiting = len(self._pending) > skip
+            if waiting and (not self._warehouse_up() or now >= self._pending[skip].arrived + self._linger_s):
+                return "flush"
+            if self._inflight is not None and self._inflight.sending is not None and self._inflight.sending.done():
+                return "settle"
+            wait = self._pending[skip].arrived + self._linger_s - now if waiting else self.config.flush_interval_s
             self._cond.wait(timeout=max(wait, 0.01))
-            return False
+            return None
 
-    def _flush_due(self, force: bool = False) -> None:
-        """Flush the oldest pending messages if a flush is due (or ``force``); one flusher at a time."""
+    def _wake(self, _future: Future | None = None) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def _flush_due(self, force: bool = False, sync: bool = False) -> None:
+        """One step of the flush pipeline, by whichever thread holds the flush lock: judge, flag and
+        serialise the next due messages, settle the flush in flight (ledger, acknowledgements),
+        then send the new one's readings in the background (or at once, with ``sync``)."""
         with self._flush_lock:
             with self._cond:
-                if not self._pending or not (force or self._due_locked(time.monotonic())):
-                    return
-                batch = self._take_batch_locked()
-            with self.metrics.flush_seconds.time():
+                skip = len(self._inflight.batch) if self._inflight is not None else 0
+                due = len(self._pending) > skip and (force or self._due_locked(time.monotonic(), skip))
+                batch = self._take_batch_locked(skip) if due else []
+            if not batch:
+                if self._inflight is not None and (force or sync or self._inflight.sending.done()):
+                    self._finish_inflight()
+                return
+            try:
+                prepared = self._prepare(batch)
+            except WarehouseUnavailable:
+                raise
+            except Exception as exc:
+                # A message that breaks the preparation: settle what is in flight, then go message by message.
+                self._finish_inflight()
+                log.exception("flush_failed_isolating", messages=len(batch), error=repr(exc))
                 self._flush_isolating(batch)
-            self._watch_wal()
+                return
+            try:
+                self._finish_inflight()
+            except BaseException:
+                self.sequences.abort_flush(prepared.token)
+                raise
+            prepared.sending = self._send_pool.submit(self.readings_writer.send, prepared.readings)
+            prepared.sending.add_done_callback(self._wake)
+            self._inflight = prepared
+            if sync:
+                self._finish_inflight()
+
+    def _finish_inflight(self) -> None:
+        prepared, self._inflight = self._inflight, None
+        if prepared is None:
+            return
+        try:
+            with self.metrics.flush_seconds.time():
+                self._settle(prepared)
+        except WarehouseUnavailable:
+            self.sequences.abort_flush(prepared.token)
+            raise
+        except Exception as exc:
+            self.sequences.abort_flush(prepared.token)
+            log.exception("flush_failed_isolating", messages=len(prepared.batch), error=repr(exc))
+            self._flush_isolating(prepared.batch)
+        self._watch_wal()
 
     # -- pending bookkeeping (callers hold self._cond) ---------------------------
     def _warehouse_up(self) -> bool:
@@ -292,20 +367,27 @@ class Collector:
     def _full_locked(self) -> bool:
         return len(self._pending) >= self.config.max_pending or self._pending_bytes >= self.config.max_pending_bytes
 
-    def _due_locked(self, now: float) -> bool:
-        """A flush is due: a full flush is pending, memory is at its bound, or the oldest message
-        waited ``flush_interval_s``. QuestDB pays per transaction (each one merges into its
-        partitions), so a trickle of tiny flushes costs it several times the rows' work."""
-        return bool(self._pending) and (
-            self._pending_readings >= self.config.flush_max_readings
-            or len(self._pending) >= min(self.config.flush_max_messages, self.config.max_pending)
-            or self._pending_bytes >= min(self.config.flush_max_bytes, self.config.max_pending_bytes)
-            or now >= self._pending[0].arrived + self.config.flush_interval_s
+    def _due_locked(self, now: float, skip: int = 0) -> bool:
+        """A flush is due (of the messages after the ``skip`` in flight): a full flush is pending,
+        memory is at its bound, or the oldest message waited ``flush_interval_s``. QuestDB pays
+        per transaction (each one merges into its partitions), so a trickle of tiny flushes costs
+        it several times the rows' work."""
+        if len(self._pending) <= skip:
+            return False
+        inflight = self._inflight if skip else None
+        readings = self._pending_readings - (inflight.reading_count if inflight else 0)
+        size = self._pending_bytes - (inflight.payload_bytes if inflight else 0)
+        return (
+            self._full_locked()
+            or readings >= self.config.flush_max_readings
+            or len(self._pending) - skip >= min(self.config.flush_max_messages, self.config.max_pending)
+            or size >= min(self.config.flush_max_bytes, self.config.max_pending_bytes)
+            or now >= self._pending[skip].arrived + self.config.flush_interval_s
         )
 
-    def _take_batch_locked(self) -> list[PendingMessage]:
+    def _take_batch_locked(self, skip: int = 0) -> list[PendingMessage]:
         batch, size, readings = [], 0, 0
-        for item in self._pending:
+        for item in islice(self._pending, skip, None):
             if batch and (
                 len(batch) >= self.config.flush_max_messages
                 or size + len(item.payload) > self.config.flush_max_bytes
@@ -359,29 +441,51 @@ class Collector:
                     self._flush([item])
 
     def _flush(self, batch: list[PendingMessage]) -> None:
+        """One flush start to end, in this thread (the isolation path)."""
+        prepared = self._prepare(batch)
+        try:
+            self._settle(prepared)
+        except BaseException:
+            self.sequences.abort_flush(prepared.token)
+            raise
+
+    def _prepare(self, batch: list[PendingMessage]) -> PreparedFlush:
         self.registry.reload_if_changed()
         self.qc.reload_thresholds()
         for item in batch:
             if item.outcome is None:
                 item.outcome = check_message(item.topic, item.payload, self.registry, item.received_ns)
-        self.sequences.begin_flush()
-        new, ledger, gaps, duplicates = [], [], [], 0
-        for item in batch:
-            if not isinstance(item.outcome, Accepted):
-                continue
-            body = item.outcome.body
-            verdict = self.sequences.judge(body.station, body.seq, item.outcome.payload_sha256, item.received_ns)
-            if verdict.kind == NEW:
-                new.append(item)
-                if verdict.gap:
-                    gaps.append((body.station, *verdict.gap, item.received_ns))
-            elif verdict.kind == DUPLICATE:
-                duplicates += 1  # already committed: acknowledged, not rewritten
-            else:
-                item.outcome = reject(item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail)
-        self._apply_measurement_controls(new)
+        token = self.sequences.begin_flush()
         try:
-            written = self.writer.write_reading_columns(reading_columns(new))
+            new, gaps, duplicates = [], [], 0
+            for item in batch:
+                if not isinstance(item.outcome, Accepted):
+                    continue
+                body = item.outcome.body
+                verdict = self.sequences.judge(body.station, body.seq, item.outcome.payload_sha256, item.received_ns, token)
+                if verdict.kind == NEW:
+                    new.append(item)
+                    if verdict.gap:
+                        gaps.append((body.station, *verdict.gap, item.received_ns))
+                elif verdict.kind == DUPLICATE:
+                    duplicates += 1  # already committed: acknowledged, not rewritten
+                else:
+                    item.outcome = reject(item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail)
+            self._apply_measurement_controls(new)
+            readings = self.writer.serialise_readings(reading_columns(new))
+        except BaseException:
+            self.sequences.abort_flush(token)
+            raise
+        return PreparedFlush(
+            batch, token, new, gaps, duplicates, readings,
+            payload_bytes=sum(len(i.payload) for i in batch), reading_count=sum(i.readings for i in batch),
+        )
+
+    def _settle(self, prepared: PreparedFlush) -> None:
+        """Wait for (or make) the readings' transaction, then write the rest and acknowledge."""
+        batch, new, gaps, duplicates = prepared.batch, prepared.new, prepared.gaps, prepared.duplicates
+        try:
+            written = prepared.sending.result() if prepared.sending is not None else self.writer.send(prepared.readings)
         except WarehouseRefused as exc:
             written = self._write_one_by_one(new, str(exc))
         new = [i for i in new if isinstance(i.outcome, Accepted)]
@@ -394,7 +498,7 @@ class Collector:
         events = [i.outcome for i in batch if isinstance(i.outcome, StationEvent)]
         self.writer.write_rows("station_events", (self._event_row(e) for e in events))
         self.writer.write_rows("sequence_gaps", (self._gap_row(*g) for g in gaps))
-        self.sequences.commit_flush()
+        self.sequences.commit_flush(prepared.token)
         self.stats.flushes += 1
         self.stats.readings_written += written
         self.metrics.readings.inc(written)

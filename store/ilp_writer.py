@@ -165,6 +165,12 @@ def classify(error: QuestDBError) -> RuntimeError:
     return WarehouseRefused(text)
 
 
+@dataclass(frozen=True, slots=True)
+class SerialisedRows:
+    buffer: object  # the questdb client's Buffer
+    count: int
+
+
 class WarehouseWriter:
     def __init__(self, ilp_conf: str) -> None:
         self._conf = ilp_conf
@@ -182,10 +188,10 @@ class WarehouseWriter:
             sender, self._sender = self._sender, None
             sender.close()
 
-    def _flush(self, fill) -> int:
+    def _flush(self, fill, buffer=None) -> int:
         try:
             sender = self._connected()
-            buffer = sender.new_buffer()
+            buffer = sender.new_buffer() if buffer is None else buffer
             rows = fill(buffer)
             if rows:
                 sender.flush(buffer, transactional=True)
@@ -198,6 +204,25 @@ class WarehouseWriter:
 
     def write_readings(self, rows: Iterable[StoredReading]) -> int:
         return self.write_reading_columns(ReadingColumns.from_stored(rows))
+
+    def serialise_readings(self, columns: ReadingColumns) -> SerialisedRows:
+        """The CPU half of writing readings: one transaction's ILP bytes, for ``send`` (of this writer
+        or another one, so the network half can run in another thread while this one goes on)."""
+        try:
+            buffer = self._connected().new_buffer()
+            if len(columns):
+                frame = columns.frame()
+                buffer.dataframe(frame, table_name="readings", symbols=[c for c in READING_SYMBOLS if c in frame], at="ts")
+            return SerialisedRows(buffer, len(columns))
+        except QuestDBError as exc:
+            error = classify(exc)
+            if isinstance(error, WarehouseUnavailable):
+                self.close()
+            raise error from exc
+
+    def send(self, rows: SerialisedRows) -> int:
+        """Commit serialised rows as one transaction; the buffer is kept, so a failed send can be repeated."""
+        return self._flush(lambda buffer: rows.count, buffer=rows.buffer)
 
     def write_reading_columns(self, columns: ReadingColumns) -> int:
         def fill(buffer) -> int:
