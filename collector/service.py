@@ -199,8 +199,8 @@ class Collector:
             self.stats.messages += 1
             self.metrics.messages.inc()
             self.metrics.unacked.set(len(self._pending))
-            due = self._due_locked(time.monotonic())
-            self._cond.notify_all()
+            # Nobody is woken per message: the run loop looks on its own schedule.
+            due = self._due_locked(time.monotonic(), len(self._inflight.batch) if self._inflight is not None else 0)
         if due and self._warehouse_up():
             self._flush_inline()
 
