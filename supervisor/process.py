@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -41,21 +42,46 @@ _PR_SET_PDEATHSIG = 1
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     """Return ``n`` distinct TCP ports that were free on ``host`` a moment ago.
 
-    All sockets are held open until every port is chosen, so the ports are
-    distinct from each other.  (There is an unavoidable race with other
-    processes between this call and the server binding the port; servers
-    started through this package fail loudly if that happens.)
+    The ports come from outside the kernel's ephemeral range: a port taken
+    from inside it (as binding port 0 does) can be handed to any outgoing
+    connection between this call and the server's bind, which CI saw happen
+    ("cannot listen on 127.0.0.1:33999"). All sockets are held open until
+    every port is chosen, so the ports are distinct from each other; another
+    process that also picks ports can still race, and servers started
+    through this package fail loudly if that happens.
     """
     socks: list[socket.socket] = []
+    low, high = _ephemeral_range()
+    pick = random.SystemRandom()
     try:
-        for _ in range(n):
+        attempts = 0
+        while len(socks) < n and attempts < 1000:
+            attempts += 1
+            port = pick.randrange(10_000, 65_536)
+            if low <= port <= high:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
+        if len(socks) < n:
+            raise OSError(f"found only {len(socks)} of {n} free TCP ports on {host} outside the ephemeral range")
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (Linux's default if it cannot be read)."""
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -278,3 +278,15 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_free_ports_are_distinct_and_never_ephemeral() -> None:
+    """An ephemeral port can be handed to an outgoing connection before the server binds it."""
+    from pathlib import Path
+
+    from supervisor.process import free_ports
+
+    low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = free_ports(200)
+    assert len(set(ports)) == 200
+    assert not [p for p in ports if low <= p <= high or p < 10_000]
