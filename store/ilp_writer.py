@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from questdb import QuestDBError, QuestDBErrorCode, Sender, TimestampNanos
 
-from broker_bridge.envelope import Reading
 
 # Errors after which the same rows may succeed later: the server is down,
 # restarting or overloaded. Anything else means these rows can never commit.
@@ -36,20 +35,6 @@ class WarehouseUnavailable(RuntimeError):
 
 class WarehouseRefused(RuntimeError):
     """QuestDB refused the rows themselves (schema, names); retrying will not help."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredReading:
-    station: str
-    seq: int
-    historical: bool
-    key_id: str
-    received_ns: int
-    reading: Reading
-    qc_flag: int | None = None  # None: no measurement control ran
-    qc_check: str = ""
-    qc_cause: str = ""
-    qc_checks: str = ""
 
 
 IlpRow = tuple[dict[str, str], dict[str, object], int]
@@ -85,29 +70,6 @@ class ReadingColumns:
 
     def __len__(self) -> int:
         return len(self.ts_ns)
-
-    @classmethod
-    def from_stored(cls, rows: Iterable[StoredReading]) -> ReadingColumns:
-        rows = list(rows)
-        qc = bool(rows) and all(r.qc_flag is not None for r in rows)
-        return cls(
-            station=[r.station for r in rows],
-            seq=[r.seq for r in rows],
-            historical=[r.historical for r in rows],
-            key_id=[r.key_id for r in rows],
-            received_ns=[r.received_ns for r in rows],
-            ts_ns=[r.reading.ts_ns for r in rows],
-            device=[r.reading.device for r in rows],
-            parameter=[r.reading.parameter for r in rows],
-            value=[r.reading.value for r in rows],
-            unit=[r.reading.unit for r in rows],
-            status=[r.reading.status for r in rows],
-            cause=[r.reading.cause for r in rows],
-            qc_flag=[r.qc_flag for r in rows] if qc else None,
-            qc_check=[r.qc_check for r in rows] if qc else (),
-            qc_cause=[r.qc_cause for r in rows] if qc else (),
-            qc_checks=[r.qc_checks for r in rows] if qc else (),
-        )
 
     def frame(self) -> pd.DataFrame:
         """The DataFrame the questdb client serialises: object columns for text (no pandas string
@@ -201,9 +163,6 @@ class WarehouseWriter:
             if isinstance(error, WarehouseUnavailable):
                 self.close()  # reconnect from scratch next time
             raise error from exc
-
-    def write_readings(self, rows: Iterable[StoredReading]) -> int:
-        return self.write_reading_columns(ReadingColumns.from_stored(rows))
 
     def serialise_readings(self, columns: ReadingColumns) -> SerialisedRows:
         """The CPU half of writing readings: one transaction's ILP bytes, for ``send`` (of this writer

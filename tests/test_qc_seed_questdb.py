@@ -8,7 +8,7 @@ import time
 
 from broker_bridge.envelope import Reading
 from collector.qc import seed_sql
-from store.ilp_writer import StoredReading, WarehouseWriter
+from store.ilp_writer import ReadingColumns, WarehouseWriter
 from tests.helpers import sql, unique_station, wait_for_count
 from tests.test_qc_checks import MIN, T0, make_qc
 from tests.test_qc_state import STREAM_THRESHOLDS, stream
@@ -38,8 +38,13 @@ def test_seeding_from_questdb_reproduces_the_uninterrupted_verdicts(warehouse, t
 
     writer = WarehouseWriter(warehouse.ilp_conf)
     try:
-        rows = [StoredReading(station_of(i), 1, False, "test", now, r) for cycle in cycles[:split] for i, r in enumerate(cycle)]
-        assert writer.write_readings(rows) == len(rows)
+        rows = [(station_of(i), r) for cycle in cycles[:split] for i, r in enumerate(cycle)]
+        n = len(rows)
+        columns = ReadingColumns(
+            [st for st, _ in rows], [1] * n, [False] * n, ["test"] * n, [now] * n,
+            *(list(c) for c in zip(*(r.as_wire() for _, r in rows))),
+        )
+        assert writer.write_reading_columns(columns) == n
     finally:
         writer.close()
     in_list = ", ".join(f"'{s}'" for s in stations)
@@ -49,7 +54,7 @@ def test_seeding_from_questdb_reproduces_the_uninterrupted_verdicts(warehouse, t
     query = seed_sql(split * 60 + 600)
     stored = [row for row in sql(warehouse.pg_conninfo, query) if row[0] in stations]
     assert len(stored) == len(rows)
-    written = {(s.station, s.reading.device, s.reading.ts_ns): s.reading for s in rows}
+    written = {(st, r.device, r.ts_ns): r for st, r in rows}
     for st, dev, par, ts_ns, value, status, unit in stored:
         r = written[(st, dev, ts_ns)]  # exact nanoseconds: a redelivery must find its kept point
         assert (par, value, status, unit) == (r.parameter, r.value, r.status, r.unit)
