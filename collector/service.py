@@ -330,20 +330,27 @@ class Collector:
                 self._flush_isolating(batch)
                 return
             try:
-                self._finish_inflight()
+                settled = self._finish_inflight()
             except BaseException:
                 self.sequences.abort_flush(prepared.token)
                 raise
+            if not settled:
+                # The flush in flight went message by message; this one was judged against its
+                # provisional numbers, so it is dropped and prepared again (QC verdicts are kept).
+                self.sequences.abort_flush(prepared.token)
+                return
             prepared.sending = self._send_pool.submit(self.readings_writer.send, prepared.readings)
             prepared.sending.add_done_callback(self._wake)
             self._inflight = prepared
             if sync:
                 self._finish_inflight()
 
-    def _finish_inflight(self) -> None:
+    def _finish_inflight(self) -> bool:
+        """Settle the flush in flight, if any. False: it had to be isolated message by message."""
         prepared, self._inflight = self._inflight, None
         if prepared is None:
-            return
+            return True
+        settled = True
         try:
             with self.metrics.flush_seconds.time():
                 self._settle(prepared)
@@ -354,7 +361,9 @@ class Collector:
             self.sequences.abort_flush(prepared.token)
             log.exception("flush_failed_isolating", messages=len(prepared.batch), error=repr(exc))
             self._flush_isolating(prepared.batch)
+            settled = False
         self._watch_wal()
+        return settled
 
     # -- pending bookkeeping (callers hold self._cond) ---------------------------
     def _warehouse_up(self) -> bool:
