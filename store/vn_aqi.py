@@ -184,8 +184,8 @@ class AqiResult:
 
 
 # ------------------------------------------------------------------------------ the model
-def _model_error(message: str) -> ValueError:
-    return ValueError(f"{MODEL_PATH}: {message} (fix the file: it is the VN_AQI model, Bảng 1 and Bảng 2)")
+def _model_error(path: Path, message: str) -> ValueError:
+    return ValueError(f"{path}: {message} (fix the file: it is the VN_AQI model, Bảng 1 and Bảng 2)")
 
 
 def _load_model(path: Path) -> tuple[tuple[int, ...], dict[str, Scale], tuple[str, ...],
@@ -193,14 +193,14 @@ def _load_model(path: Path) -> tuple[tuple[int, ...], dict[str, Scale], tuple[st
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     levels = tuple(int(v) for v in raw["index_levels"])
     if list(levels) != sorted(set(levels)) or levels[0] != 0:
-        raise _model_error("index_levels must rise strictly from 0")
+        raise _model_error(path, "index_levels must rise strictly from 0")
     scales: dict[str, Scale] = {}
     for name, spec in raw["scales"].items():
         bps = tuple(float(v) for v in spec["breakpoints"])
         if spec["parameter"] not in REGULATION_SYMBOLS:
-            raise _model_error(f"scale {name!r}: parameter {spec['parameter']!r} is not a regulation symbol")
+            raise _model_error(path, f"scale {name!r}: parameter {spec['parameter']!r} is not a regulation symbol")
         if list(bps) != sorted(set(bps)) or bps[0] != 0 or not 2 <= len(bps) <= len(levels):
-            raise _model_error(f"scale {name!r}: breakpoints must rise strictly from 0, at most {len(levels)}")
+            raise _model_error(path, f"scale {name!r}: breakpoints must rise strictly from 0, at most {len(levels)}")
         scales[name] = Scale(name, spec["parameter"], bps, spec.get("drop_above"))
     required = tuple(raw["required_any"])
     cats = tuple(Category(int(c["low"]), int(c["high"]), c["name_vi"], c["name_en"], c["colour_vi"],
@@ -208,10 +208,10 @@ def _load_model(path: Path) -> tuple[tuple[int, ...], dict[str, Scale], tuple[st
     expected_low = 0
     for cat in cats:
         if cat.low != expected_low or cat.high < cat.low or len(cat.rgb) != 3:
-            raise _model_error(f"categories must be contiguous integer ranges from 0; {cat.name_en} is not")
+            raise _model_error(path, f"categories must be contiguous integer ranges from 0; {cat.name_en} is not")
         expected_low = cat.high + 1
     if expected_low - 1 != levels[-1]:
-        raise _model_error(f"categories must end at the top index {levels[-1]}")
+        raise _model_error(path, f"categories must end at the top index {levels[-1]}")
     conditions = raw["reference_conditions"]
     molar_volume_l = MOLAR_GAS_CONSTANT * float(conditions["temperature_k"]) / float(conditions["pressure_pa"]) * 1000
     molar = {k: float(v) for k, v in raw["molar_mass_g_per_mol"].items()}
