@@ -190,7 +190,14 @@ def _model_error(path: Path, message: str) -> ValueError:
 
 def _load_model(path: Path) -> tuple[tuple[int, ...], dict[str, Scale], tuple[str, ...],
                                      tuple[Category, ...], dict[str, float], float]:
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        return _read_model(path, yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        raise _model_error(path, f"unreadable model ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_model(path: Path, raw: dict) -> tuple[tuple[int, ...], dict[str, Scale], tuple[str, ...],
+                                                tuple[Category, ...], dict[str, float], float]:
     levels = tuple(int(v) for v in raw["index_levels"])
     if list(levels) != sorted(set(levels)) or levels[0] != 0:
         raise _model_error(path, "index_levels must rise strictly from 0")

@@ -409,6 +409,9 @@ def test_the_model_file_is_checked(tmp_path: Path):
     broken.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError, match=r"model\.yaml: scale 'PM2,5': breakpoints must rise"):
         vn_aqi._load_model(broken)
+    broken.write_text(text.replace("index_levels:", "levels:"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"model\.yaml: unreadable model \(KeyError: 'index_levels'\)"):
+        vn_aqi._load_model(broken)
 
 
 def test_parameters_are_the_regulation_symbols():
