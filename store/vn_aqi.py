@@ -54,7 +54,10 @@ Sub-index, rounding, scale top
     and is shown as 51 "Trung bình", where half-up would show 50 "Tốt".
 
 A result with no PM10 and no PM2,5 sub-index has no AQI (§2.1 b), whatever the gases say; its
-sub-indices are still reported so a reader can see why.
+sub-indices are still reported so a reader can see why. **Choice**: the dominant parameter is
+the one with the largest unrounded sub-index, an exact tie going to the first in Bảng 2's column
+order (Bảng 3 publishes one). A negative or non-finite hourly mean marked valid is refused with
+:class:`AqiInputError`, not clamped: QC upstream should have marked it.
 """
 
 from __future__ import annotations
@@ -403,19 +406,23 @@ def aqi_from_concentrations(concentrations: Mapping[str, float], *, kind: Litera
     return _combine(kind, start_ns, end_ns, local_day, components, {}, dropped)
 
 
+def _measured(series: Mapping[str, HourlySeries], missing: dict[str, str]) -> list[tuple[str, dict[int, float]]]:
+    """The valid hours of each measured parameter in Bảng 2's order; the others noted as missing."""
+    hours = _prepare(series)
+    for parameter in PARAMETERS:
+        if parameter not in hours:
+            missing[parameter] = "not measured"
+    return [(p, hours[p]) for p in PARAMETERS if p in hours]
+
+
 def hourly_aqi(series: Mapping[str, HourlySeries], hour_end: HourEnd) -> AqiResult:
     """The hourly AQI of the hour ending at ``hour_end`` (UTC)."""
     end = to_ns(hour_end)
     if end % HOUR_NS:
         raise AqiInputError(f"hour end {hour_end!r} is not on the hour")
-    hours = _prepare(series)
     components: list[SubIndex] = []
     missing: dict[str, str] = {}
-    for parameter in PARAMETERS:
-        values = hours.get(parameter)
-        if values is None:
-            missing[parameter] = "not measured"
-            continue
+    for parameter, values in _measured(series, missing):
         if parameter in NOWCAST_PARAMETERS:
             window = [values.get(end - i * HOUR_NS) for i in range(NOWCAST_HOURS)]
             result = _nowcast(window)
@@ -448,50 +455,44 @@ def eight_hour_means(values: Mapping[int, float], day: dt.date, min_hours: int) 
     return means
 
 
+def _daily_o3_8h(values: Mapping[int, float], day: dt.date, rule: DailyRules, components: list[SubIndex],
+                 missing: dict[str, str], dropped: dict[str, str]) -> None:
+    means = eight_hour_means(values, day, rule.min_hours_per_8h)
+    if len(means) < rule.min_8h_means_per_day:
+        missing["O3 8h"] = (f"{len(means)} of 24 eight-hour means valid (each needs {rule.min_hours_per_8h} "
+                            f"of 8 h), the rule needs {rule.min_8h_means_per_day}")
+        return
+    top = max(means.values())
+    limit = SCALES["O3 8h"].drop_above
+    if limit is not None and top > limit:
+        dropped["O3 8h"] = f"max 8-hour mean {top:g} µg/m³ > {limit:g} µg/m³: QĐ 1459 §2.2.2 b drops this part"
+    else:
+        components.append(_sub_index("O3 8h", top, f"max 8-hour mean of {len(means)}"))
+
+
 def daily_aqi(series: Mapping[str, HourlySeries], day: dt.date,
               rules: DailyRules | Mapping[str, DailyRules] = DailyRules()) -> AqiResult:
     """The daily AQI of the local day ``day`` (hours ending 01:00 .. 24:00 Asia/Ho_Chi_Minh)."""
     hour_ends = local_day_hour_ends(day)
-    hours = _prepare(series)
     components: list[SubIndex] = []
     missing: dict[str, str] = {}
     dropped: dict[str, str] = {}
-    for parameter in PARAMETERS:
-        values = hours.get(parameter)
-        if values is None:
-            missing[parameter] = "not measured"
-            continue
+    for parameter, values in _measured(series, missing):
         rule = _rules_for(rules, parameter)
         day_values = [values[h] for h in hour_ends if h in values]
-        enough = len(day_values) >= rule.min_hours_per_day
-        shortfall = f"{len(day_values)} of 24 hours valid, the rule needs {rule.min_hours_per_day}"
-        if parameter in NOWCAST_PARAMETERS:
-            if enough:
-                components.append(_sub_index(parameter, sum(day_values) / len(day_values),
-                                             f"24-hour mean of {len(day_values)} h"))
+        is_pm = parameter in NOWCAST_PARAMETERS
+        if len(day_values) >= rule.min_hours_per_day:
+            if is_pm:
+                si = _sub_index(parameter, sum(day_values) / len(day_values), f"24-hour mean of {len(day_values)} h")
             else:
-                missing[parameter] = shortfall
-            continue
-        if enough:
-            components.append(_sub_index(HOURLY_SCALE[parameter], max(day_values),
-                                         f"max 1-hour mean of {len(day_values)} h"))
+                si = _sub_index(HOURLY_SCALE[parameter], max(day_values), f"max 1-hour mean of {len(day_values)} h")
+            components.append(si)
         else:
-            missing[HOURLY_SCALE[parameter]] = shortfall
+            key = parameter if is_pm else HOURLY_SCALE[parameter]
+            missing[key] = f"{len(day_values)} of 24 hours valid, the rule needs {rule.min_hours_per_day}"
         if parameter == "O3":
-            means = eight_hour_means(values, day, rule.min_hours_per_8h)
-            if len(means) < rule.min_8h_means_per_day:
-                missing["O3 8h"] = (f"{len(means)} of 24 eight-hour means valid "
-                                    f"(each needs {rule.min_hours_per_8h} of 8 h), the rule needs "
-                                    f"{rule.min_8h_means_per_day}")
-            else:
-                top = max(means.values())
-                limit = SCALES["O3 8h"].drop_above
-                if limit is not None and top > limit:
-                    dropped["O3 8h"] = f"max 8-hour mean {top:g} µg/m³ > {limit:g} µg/m³: QĐ 1459 §2.2.2 b drops this part"
-                else:
-                    components.append(_sub_index("O3 8h", top, f"max 8-hour mean of {len(means)}"))
-    start = hour_ends[0] - HOUR_NS
-    return _combine("daily", start, hour_ends[-1], day, components, missing, dropped)
+            _daily_o3_8h(values, day, rule, components, missing, dropped)
+    return _combine("daily", hour_ends[0] - HOUR_NS, hour_ends[-1], day, components, missing, dropped)
 
 
 # ------------------------------------------------------------------------------ units
