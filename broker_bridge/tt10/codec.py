@@ -20,14 +20,16 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from broker_bridge.envelope import Reading
 from broker_bridge.tt10.local_time import StampError, local_datetime, stamp_to_utc_ns, utc_datetime, utc_ns_to_stamp
 from broker_bridge.tt10.mapping import PARAMETER_PATTERN, check_mapping
 from broker_bridge.tt10.names import FileName, FileNameError, NameForm, format_file_name, parse_file_name
 from vocabulary.parameters import REGULATION_SYMBOLS
-from vocabulary.status import CALIBRATING, DEVICE_ERROR, MEASURING, STATUS_CODES, STATUS_MEANING
+from vocabulary.status import CALIBRATING, DEVICE_ERROR, STATUS_CODES, STATUS_MEANING
+
+if TYPE_CHECKING:
+    from broker_bridge.envelope import Reading
 
 FIELD_COUNT = 5
 SEPARATOR = "\t"
@@ -68,6 +70,8 @@ class Tt10Reading:
 
     def to_reading(self, device: str, cause: str = "") -> Reading:
         """The wire's reading, for the outbox and the collector."""
+        from broker_bridge.envelope import Reading  # only the bridge needs the wire; `tt10 check` stays light
+
         return Reading(
             ts_ns=self.ts_ns, device=device, parameter=self.parameter, value=self.value,
             unit=self.unit, status=self.status, cause=cause,
@@ -187,7 +191,9 @@ def read_file(
         if isinstance(outcome, RefusedLine):
             refused.append(outcome)
             if outcome.truncated:
-                findings.append(Finding("truncated_last_line", "error", f"line {lineno} was cut off: {outcome.reason}", lineno))
+                findings.append(Finding(
+                    "truncated_last_line", "error", f"line {lineno} is cut off: the upload was probably interrupted", lineno
+                ))
         else:
             _keep(outcome, RefusedLine(lineno, raw.decode("utf-8", "backslashreplace"), "", offset), seen, readings, refused, findings)
         if not ending and not (isinstance(outcome, RefusedLine) and outcome.truncated):
