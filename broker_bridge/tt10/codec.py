@@ -262,7 +262,7 @@ def _read_line(
     except UnicodeDecodeError as exc:
         return refuse(
             f"not UTF-8: byte 0x{raw[exc.start]:02X} at byte offset {offset + exc.start} of the file "
-            f"(character {exc.start + 1} of the line); TT10 files are UTF-8 text"
+            f"(byte {exc.start + 1} of the line); TT10 files are UTF-8 text"
         )
     if len(fields) != FIELD_COUNT:
         return refuse(_field_count_reason(text, len(fields)))
@@ -283,8 +283,9 @@ def _read_line(
     if parameter != sent_as:
         notes.append(f"{sent_as!r} mapped to {parameter!r}")
     if not PARAMETER_PATTERN.match(parameter):
+        what = "has a space in it" if any(c.isspace() for c in parameter) else "is longer than 64 characters"
         return refuse(
-            f"parameter name {parameter!r} has spaces or is longer than 64 characters; quantrac's names are one word: "
+            f"parameter name {parameter!r} {what}; quantrac's parameter names are one word: "
             f"map it to a symbol (a mapping line such as {sent_as!r}: '<symbol>', see --map)"
         )
 
@@ -294,7 +295,7 @@ def _read_line(
     try:
         ts_ns = stamps[stamp] if stamp in stamps else stamps.setdefault(stamp, stamp_to_utc_ns(stamp))
     except StampError as exc:
-        return refuse(f"{exc} (Vietnam local time)")
+        return refuse(str(exc))
 
     if not value_text:
         if status not in MISSING_VALUE_STATUSES:
