@@ -396,3 +396,15 @@ def test_a_cut_anywhere_never_yields_a_wrong_value():
         whole_lines = tail == b"" or (tail.count(b"\t") == 4 and len(tail.rsplit(b"\t", 1)[1]) == 2)
         assert part.complete == (whole_lines and cut > 0), cut
         assert sum(x.truncated for x in part.refused) == (0 if whole_lines or cut == 0 else 1), cut
+
+
+def test_mixed_line_endings_are_a_warning_and_every_line_read():
+    f = read_file(b"PM2,5\t23.4\tug/m3\t20260325000500\t00\r\nPM10\t41.0\tug/m3\t20260325000500\t00\n", NAME)
+    assert [r.line for r in f.readings] == [1, 2] and f.clean
+    (endings,) = [x for x in f.findings if x.code == "line_endings"]
+    assert (endings.severity, endings.detail) == ("warning", "mixed line endings: CRLF (1) and LF (1)")
+
+
+def test_nbsp_around_fields_is_space_not_an_invisible_character():
+    f = read_file("PM2,5\t\u00a023.4\tug/m3\t20260325000500\t00\r\n".encode(), NAME)
+    assert [r.value for r in f.readings] == [23.4] and f.readings[0].notes == ("spaces around fields ignored",)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 VIETNAM = timezone(timedelta(hours=7), "ICT")
-STAMP_FORMAT = "%Y%m%d%H%M%S"
 STAMP_LENGTH = 14
 _NS_PER_S = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -25,8 +24,11 @@ def stamp_to_utc_ns(stamp: str) -> int:
     """``20260325000500`` (Vietnam local) -> UTC nanoseconds since the epoch."""
     if len(stamp) != STAMP_LENGTH or not stamp.isascii() or not stamp.isdigit():
         raise StampError(f"time {stamp!r} is not 14 digits yyyyMMddHHmmss")
-    try:
-        local = datetime.strptime(stamp, STAMP_FORMAT).replace(tzinfo=VIETNAM)
+    try:  # slicing, not strptime: several times faster, and a bridge reads millions of these
+        local = datetime(
+            int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]), int(stamp[8:10]), int(stamp[10:12]), int(stamp[12:14]),
+            tzinfo=VIETNAM,
+        )
     except ValueError as exc:
         raise StampError(f"time {stamp!r} is not a real date and time ({exc})") from exc
     delta = local - _EPOCH
