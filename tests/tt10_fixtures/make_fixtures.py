@@ -54,7 +54,7 @@ FIXTURES: dict[str, bytes] = {
     f"name_time_mismatch/{NAME}": b"PM2,5\t23.4\tug/m3\t20260324230000\t00\r\n",
     # An upload cut off inside the last line (the value of NO2).
     f"truncated_last_line/{NAME}": b"PM2,5\t23.4\tug/m3\t" + T + b"\t00\r\nPM10\t41.0\tug/m3\t" + T + b"\t00\r\nNO2\t18",
-    # cp1258 'ệ' (0xD2 + combining) where UTF-8 was expected: the line is refused with the byte offset.
+    # A single-byte (cp1258 / latin-1) 0xD2 where UTF-8 was expected: the line is refused with the byte offset.
     f"non_utf8/{NAME}": b"PM2,5\t23.4\tug/m3\t" + T + b"\t00\r\nNhi\xd2t\t31.2\toC\t" + T + b"\t00\r\n",
     f"not_finite/{NAME}": (
         b"PM2,5\tNaN\tug/m3\t" + T + b"\t00\r\nPM10\tinf\tug/m3\t" + T + b"\t00\r\nSO2\t1e999\tug/m3\t" + T + b"\t00\r\n"
