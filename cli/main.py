@@ -11,6 +11,7 @@ from typing import Optional
 import typer
 
 from cli.logging_setup import configure_logging
+from cli.tt10 import tt10_app
 
 app = typer.Typer(help="quantrac: environmental monitoring stations to the national warehouse.", no_args_is_help=True)
 keys_app = typer.Typer(help="Station signing keys (Ed25519).", no_args_is_help=True)
@@ -23,6 +24,7 @@ app.add_typer(station_app, name="station")
 app.add_typer(agent_app, name="agent")
 app.add_typer(collector_app, name="collector")
 app.add_typer(sim_app, name="sim")
+app.add_typer(tt10_app, name="tt10")
 
 LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")
 BROKER_USER = typer.Option(None, "--broker-user", help="MQTT user name")
