@@ -17,7 +17,9 @@ import random
 import zlib
 from dataclasses import dataclass
 
-ICT_OFFSET_S = 7 * 3600  # Vietnam: UTC+07:00 all year
+from vocabulary.local_time import VIETNAM_OFFSET_S
+
+ICT_OFFSET_S = VIETNAM_OFFSET_S
 
 
 def local_hour(t_s: float, offset_s: int = ICT_OFFSET_S) -> float:

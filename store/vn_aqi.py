@@ -68,16 +68,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
-from zoneinfo import ZoneInfo
 
 import yaml
 
+from vocabulary.local_time import VIETNAM
 from vocabulary.parameters import REGULATION_SYMBOLS
 
 MODEL_PATH = Path(__file__).resolve().parent / "vn_aqi_breakpoints.yaml"
 
 #: The VN_AQI day is a local day (reference §5.4); Vietnam keeps UTC+7 all year.
-LOCAL_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
+LOCAL_ZONE = VIETNAM
 
 HOUR_NS = 3_600_000_000_000
 NOWCAST_HOURS = 12

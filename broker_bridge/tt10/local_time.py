@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-VIETNAM = timezone(timedelta(hours=7), "ICT")
+from vocabulary.local_time import VIETNAM
+
 STAMP_LENGTH = 14
 _NS_PER_S = 1_000_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
