@@ -369,7 +369,7 @@ def rtu_frame_gap_s(baud: int, parity: str = "E", stop_bits: int = 1, bytesize: 
 # --------------------------------------------------------------------------- #
 
 
-class LineError(ValueError):
+class UnusableLineError(ValueError):
     """A reply line that cannot be used. ``kind``: checksum, parse."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -397,19 +397,19 @@ def ascii_checksum(algorithm: str, text: bytes) -> str:
 def check_line_checksum(line: str, algorithm: str, separator: str = "", skip_start: int = 0, encoding: str = "ascii") -> str:
     """Verify ``<skipped><covered><separator><hex>`` and return the covered text.
 
-    Raises :class:`LineError` ("checksum") when the checksum is missing or wrong.
+    Raises :class:`UnusableLineError` ("checksum") when the checksum is missing or wrong.
     """
     digits = CHECKSUM_DIGITS[algorithm]
     tail = len(separator) + digits
     if len(line) < skip_start + tail:
-        raise LineError("checksum", f"line too short for a {algorithm} checksum: {line!r}"[:200])
+        raise UnusableLineError("checksum", f"line too short for a {algorithm} checksum: {line!r}"[:200])
     received = line[-digits:]
     if separator and line[-tail:-digits] != separator:
-        raise LineError("checksum", f"no checksum separator {separator!r} before the last {digits} characters: {line!r}"[:200])
+        raise UnusableLineError("checksum", f"no checksum separator {separator!r} before the last {digits} characters: {line!r}"[:200])
     covered = line[skip_start:-tail]
     expected = ascii_checksum(algorithm, covered.encode(encoding, errors="replace"))
     if received.upper() != expected:
-        raise LineError("checksum", f"bad checksum {received!r}, computed {expected} ({algorithm})")
+        raise UnusableLineError("checksum", f"bad checksum {received!r}, computed {expected} ({algorithm})")
     return covered
 
 
@@ -419,13 +419,13 @@ def split_fields(text: str, *, regex: str | None = None, delimiter: str | None =
     if regex is not None:
         m = re.fullmatch(regex, text)
         if m is None:
-            raise LineError("parse", f"line does not match the profile's regex: {text!r}"[:200])
+            raise UnusableLineError("parse", f"line does not match the profile's regex: {text!r}"[:200])
         return {k: (v if v is not None else "") for k, v in m.groupdict().items()}
     if delimiter is None:
         raise CodecError("give regex or delimiter")
     parts = text.split(delimiter)
     if len(parts) < len(fields) or (len(parts) > len(fields) and not allow_extra):
-        raise LineError("parse", f"expected {len(fields)} fields separated by {delimiter!r}, got {len(parts)}: {text!r}"[:200])
+        raise UnusableLineError("parse", f"expected {len(fields)} fields separated by {delimiter!r}, got {len(parts)}: {text!r}"[:200])
     return {name: part for name, part in zip(fields, parts) if name != "_"}
 
 

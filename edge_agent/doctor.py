@@ -27,7 +27,8 @@ from typing import Any
 
 from edge_agent.codec import CodecError, decode_raw
 from edge_agent.sources import sources_for_station
-from edge_agent.sources.modbus_common import STATUS_KEY, PollReport, RequestReport
+from edge_agent.sources.modbus_map import STATUS_KEY
+from edge_agent.sources.polling import PollReport, RequestReport
 from station_profiles.profile_model import ModbusTcpDevice, StationConfig
 from vocabulary.modbus import TYPE_WIDTH, WORD_ORDERS
 
