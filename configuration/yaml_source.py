@@ -93,6 +93,21 @@ def read_yaml(
         raise ConfigError([ConfigIssue(shown, 0, "", "file not found", "check the path")]) from None
     except OSError as exc:
         raise ConfigError([ConfigIssue(shown, 0, "", f"cannot read: {exc}", "check the file")]) from None
+    return parse_yaml(raw, path, readme=readme, allow_empty=allow_empty, allowed_words=allowed_words, tag_keys=tag_keys)
+
+
+def parse_yaml(
+    raw: bytes,
+    path: Path | str,
+    *,
+    readme: str,
+    allow_empty: bool = False,
+    allowed_words: frozenset[str] = frozenset(),
+    tag_keys: tuple[str, ...] = (),
+) -> YamlDocument:
+    """:func:`read_yaml` of bytes already read; ``path`` names them in errors."""
+    path = Path(path)
+    shown = display_path(path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
