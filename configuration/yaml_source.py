@@ -73,18 +73,9 @@ class YamlDocument:
 # --------------------------------------------------------------------------- #
 
 
-def read_yaml(
-    path: Path | str,
-    *,
-    readme: str,
-    allow_empty: bool = False,
-    allowed_words: frozenset[str] = frozenset(),
-    tag_keys: tuple[str, ...] = (),
-) -> YamlDocument:
-    """Read and parse one file; raises :class:`ConfigError` for unreadable files, bad
-    syntax and the YAML traps. ``allowed_words`` are yes/no words the format means
-    as booleans (the QC thresholds' ``off``). An empty file is an error unless
-    ``allow_empty`` (then ``data`` is None)."""
+def read_yaml(path: Path | str, **rules: Any) -> YamlDocument:
+    """Read and parse one file (``rules`` as for :func:`parse_yaml`); raises
+    :class:`ConfigError` for unreadable files, bad syntax and the YAML traps."""
     path = Path(path)
     shown = display_path(path)
     try:
@@ -93,7 +84,7 @@ def read_yaml(
         raise ConfigError([ConfigIssue(shown, 0, "", "file not found", "check the path")]) from None
     except OSError as exc:
         raise ConfigError([ConfigIssue(shown, 0, "", f"cannot read: {exc}", "check the file")]) from None
-    return parse_yaml(raw, path, readme=readme, allow_empty=allow_empty, allowed_words=allowed_words, tag_keys=tag_keys)
+    return parse_yaml(raw, path, **rules)
 
 
 def parse_yaml(
@@ -105,7 +96,11 @@ def parse_yaml(
     allowed_words: frozenset[str] = frozenset(),
     tag_keys: tuple[str, ...] = (),
 ) -> YamlDocument:
-    """:func:`read_yaml` of bytes already read; ``path`` names them in errors."""
+    """Parse bytes read from ``path`` (which names them in errors). ``readme`` is
+    where the layout is explained; ``allowed_words`` are yes/no words the format
+    means as booleans (the QC thresholds' ``off``); an empty document is an error
+    unless ``allow_empty`` (then ``data`` is None); ``tag_keys`` name the
+    discriminator keys of tagged unions (their values appear in pydantic's paths)."""
     path = Path(path)
     shown = display_path(path)
     try:

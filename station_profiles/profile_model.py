@@ -24,9 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from configuration.errors import DocumentProblem, Loc, SemanticErrors
 from vocabulary.modbus import (
     BIT_TABLES,
-    FLOAT_TYPES,
     INT_LIMITS,
-    INTEGER_TYPES,
     MAX_BITS_PER_READ,
     MAX_REGISTERS_PER_READ,
     MODICON_PREFIX,
