@@ -12,6 +12,7 @@ import typer
 
 from cli.logging_setup import configure_logging
 from cli.tt10 import tt10_app
+from vocabulary.stations import STATION_KINDS
 
 app = typer.Typer(help="quantrac: environmental monitoring stations to the national warehouse.", no_args_is_help=True)
 keys_app = typer.Typer(help="Station signing keys (Ed25519).", no_args_is_help=True)
@@ -71,6 +72,7 @@ def station_add(
     station_id: str = typer.Argument(..., help="station id, e.g. HN_AIR_001"),
     public_key: Path = typer.Argument(..., help="the station's .pub file from `quantrac keys new`"),
     registry: Path = typer.Option(Path("registry.yaml"), help="registry file the collector reads"),
+    kind: Optional[str] = typer.Option(None, help="station kind, for the QC's kind layer: " + ", ".join(STATION_KINDS)),
 ) -> None:
     """Register a station (or one more key of it) so the collector accepts its batches."""
     from broker_bridge.keys import KeyFileError, load_public_key
@@ -78,7 +80,7 @@ def station_add(
     from collector.registry import RegistryError, add_station
 
     try:
-        kid = add_station(registry, station_id, load_public_key(public_key))
+        kid = add_station(registry, station_id, load_public_key(public_key), kind=kind)
     except (KeyFileError, TopicError, RegistryError, FileNotFoundError) as exc:
         fail(str(exc))
     typer.echo(f"{station_id}: key {kid} registered in {registry}")
@@ -96,7 +98,7 @@ def station_list(registry: Path = typer.Option(Path("registry.yaml"), help="regi
     for station_id in reg.station_ids():
         entry = reg.get(station_id)
         keys = ", ".join(f"{k.key_id} ({k.state})" for k in entry.keys.values())
-        typer.echo(f"{station_id}\t{'enabled' if entry.enabled else 'DISABLED'}\t{keys}")
+        typer.echo(f"{station_id}\t{'enabled' if entry.enabled else 'DISABLED'}\t{entry.kind or '-'}\t{keys}")
 
 
 @station_app.command("rotate-key")
@@ -160,6 +162,18 @@ def station_enable(station_id: str = typer.Argument(...), registry: Path = REGIS
     from collector.registry import set_enabled
 
     edit_registry(lambda: set_enabled(registry, station_id, True), f"{station_id}: enabled")
+
+
+@station_app.command("set-kind")
+def station_set_kind(
+    station_id: str = typer.Argument(...),
+    kind: str = typer.Argument(..., help="one of " + ", ".join(STATION_KINDS) + "; 'none' removes it"),
+    registry: Path = REGISTRY,
+) -> None:
+    """Set a station's kind: the QC's kind layer (collector/qc/README.md) follows it without a restart."""
+    from collector.registry import set_kind
+
+    edit_registry(lambda: set_kind(registry, station_id, None if kind == "none" else kind), f"{station_id}: kind {kind}")
 
 
 @app.command("status")

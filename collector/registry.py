@@ -8,23 +8,35 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from nacl.signing import VerifyKey
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, field_validator, model_validator
 
 from broker_bridge.envelope import verifier
 from broker_bridge.keys import KeyFileError, key_id, public_key_b64, public_key_from_b64
-from broker_bridge.topics import TopicError, check_station_id
+from broker_bridge.topics import check_station_id
+from configuration.errors import ConfigError, ConfigIssue, config_error
+from configuration.yaml_source import YamlDocument, parse_yaml, read_yaml, validate
+from vocabulary.stations import STATION_ID_PATTERN, STATION_KINDS, StationKind
 
 KEY_STATES = ("active", "retired")
+README = "collector/README.md"
 
 
 class RegistryError(ValueError):
-    pass
+    """A registry edit refused, or (as :class:`RegistryFileError`) a registry file that is invalid."""
+
+
+class RegistryFileError(ConfigError, RegistryError):
+    """The registry file is invalid; ``issues`` lists every problem with its line and fix."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,27 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-def _parse_time(value, where: str) -> int | None:
+@dataclass(frozen=True)
+class StationEntry:
+    station_id: str
+    enabled: bool
+    keys: dict[str, StationKey]
+    kind: str | None = None  # the station's kind (vocabulary.stations.STATION_KINDS): the QC's kind layer
+
+
+# --------------------------------------------------------------------------- #
+# The file, as pydantic models
+# --------------------------------------------------------------------------- #
+
+
+def _station_id(value: Any) -> str:
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text is None or not STATION_ID_PATTERN.match(text):
+        raise config_error(f"{value!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+    return text
+
+
+def _not_after(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -60,52 +92,88 @@ def _parse_time(value, where: str) -> int | None:
     else:
         try:
             moment = datetime.fromisoformat(str(value))
-        except ValueError as exc:
-            raise RegistryError(f"{where}: not_after {value!r} is not an ISO 8601 time, e.g. 2027-01-31T00:00:00+00:00") from exc
+        except ValueError:
+            raise config_error(f"not_after {value!r} is not an ISO 8601 time", "write e.g. 2027-01-31T00:00:00+00:00") from None
     if moment.tzinfo is None:
-        raise RegistryError(f"{where}: not_after {value!r} needs a time zone, e.g. +00:00 (times are UTC inside quantrac)")
-    return int(moment.timestamp() * 1e9)
+        raise config_error(f"not_after {value!r} has no time zone", "add one, e.g. +00:00 (times are UTC inside quantrac)")
+    return moment
 
 
-@dataclass(frozen=True)
-class StationEntry:
-    station_id: str
-    enabled: bool
-    keys: dict[str, StationKey]
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistryKeyRecord(_Strict):
+    kid: str | None = None  # derived from the key when absent; checked when present
+    public_key: str
+    state: Literal["active", "retired"] = "active"
+    not_after: Annotated[datetime | None, PlainValidator(_not_after)] = None
+
+    @field_validator("public_key", mode="before")
+    @classmethod
+    def _decodes(cls, value: Any) -> str:
+        try:
+            public_key_from_b64(str(value))
+        except (KeyFileError, ValueError, TypeError) as exc:
+            raise config_error(f"public_key is not an Ed25519 public key: {exc}", "paste the base64 line of the station's .pub file (quantrac keys new)") from None
+        return str(value)
+
+    @model_validator(mode="after")
+    def _kid_matches(self) -> RegistryKeyRecord:
+        derived = key_id(public_key_from_b64(self.public_key))
+        if self.kid is not None and self.kid != derived:
+            raise config_error(f"kid {self.kid!r} does not match its public key ({derived})", f"write kid: {derived}, or remove kid:")
+        return self
+
+
+class RegistryStationRecord(_Strict):
+    enabled: bool = True
+    kind: StationKind | None = None
+    keys: list[RegistryKeyRecord]
+
+
+class RegistryFile(_Strict):
+    stations: dict[Annotated[str, BeforeValidator(_station_id)], RegistryStationRecord]
+
+
+def _entries(model: RegistryFile) -> dict[str, StationEntry]:
+    entries: dict[str, StationEntry] = {}
+    for station_id, spec in model.stations.items():
+        keys: dict[str, StationKey] = {}
+        for item in spec.keys:
+            public_key = public_key_from_b64(item.public_key)
+            derived = key_id(public_key)
+            not_after_ns = int(item.not_after.timestamp() * 1e9) if item.not_after is not None else None
+            keys[derived] = StationKey(derived, public_key, item.state, not_after_ns)
+        entries[station_id] = StationEntry(station_id, spec.enabled, keys, spec.kind)
+    return entries
+
+
+def _validated(doc: YamlDocument) -> RegistryFile:
+    if doc.data is None:
+        raise RegistryFileError([ConfigIssue(doc.shown, 1, "", "the registry is empty", "add stations with `quantrac station add`")])
+    try:
+        return validate(RegistryFile, doc)
+    except ConfigError as exc:
+        raise RegistryFileError(exc.issues) from None
+
+
+def _read(path: Path) -> RegistryFile:
+    try:
+        return _validated(read_yaml(path, readme=README, allow_empty=True))
+    except RegistryFileError:
+        raise
+    except ConfigError as exc:
+        raise RegistryFileError(exc.issues) from None
 
 
 def parse_registry(text: str, source: str) -> dict[str, StationEntry]:
+    """The entries of a registry document; raises :class:`RegistryFileError` (FILE:LINE: ... (fix: ...))."""
     try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise RegistryError(f"{source}: not valid YAML: {exc}") from exc
-    stations = doc.get("stations") if isinstance(doc, dict) else None
-    if not isinstance(stations, dict):
-        raise RegistryError(f"{source}: expected a top-level 'stations:' mapping")
-    entries: dict[str, StationEntry] = {}
-    for station_id, spec in stations.items():
-        where = f"{source}: station {station_id!r}"
-        try:
-            check_station_id(str(station_id))
-        except TopicError as exc:
-            raise RegistryError(f"{where}: {exc}") from exc
-        if not isinstance(spec, dict) or not isinstance(spec.get("keys"), list):
-            raise RegistryError(f"{where}: needs 'keys:' as a list of {{kid, public_key, state}}")
-        keys: dict[str, StationKey] = {}
-        for item in spec["keys"]:
-            try:
-                public_key = public_key_from_b64(str(item["public_key"]))
-            except (KeyError, TypeError, KeyFileError) as exc:
-                raise RegistryError(f"{where}: bad key entry {item!r}: {exc}") from exc
-            derived = key_id(public_key)
-            if item.get("kid", derived) != derived:
-                raise RegistryError(f"{where}: kid {item.get('kid')!r} does not match its public key ({derived})")
-            state = item.get("state", "active")
-            if state not in KEY_STATES:
-                raise RegistryError(f"{where}: key state {state!r} is not one of {KEY_STATES}")
-            keys[derived] = StationKey(derived, public_key, state, _parse_time(item.get("not_after"), where))
-        entries[str(station_id)] = StationEntry(str(station_id), bool(spec.get("enabled", True)), keys)
-    return entries
+        doc = parse_yaml(text.encode("utf-8"), source, readme=README, allow_empty=True)
+    except ConfigError as exc:
+        raise RegistryFileError(exc.issues) from None
+    return _entries(_validated(doc))
 
 
 class StationRegistry:
@@ -116,6 +184,7 @@ class StationRegistry:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._entries: dict[str, StationEntry] = {}
+        self._kinds: Mapping[str, str] = MappingProxyType({})
         self.reload_if_changed()
         if not self._entries and not self.path.exists():
             raise RegistryError(f"{self.path}: registry file not found; add stations with `quantrac station add`")
@@ -128,9 +197,12 @@ class StationRegistry:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
             return False
-        entries = parse_registry(self.path.read_text(), str(self.path))
+        entries = _entries(_read(self.path))
+        kinds = MappingProxyType({sid: e.kind for sid, e in entries.items() if e.kind is not None})
         with self._lock:
             self._entries, self._stamp = entries, stamp
+            if kinds != self._kinds:
+                self._kinds = kinds
         return True
 
     def get(self, station_id: str) -> StationEntry | None:
@@ -141,12 +213,25 @@ class StationRegistry:
         with self._lock:
             return sorted(self._entries)
 
+    def kinds(self) -> Mapping[str, str]:
+        """Station id -> kind, for the stations that have one. The same object until a
+        reload changes a kind, so a caller polling it can compare by identity."""
+        with self._lock:
+            return self._kinds
+
 
 def _load_doc(path: Path) -> dict:
-    doc = yaml.safe_load(path.read_text()) if path.exists() else None
-    doc = doc or {"stations": {}}
-    parse_registry(yaml.safe_dump(doc), str(path))  # refuse to edit a broken file
-    return doc
+    """The file as plain data to edit; a broken file is refused, never rewritten."""
+    if not path.exists():
+        return {"stations": {}}
+    try:
+        doc = read_yaml(path, readme=README, allow_empty=True)
+    except ConfigError as exc:
+        raise RegistryFileError(exc.issues) from None
+    if doc.data is None:
+        return {"stations": {}}
+    _validated(doc)
+    return doc.data
 
 
 def _save_doc(path: Path, doc: dict) -> None:
@@ -163,12 +248,22 @@ def _station(doc: dict, station_id: str, path: Path) -> dict:
     return entry
 
 
-def add_station(path: Path, station_id: str, public_key: Ed25519PublicKey) -> str:
-    """Add a station (or a further key of it) to the registry file; returns the key id."""
+def _check_kind(kind: str) -> None:
+    if kind not in STATION_KINDS:
+        raise RegistryError(f"{kind!r} is not a station kind; use one of {', '.join(STATION_KINDS)}")
+
+
+def add_station(path: Path, station_id: str, public_key: Ed25519PublicKey, kind: str | None = None) -> str:
+    """Add a station (or a further key of it) to the registry file; returns the key id.
+    ``kind`` (one of vocabulary.stations.STATION_KINDS) sets the station's kind."""
     check_station_id(station_id)
+    if kind is not None:
+        _check_kind(kind)
     path = Path(path)
     doc = _load_doc(path)
     entry = doc["stations"].setdefault(station_id, {"enabled": True, "keys": []})
+    if kind is not None:
+        entry["kind"] = kind
     kid = key_id(public_key)
     if all(k.get("kid") != kid for k in entry["keys"]):
         entry["keys"].append({"kid": kid, "public_key": public_key_b64(public_key), "state": "active"})
@@ -212,4 +307,18 @@ def set_enabled(path: Path, station_id: str, enabled: bool) -> None:
     path = Path(path)
     doc = _load_doc(path)
     _station(doc, station_id, path)["enabled"] = enabled
+    _save_doc(path, doc)
+
+
+def set_kind(path: Path, station_id: str, kind: str | None) -> None:
+    """Set (or with None remove) a registered station's kind; the QC's kind layer follows it."""
+    if kind is not None:
+        _check_kind(kind)
+    path = Path(path)
+    doc = _load_doc(path)
+    entry = _station(doc, station_id, path)
+    if kind is None:
+        entry.pop("kind", None)
+    else:
+        entry["kind"] = kind
     _save_doc(path, doc)

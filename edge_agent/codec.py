@@ -29,6 +29,8 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from vocabulary.modbus import BIT_TABLES, EXCEPTION_NAMES, FUNCTION_CODES, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ, TYPE_WIDTH, WORD_ORDERS
+
 REGISTER_FORMATS: dict[str, str] = {
     "int16": "h",
     "uint16": "H",
@@ -37,25 +39,6 @@ REGISTER_FORMATS: dict[str, str] = {
     "float32": "f",
     "float64": "d",
 }
-WIDTHS: dict[str, int] = {"bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "float64": 4}
-WORD_ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
-BIT_TABLES = frozenset({"coil", "discrete_input"})
-MAX_REGISTERS = 125
-MAX_BITS = 2000
-
-EXCEPTION_NAMES: dict[int, str] = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    7: "negative acknowledge",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
-
 
 class CodecError(ValueError):
     pass
@@ -110,8 +93,8 @@ def decode_raw(registers: Sequence[int], vtype: str, word_order: str = "ABCD") -
     fmt = REGISTER_FORMATS.get(vtype)
     if fmt is None:
         raise CodecError(f"type {vtype!r} is not a register type")
-    if len(registers) != WIDTHS[vtype]:
-        raise CodecError(f"{vtype} needs {WIDTHS[vtype]} registers, got {len(registers)}")
+    if len(registers) != TYPE_WIDTH[vtype]:
+        raise CodecError(f"{vtype} needs {TYPE_WIDTH[vtype]} registers, got {len(registers)}")
     return struct.unpack(">" + fmt, registers_to_bytes(registers, word_order))[0]
 
 
@@ -232,8 +215,8 @@ class ReadRequest:
 def plan_reads(
     points: Iterable[Point],
     *,
-    max_registers: int = MAX_REGISTERS,
-    max_bits: int = MAX_BITS,
+    max_registers: int = MAX_REGISTERS_PER_READ,
+    max_bits: int = MAX_BITS_PER_READ,
     max_gap: int = 0,
 ) -> list[ReadRequest]:
     """Group points by table and coalesce neighbours into as few reads as possible.
@@ -244,10 +227,10 @@ def plan_reads(
     split across reads. Order: by table (coil, discrete, input, holding), then
     by address.
     """
-    if not 1 <= max_registers <= MAX_REGISTERS:
-        raise CodecError(f"max_registers must be 1..{MAX_REGISTERS}")
-    if not 1 <= max_bits <= MAX_BITS:
-        raise CodecError(f"max_bits must be 1..{MAX_BITS}")
+    if not 1 <= max_registers <= MAX_REGISTERS_PER_READ:
+        raise CodecError(f"max_registers must be 1..{MAX_REGISTERS_PER_READ}")
+    if not 1 <= max_bits <= MAX_BITS_PER_READ:
+        raise CodecError(f"max_bits must be 1..{MAX_BITS_PER_READ}")
     if max_gap < 0:
         raise CodecError("max_gap must be >= 0")
     order = {"coil": 0, "discrete_input": 1, "input_register": 2, "holding_register": 3}
@@ -282,7 +265,6 @@ def plan_reads(
 # Modbus RTU framing
 # --------------------------------------------------------------------------- #
 
-FUNCTION_CODES: dict[str, int] = {"coil": 1, "discrete_input": 2, "holding_register": 3, "input_register": 4}
 
 
 class FrameError(ValueError):
@@ -317,7 +299,7 @@ def with_crc(frame: bytes) -> bytes:
 
 def rtu_read_request(unit_id: int, table: str, address: int, count: int) -> bytes:
     """The RTU frame of a read request (FC 1-4), CRC included."""
-    if not 0 <= unit_id <= 255 or not 0 <= address <= 0xFFFF or not 1 <= count <= MAX_BITS:
+    if not 0 <= unit_id <= 255 or not 0 <= address <= 0xFFFF or not 1 <= count <= MAX_BITS_PER_READ:
         raise CodecError(f"bad request: unit {unit_id}, address {address}, count {count}")
     return with_crc(bytes((unit_id, FUNCTION_CODES[table])) + address.to_bytes(2, "big") + count.to_bytes(2, "big"))
 
@@ -387,7 +369,7 @@ def rtu_frame_gap_s(baud: int, parity: str = "E", stop_bits: int = 1, bytesize: 
 # --------------------------------------------------------------------------- #
 
 
-class LineError(ValueError):
+class UnusableLineError(ValueError):
     """A reply line that cannot be used. ``kind``: checksum, parse."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -415,19 +397,19 @@ def ascii_checksum(algorithm: str, text: bytes) -> str:
 def check_line_checksum(line: str, algorithm: str, separator: str = "", skip_start: int = 0, encoding: str = "ascii") -> str:
     """Verify ``<skipped><covered><separator><hex>`` and return the covered text.
 
-    Raises :class:`LineError` ("checksum") when the checksum is missing or wrong.
+    Raises :class:`UnusableLineError` ("checksum") when the checksum is missing or wrong.
     """
     digits = CHECKSUM_DIGITS[algorithm]
     tail = len(separator) + digits
     if len(line) < skip_start + tail:
-        raise LineError("checksum", f"line too short for a {algorithm} checksum: {line!r}"[:200])
+        raise UnusableLineError("checksum", f"line too short for a {algorithm} checksum: {line!r}"[:200])
     received = line[-digits:]
     if separator and line[-tail:-digits] != separator:
-        raise LineError("checksum", f"no checksum separator {separator!r} before the last {digits} characters: {line!r}"[:200])
+        raise UnusableLineError("checksum", f"no checksum separator {separator!r} before the last {digits} characters: {line!r}"[:200])
     covered = line[skip_start:-tail]
     expected = ascii_checksum(algorithm, covered.encode(encoding, errors="replace"))
     if received.upper() != expected:
-        raise LineError("checksum", f"bad checksum {received!r}, computed {expected} ({algorithm})")
+        raise UnusableLineError("checksum", f"bad checksum {received!r}, computed {expected} ({algorithm})")
     return covered
 
 
@@ -437,13 +419,13 @@ def split_fields(text: str, *, regex: str | None = None, delimiter: str | None =
     if regex is not None:
         m = re.fullmatch(regex, text)
         if m is None:
-            raise LineError("parse", f"line does not match the profile's regex: {text!r}"[:200])
+            raise UnusableLineError("parse", f"line does not match the profile's regex: {text!r}"[:200])
         return {k: (v if v is not None else "") for k, v in m.groupdict().items()}
     if delimiter is None:
         raise CodecError("give regex or delimiter")
     parts = text.split(delimiter)
     if len(parts) < len(fields) or (len(parts) > len(fields) and not allow_extra):
-        raise LineError("parse", f"expected {len(fields)} fields separated by {delimiter!r}, got {len(parts)}: {text!r}"[:200])
+        raise UnusableLineError("parse", f"expected {len(fields)} fields separated by {delimiter!r}, got {len(parts)}: {text!r}"[:200])
     return {name: part for name, part in zip(fields, parts) if name != "_"}
 
 

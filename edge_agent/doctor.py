@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.codec import WIDTHS, CodecError, decode_raw
+from edge_agent.codec import CodecError, decode_raw
 from edge_agent.sources import sources_for_station
-from edge_agent.sources.modbus_common import STATUS_KEY, PollReport, RequestReport
+from edge_agent.sources.modbus_map import STATUS_KEY
+from edge_agent.sources.polling import PollReport, RequestReport
 from station_profiles.profile_model import ModbusTcpDevice, StationConfig
-
-ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
+from vocabulary.modbus import TYPE_WIDTH, WORD_ORDERS
 
 
 @dataclass
@@ -104,10 +104,10 @@ def word_order_hint(spec: Any, registers: list[int]) -> str:
     can turn its registers into an equally "plausible" 5992 - guessing there would send a
     technician to break a working profile.
     """
-    if spec.type not in ("int32", "uint32", "float32", "float64") or len(registers) != WIDTHS[spec.type]:
+    if spec.type not in ("int32", "uint32", "float32", "float64") or len(registers) != TYPE_WIDTH[spec.type]:
         return ""
     candidates: list[tuple[str, float]] = []
-    for order in ORDERS:
+    for order in WORD_ORDERS:
         if order == spec.word_order:
             continue
         try:

@@ -30,6 +30,7 @@ import structlog
 from broker_bridge.envelope import BatchBody, Reading, seal
 from broker_bridge.keys import SigningKey
 from edge_agent.wal_check import inspect_wal
+from vocabulary.status import STATUS_CODES
 
 log = structlog.get_logger("edge_agent.outbox")
 
@@ -117,7 +118,7 @@ def _plausible_staged_row(row: tuple) -> bool:
         isinstance(ts_ns, int) and ts_ns > 0
         and isinstance(device, str) and device != "" and isinstance(parameter, str) and parameter != ""
         and (value is None or (isinstance(value, float) and math.isfinite(value)))
-        and isinstance(unit, str) and status in ("00", "01", "02") and isinstance(cause, str) and historical in (0, 1)
+        and isinstance(unit, str) and status in STATUS_CODES and isinstance(cause, str) and historical in (0, 1)
     )
 
 

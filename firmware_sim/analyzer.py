@@ -33,19 +33,19 @@ import structlog
 from pymodbus.constants import ExcCodes
 
 from station_profiles.profile_model import (
-    INT_LIMITS,
     AnalyzerProfile,
     StatusBit,
     StatusSpec,
     ValueSpec,
 )
+from vocabulary.modbus import FUNCTION_CODES, INT_LIMITS
 
 from .faults import Fault, FaultSet
 from .signals import Signal, stable_seed
 
 log = structlog.get_logger("firmware_sim")
 
-FC_TABLE = {1: "coil", 2: "discrete_input", 3: "holding_register", 4: "input_register"}
+FC_TABLE = {fc: table for table, fc in FUNCTION_CODES.items()}
 _STRUCT = {"int16": "h", "uint16": "H", "int32": "i", "uint32": "I", "float32": "f", "float64": "d"}
 
 

@@ -201,7 +201,7 @@ def test_plan_limits_are_checked() -> None:
 
 from edge_agent.codec import (  # noqa: E402
     FrameError,
-    LineError,
+    UnusableLineError,
     ModbusExceptionReply,
     ascii_checksum,
     check_line_checksum,
@@ -275,19 +275,19 @@ def test_ascii_checksums() -> None:
     assert check_line_checksum(line, "sum8-hex", ";") == "12.5,7.1"
     assert check_line_checksum(line.lower(), "sum8-hex", ";") == "12.5,7.1"  # hex digits in either case
     for bad, needle in [(nmea.replace("4807", "4808"), "bad checksum '47', computed 48"), (nmea.replace("*47", "47"), "line too short|no checksum separator"), ("*4", "line too short")]:
-        with pytest.raises(LineError, match=needle):
+        with pytest.raises(UnusableLineError, match=needle):
             check_line_checksum(bad, "xor8-hex", "*", 1)
 
 
 def test_split_fields_and_text_values() -> None:
     assert split_fields(" 0.023, 0.834,  -", delimiter=",", fields=["conc", "_", "err"]) == {"conc": " 0.023", "err": "  -"}
-    with pytest.raises(LineError, match="expected 3 fields separated by ',', got 2"):
+    with pytest.raises(UnusableLineError, match="expected 3 fields separated by ',', got 2"):
         split_fields("1,2", delimiter=",", fields=["a", "b", "c"])
-    with pytest.raises(LineError, match="expected 2 fields"):
+    with pytest.raises(UnusableLineError, match="expected 2 fields"):
         split_fields("1,2,3", delimiter=",", fields=["a", "b"])
     assert split_fields("1,2,3", delimiter=",", fields=["a", "b"], allow_extra=True) == {"a": "1", "b": "2"}
     assert split_fields("NO2=41.2 E", regex=r"NO2=(?P<v>\S+) (?P<f>\w)") == {"v": "41.2", "f": "E"}
-    with pytest.raises(LineError, match="does not match"):
+    with pytest.raises(UnusableLineError, match="does not match"):
         split_fields("NO2 41.2", regex=r"NO2=(?P<v>\S+)")
     assert decode_text_value(" 0.023", scale=1000.0).value == pytest.approx(23.0)
     assert decode_text_value("-9999", sentinels=(-9999.0,)).cause == "sentinel -9999"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import textwrap
+from types import MappingProxyType
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,6 @@ qc:
       timestamps: {future_skew_s: 60}
   stations:
     HN_AIR_001:
-      kind: ambient_air
       parameters:
         "PM2,5":
           ug/m3:
@@ -93,13 +93,14 @@ qc:
             "PM2,5":
               ug/m3:
                 spike: {suspect: 5, fail: 7}
-    STACK_1:
-      kind: stack_emission
+    STACK_1: {}
 """
+# A station's kind is its registry entry's (StationRegistry.kinds), not the QC file's.
+KINDS = MappingProxyType({"HN_AIR_001": "ambient_air", "STACK_1": "stack_emission"})
 
 
 def test_layers_merge_key_by_key(tmp_path):
-    src = ThresholdSource(write(tmp_path / "qc.yaml", OVERRIDES))
+    src = ThresholdSource(write(tmp_path / "qc.yaml", OVERRIDES), station_kinds=lambda: KINDS)
     anywhere = src.param("OTHER", "d", "PM2,5", "ug/m3")
     assert anywhere.spike == {"suspect": 20.0, "fail": 150.0, "window": 3, "max_gap_s": 3600.0}  # file over defaults
     station = src.param("HN_AIR_001", "bam1", "PM2,5", "ug/m3")
@@ -114,10 +115,20 @@ def test_layers_merge_key_by_key(tmp_path):
 
 
 def test_kind_defaults_apply_through_the_station_kind(tmp_path):
-    src = ThresholdSource(write(tmp_path / "qc.yaml", OVERRIDES))
+    src = ThresholdSource(write(tmp_path / "qc.yaml", OVERRIDES), station_kinds=lambda: KINDS)
     assert src.param("HN_AIR_001", "met", "Temp", "oC").gross_range["suspect"] == (5.0, 45.0)
     assert src.param("STACK_1", "cems", "Temp", "oC").gross_range["suspect"] == (0.0, 600.0)
     assert src.param("UNKNOWN_KIND", "x", "Temp", "oC").gross_range["suspect"] is None
+
+
+def test_a_kind_changed_in_the_registry_applies_at_the_next_reload(tmp_path):
+    kinds = {"current": MappingProxyType({"HN_AIR_001": "ambient_air"})}
+    src = ThresholdSource(write(tmp_path / "qc.yaml", OVERRIDES), station_kinds=lambda: kinds["current"])
+    assert src.param("HN_AIR_001", "met", "Temp", "oC").gross_range["suspect"] == (5.0, 45.0)
+    assert src.reload_if_changed() is False  # same mapping: nothing to do
+    kinds["current"] = MappingProxyType({"HN_AIR_001": "stack_emission"})
+    assert src.reload_if_changed() is True
+    assert src.param("HN_AIR_001", "met", "Temp", "oC").gross_range["suspect"] == (0.0, 600.0)
 
 
 def test_a_check_switched_off_can_be_switched_on_again_lower_down(tmp_path):
@@ -155,7 +166,7 @@ def test_an_override_may_set_one_key_and_inherit_the_rest(tmp_path):
 
 
 def test_overrides_change_verdicts(tmp_path):
-    qc = QualityControl(ThresholdSource(write(tmp_path / "qc.yaml", OVERRIDES)))
+    qc = QualityControl(ThresholdSource(write(tmp_path / "qc.yaml", OVERRIDES), station_kinds=lambda: KINDS))
     pm = [R(0, 40.0, parameter="PM2,5", unit="ug/m3"), R(1, 40.0, parameter="PM2,5", unit="ug/m3"), R(2, 65.0, parameter="PM2,5", unit="ug/m3")]
     assert [q.flag for q in qc.evaluate("OTHER", pm, RECEIVED)] == [PASS, PASS, SUSPECT]  # 25 > 20 (file)
     assert qc.evaluate("HN_AIR_001", [R(1, 400.0, parameter="PM2,5", unit="ug/m3", device="bam1")], RECEIVED)[0].check == "gross_range"
@@ -217,7 +228,7 @@ def test_lookback_is_the_longest_flat_line_window(tmp_path):
 BROKEN = [
     # (text, line, fragment of the message, fragment of the fix)
     ("qc:\n  parameters:\n    X:\n      u:\n        spkie: {suspect: 1}\n", 5, "unknown key 'spkie'", "did you mean 'spike'?"),
-    ("qc:\n  consistency:\n    - {lesser: NO, greater: NOx}\n", 3, "as the boolean False", 'put it in quotes: "NO"'),
+    ("qc:\n  consistency:\n    - {lesser: NO, greater: NOx}\n", 3, "as the boolean False", 'put it in quotes, e.g. lesser: "NO"'),
     ("qc:\n  parameters:\n    NO:\n      u: {spike: {suspect: 1}}\n", 3, "as the boolean False", '"NO":'),
     ("qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: '12'}\n", 5, "expected a number, got '12'", "without quotes"),
     ("qc:\n  parameters:\n    X:\n      u:\n        gross_range:\n          fail: [0, 100]\n          suspect: [0, 200]\n", 7, "not inside the fail span", "narrow the suspect span"),
@@ -226,11 +237,12 @@ BROKEN = [
     ("qc:\n  parameters:\n    X:\n      u:\n        gross_range: {fail: [100, 0]}\n", 5, "low 100 is not below high 0", "low < high"),
     ("qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: 1, window: 20}\n", 5, "spike window 20 is more than 8", "use a window of 1 to 8"),
     ("qc:\n  parameters:\n    X:\n      u:\n        rate_of_change: {suspect_per_s: -1}\n", 5, "must be greater than 0", "positive number"),
-    ("qc:\n  stations:\n    'bad id!':\n      kind: ambient_air\n", 3, "is not a station id", "A-Z a-z 0-9"),
-    ("qc:\n  stations:\n    S1:\n      kind: ambient\n", 4, "'ambient' is not a station kind", "did you mean ambient_air?"),
+    ("qc:\n  stations:\n    'bad id!':\n      clock: {max_offset_s: 1}\n", 3, "is not a station id", "A-Z a-z 0-9"),
+    ("qc:\n  kinds:\n    ambient: {}\n", 3, "'ambient' is not a station kind", "did you mean ambient_air?"),
+    ("qc:\n  stations:\n    S1:\n      kind: ambient_air\n", 4, "kind is no longer set in the QC file", "set the kind in the registry: quantrac station set-kind S1 ambient_air"),
     ("qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: 1\n", 6, "not valid YAML", "fix the YAML syntax"),
     ("qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: 1}\n        spike: {suspect: 2}\n", 6, "duplicate key 'spike'", "remove one"),
-    ("parameters:\n  X: {}\n", 1, "unknown key 'parameters'", "allowed here: qc"),
+    ("parameters:\n  X: {}\n", 1, "unknown key 'parameters'", "allowed keys here: qc"),
     ("qc:\n  timestamps: {not_before: yesterday}\n", 2, "expected a date", "2020-01-01"),
     ("qc:\n  parameters:\n    X:\n      u:\n        flat_line: {suspect_s: 600, fail_s: 60}\n", 5, "fail_s 60 is below suspect_s 600", "make fail_s at least suspect_s"),
 ]
@@ -287,6 +299,5 @@ def test_merge_error_between_file_and_defaults_points_at_the_override(tmp_path):
 
 def test_parse_thresholds_accepts_a_station_file_section():
     """The layout station files will embed: the same keys under qc.stations.<id>."""
-    f = parse_thresholds("qc:\n  stations:\n    S1:\n      kind: wastewater\n      parameters:\n        COD: {mg/L: {spike: {suspect: 40}}}\n", "station.yaml")
-    assert f.stations["S1"].kind.value == "wastewater"
-    assert f.stations["S1"].parameters["COD"]["mg/L"]["spike"]["suspect"].line == 6
+    f = parse_thresholds("qc:\n  stations:\n    S1:\n      parameters:\n        COD: {mg/L: {spike: {suspect: 40}}}\n", "station.yaml")
+    assert f.stations["S1"].parameters["COD"]["mg/L"]["spike"]["suspect"].line == 5

@@ -6,7 +6,7 @@ See README.md. The collector calls ``QualityControl.evaluate`` per accepted batc
 from collector.qc.engine import SEED_SQL, QualityControl, seed_sql
 from collector.qc.flags import FAIL, MISSING, NOT_EVALUATED, PASS, PASSED, SUSPECT, QcResult, worst
 from collector.qc.state import SeriesState
-from collector.qc.thresholds import DEFAULTS_PATH, Issue, ThresholdsError, ThresholdSource, parse_thresholds
+from collector.qc.thresholds import DEFAULTS_PATH, ThresholdsError, ThresholdSource, parse_thresholds
 
 __all__ = [
     "DEFAULTS_PATH",
@@ -17,7 +17,6 @@ __all__ = [
     "PASSED",
     "SEED_SQL",
     "SUSPECT",
-    "Issue",
     "QcResult",
     "QualityControl",
     "SeriesState",

@@ -27,13 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PASS = 1
-NOT_EVALUATED = 2
-SUSPECT = 3
-FAIL = 4
-MISSING = 9
-
-FLAGS = (PASS, NOT_EVALUATED, SUSPECT, FAIL, MISSING)
+from vocabulary.qc_flags import FAIL, FLAGS, MISSING, NOT_EVALUATED, PASS, SUSPECT  # noqa: F401 - collector.qc re-exports them
 
 # Severity rank per flag value (index = flag). 0 means "this check has
 # nothing to say about this reading" and never wins.

@@ -17,9 +17,11 @@ Both files have one shape (see README.md):
         wastewater: {parameters: {...}}
       stations:                         # per station: what a station file's `qc:` section will hold
         HN_AIR_001:
-          kind: ambient_air
           parameters: {...}
           devices: {aqms1: {parameters: {...}}}
+
+A station's kind is its registry entry's (``quantrac station add --kind``,
+``quantrac station set-kind``), not this file's: ``stations.<id>.kind`` is refused.
 
 Layers, most general first, merged key by key within each check (``off``
 switches a check off, a later mapping switches it on again):
@@ -32,39 +34,35 @@ ambient, mg/Nm3 in a stack), and a limit in the wrong unit is worse than none.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import difflib
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Annotated, Any
 
 import numpy as np
 import structlog
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, model_validator
 
-from broker_bridge.topics import STATION_ID_PATTERN
-from station_profiles.loader import ConfigError, ConfigIssue
+from configuration.errors import ConfigError, ConfigIssue, DocumentProblem, Loc, config_error, format_loc
+from configuration.yaml_source import YamlDocument, display_path, parse_yaml, read_yaml, validate
+from vocabulary.stations import STATION_ID_PATTERN, STATION_KINDS
 
 log = structlog.get_logger("collector.qc")
 
 DEFAULTS_PATH = Path(__file__).resolve().parent / "defaults.yaml"
 README = "collector/qc/README.md"
-STATION_KINDS = ("ambient_air", "wastewater", "stack_emission", "surface_water", "groundwater")
 MAX_SPIKE_WINDOW = 8  # below state.HISTORY (16): the rest leaves room for redeliveries to find their neighbours
 NS = 1_000_000_000
 
 # --------------------------------------------------------------------------- #
 # Errors
 # --------------------------------------------------------------------------- #
-
-
-# The same file:line:path message (fix) errors as the analyzer profiles: one
-# format for every configuration file an operator edits.
-Issue = ConfigIssue
 
 
 class ThresholdsError(ConfigError):
@@ -104,8 +102,6 @@ RULE_KEYS: dict[str, tuple[str, Any]] = {
     "enabled": ("bool", True),
 }
 SCOPE_KEYS = ("timestamps", "clock", "consistency", "parameters")
-TOP_KEYS = SCOPE_KEYS + ("kinds", "stations")
-STATION_KEYS = ("kind",) + SCOPE_KEYS + ("devices",)
 
 # Column layout of ParamThresholds.vector, the numbers the vectorised checks read.
 COLS = (
@@ -182,7 +178,6 @@ class Scope:
 
 @dataclass
 class StationScope(Scope):
-    kind: Setting | None = None
     devices: dict[str, Scope] = field(default_factory=dict)
 
 
@@ -194,238 +189,347 @@ class ThresholdsFile:
     stations: dict[str, StationScope]
 
 
-_constructor = yaml.constructor.SafeConstructor()
+# The file as pydantic models. Every value is validated on its own here, with
+# the file's words for each problem; whether the blocks make sense merged with
+# the layers under them is checked when a ThresholdSource installs the file.
 
 
-def _scalar(node: Node) -> Any:
-    return _constructor.construct_object(node, deep=True)
+def _shape(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
 
 
-def _display(path: Path) -> str:
+def _number(value: Any, allow_null: bool = False) -> float | None:
+    if value is None and allow_null:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fix = "write a number"
+        if isinstance(value, str):
+            try:
+                float(value)
+                fix = "write the number without quotes"
+            except ValueError:
+                pass
+        raise config_error(f"expected a number, got {_shape(value)}", fix)
+    if not math.isfinite(value):
+        raise config_error(f"expected a finite number, got {value}", "write a finite number (null for an open end of a span)")
+    return float(value)
+
+
+def _span(value: Any) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise config_error(f"expected [low, high], got {_shape(value)}", "write two numbers in brackets, e.g. [0, 1000]; null for an open end")
+    lo, hi = (_number(v, allow_null=True) for v in value)
+    lo = -math.inf if lo is None else lo
+    hi = math.inf if hi is None else hi
+    if not lo < hi:
+        raise config_error(f"low {lo:g} is not below high {hi:g}", "write [low, high] with low < high")
+    return (lo, hi)
+
+
+def _positive(value: Any) -> float:
+    num = _number(value)
+    if not num > 0:
+        raise config_error(f"must be greater than 0, got {num:g}", "write a positive number (switch the whole check off with `off`)")
+    return num
+
+
+def _non_negative(value: Any) -> float:
+    num = _number(value)
+    if num < 0:
+        raise config_error(f"must not be negative, got {num:g}", "write 0 or a positive number")
+    return num
+
+
+def _whole(low: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        num = _number(value)
+        if num != int(num) or num < low:
+            raise config_error(f"expected a whole number >= {low}, got {num:g}", f"write a whole number such as {max(low, 3)}")
+        return int(num)
+
+    return check
+
+
+def _date(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+    raise config_error(f"expected a date, got {_shape(value)}", "write a date without quotes, e.g. 2020-01-01")
+
+
+def _true_or_false(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise config_error(f"expected true or false, got {_shape(value)}", "write true or false")
+    return value
+
+
+def _symbol(value: Any) -> str:
+    if isinstance(value, bool):
+        raise config_error(f"YAML read an unquoted word as the boolean {value}", "put the symbol in quotes")
+    if not isinstance(value, str) or not value:
+        raise config_error(f"expected a parameter symbol, got {_shape(value)}", 'write the regulation symbol, e.g. "PM2,5" or NOx')
+    return value
+
+
+def _name(value: Any) -> str:
+    """A mapping key chosen by people (a symbol, a unit, a device): plain text."""
+    if value is None or value == "":
+        raise config_error("empty key", "give the key a name")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise config_error("keys must be plain text", "use a name as the key")
+    return str(value)
+
+
+def _station_id(value: Any) -> str:
+    text = _name(value)
+    if not STATION_ID_PATTERN.match(text):
+        raise config_error(f"{text!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+    return text
+
+
+def _station_kind(value: Any) -> str:
+    text = _name(value)
+    if text not in STATION_KINDS:
+        close = difflib.get_close_matches(text, STATION_KINDS, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise config_error(f"{text!r} is not a station kind", f"{hint}use one of {', '.join(STATION_KINDS)}")
+    return text
+
+
+Span = Annotated[tuple[float, float], PlainValidator(_span)]
+Positive = Annotated[float, PlainValidator(_positive)]
+NonNegative = Annotated[float, PlainValidator(_non_negative)]
+NumberOrNull = Annotated[float | None, PlainValidator(lambda v: _number(v, allow_null=True))]
+Name = Annotated[str, BeforeValidator(_name)]
+
+
+class _Block(BaseModel):
+    """A block of settings. A key left out is inherited from the layers below, so
+    the models have no defaults of their own: CHECK_KEYS, TIMESTAMP_KEYS,
+    CLOCK_KEYS and RULE_KEYS say what applies when no layer sets a key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GrossRangeBlock(_Block):
+    fail: Span = None
+    suspect: Span = None
+
+
+class SpikeBlock(_Block):
+    suspect: Positive = None
+    fail: Positive = None
+    window: Annotated[int, PlainValidator(_whole(1))] = None
+    max_gap_s: Positive = None
+
+
+class RateOfChangeBlock(_Block):
+    suspect_per_s: Positive = None
+    min_delta: NonNegative = None
+    max_gap_s: Positive = None
+
+
+class FlatLineBlock(_Block):
+    tolerance: NonNegative = None
+    floor: NumberOrNull = None
+    min_count: Annotated[int, PlainValidator(_whole(2))] = None
+    suspect_s: Positive = None
+    fail_s: Positive = None
+
+
+def _settings_or_off(check: str) -> Callable[[Any], Any]:
+    def check_value(value: Any) -> Any:
+        if value is False:
+            return None  # `off`; set but None is how the layers see "switched off here"
+        if isinstance(value, dict):
+            return value
+        raise config_error(f"expected settings or `off`, got {_shape(value)}", f"write {check}: off, or {check}: {{...}}")
+
+    return check_value
+
+
+class ChecksBlock(_Block):
+    """What a parameter in one unit sets; a key left out is inherited from the layers below."""
+
+    gross_range: Annotated[GrossRangeBlock | None, BeforeValidator(_settings_or_off("gross_range"))] = None
+    spike: Annotated[SpikeBlock | None, BeforeValidator(_settings_or_off("spike"))] = None
+    rate_of_change: Annotated[RateOfChangeBlock | None, BeforeValidator(_settings_or_off("rate_of_change"))] = None
+    flat_line: Annotated[FlatLineBlock | None, BeforeValidator(_settings_or_off("flat_line"))] = None
+
+
+class TimestampsBlock(_Block):
+    future_skew_s: NonNegative = None
+    max_age_s: Positive = None
+    not_before: Annotated[dt.datetime, PlainValidator(_date)] = None
+
+
+class ClockBlock(_Block):
+    max_offset_s: NonNegative = None
+
+
+class RuleBlock(_Block):
+    lesser: Annotated[str, PlainValidator(_symbol)]
+    greater: Annotated[str, PlainValidator(_symbol)]
+    rel_tolerance: NonNegative = None
+    abs_tolerance: NonNegative = None
+    enabled: Annotated[bool, PlainValidator(_true_or_false)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _both_sides(cls, value: Any) -> Any:
+        if isinstance(value, dict) and ("lesser" not in value or "greater" not in value):
+            raise config_error("a consistency rule needs both lesser and greater", "write {lesser: NO2, greater: NOx}")
+        return value
+
+
+Parameters = dict[Name, dict[Name, ChecksBlock]]
+
+
+class DeviceBlock(_Block):
+    parameters: Parameters = {}
+
+
+class ScopeBlock(_Block):
+    timestamps: TimestampsBlock = TimestampsBlock()
+    clock: ClockBlock = ClockBlock()
+    consistency: list[RuleBlock] = []
+    parameters: Parameters = {}
+
+
+class StationBlock(ScopeBlock):
+    devices: dict[Name, DeviceBlock] = {}
+
+
+class QcSection(ScopeBlock):
+    kinds: dict[Annotated[str, BeforeValidator(_station_kind)], ScopeBlock] = {}
+    stations: dict[Annotated[str, BeforeValidator(_station_id)], StationBlock] = {}
+
+
+class ThresholdsDocument(_Block):
+    qc: QcSection | None
+
+
+CHECK_BLOCKS: dict[str, type[_Block]] = {"gross_range": GrossRangeBlock, "spike": SpikeBlock, "rate_of_change": RateOfChangeBlock, "flat_line": FlatLineBlock}
+
+
+def _parameter_maps(qc: Any) -> Iterator[tuple[Loc, Any]]:
+    """(loc, the raw ``parameters:`` mapping) of every scope of a ``qc:`` section."""
+    if not isinstance(qc, dict):
+        return
+    yield ("qc", "parameters"), qc.get("parameters")
+    for kind, scope in (qc.get("kinds") or {}).items() if isinstance(qc.get("kinds"), dict) else ():
+        if isinstance(scope, dict):
+            yield ("qc", "kinds", kind, "parameters"), scope.get("parameters")
+    for st, scope in (qc.get("stations") or {}).items() if isinstance(qc.get("stations"), dict) else ():
+        if not isinstance(scope, dict):
+            continue
+        yield ("qc", "stations", st, "parameters"), scope.get("parameters")
+        devices = scope.get("devices")
+        for dev, dscope in devices.items() if isinstance(devices, dict) else ():
+            if isinstance(dscope, dict):
+                yield ("qc", "stations", st, "devices", dev, "parameters"), dscope.get("parameters")
+
+
+def _layout_problems(data: Any) -> list[DocumentProblem]:
+    """What the models cannot say with the right line; the offending entries are removed from ``data``."""
+    problems: list[DocumentProblem] = []
+    qc = data.get("qc") if isinstance(data, dict) else None
+    for loc, params in list(_parameter_maps(qc)):
+        for sym, units in params.items() if isinstance(params, dict) else ():
+            for unit in [u for u in units if u in CHECK_KEYS] if isinstance(units, dict) else ():
+                problems.append(DocumentProblem(loc + (sym, unit), f"{unit!r} is a check, but this level names the unit", f"put the unit first: {sym}: {{ug/m3: {{{unit}: ...}}}}"))
+                del units[unit]
+    stations = qc.get("stations") if isinstance(qc, dict) else None
+    for st, scope in stations.items() if isinstance(stations, dict) else ():
+        if isinstance(scope, dict) and "kind" in scope:
+            kind = scope.pop("kind")
+            problems.append(DocumentProblem(("qc", "stations", st, "kind"), "a station's kind is no longer set in the QC file (it is the station's registry entry)",
+                                            f"remove this line and set the kind in the registry: quantrac station set-kind {st} {kind}"))
+    return problems
+
+
+class _Converter:
+    """Validated models -> the layers' Scope structures, each setting with its line."""
+
+    def __init__(self, doc: YamlDocument) -> None:
+        self.doc = doc
+        self.issues: list[ConfigIssue] = []
+
+    def setting(self, value: Any, loc: Loc) -> Setting:
+        return Setting(value, self.doc.shown, self.doc.line_of(loc), format_loc(loc))
+
+    def settings(self, block: BaseModel, loc: Loc) -> dict[str, Setting]:
+        return {key: self.setting(getattr(block, key), loc + (key,)) for key in type(block).model_fields if key in block.model_fields_set}
+
+    def scope(self, block: ScopeBlock | DeviceBlock, loc: Loc, target: Scope) -> Scope:
+        if isinstance(block, ScopeBlock):
+            target.timestamps = self.settings(block.timestamps, loc + ("timestamps",))
+            target.clock = self.settings(block.clock, loc + ("clock",))
+            target.rules = self.rules(block.consistency, loc + ("consistency",))
+        target.parameters = {
+            sym: {unit: self.checks(checks, loc + ("parameters", sym, unit)) for unit, checks in units.items()}
+            for sym, units in block.parameters.items()
+        }
+        return target
+
+    def checks(self, block: ChecksBlock, loc: Loc) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for check in CHECK_KEYS:
+            if check in block.model_fields_set:
+                settings = getattr(block, check)
+                out[check] = False if settings is None else self.settings(settings, loc + (check,))
+        return out
+
+    def rules(self, rules: list[RuleBlock], loc: Loc) -> dict[tuple[str, str], dict[str, Setting]]:
+        out: dict[tuple[str, str], dict[str, Setting]] = {}
+        for i, rule in enumerate(rules):
+            pair = (rule.lesser, rule.greater)
+            if pair[0] == pair[1]:
+                self.issues.append(self.doc.issue(loc + (i,), f"rule compares {pair[0]} with itself", "name two different parameters"))
+            elif pair in out:
+                self.issues.append(self.doc.issue(loc + (i,), f"a second rule for {pair[0]} <= {pair[1]}", "merge the two rules"))
+            else:
+                out[pair] = self.settings(rule, loc + (i,))
+        return out
+
+
+def _thresholds_file(doc: YamlDocument) -> ThresholdsFile:
+    out = ThresholdsFile(doc.shown, Scope(), {}, {})
+    if doc.data is None:
+        return out  # an empty overrides file: defaults only
+    data = copy.deepcopy(doc.data)
+    issues = doc.issues(_layout_problems(data))
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _fmt_path(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        model = validate(ThresholdsDocument, doc, data=data)
+    except ConfigError as exc:
+        raise ThresholdsError(sorted(issues + exc.issues, key=lambda i: i.line)) from None
+    if issues:
+        raise ThresholdsError(issues)
+    if model.qc is None:
+        return out
+    conv = _Converter(doc)
+    conv.scope(model.qc, ("qc",), out.top)
+    out.kinds = {kind: conv.scope(block, ("qc", "kinds", kind), Scope()) for kind, block in model.qc.kinds.items()}
+    for st, block in model.qc.stations.items():
+        station = conv.scope(block, ("qc", "stations", st), StationScope())
+        assert isinstance(station, StationScope)
+        station.devices = {dev: conv.scope(dblock, ("qc", "stations", st, "devices", dev), Scope()) for dev, dblock in block.devices.items()}
+        out.stations[st] = station
+    if conv.issues:
+        raise ThresholdsError(conv.issues)
     return out
 
 
-class _Parser:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.issues: list[Issue] = []
-
-    def issue(self, node: Node | None, loc: tuple, message: str, fix: str) -> None:
-        line = node.start_mark.line + 1 if node is not None else 0
-        self.issues.append(Issue(self.source, line, _fmt_path(loc), message, fix))
-
-    # -- generic shapes ---------------------------------------------------
-    def mapping(self, node: Node, loc: tuple, allowed: Iterable[str] | None) -> Iterator[tuple[str, Node, Node]]:
-        if not isinstance(node, MappingNode):
-            self.issue(node, loc, f"expected a mapping (key: value), got {self._kind(node)}", f"see {README} for the layout")
-            return
-        allowed = tuple(allowed) if allowed is not None else None
-        seen: set[str] = set()
-        for knode, vnode in node.value:
-            key = _scalar(knode) if isinstance(knode, ScalarNode) else None
-            if isinstance(key, bool):
-                self.issue(knode, loc, f"YAML read the unquoted key {knode.value!r} as the boolean {key}", f'put it in quotes: "{knode.value}":')
-                continue
-            if key is None and isinstance(knode, ScalarNode) and knode.value in ("", "~", "null"):
-                self.issue(knode, loc, "empty key", "give the key a name")
-                continue
-            if not isinstance(key, (str, int, float)):
-                self.issue(knode, loc, "keys must be plain text", "use a name as the key")
-                continue
-            key = str(key)
-            if key in seen:
-                self.issue(knode, loc + (key,), f"duplicate key {key!r} (YAML would silently keep the last one)", "remove one of them")
-                continue
-            seen.add(key)
-            if allowed is not None and key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
-                self.issue(knode, loc + (key,), f"unknown key {key!r}", f"{hint}allowed here: {', '.join(allowed)}")
-                continue
-            yield key, knode, vnode
-
-    @staticmethod
-    def _kind(node: Node) -> str:
-        if isinstance(node, MappingNode):
-            return "a mapping"
-        if isinstance(node, SequenceNode):
-            return "a list"
-        return repr(_scalar(node)) if isinstance(node, ScalarNode) else "nothing"
-
-    def value(self, kind: str, node: Node, loc: tuple) -> Any:
-        """One setting of a given kind; None after recording an issue."""
-        if kind == "span":
-            if not isinstance(node, SequenceNode) or len(node.value) != 2:
-                self.issue(node, loc, f"expected [low, high], got {self._kind(node)}", "write two numbers in brackets, e.g. [0, 1000]; null for an open end")
-                return None
-            lo, hi = (self._number(n, loc, allow_null=True) for n in node.value)
-            if lo is _BAD or hi is _BAD:
-                return None
-            lo = -math.inf if lo is None else lo
-            hi = math.inf if hi is None else hi
-            if not lo < hi:
-                self.issue(node, loc, f"low {lo:g} is not below high {hi:g}", "write [low, high] with low < high")
-                return None
-            return (lo, hi)
-        if kind == "date":
-            val = _scalar(node) if isinstance(node, ScalarNode) else None
-            if isinstance(val, dt.datetime):
-                return val if val.tzinfo else val.replace(tzinfo=dt.timezone.utc)
-            if isinstance(val, dt.date):
-                return dt.datetime(val.year, val.month, val.day, tzinfo=dt.timezone.utc)
-            self.issue(node, loc, f"expected a date, got {self._kind(node)}", "write a date without quotes, e.g. 2020-01-01")
-            return None
-        if kind == "bool":
-            val = _scalar(node) if isinstance(node, ScalarNode) else None
-            if not isinstance(val, bool):
-                self.issue(node, loc, f"expected true or false, got {self._kind(node)}", "write true or false")
-                return None
-            return val
-        if kind == "symbol":
-            val = _scalar(node) if isinstance(node, ScalarNode) else None
-            if isinstance(val, bool):
-                self.issue(node, loc, f"YAML read the unquoted word {node.value!r} as the boolean {val}", f'put it in quotes: "{node.value}"')
-                return None
-            if not isinstance(val, str) or not val:
-                self.issue(node, loc, f"expected a parameter symbol, got {self._kind(node)}", 'write the regulation symbol, e.g. "PM2,5" or NOx')
-                return None
-            return val
-        num = self._number(node, loc, allow_null=kind == "num_or_null")
-        if num is _BAD:
-            return None
-        if num is None:
-            return _NULL
-        if kind in ("int1", "int2"):
-            low = 1 if kind == "int1" else 2
-            if num != int(num) or num < low:
-                self.issue(node, loc, f"expected a whole number >= {low}, got {num:g}", f"write a whole number such as {max(low, 3)}")
-                return None
-            return int(num)
-        if kind == "pos" and not num > 0:
-            self.issue(node, loc, f"must be greater than 0, got {num:g}", "write a positive number (switch the whole check off with `off`)")
-            return None
-        if kind == "nonneg" and num < 0:
-            self.issue(node, loc, f"must not be negative, got {num:g}", "write 0 or a positive number")
-            return None
-        return num
-
-    def _number(self, node: Node, loc: tuple, allow_null: bool) -> Any:
-        val = _scalar(node) if isinstance(node, ScalarNode) else _BAD
-        if val is None and allow_null:
-            return None
-        if isinstance(val, bool) or not isinstance(val, (int, float)):
-            if isinstance(val, str):
-                try:
-                    float(val)
-                    fix = "write the number without quotes"
-                except ValueError:
-                    fix = "write a number"
-            else:
-                fix = "write a number"
-            self.issue(node, loc, f"expected a number, got {self._kind(node)}", fix)
-            return _BAD
-        if not math.isfinite(val):
-            self.issue(node, loc, f"expected a finite number, got {val}", "write a finite number (null for an open end of a span)")
-            return _BAD
-        return float(val)
-
-    def settings(self, node: Node, loc: tuple, spec: dict[str, tuple[str, Any]]) -> dict[str, Setting]:
-        out: dict[str, Setting] = {}
-        for key, _knode, vnode in self.mapping(node, loc, spec):
-            val = self.value(spec[key][0], vnode, loc + (key,))
-            if val is not None:
-                out[key] = Setting(None if val is _NULL else val, self.source, vnode.start_mark.line + 1, _fmt_path(loc + (key,)))
-        return out
-
-    # -- the document -------------------------------------------------------
-    def scope(self, node: Node, loc: tuple, target: Scope, allowed: tuple[str, ...]) -> None:
-        for key, _knode, vnode in self.mapping(node, loc, allowed):
-            self.scope_item(key, vnode, loc + (key,), target)
-
-    def scope_item(self, key: str, vnode: Node, here: tuple, target: Scope) -> None:
-        if key == "timestamps":
-            target.timestamps = self.settings(vnode, here, TIMESTAMP_KEYS)
-        elif key == "clock":
-            target.clock = self.settings(vnode, here, CLOCK_KEYS)
-        elif key == "consistency":
-            target.rules = self.rules(vnode, here)
-        elif key == "parameters":
-            target.parameters = self.parameters(vnode, here)
-        elif key == "kind" and isinstance(target, StationScope):
-            val = _scalar(vnode) if isinstance(vnode, ScalarNode) else None
-            if val not in STATION_KINDS:
-                close = difflib.get_close_matches(str(val), STATION_KINDS, n=1)
-                hint = f"did you mean {close[0]}? " if close else ""
-                self.issue(vnode, here, f"{val!r} is not a station kind", f"{hint}use one of {', '.join(STATION_KINDS)}")
-            else:
-                target.kind = Setting(val, self.source, vnode.start_mark.line + 1)
-        elif key == "devices" and isinstance(target, StationScope):
-            for dev, _kn, dnode in self.mapping(vnode, here, None):
-                scope = Scope()
-                self.scope(dnode, here + (dev,), scope, ("parameters",))
-                target.devices[dev] = scope
-
-    def rules(self, node: Node, loc: tuple) -> dict[tuple[str, str], dict[str, Setting]]:
-        out: dict[tuple[str, str], dict[str, Setting]] = {}
-        if not isinstance(node, SequenceNode):
-            self.issue(node, loc, f"expected a list of rules, got {self._kind(node)}", "write - {lesser: NO2, greater: NOx} items")
-            return out
-        for i, item in enumerate(node.value):
-            known = len(self.issues)
-            rule = self.settings(item, loc + (i,), RULE_KEYS)
-            if "lesser" not in rule or "greater" not in rule:
-                if isinstance(item, MappingNode) and len(self.issues) == known:
-                    self.issue(item, loc + (i,), "a consistency rule needs both lesser and greater", "write {lesser: NO2, greater: NOx}")
-                continue
-            pair = (rule["lesser"].value, rule["greater"].value)
-            if pair[0] == pair[1]:
-                self.issue(item, loc + (i,), f"rule compares {pair[0]} with itself", "name two different parameters")
-                continue
-            if pair in out:
-                self.issue(item, loc + (i,), f"a second rule for {pair[0]} <= {pair[1]}", "merge the two rules")
-                continue
-            out[pair] = rule
-        return out
-
-    def parameters(self, node: Node, loc: tuple) -> dict[str, dict[str, dict[str, Any]]]:
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        for sym, _kn, unode in self.mapping(node, loc, None):
-            units: dict[str, dict[str, Any]] = {}
-            for unit, uknode, cnode in self.mapping(unode, loc + (sym,), None):
-                if unit in CHECK_KEYS:
-                    self.issue(uknode, loc + (sym, unit), f"{unit!r} is a check, but this level names the unit",
-                               f"put the unit first: {sym}: {{ug/m3: {{{unit}: ...}}}}")
-                    continue
-                units[unit] = self.checks(cnode, loc + (sym, unit))
-            out[sym] = units
-        return out
-
-    def checks(self, node: Node, loc: tuple) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for check, _kn, vnode in self.mapping(node, loc, CHECK_KEYS):
-            if isinstance(vnode, ScalarNode):
-                val = _scalar(vnode)
-                if val is False:
-                    out[check] = False
-                    continue
-                self.issue(vnode, loc + (check,), f"expected settings or `off`, got {self._kind(vnode)}", f"write {check}: off, or {check}: {{...}}")
-                continue
-            out[check] = self.settings(vnode, loc + (check,), CHECK_KEYS[check])
-        return out
-
-
-_BAD = object()
-_NULL = object()
+def _as_thresholds_error(read: Callable[[], YamlDocument]) -> YamlDocument:
+    try:
+        return read()
+    except ConfigError as exc:
+        raise ThresholdsError(exc.issues) from None
 
 
 def parse_thresholds(text: str, source: str) -> ThresholdsFile:
@@ -435,61 +539,14 @@ def parse_thresholds(text: str, source: str) -> ThresholdsFile:
     the layers under them (a suspect span inside the inherited fail span) is
     checked when a ThresholdSource installs the file over the defaults.
     """
-    p = _Parser(source)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(str(x) for x in (exc.context, exc.problem) if x)
-        raise ThresholdsError([Issue(source, mark.line + 1 if mark else 0, "", f"not valid YAML: {problem}", "fix the YAML syntax (indentation, quotes, a missing ':')")]) from None
-    except yaml.YAMLError as exc:
-        raise ThresholdsError([Issue(source, 0, "", f"not valid YAML: {exc}", "fix the YAML syntax")]) from None
-    out = ThresholdsFile(source, Scope(), {}, {})
-    if root is None:
-        return out  # an empty overrides file: defaults only
-    qc_node = None
-    for key, _kn, vnode in p.mapping(root, (), ("qc",)):
-        qc_node = vnode
-    if qc_node is None and not p.issues:
-        p.issue(root, (), "expected a top-level `qc:` section", f"start the file with qc: (see {README})")
-    if qc_node is not None and not (isinstance(qc_node, ScalarNode) and _scalar(qc_node) is None):
-        for key, _kn, vnode in p.mapping(qc_node, ("qc",), TOP_KEYS):
-            loc = ("qc", key)
-            if key in SCOPE_KEYS:
-                p.scope_item(key, vnode, loc, out.top)
-            elif key == "kinds":
-                for kind, kknode, knode in p.mapping(vnode, loc, None):
-                    if kind not in STATION_KINDS:
-                        close = difflib.get_close_matches(kind, STATION_KINDS, n=1)
-                        hint = f"did you mean {close[0]}? " if close else ""
-                        p.issue(kknode, loc + (kind,), f"{kind!r} is not a station kind", f"{hint}use one of {', '.join(STATION_KINDS)}")
-                        continue
-                    scope = Scope()
-                    p.scope(knode, loc + (kind,), scope, SCOPE_KEYS)
-                    out.kinds[kind] = scope
-            elif key == "stations":
-                for st, sknode, snode in p.mapping(vnode, loc, None):
-                    if not STATION_ID_PATTERN.match(st):
-                        p.issue(sknode, loc + (st,), f"{st!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
-                        continue
-                    scope = StationScope()
-                    p.scope(snode, loc + (st,), scope, STATION_KEYS)
-                    out.stations[st] = scope
-    if p.issues:
-        raise ThresholdsError(p.issues)
-    return out  # blocks are checked merged with the layers under them by ThresholdSource
+    return _thresholds_file(_as_thresholds_error(lambda: parse_yaml(text.encode("utf-8"), source, readme=README, allow_empty=True, allowed_words=OFF)))
 
 
 def read_thresholds(path: Path) -> ThresholdsFile:
-    shown = _display(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ThresholdsError([Issue(shown, 0, "", "file not found", "check the path")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ThresholdsError([Issue(shown, 0, "", f"cannot read: {exc}", "check the file")]) from None
-    return parse_thresholds(text, shown)
+    return _thresholds_file(_as_thresholds_error(lambda: read_yaml(path, readme=README, allow_empty=True, allowed_words=OFF)))
 
+
+OFF = frozenset({"off"})  # `spike: off` switches a check off: the one yes/no word the format means
 
 # --------------------------------------------------------------------------- #
 # Merging layers
@@ -566,13 +623,14 @@ def _vector(gr: dict | None, sp: dict | None, roc: dict | None, fl: dict | None)
 class Config:
     """Defaults plus one overrides file, with the layer lookups."""
 
-    def __init__(self, defaults: ThresholdsFile, overrides: ThresholdsFile | None) -> None:
+    def __init__(self, defaults: ThresholdsFile, overrides: ThresholdsFile | None, kinds: Mapping[str, str] = MappingProxyType({})) -> None:
         self.defaults = defaults
         self.overrides = overrides or ThresholdsFile("", Scope(), {}, {})
+        self.kinds = kinds
 
     def kind_of(self, station: str) -> str | None:
-        st = self.overrides.stations.get(station)
-        return st.kind.value if st is not None and st.kind is not None else None
+        """The station's kind, from its registry entry."""
+        return self.kinds.get(station)
 
     def scopes(self, station: str | None, kind: str | None) -> list[Scope]:
         out: list[Scope] = [self.defaults.top]
@@ -660,13 +718,14 @@ class Config:
         return longest
 
 
-def _check_config(cfg: Config, p: _Parser) -> None:
+def _check_config(cfg: Config, source: str) -> list[ConfigIssue]:
     """Resolve every combination the files configure, so merge problems surface at load, with a line.
 
     Generic (file-wide and per-kind) blocks are resolved under every kind; a
     station's own blocks under its kind, for the station and each device.
     """
     seen: set[str] = set()
+    issues: list[ConfigIssue] = []
     kinds = [None, *STATION_KINDS]
     combos: set[tuple[str | None, str | None, str | None, str, str]] = set()
     all_files = [cfg.defaults, cfg.overrides]
@@ -684,7 +743,7 @@ def _check_config(cfg: Config, p: _Parser) -> None:
         for sym, unit in generic:
             combos.add((None, kind, None, sym, unit))
     for st, scope in cfg.overrides.stations.items():
-        kind = scope.kind.value if scope.kind else None
+        kind = cfg.kind_of(st)
         local = set(pairs(scope))  # other pairs resolve as under the generic combinations above
         for dev in scope.devices.values():
             local |= set(pairs(dev))
@@ -695,10 +754,11 @@ def _check_config(cfg: Config, p: _Parser) -> None:
     for combo in sorted(combos, key=lambda c: tuple("" if x is None else x for x in c)):
         _pt, problems = cfg.resolve_param(*combo)
         for message, fix, where in problems:
-            issue = Issue(where.file if where else p.source, where.line if where else 0, where.path.rsplit(".", 1)[0] if where else "", message, fix)
+            issue = ConfigIssue(where.file if where else source, where.line if where else 0, where.path.rsplit(".", 1)[0] if where else "", message, fix)
             if str(issue) not in seen:
                 seen.add(str(issue))
-                p.issues.append(issue)
+                issues.append(issue)
+    return issues
 
 
 # --------------------------------------------------------------------------- #
@@ -715,27 +775,42 @@ class ThresholdSource:
     every issue and the last good thresholds stay in force, so a typo made
     while the collector runs does not stop it. Not thread-safe: reload and
     lookups belong to the collector's flush loop.
+
+    ``station_kinds`` returns the registry's station id -> kind mapping
+    (``StationRegistry.kinds``); each reload asks it again, and a changed
+    mapping (compared by identity: the registry hands out a new one only when
+    a kind changed) applies the kind layers anew. Without it no station has a
+    kind and only the generic layers apply.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, defaults_path: str | os.PathLike[str] = DEFAULTS_PATH) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        defaults_path: str | os.PathLike[str] = DEFAULTS_PATH,
+        station_kinds: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.path = Path(path) if path is not None else None
         self.defaults_path = Path(defaults_path)
+        self._station_kinds = station_kinds
+        self._kinds: Mapping[str, str] = station_kinds() if station_kinds is not None else MappingProxyType({})
+        self._overrides: ThresholdsFile | None = None
         self._defaults = read_thresholds(self.defaults_path)
         self._stamp: tuple[int, int] | None = None
         self.generation = 0
         self.last_error: ThresholdsError | None = None
-        self._install(None)
+        self._install(None, self._kinds)
         if self.path is not None:
             if not self.path.exists():
-                raise ThresholdsError([Issue(_display(self.path), 0, "", "file not found", "check the path, or start without a thresholds file")])
+                raise ThresholdsError([ConfigIssue(display_path(self.path), 0, "", "file not found", "check the path, or start without a thresholds file")])
             self.reload_if_changed(raise_errors=True)
 
-    def _install(self, overrides: ThresholdsFile | None) -> None:
-        cfg = Config(self._defaults, overrides)
-        p = _Parser(overrides.source if overrides else str(self.defaults_path))
-        _check_config(cfg, p)
-        if p.issues:
-            raise ThresholdsError(p.issues)
+    def _install(self, overrides: ThresholdsFile | None, kinds: Mapping[str, str]) -> None:
+        cfg = Config(self._defaults, overrides, kinds)
+        issues = _check_config(cfg, overrides.source if overrides else str(self.defaults_path))
+        if issues:
+            raise ThresholdsError(issues)
+        self._overrides, self._kinds = overrides, kinds
         self._config = cfg
         self._params: dict[tuple[str, str, str, str], ParamThresholds | None] = {}
         self._stations: dict[str, StationSettings] = {}
@@ -745,7 +820,29 @@ class ThresholdSource:
         self.generation += 1
 
     def reload_if_changed(self, raise_errors: bool = False) -> bool:
-        """Re-read the overrides file if its mtime or size changed; True if new thresholds apply."""
+        """Re-read the overrides file if its mtime or size changed, and the stations'
+        kinds if they changed; True if new thresholds apply."""
+        kinds_applied = self._reload_kinds(raise_errors)
+        return self._reload_file(raise_errors) or kinds_applied
+
+    def _reload_kinds(self, raise_errors: bool) -> bool:
+        if self._station_kinds is None:
+            return False
+        kinds = self._station_kinds()
+        if kinds is self._kinds:
+            return False
+        try:
+            self._install(self._overrides, kinds)
+        except ThresholdsError as exc:
+            self.last_error = exc
+            if raise_errors:
+                raise
+            log.error("qc_thresholds_invalid", reason="station kinds changed in the registry", issues=[str(i) for i in exc.issues], kept_generation=self.generation)
+            return False
+        log.info("qc_station_kinds_applied", stations=len(kinds), generation=self.generation)
+        return True
+
+    def _reload_file(self, raise_errors: bool) -> bool:
         if self.path is None:
             return False
         try:
@@ -757,7 +854,7 @@ class ThresholdSource:
             return False
         self._stamp = stamp
         try:
-            self._install(read_thresholds(self.path))
+            self._install(read_thresholds(self.path), self._kinds)
         except ThresholdsError as exc:
             self.last_error = exc
             if raise_errors:

@@ -43,7 +43,7 @@ log = structlog.get_logger("edge_agent.sources.serial")
 PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 
 
-class LineError(Exception):
+class NoReplyError(Exception):
     """An exchange that produced no complete reply. ``kind``: open, closed, timeout."""
 
     def __init__(self, kind: str, cause: str, partial: bytes = b"", latency_s: float | None = None) -> None:
@@ -107,7 +107,7 @@ class SerialLine:
             text = os.strerror(code) if isinstance(code, int) else str(exc)  # pyserial repeats the path twice otherwise
             if "exclusively lock" in str(exc) or code == 11:
                 text = "the port is in use by another program (another agent, a doctor run, a terminal?)"
-            raise LineError("open", f"no connection: cannot open {self.path}: {text}"[:240]) from None
+            raise NoReplyError("open", f"no connection: cannot open {self.path}: {text}"[:240]) from None
         self._serial = ser
         self._quiet_since = time.monotonic()
         self.opens += 1
@@ -129,13 +129,13 @@ class SerialLine:
                 return
             except OSError as exc:
                 self.close()
-                raise LineError("closed", f"no reply: port {self.path} failed: {exc.strerror or exc} (device unplugged?)") from None
+                raise NoReplyError("closed", f"no reply: port {self.path} failed: {exc.strerror or exc} (device unplugged?)") from None
             if not data:
                 return
             self.stale_bytes += len(data)
 
     async def exchange(self, request: bytes, complete: Callable[[bytes], bool], timeout_s: float, *, pause_s: float = 0.0) -> Exchange:
-        """Write ``request`` and read until ``complete(buffer)``; raises :class:`LineError`."""
+        """Write ``request`` and read until ``complete(buffer)``; raises :class:`NoReplyError`."""
         async with self._lock:
             if self._serial is None:
                 self._open()
@@ -155,7 +155,7 @@ class SerialLine:
                     view = view[n:]
             except OSError as exc:
                 self.close()
-                raise LineError("closed", f"no reply: cannot write to {self.path}: {exc.strerror or exc} (device unplugged?)") from None
+                raise NoReplyError("closed", f"no reply: cannot write to {self.path}: {exc.strerror or exc} (device unplugged?)") from None
             try:
                 reply = await self._read_until(fd, complete, started + timeout_s, timeout_s)
             finally:
@@ -192,15 +192,15 @@ class SerialLine:
                     return bytes(buf)
                 if broken:
                     self.close()
-                    raise LineError("closed", f"no reply: port {self.path} closed ({broken[0]}; device unplugged?)", bytes(buf), time.monotonic() - started)
+                    raise NoReplyError("closed", f"no reply: port {self.path} closed ({broken[0]}; device unplugged?)", bytes(buf), time.monotonic() - started)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise LineError("timeout", f"no reply: timeout after {timeout_s:g} s", bytes(buf), timeout_s)
+                    raise NoReplyError("timeout", f"no reply: timeout after {timeout_s:g} s", bytes(buf), timeout_s)
                 arrived.clear()
                 try:
                     await asyncio.wait_for(arrived.wait(), remaining)
                 except asyncio.TimeoutError:
-                    continue  # the loop's deadline check turns this into the LineError
+                    continue  # the loop's deadline check turns this into the NoReplyError
         finally:
             loop.remove_reader(fd)  # no await since a close, so the fd number cannot have been reused
 

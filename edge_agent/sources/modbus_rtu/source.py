@@ -5,7 +5,7 @@ which serialises the exchanges and keeps the inter-frame gap (see there). This
 source builds the request frames (one per coalesced read of the profile's
 plan), checks each reply (length, CRC, unit id, function, byte count) and
 turns the answers into Readings exactly as the Modbus TCP input does
-(modbus_common.py).
+(modbus_map.py).
 
 Failures are flagged, never guessed:
 
@@ -35,8 +35,9 @@ import structlog
 
 from broker_bridge.envelope import Reading
 from edge_agent.codec import FrameError, ModbusExceptionReply, ReadRequest, parse_rtu_reply, rtu_read_request, rtu_reply_length
-from edge_agent.sources.modbus_common import Isolation, ModbusMap, PollReport, RequestReport, clip
-from edge_agent.sources.serial_line import LineError, SerialLine, join_line
+from edge_agent.sources.modbus_map import ModbusMap
+from edge_agent.sources.polling import Isolation, PollReport, RequestReport, clip
+from edge_agent.sources.serial_line import NoReplyError, SerialLine, join_line
 from station_profiles.profile_model import AnalyzerProfile, ModbusRtuDevice
 
 log = structlog.get_logger("edge_agent.sources.modbus_rtu")
@@ -89,7 +90,7 @@ class ModbusRtuSource:
         await self.close()
 
     async def _request(self, req: ReadRequest, rr: RequestReport) -> tuple[int, list[Any]]:
-        """One read, with retries for garbled replies. Raises LineError (transport) or
+        """One read, with retries for garbled replies. Raises NoReplyError (transport) or
         _Broken / ModbusExceptionReply."""
         frame = rtu_read_request(self.device.unit_id, req.table, req.address, req.count)
         broken = ""
@@ -98,7 +99,7 @@ class ModbusRtuSource:
             self.requests_sent += 1
             try:
                 ex = await self.line.exchange(frame, _reply_complete, self.timeout_s, pause_s=self.device.turnaround_delay_s)
-            except LineError as exc:
+            except NoReplyError as exc:
                 rr.latency_s = exc.latency_s
                 if exc.kind == "timeout" and exc.partial:
                     need = rtu_reply_length(exc.partial)
@@ -141,7 +142,7 @@ class ModbusRtuSource:
                 for p in req.points:
                     failed[p.key] = (ts, rr.cause)
                 continue
-            except (LineError, _Broken) as exc:
+            except (NoReplyError, _Broken) as exc:
                 rr.cause = exc.cause
                 transport_failure = first_failure = first_failure or exc.cause
                 for later in self.plan[i:]:

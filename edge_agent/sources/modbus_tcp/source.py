@@ -44,7 +44,8 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from broker_bridge.envelope import Reading
 from edge_agent.codec import ReadRequest, exception_cause
-from edge_agent.sources.modbus_common import STATUS_KEY, ModbusMap, PollReport, RequestReport  # noqa: F401 - STATUS_KEY re-exported
+from edge_agent.sources.modbus_map import STATUS_KEY, ModbusMap  # noqa: F401 - STATUS_KEY re-exported
+from edge_agent.sources.polling import PollReport, RequestReport
 from station_profiles.profile_model import AnalyzerProfile, ModbusTcpDevice
 
 log = structlog.get_logger("edge_agent.sources.modbus_tcp")

@@ -31,10 +31,10 @@ import time
 import structlog
 
 from broker_bridge.envelope import Reading
-from edge_agent.codec import LineError as ParseError
+from edge_agent.codec import UnusableLineError
 from edge_agent.codec import check_line_checksum, decode_text_value, split_fields
-from edge_agent.sources.modbus_common import Isolation, PollReport, RequestReport, clip, join
-from edge_agent.sources.serial_line import LineError, SerialLine, join_line
+from edge_agent.sources.polling import Isolation, PollReport, RequestReport, clip, join
+from edge_agent.sources.serial_line import NoReplyError, SerialLine, join_line
 from station_profiles.profile_model import SerialAsciiDevice, SerialAsciiProfile, combine_conditions
 
 log = structlog.get_logger("edge_agent.sources.serial_ascii")
@@ -100,7 +100,7 @@ class SerialAsciiSource:
         # Its reply (a prompt, a menu) is read until init_wait_s and thrown away.
         try:
             await self.line.exchange(self._init, lambda _: False, self.profile.init_wait_s)
-        except LineError as exc:
+        except NoReplyError as exc:
             if exc.kind != "timeout":
                 raise
         self._initialised_for = self.line.opens
@@ -127,7 +127,7 @@ class SerialAsciiSource:
                 rr.attempts = attempt + 1
                 try:
                     ex = await self.line.exchange(self._poll, lambda b: self._first_line(b) is not None, self.timeout_s)
-                except LineError as exc:
+                except NoReplyError as exc:
                     rr.latency_s = exc.latency_s
                     if exc.kind == "timeout" and exc.partial.strip():
                         failure = f"broken reply: incomplete line {self._decode(exc.partial).strip()!r} (no terminator in {self.timeout_s:g} s)"
@@ -140,11 +140,11 @@ class SerialAsciiSource:
                 try:
                     fields = self._parse(text)
                     break
-                except ParseError as exc:
+                except UnusableLineError as exc:
                     failure = f"broken reply: {exc}"
                     if attempt < self.device.retries:
                         self.log.debug("serial.retry", cause=failure, attempt=attempt + 1)
-        except LineError as exc:
+        except NoReplyError as exc:
             failure = exc.cause
         if fields is None:
             rr.cause = failure

@@ -1,50 +1,20 @@
-"""What every Modbus input shares: which registers to read, and how the answers
-become Readings (status code register and status bits, sentinels, 4-20 mA
-loops). Transport-free: the TCP and RTU sources fill ``got``/``failed`` and
-call :meth:`ModbusMap.build`.
+"""What the Modbus TCP and RTU inputs share: which registers a profile needs read,
+and how the answers become Readings (status code register and status bits,
+sentinels, 4-20 mA loops). Transport-free: the sources fill ``got``/``failed``
+and call :meth:`ModbusMap.build`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from broker_bridge.envelope import Reading
 from edge_agent.codec import Point, ReadRequest, decode_value, plan_reads
+from edge_agent.sources.polling import clip, join
 from station_profiles.profile_model import AnalyzerProfile, combine_conditions
+from vocabulary.modbus import BIT_TABLES
 
 STATUS_KEY = "\x00status"  # cannot clash with a parameter symbol (no control characters there)
-MAX_CAUSE = 256  # the wire contract's limit (broker_bridge.envelope)
-
-
-def clip(cause: str) -> str:
-    return cause if len(cause) <= MAX_CAUSE else cause[: MAX_CAUSE - 3] + "..."
-
-
-def join(*causes: str) -> str:
-    return "; ".join(c for c in causes if c)
-
-
-@dataclass
-class RequestReport:
-    """One request of a poll, for diagnostics (``quantrac agent doctor``)."""
-
-    table: str
-    address: int
-    count: int
-    latency_s: float | None = None
-    cause: str | None = None  # None: answered
-    exception_code: int | None = None
-    data: list[Any] | None = None
-    attempts: int = 0
-
-
-@dataclass
-class PollReport:
-    requests: list[RequestReport] = field(default_factory=list)
-    raw: dict[str, list[Any]] = field(default_factory=dict)  # point key -> registers/bits
-    line: str | None = None  # serial ASCII: the reply line as received
-    skipped: str | None = None  # why the device was not asked (isolated)
 
 
 class ModbusMap:
@@ -61,7 +31,7 @@ class ModbusMap:
                 points.append(Point(STATUS_KEY, status.table, status.wire_address, status.width))  # type: ignore[arg-type]
             seen: set[str] = set()
             for j, b in enumerate(status.bits):
-                if b.table in ("coil", "discrete_input"):
+                if b.table in BIT_TABLES:
                     key = f"\x00bit{j}"
                     points.append(Point(key, b.table, b.wire_address, 1))
                     self.bit_points.append((key, None))
@@ -123,49 +93,3 @@ class ModbusMap:
             else:
                 out.append(Reading(ts, device_id, key, d.value, spec.unit, status, clip(status_cause)))
         return out
-
-
-class Isolation:
-    """Keeps a dead device from costing its bus a timeout every cycle.
-
-    After ``after`` polls in a row without a usable answer the device is
-    isolated: it is then tried only on every ``every``-th poll cycle, until it
-    answers again. The other polls return its values as None / "02" at once.
-    """
-
-    def __init__(self, after: int, every: int) -> None:
-        self.after = after
-        self.every = every
-        self.failed_polls = 0
-        self.isolated = False
-        self._skipped = 0
-        self.last_cause = ""
-
-    def should_try(self) -> bool:
-        if not self.isolated:
-            return True
-        self._skipped += 1
-        if self._skipped >= self.every:
-            self._skipped = 0
-            return True
-        return False
-
-    def skipped_cause(self) -> str:
-        return f"device isolated after {self.failed_polls} polls without an answer, tried every {self.every} polls (last: {self.last_cause})"
-
-    def record(self, failure: str | None) -> str | None:
-        """Note one poll's outcome; returns "isolated" / "recovered" when that changes."""
-        if failure is None:
-            self.failed_polls = 0
-            self._skipped = 0
-            if self.isolated:
-                self.isolated = False
-                return "recovered"
-            return None
-        self.failed_polls += 1
-        self.last_cause = failure
-        if not self.isolated and self.failed_polls >= self.after:
-            self.isolated = True
-            self._skipped = 0
-            return "isolated"
-        return None
