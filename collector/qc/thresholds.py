@@ -46,8 +46,8 @@ import structlog
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from broker_bridge.topics import STATION_ID_PATTERN
 from station_profiles.loader import ConfigError, ConfigIssue
+from vocabulary.stations import STATION_ID_PATTERN
 
 log = structlog.get_logger("collector.qc")
 
