@@ -182,3 +182,18 @@ def test_a_request_is_answered_for_at_most_ten_thousand_batches():
 def test_ranges_of():
     assert ranges_of([3, 4, 5, 9]) == ((3, 5), (9, 9))
     assert ranges_of([]) == ()
+
+
+def test_a_real_outbox_status_encodes_as_the_agent_always_sent_it(tmp_path):
+    """OutboxStatus mirrors Outbox.status() key for key: the agent builds it from that dict."""
+    from edge_agent.outbox import Outbox
+
+    box = Outbox(tmp_path / "outbox.db", ST)
+    try:
+        raw = box.status()
+        state = StationState(OutboxStatus(**raw), None, {}, 0, None, 0)
+        old = {"state": "online", "station": ST, "session": SESSION, "ts_ns": TS, "outbox": raw, "recovery": None,
+               "devices": {}, "refused_readings": 0, "clock": None, "broker_refused_batches": 0}  # fmt: skip
+        assert Status(ST, SESSION, TS, state).encode() == json.dumps(old).encode()
+    finally:
+        box.close()
