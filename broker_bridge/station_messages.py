@@ -67,6 +67,19 @@ def _online(station: str, session: int, ts_ns: int | None) -> dict[str, Any]:
     return doc
 
 
+class _Parsed:
+    """``parse``: the one parse of the topic, refusing a message of another kind."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, payload: bytes):
+        message = parse_station_message(payload)
+        if not isinstance(message, cls):
+            raise MessageError("schema", "", f"expected a {cls.__name__.lower()} message, got a {type(message).__name__.lower()}")
+        return message
+
+
 # -- birth ----------------------------------------------------------------------------------------------
 
 
@@ -112,7 +125,7 @@ class StationDescription:
 
 
 @dataclass(frozen=True, slots=True)
-class Birth:
+class Birth(_Parsed):
     """``online``, published (retained) by the agent as soon as a connection is up."""
 
     station: str
@@ -127,10 +140,6 @@ class Birth:
         return encode_json(doc)
 
     @classmethod
-    def parse(cls, payload: bytes) -> "Birth":
-        return _expect(parse_station_message(payload), cls)
-
-    @classmethod
     def _from_json(cls, header: Header, doc: dict[str, Any]) -> "Birth":
         described = any(k in doc for k in StationDescription.FIELDS)
         return cls(header.station, header.session, _optional_ts(doc), StationDescription.from_json(doc) if described else None)
@@ -140,7 +149,7 @@ class Birth:
 
 
 @dataclass(frozen=True, slots=True)
-class Will:
+class Will(_Parsed):
     """``offline``: the last will the broker publishes when a connection dies, or a planned goodbye."""
 
     station: str
@@ -152,10 +161,6 @@ class Will:
         if self.planned:
             doc["planned"] = True
         return encode_json(doc)
-
-    @classmethod
-    def parse(cls, payload: bytes) -> "Will":
-        return _expect(parse_station_message(payload), cls)
 
     @classmethod
     def _from_json(cls, header: Header, doc: dict[str, Any]) -> "Will":
@@ -311,7 +316,7 @@ class StationState:
 
 
 @dataclass(frozen=True, slots=True)
-class Status:
+class Status(_Parsed):
     """``online`` with ``outbox``: the periodic status."""
 
     station: str
@@ -323,10 +328,6 @@ class Status:
         return encode_json({**_online(self.station, self.session, self.ts_ns), **self.state.as_json()})
 
     @classmethod
-    def parse(cls, payload: bytes) -> "Status":
-        return _expect(parse_station_message(payload), cls)
-
-    @classmethod
     def _from_json(cls, header: Header, doc: dict[str, Any]) -> "Status":
         return cls(header.station, header.session, _optional_ts(doc), StationState.from_json(doc))
 
@@ -335,7 +336,7 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
-class ResendReport:
+class ResendReport(_Parsed):
     """``online`` with ``resend``: the agent's answer to a re-send request (broker_bridge.commands.ResendRequest)."""
 
     station: str
@@ -350,10 +351,6 @@ class ResendReport:
         report = {"from_seq": self.from_seq, "to_seq": self.to_seq, "resent": self.resent,
                   "not_kept": [list(r) for r in self.not_kept]}  # fmt: skip
         return encode_json({**_online(self.station, self.session, self.ts_ns), "resend": report})
-
-    @classmethod
-    def parse(cls, payload: bytes) -> "ResendReport":
-        return _expect(parse_station_message(payload), cls)
 
     @classmethod
     def _from_json(cls, header: Header, doc: dict[str, Any]) -> "ResendReport":
@@ -410,8 +407,3 @@ def parse_station_message(payload: bytes) -> StationMessage:
 def header_of(message: StationMessage) -> Header:
     return Header("offline" if isinstance(message, Will) else "online", message.station, message.session)
 
-
-def _expect(message: StationMessage, kind: type):
-    if not isinstance(message, kind):
-        raise MessageError("schema", "", f"expected a {kind.__name__.lower()} message, got a {type(message).__name__.lower()}")
-    return message

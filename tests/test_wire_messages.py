@@ -197,3 +197,13 @@ def test_a_real_outbox_status_encodes_as_the_agent_always_sent_it(tmp_path):
         assert Status(ST, SESSION, TS, state).encode() == json.dumps(old).encode()
     finally:
         box.close()
+
+
+def test_quantrac_status_reads_the_backlog_from_the_newest_status_only():
+    from cli.main import backlog_of
+
+    assert backlog_of(vector("status").decode()) == (52, 61.25)
+    assert backlog_of(vector("birth").decode()) == (None, None)
+    assert backlog_of(vector("will").decode()) == (None, None)
+    assert backlog_of('{"state": "online", "station": "S1", "session": 1, "outbox": "full"}') == (None, None)
+    assert backlog_of(None) == (None, None)
