@@ -207,3 +207,20 @@ def test_quantrac_status_reads_the_backlog_from_the_newest_status_only():
     assert backlog_of(vector("will").decode()) == (None, None)
     assert backlog_of('{"state": "online", "station": "S1", "session": 1, "outbox": "full"}') == (None, None)
     assert backlog_of(None) == (None, None)
+
+
+def test_a_real_clock_state_and_recovery_encode_as_the_agent_always_sent_them():
+    """ClockStatus and RecoveryStatus mirror ClockMonitor.state and Recovery field for field."""
+    from edge_agent.clock import ClockMonitor
+    from edge_agent.outbox import Recovery
+    from station_profiles.profile_model import ClockConfig
+
+    clock = ClockMonitor(ClockConfig(source="sntp", server="127.0.0.1:1"), station_id=ST).state
+    recovery = Recovery(wal_cut_bytes=4096, wal_reason="torn frame", errors=["row 3: not a reading"])
+    state = StationState(EMPTY_OUTBOX, RecoveryStatus(**{**recovery.__dict__, "errors": tuple(recovery.errors)}), {}, 0,
+                         ClockStatus(**clock), 0)  # fmt: skip
+    old = {"state": "online", "station": ST, "session": SESSION, "ts_ns": TS, "outbox": json.loads(vector("status_minimal"))["outbox"],
+           "recovery": recovery.__dict__, "devices": {}, "refused_readings": 0, "clock": clock, "broker_refused_batches": 0}  # fmt: skip
+    encoded = Status(ST, SESSION, TS, state).encode()
+    assert encoded == json.dumps(old).encode()
+    assert Status.parse(encoded).state == state
