@@ -16,10 +16,10 @@ import nacl.exceptions
 import nacl.signing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from broker_bridge.topics import STATION_ID_PATTERN
+from vocabulary.stations import STATION_ID_PATTERN
+from vocabulary.status import STATUS_CODES
 
 WIRE_VERSION = 1
-STATUS_CODES = ("00", "01", "02")  # regulation: measuring / calibrating / device error
 SIGNATURE_LEN = 64
 MAX_ENVELOPE_BYTES = 1 << 20  # collectors reject anything larger unread
 MAX_READINGS_PER_BATCH = 10_000

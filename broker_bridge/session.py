@@ -18,6 +18,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from supervisor.address import split_host_port
+
 QOS = 1  # QoS 2 gains nothing: paho keeps QoS 2 state only in memory
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our queue through a week's outage
 KEEPALIVE_S = 30
@@ -44,10 +46,8 @@ class BrokerAddress:
 
     @classmethod
     def parse(cls, text: str) -> "BrokerAddress":
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"broker address {text!r} must look like host:port, e.g. 127.0.0.1:1883")
-        return cls(host=host, port=int(port))
+        host, port = split_host_port(text, "broker address", "127.0.0.1:1883")
+        return cls(host=host, port=port)
 
     def with_credentials(self, username: str | None, password_file: Path | None) -> "BrokerAddress":
         """Passwords come from a file, never from the command line where `ps` shows them."""

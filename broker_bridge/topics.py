@@ -8,13 +8,9 @@ matches the topic it arrived on.
 
 from __future__ import annotations
 
-import re
+from vocabulary.stations import STATION_ID_PATTERN
 
 PREFIX = "quantrac/v1"
-
-# Station ids become topic levels and file names: keep them to a safe alphabet
-# with no MQTT wildcard or separator characters.
-STATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 DATA_SUFFIX = "data"
 STATUS_SUFFIX = "status"

@@ -181,20 +181,35 @@ def status(
     questdb_pg: str = typer.Option("127.0.0.1:8812", help="QuestDB PostgreSQL-wire host:port"),
 ) -> None:
     """Each station's last reading, online state, backlog, sequence gaps and reject count."""
-    from broker_bridge.session import BrokerAddress
     from store.queries import station_overview
     from store.questdb_server import QuestDBEndpoints
 
-    pg = BrokerAddress.parse(questdb_pg)
-    rows = station_overview(QuestDBEndpoints(pg.host, 0, pg.port, 0).pg_conninfo)
+    rows = station_overview(QuestDBEndpoints.at(questdb_pg).pg_conninfo)
     typer.echo(f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} {'backlog':>8} {'age s':>7} {'missing':>8} {'rejects':>8}")
     for r in rows:
         last = r.last_reading.strftime("%Y-%m-%d %H:%M:%S") if r.last_reading else "-"
+        backlog, age = backlog_of(r.latest_payload)
         typer.echo(
             f"{r.station:<16} {r.state:<8} {r.session if r.session is not None else '-':>14} {last:<20} {r.readings:>9} "
-            f"{r.backlog_readings if r.backlog_readings is not None else '-':>8} "
-            f"{r.backlog_age_s if r.backlog_age_s is not None else '-':>7} {r.missing_batches:>8} {r.rejects:>8}"
+            f"{backlog if backlog is not None else '-':>8} "
+            f"{age if age is not None else '-':>7} {r.missing_batches:>8} {r.rejects:>8}"
         )
+
+
+def backlog_of(latest_payload: str | None) -> tuple[int | None, float | None]:
+    """(readings not yet acknowledged, age of the oldest in s) from a station's latest message, when it is a status."""
+    from broker_bridge.json_message import MessageError
+    from broker_bridge.station_messages import Status, parse_station_message
+
+    if not latest_payload:
+        return None, None
+    try:
+        message = parse_station_message(latest_payload.encode("utf-8"))
+    except MessageError:  # stored by an older collector that took it; no backlog to show
+        return None, None
+    if not isinstance(message, Status):
+        return None, None
+    return message.state.outbox.backlog_readings, message.state.outbox.backlog_age_s
 
 
 @agent_app.command("run")
@@ -296,7 +311,6 @@ def collector_run(
 ) -> None:
     """Verify and store every station's batches; acknowledge each only after QuestDB committed it."""
     configure_logging(log_level)
-    from broker_bridge.session import BrokerAddress
     from collector.qc.thresholds import ThresholdsError
     from collector.registry import RegistryError
     from collector.service import Collector, CollectorConfig
@@ -304,9 +318,7 @@ def collector_run(
     from store.schema import ensure_schema
 
     try:
-        http = BrokerAddress.parse(questdb)
-        pg = BrokerAddress.parse(questdb_pg)
-        endpoints = QuestDBEndpoints(http.host, http.port, pg.port, 0)
+        endpoints = QuestDBEndpoints.at(questdb_pg, http=questdb)
         config = CollectorConfig(
             broker=broker_address(broker, broker_user, broker_password_file, tls_ca, tls_cert, tls_key),
             client_id=client_id,

@@ -38,14 +38,12 @@ class RejectsError(RuntimeError):
 
 def pg_conninfo(questdb_pg: str) -> str:
     """libpq conninfo for QuestDB's PostgreSQL wire at ``host:port``."""
-    from broker_bridge.session import BrokerAddress
     from store.questdb_server import QuestDBEndpoints
 
     try:
-        address = BrokerAddress.parse(questdb_pg)
+        return QuestDBEndpoints.at(questdb_pg).pg_conninfo
     except ValueError as exc:
         raise RejectsError(f"--questdb-pg: {exc}") from exc
-    return QuestDBEndpoints(address.host, 0, address.port, 0).pg_conninfo
 
 
 def parse_when(value: str | datetime | None, now: datetime | None = None) -> datetime | None:

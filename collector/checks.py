@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass
 
-from broker_bridge.envelope import INT64_MAX, BodyColumns, EnvelopeError, decode_body_columns, open_envelope, verify
+from broker_bridge.envelope import BodyColumns, EnvelopeError, decode_body_columns, open_envelope, verify
+from broker_bridge.json_message import MessageError
+from broker_bridge.station_messages import Will, header_of, parse_station_message
 from broker_bridge.topics import STATUS_SUFFIX, parse_topic
 from collector.registry import StationRegistry
 from store.ilp_writer import RejectRow
 
-MAX_STATUS_BYTES = 64 * 1024
 # A reading that reaches the warehouse this long after it was measured is
 # history, whether the station was offline or the collector was.
 LATE_AFTER_NS = 60 * 10**9
@@ -96,23 +96,12 @@ def check_message(topic: str, payload: bytes, registry: StationRegistry, receive
 
 
 def _check_status(topic: str, claimed: str, payload: bytes, received_ns: int) -> StationEvent | Rejected:
-    if len(payload) > MAX_STATUS_BYTES:
-        return reject(topic, claimed, payload, received_ns, "oversized", f"status of {len(payload)} bytes > {MAX_STATUS_BYTES}")
     try:
-        text = payload.decode("utf-8")  # json.loads would also take UTF-16/32; the contract is UTF-8
-        doc = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return reject(topic, claimed, payload, received_ns, "undecodable", f"status is not UTF-8 JSON: {exc}")
-    if not isinstance(doc, dict):
-        return reject(topic, claimed, payload, received_ns, "schema", "status must be a JSON object")
-    state, session = doc.get("state"), doc.get("session")
-    if (
-        state not in ("online", "offline")
-        or not isinstance(session, int)
-        or isinstance(session, bool)
-        or not 0 <= session <= INT64_MAX
-    ):
-        return reject(topic, claimed, payload, received_ns, "schema", "status needs state online|offline and a session number 0..2^63-1")
-    if doc.get("station") != claimed:
-        return reject(topic, claimed, payload, received_ns, "topic_mismatch", f"status names {doc.get('station')!r}, topic names {claimed}")
-    return StationEvent(claimed, state, session, bool(doc.get("planned", False)), text, received_ns)
+        message = parse_station_message(payload)
+    except MessageError as exc:
+        return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
+    header = header_of(message)
+    if header.station != claimed:
+        return reject(topic, claimed, payload, received_ns, "topic_mismatch", f"status names {header.station!r}, topic names {claimed}")
+    planned = isinstance(message, Will) and message.planned
+    return StationEvent(claimed, header.state, header.session, planned, payload.decode("utf-8"), received_ns)

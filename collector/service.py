@@ -8,7 +8,6 @@ persistent session redelivers, and DEDUP makes the rewrite harmless.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ import structlog
 from questdb import TimestampNanos
 
 from broker_bridge import session
+from broker_bridge.commands import ResendRequest
 from broker_bridge.topics import command_topic, data_subscription, status_subscription
 from collector.checks import LATE_AFTER_NS, Accepted, Rejected, StationEvent, check_message, reject
 from collector.metrics import CollectorMetrics
@@ -521,8 +521,7 @@ class Collector:
         for station, first, last, _ in gaps:
             log.warning("sequence_gap", station=station, first_missing=first, last_missing=last, missing=last - first + 1)
             # The station keeps what it sent for 60 days: ask for the missing batches.
-            request = {"resend": {"from_seq": first, "to_seq": last}}
-            self._client.publish(command_topic(station), json.dumps(request), qos=session.QOS)
+            self._client.publish(command_topic(station), ResendRequest(first, last).encode(), qos=session.QOS)
         for row in rejected:
             self.stats.rejects_by_reason[row.reason] = self.stats.rejects_by_reason.get(row.reason, 0) + 1
             self.metrics.rejects.labels(row.reason).inc()

@@ -19,6 +19,15 @@ import structlog
 from broker_bridge.envelope import Reading
 from broker_bridge.keys import SigningKey
 from broker_bridge.session import BrokerAddress
+from broker_bridge.station_messages import (
+    ClockStatus,
+    DeviceDescription,
+    DeviceStatus,
+    OutboxStatus,
+    RecoveryStatus,
+    StationDescription,
+    StationState,
+)
 from edge_agent.clock import ClockMonitor
 from edge_agent.group_commit import GroupCommitter
 from edge_agent.outbox import Outbox, OutboxFull, RetentionPolicy
@@ -85,14 +94,14 @@ class StationAgent:
         self.settings = settings or AgentSettings()
         self.outbox = Outbox(outbox_path, self.station_id, self.settings.retention)
         self.committer = GroupCommitter(self.outbox, self.settings.commit_window_s)
-        birth = {
-            "name": station.station.name,
-            "kind": station.station.kind,
-            "devices": [{"id": d.id, "profile": d.profile, "transport": d.transport} for d in station.devices],
-            "profiles_sha256": profiles_sha256(station),
-        }
+        description = StationDescription(
+            name=station.station.name,
+            kind=station.station.kind,
+            devices=tuple(DeviceDescription(d.id, d.profile, d.transport) for d in station.devices),
+            profiles_sha256=profiles_sha256(station),
+        )
         self.publisher = BatchPublisher(
-            self.outbox, key, broker, historical_after_s=self.settings.historical_after_s, birth_metadata=birth
+            self.outbox, key, broker, historical_after_s=self.settings.historical_after_s, description=description
         )
         # Devices on one serial port share one line: their requests are serialised.
         self.sources = sources_for_station(station)
@@ -173,23 +182,20 @@ class StationAgent:
         if changed:
             self.publish_status(changed=changed)
 
-    def status(self) -> dict[str, object]:
-        return {
-            "outbox": self.outbox.status(),
-            "recovery": self.outbox.recovery.__dict__ if self.outbox.recovery.anything_cut else None,
-            "devices": {
-                device_id: {"up": s.up, "since_ns": s.since_ns, "cause": s.cause} for device_id, s in self.devices.items()
-            },
-            "refused_readings": self.refused_readings,
-            "clock": self.clock.state if self.clock else None,
-            "broker_refused_batches": len(self.publisher.refused),
-        }
+    def status(self, changed: list[str] | None = None) -> StationState:
+        recovery = self.outbox.recovery
+        return StationState(
+            outbox=OutboxStatus(**self.outbox.status()),
+            recovery=RecoveryStatus(**{**recovery.__dict__, "errors": tuple(recovery.errors)}) if recovery.anything_cut else None,
+            devices={device_id: DeviceStatus(s.up, s.since_ns, s.cause) for device_id, s in self.devices.items()},
+            refused_readings=self.refused_readings,
+            clock=ClockStatus(**self.clock.state) if self.clock else None,
+            broker_refused_batches=len(self.publisher.refused),
+            changed_devices=tuple(changed) if changed else None,
+        )
 
     def publish_status(self, changed: list[str] | None = None) -> None:
-        status = self.status()
-        if changed:
-            status["changed_devices"] = changed
-        self.publisher.publish_status(status)
+        self.publisher.publish_status(self.status(changed))
 
     async def _drain(self, timeout_s: float) -> bool:
         """On shutdown, give staged and unacknowledged batches a last chance to be acknowledged.

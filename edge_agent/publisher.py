@@ -14,7 +14,6 @@ will that arrives late can never override a newer birth.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -24,14 +23,17 @@ import paho.mqtt.client as mqtt
 import structlog
 
 from broker_bridge import session
+from broker_bridge.catalog import STATUS
+from broker_bridge.commands import ResendRequest
+from broker_bridge.json_message import MessageError
 from broker_bridge.keys import SigningKey
+from broker_bridge.station_messages import Birth, ResendReport, StationDescription, StationState, Status, Will, ranges_of
 from broker_bridge.topics import command_topic, data_topic, status_topic
 from edge_agent.outbox import BACKLOG, LIVE, Outbox, SealedBatch
 
 log = structlog.get_logger("edge_agent.publisher")
 
 NO_MATCHING_SUBSCRIBERS = 0x10
-MAX_RESEND_BATCHES = 10_000  # per request: a bad request must not flood the uplink
 # Session numbers: the outbox's durable counter (one step per agent start)
 # times this, plus the connection number within the process: monotonic
 # across reconnects and restarts without touching the disk from the network thread.
@@ -48,7 +50,7 @@ class BatchPublisher:
         window: int = 20,
         max_readings_per_batch: int = 1000,
         historical_after_s: float = 60.0,
-        birth_metadata: dict[str, Any] | None = None,
+        description: StationDescription | None = None,
         unheard_retry_s: float = 30.0,
     ) -> None:
         self.outbox = outbox
@@ -58,11 +60,11 @@ class BatchPublisher:
         self.window = window
         self.max_readings_per_batch = max_readings_per_batch
         self.historical_after_s = historical_after_s
-        self.birth_metadata = birth_metadata or {}
+        self.description = description
         self.topic = data_topic(self.station_id)
         self.status_topic = status_topic(self.station_id)
         self.command_topic = command_topic(self.station_id)
-        self._resend_requests: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+        self._resend_requests: queue.SimpleQueue[ResendRequest] = queue.SimpleQueue()
         self.resent_batches = 0
         self.connected = threading.Event()
         # PUBACKs arrive on paho's network thread, which calls on_publish while
@@ -96,8 +98,8 @@ class BatchPublisher:
 
     def _arm_will(self) -> None:
         self._connection += 1
-        payload = json.dumps({"state": "offline", "station": self.station_id, "session": self.session_number})
-        self._client.will_set(self.status_topic, payload, qos=session.QOS, retain=True)
+        will = Will(self.station_id, self.session_number)
+        self._client.will_set(self.status_topic, will.encode(), qos=STATUS.qos, retain=STATUS.retain)
 
     # -- network thread -------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -107,14 +109,8 @@ class BatchPublisher:
             return
         self._failed_attempts = 0
         self.connected.set()
-        birth = {
-            "state": "online",
-            "station": self.station_id,
-            "session": self.session_number,
-            "ts_ns": time.time_ns(),
-            **self.birth_metadata,
-        }
-        client.publish(self.status_topic, json.dumps(birth), qos=session.QOS, retain=True)
+        birth = Birth(self.station_id, self.session_number, time.time_ns(), self.description)
+        client.publish(self.status_topic, birth.encode(), qos=STATUS.qos, retain=STATUS.retain)
         client.subscribe(self.command_topic, qos=session.QOS)
         log.info(
             "mqtt_connected", station=self.station_id, session=self.session_number, session_present=flags.session_present
@@ -130,15 +126,11 @@ class BatchPublisher:
 
     def _on_command(self, client, userdata, message) -> None:
         try:
-            command = json.loads(message.payload)
-            first, last = int(command["resend"]["from_seq"]), int(command["resend"]["to_seq"])
-        except (ValueError, KeyError, TypeError) as exc:
-            log.error("bad_command", station=self.station_id, error=repr(exc), payload=bytes(message.payload[:200]).hex())
+            request = ResendRequest.parse(message.payload)
+        except MessageError as exc:
+            log.error("bad_command", station=self.station_id, error=str(exc), payload=bytes(message.payload[:200]).hex())
             return
-        if not 1 <= first <= last:
-            log.error("bad_command", station=self.station_id, error=f"resend range {first}..{last} is empty")
-            return
-        self._resend_requests.put((first, min(last, first + MAX_RESEND_BATCHES - 1)))
+        self._resend_requests.put(request.capped())
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._failed_attempts += 1
@@ -156,16 +148,18 @@ class BatchPublisher:
         if self.connected.is_set():
             # A planned stop is not a crash: say so ourselves, since the broker
             # sends no will after a clean DISCONNECT.
-            goodbye = {"state": "offline", "station": self.station_id, "session": self.session_number, "planned": True}
-            info = self._client.publish(self.status_topic, json.dumps(goodbye), qos=session.QOS, retain=True)
+            goodbye = Will(self.station_id, self.session_number, planned=True)
+            info = self._client.publish(self.status_topic, goodbye.encode(), qos=STATUS.qos, retain=STATUS.retain)
             info.wait_for_publish(timeout=2)
         self._client.disconnect()
         self._client.loop_stop()
         self.pump_acks()
 
-    def publish_status(self, status: dict[str, Any]) -> None:
-        payload = {"state": "online", "station": self.station_id, "session": self.session_number, "ts_ns": time.time_ns(), **status}
-        self._client.publish(self.status_topic, json.dumps(payload), qos=session.QOS, retain=True)
+    def publish_status(self, state: StationState) -> None:
+        self._publish_station_message(Status(self.station_id, self.session_number, time.time_ns(), state))
+
+    def _publish_station_message(self, message: Status | ResendReport) -> None:
+        self._client.publish(self.status_topic, message.encode(), qos=STATUS.qos, retain=STATUS.retain)
 
     def in_flight(self) -> int:
         return len(self._in_flight)
@@ -213,9 +207,10 @@ class BatchPublisher:
         sent = 0
         while True:
             try:
-                first, last = self._resend_requests.get_nowait()
+                request = self._resend_requests.get_nowait()
             except queue.Empty:
                 return sent
+            first, last = request.from_seq, request.to_seq
             batches = self.outbox.batches_between(first, last)
             for batch in batches:
                 self._publish(batch, resend=True)
@@ -225,8 +220,9 @@ class BatchPublisher:
             self.resent_batches += len(batches)
             log.warning("batches_resent_on_request", station=self.station_id, first=first, last=last,
                         resent=len(batches), not_kept=len(missing))
-            self.publish_status({"resend": {"from_seq": first, "to_seq": last, "resent": len(batches),
-                                            "not_kept": _ranges(missing)}})
+            self._publish_station_message(
+                ResendReport(self.station_id, self.session_number, time.time_ns(), first, last, len(batches), ranges_of(missing))
+            )
 
     def _retry_unheard(self) -> int:
         now = time.monotonic()
@@ -263,13 +259,3 @@ class BatchPublisher:
             self._published_upto = batch.seq
         log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)
 
-
-def _ranges(seqs: list[int]) -> list[list[int]]:
-    """[3, 4, 5, 9] -> [[3, 5], [9, 9]]"""
-    ranges: list[list[int]] = []
-    for seq in seqs:
-        if ranges and ranges[-1][1] == seq - 1:
-            ranges[-1][1] = seq
-        else:
-            ranges.append([seq, seq])
-    return ranges

@@ -54,15 +54,12 @@ class StationOverview:
     session: int | None
     last_reading: datetime | None
     readings: int
-    backlog_readings: int | None  # from the station's own latest status message
-    backlog_age_s: float | None
+    latest_payload: str | None  # the newest session's newest message, as the station sent it (its format: broker_bridge)
     missing_batches: int  # sequence numbers between the lowest and highest that never arrived
     rejects: int
 
 
 def station_overview(conninfo: str) -> list[StationOverview]:
-    import json
-
     with psycopg.connect(conninfo, autocommit=True) as conn:
         readings = {s: (n, ts) for s, n, ts in conn.execute("SELECT station, count(), max(ts) FROM readings GROUP BY station")}
         ledger = {
@@ -81,15 +78,9 @@ def station_overview(conninfo: str) -> list[StationOverview]:
     for station in sorted(set(readings) | set(ledger) | set(events) | {s for s in rejects if s}):
         count, last = readings.get(station, (0, None))
         state, session, payload = events.get(station, ("unknown", None, None))
-        backlog = age = None
-        if payload:
-            outbox = json.loads(payload).get("outbox") or {}
-            if outbox:
-                backlog = outbox.get("staged_readings", 0) + outbox.get("unacked_readings", 0)
-                age = outbox.get("backlog_age_s")
         distinct, low, high = ledger.get(station, (0, None, None))
         missing = 0 if low is None else (high - low + 1) - distinct
-        overview.append(StationOverview(station, state, session, last, count, backlog, age, missing, rejects.get(station, 0)))
+        overview.append(StationOverview(station, state, session, last, count, payload or None, missing, rejects.get(station, 0)))
     return overview
 
 

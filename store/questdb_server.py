@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor import ManagedProcess, ServerStartError, free_ports, port_in_use, wait_until
+from supervisor.address import split_host_port
 
 __all__ = [
     "QUESTDB_VERSION",
@@ -59,6 +60,19 @@ class QuestDBEndpoints:
     http_port: int
     pg_port: int
     min_http_port: int
+
+    @classmethod
+    def at(cls, pg: str, http: str | None = None) -> "QuestDBEndpoints":
+        """A running QuestDB from the ``host:port`` options people give (``--questdb-pg``, ``--questdb``).
+
+        With both, the HTTP address's host serves both ports.
+        """
+        if http is None:
+            host, pg_port = split_host_port(pg, "QuestDB PostgreSQL-wire address", "127.0.0.1:8812")
+            return cls(host, 0, pg_port, 0)
+        host, http_port = split_host_port(http, "QuestDB HTTP address", "127.0.0.1:9000")
+        _, pg_port = split_host_port(pg, "QuestDB PostgreSQL-wire address", "127.0.0.1:8812")
+        return cls(host, http_port, pg_port, 0)
 
     @property
     def ilp_conf(self) -> str:

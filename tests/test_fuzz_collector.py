@@ -43,11 +43,11 @@ from hypothesis import strategies as st
 from questdb import Sender
 
 from broker_bridge import session
-from broker_bridge.envelope import INT64_MAX, MAX_ENVELOPE_BYTES, STATUS_CODES, Envelope, open_envelope
+from broker_bridge.envelope import INT64_MAX, MAX_ENVELOPE_BYTES, Envelope, open_envelope
 
 UINT64_MAX = (1 << 64) - 1  # msgpack can carry it; the contract stops at 2^63-1
 from broker_bridge.keys import key_id, write_new_key
-from broker_bridge.topics import STATION_ID_PATTERN, data_topic, parse_topic, status_topic
+from broker_bridge.topics import data_topic, parse_topic, status_topic
 from cli.processes import collector_process
 from collector.checks import Accepted, Rejected, StationEvent, check_message
 from collector.registry import StationRegistry, add_station, retire_key, set_enabled
@@ -56,6 +56,8 @@ from store.ilp_writer import WarehouseRefused, WarehouseWriter
 from store.schema import ensure_schema
 from supervisor.process import wait_until
 from tests.helpers import sql, wal_applied
+from vocabulary.stations import STATION_ID_PATTERN
+from vocabulary.status import STATUS_CODES
 
 # QuestDB refuses a designated timestamp above this (ILP answers "designated timestamp overflow").
 QDB_MAX_TS = 9_214_646_399_999_999_999
