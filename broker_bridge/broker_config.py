@@ -9,23 +9,31 @@ operator copies to the broker host::
     credentials/<user>.password   one random password per station and collector (0600)
 
 Facts about Mosquitto 2.0.11 this module relies on (checked against the real
-broker by ``tests/test_broker_security.py``):
+broker by ``tests/test_broker_security.py`` and ``tests/test_broker_listeners.py``):
 
 * the password file's ``$7$<iterations>$<salt b64>$<hash b64>`` lines are
   PBKDF2-HMAC-SHA512 with a 12-byte salt and a 64-byte hash, 101 iterations
   by default; the broker reads the iteration count from each line;
 * a QoS 1 PUBLISH the ACL forbids is answered (MQTT v5) with PUBACK reason
   code 0x87 *Not authorized* and is delivered to nobody;
-* the default ACL never refuses a SUBSCRIBE (SUBACK grants it, even ``#``);
-  it checks *read* access when a message is delivered, against the message's
-  own topic.  A ``$share/<group>/quantrac/v1/+/data`` subscription therefore
-  receives exactly what ``topic read quantrac/v1/+/data`` allows, and an ACL
-  line naming the ``$share/...`` form grants nothing;
+* acl_file never refuses a SUBSCRIBE (src/security_default.c returns success
+  for it) and checks *read* access when a message is delivered, against the
+  message's own topic.  A ``$share/<group>/quantrac/v1/+/data`` subscription
+  therefore receives exactly what ``topic read quantrac/v1/+/data`` allows, an
+  ACL line naming the ``$share/...`` form grants nothing, and a station in the
+  collectors' group is handed every other message, denied, and the message is
+  dropped (src/subs.c).  acl_file does not see the retain flag either.  Both
+  rules are in the v5 plugin ``mosquitto_plugin/quantrac_acl.c``, whose ACL
+  callback runs before acl_file's and defers to it for everything else;
 * any authenticated user may connect with another client's id and take over
-  its persistent session (session present); messages queued there that the
-  new user may not read are dropped.  ``use_username_as_clientid true`` makes
-  the session id the user name, so a station can neither take over nor
-  empty a collector's queue, and each collector needs a user of its own.
+  its persistent session; messages queued there that the new user may not
+  read are dropped.  ``use_username_as_clientid true`` makes the session id
+  the user name; it is a *per-listener* option (src/conf.c), so every listener
+  gets its own copy (``LISTENER_SECURITY_OPTIONS``), and each collector needs
+  a user of its own;
+* ``message_size_limit`` and ``max_packet_size`` are global: a payload over
+  the envelope's limit gets PUBACK 0x95, a packet over the bound is refused
+  from its header (DISCONNECT 0x95) before the broker buffers it.
 
 Each station's user name is its station id and it may only write under
 ``quantrac/v1/<station_id>/#``; explicit per-user blocks are used rather than
@@ -407,6 +415,7 @@ class GeneratedBrokerConfig:
     password_file: Path
     acl_file: Path
     credentials_dir: Path
+    acl_plugin: Path
     conf_text: str
     security_conf: str
     sizing: QueueSizing
@@ -505,6 +514,7 @@ def generate_broker_config(
         password_file=password_path,
         acl_file=out_dir / ACL_NAME,
         credentials_dir=credentials_dir,
+        acl_plugin=acl_plugin,
         conf_text="",
         security_conf="",
         sizing=sizing,
