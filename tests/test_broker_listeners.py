@@ -9,6 +9,7 @@ wrote.  What each test proves is listed in docs/security.md.
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import signal
@@ -53,6 +54,14 @@ def tool_args(broker: SecuredBroker, user: str, tls: bool) -> list[str]:
     if tls:
         return args + ["-p", str(broker.tls_port), "--cafile", str(broker.pki.ca_cert)]
     return args + ["-p", str(broker.port)]
+
+
+def publish_retained(probe, topic: str, payload: bytes):
+    """Like Probe.publish, with the retain flag set: the PUBACK's reason code."""
+    info = probe.client.publish(topic, payload, qos=1, retain=True)
+    with probe._cond:
+        assert probe._cond.wait_for(lambda: info.mid in probe._pubacks, 5), f"no PUBACK for {topic}"
+        return probe._pubacks.pop(info.mid)
 
 
 def subscribed(broker: SecuredBroker, connections_before: int) -> bool:
@@ -149,10 +158,7 @@ def test_a_station_cannot_join_the_collectors_shared_subscription(broker: Secure
 def test_retained_data_is_refused_while_retained_status_and_wills_still_work(broker: SecuredBroker, probes, listener: str) -> None:
     tls = listener == "tls"
     station = connected(probes, broker.address(STATION_A, tls=tls))
-    info = station.client.publish(data_topic(STATION_A), b"retained batch", qos=1, retain=True)
-    with station._cond:
-        assert station._cond.wait_for(lambda: info.mid in station._pubacks, 5)
-        assert station._pubacks.pop(info.mid).value == NOT_AUTHORIZED
+    assert publish_retained(station, data_topic(STATION_A), b"retained batch").value == NOT_AUTHORIZED
     station.close()
     denied = subprocess.run(
         [mosquitto_tool("mosquitto_pub"), *tool_args(broker, STATION_A, tls), "-q", "1", "-r",
@@ -260,3 +266,19 @@ def test_a_tls_only_config_opens_no_plain_port(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_the_plugin_rules_survive_a_reload(broker: SecuredBroker, probes, listener: str) -> None:
+    """SIGHUP re-registers acl_file's check; the plugin's must still run first (it is never reloaded)."""
+    tls = listener == "tls"
+    reloads = broker.server.log_path.read_text().count("Reloading config.")
+    os.kill(broker.server.pid, signal.SIGHUP)
+    wait_until(lambda: broker.server.log_path.read_text().count("Reloading config.") > reloads, timeout=5, what="the reload")
+    intruder = connected(probes, broker.address(STATION_B, tls=tls))
+    assert intruder.subscribe(SHARED)[0].value == NOT_AUTHORIZED
+    collector = connected(probes, broker.address(COLLECTOR, tls=tls))
+    assert not collector.subscribe(SHARED)[0].is_failure
+    station = connected(probes, broker.address(STATION_A, tls=tls))
+    assert publish_retained(station, data_topic(STATION_A), b"retained").value == NOT_AUTHORIZED
+    assert station.publish(data_topic(STATION_A), b"plain").value == 0
+    assert collector.messages.get(timeout=5).payload == b"plain"
