@@ -9,23 +9,31 @@ operator copies to the broker host::
     credentials/<user>.password   one random password per station and collector (0600)
 
 Facts about Mosquitto 2.0.11 this module relies on (checked against the real
-broker by ``tests/test_broker_security.py``):
+broker by ``tests/test_broker_security.py`` and ``tests/test_broker_listeners.py``):
 
 * the password file's ``$7$<iterations>$<salt b64>$<hash b64>`` lines are
   PBKDF2-HMAC-SHA512 with a 12-byte salt and a 64-byte hash, 101 iterations
   by default; the broker reads the iteration count from each line;
 * a QoS 1 PUBLISH the ACL forbids is answered (MQTT v5) with PUBACK reason
   code 0x87 *Not authorized* and is delivered to nobody;
-* the default ACL never refuses a SUBSCRIBE (SUBACK grants it, even ``#``);
-  it checks *read* access when a message is delivered, against the message's
-  own topic.  A ``$share/<group>/quantrac/v1/+/data`` subscription therefore
-  receives exactly what ``topic read quantrac/v1/+/data`` allows, and an ACL
-  line naming the ``$share/...`` form grants nothing;
+* acl_file never refuses a SUBSCRIBE (src/security_default.c returns success
+  for it) and checks *read* access when a message is delivered, against the
+  message's own topic.  A ``$share/<group>/quantrac/v1/+/data`` subscription
+  therefore receives exactly what ``topic read quantrac/v1/+/data`` allows, an
+  ACL line naming the ``$share/...`` form grants nothing, and a station in the
+  collectors' group is handed every other message, denied, and the message is
+  dropped (src/subs.c).  acl_file does not see the retain flag either.  Both
+  rules are in the v5 plugin ``mosquitto_plugin/quantrac_acl.c``, whose ACL
+  callback runs before acl_file's and defers to it for everything else;
 * any authenticated user may connect with another client's id and take over
-  its persistent session (session present); messages queued there that the
-  new user may not read are dropped.  ``use_username_as_clientid true`` makes
-  the session id the user name, so a station can neither take over nor
-  empty a collector's queue, and each collector needs a user of its own.
+  its persistent session; messages queued there that the new user may not
+  read are dropped.  ``use_username_as_clientid true`` makes the session id
+  the user name; it is a *per-listener* option (src/conf.c), so every listener
+  gets its own copy (``LISTENER_SECURITY_OPTIONS``), and each collector needs
+  a user of its own;
+* ``message_size_limit`` and ``max_packet_size`` are global: a payload over
+  the envelope's limit gets PUBACK 0x95, a packet over the bound is refused
+  from its header (DISCONNECT 0x95) before the broker buffers it.
 
 Each station's user name is its station id and it may only write under
 ``quantrac/v1/<station_id>/#``; explicit per-user blocks are used rather than
@@ -59,15 +67,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from broker_bridge.envelope import MAX_ENVELOPE_BYTES
 from broker_bridge.mosquitto_server import GiB, render_mosquitto_conf
 from broker_bridge.topics import COMMAND_SUFFIX, DATA_SUFFIX, PREFIX, STATUS_SUFFIX, TopicError, check_station_id
 
 __all__ = [
     "BrokerConfigError",
+    "MAX_PACKET_SIZE",
+    "MESSAGE_SIZE_LIMIT",
     "GeneratedBrokerConfig",
     "Pki",
     "QueueSizing",
     "TlsListener",
+    "built_acl_plugin",
     "create_pki",
     "generate_broker_config",
     "hash_password",
@@ -291,24 +303,97 @@ def render_acl(station_ids: Iterable[str], collector_users: Iterable[str]) -> st
     return "\n".join(lines)
 
 
-def render_security_conf(password_file: Path, acl_file: Path, tls: TlsListener | None = None) -> str:
-    """The part of mosquitto.conf that closes the broker: auth, ACL, TLS listener."""
+# Per-listener options: Mosquitto 2.0.11 keeps these on the listener they follow
+# (src/conf.c: cur_listener->...) even with per_listener_settings false, which makes
+# only password_file, acl_file, plugin, allow_anonymous and the client-id options
+# global.  Written before any listener line they would land on the default
+# listener, which Mosquitto then opens on 1883 on every interface.
+LISTENER_SECURITY_OPTIONS = (
+    # Without it any valid user may connect with the collector's client id,
+    # take over its persistent session, and every queued message it is not
+    # allowed to read is dropped: data loss by one station's password.  With
+    # it the session is the user's own, whatever client id is sent; so each
+    # collector needs its own user.
+    "use_username_as_clientid true",
+)
+
+# A PUBLISH packet carries, besides the payload, a fixed header (<= 5 bytes), the
+# topic (2 + < 100 bytes for quantrac/v1/<station id>/<suffix>), a packet id and
+# properties; 4 KiB bounds all of it.
+PUBLISH_OVERHEAD_BYTES = 4096
+MESSAGE_SIZE_LIMIT = MAX_ENVELOPE_BYTES
+MAX_PACKET_SIZE = MAX_ENVELOPE_BYTES + PUBLISH_OVERHEAD_BYTES
+
+# Topics no one may publish retained: a retained batch would be re-delivered
+# (and re-rejected) at every collector subscription.
+NO_RETAIN_TOPICS = (f"{PREFIX}/+/{DATA_SUFFIX}",)
+
+ACL_PLUGIN_NAME = "quantrac_acl.so"
+ACL_PLUGIN_SOURCE = Path(__file__).parent / "mosquitto_plugin" / "quantrac_acl.c"
+
+
+def built_acl_plugin() -> Path:
+    """The quantrac_acl Mosquitto plugin built by scripts/bootstrap.sh for this checkout.
+
+    ``$QUANTRAC_ACL_PLUGIN`` names another build (e.g. on a broker host).
+    """
+    env = os.environ.get("QUANTRAC_ACL_PLUGIN")
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / ".cache" / "mosquitto-plugin" / ACL_PLUGIN_NAME
+    if not path.is_file():
+        raise BrokerConfigError(
+            f"Mosquitto plugin {path} not found: run scripts/bootstrap.sh (it builds it with cc from "
+            f"{ACL_PLUGIN_SOURCE.name}), or give the path of a build on the broker host (--acl-plugin)"
+        )
+    return path
+
+
+def _listener(port: int, host: str | None) -> list[str]:
+    return [f"listener {port}" + (f" {host}" if host else ""), *LISTENER_SECURITY_OPTIONS]
+
+
+def render_security_conf(
+    password_file: Path,
+    acl_file: Path,
+    tls: TlsListener | None = None,
+    *,
+    plain_listener: tuple[str, int] | None = None,
+    acl_plugin: Path | None = None,
+    shared_subscribers: Sequence[str] = (),
+) -> str:
+    """The part of mosquitto.conf that closes the broker: auth, ACL, plugin, size limits, listeners.
+
+    Each listener is written here, followed by its own copy of the
+    per-listener security options.  ``acl_plugin`` (quantrac_acl.so) adds
+    what acl_file cannot say: only ``shared_subscribers`` may subscribe to
+    ``$share/...``, and nobody may publish retained on a data topic.
+    """
     lines = [
         "# --- authentication and authorisation (global: per_listener_settings false)",
-        # Without this, any valid user may connect with the collector's client
-        # id, take over its persistent session, and every queued message it is
-        # not allowed to read is then dropped: data loss by one station's
-        # password.  With it, the session is the user's own, whatever client
-        # id the client sends; so each collector needs its own user.
-        "use_username_as_clientid true",
         f"password_file {password_file}",
         f"acl_file {acl_file}",
     ]
+    if acl_plugin is not None:
+        lines += [
+            # Runs before acl_file; defers to it for everything it does not refuse.
+            f"plugin {acl_plugin}",
+            f"plugin_opt_shared_subscribers {' '.join(shared_subscribers) or '-'}",
+            f"plugin_opt_no_retain_topics {' '.join(NO_RETAIN_TOPICS)}",
+        ]
+    lines += [
+        "",
+        "# --- payload bounds (global in 2.0.11: they apply to every listener)",
+        # PUBACK 0x95 Packet too large for a payload over the envelope's own limit
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
+        # a larger packet is refused from its header, before the broker buffers it
+        f"max_packet_size {MAX_PACKET_SIZE}",
+    ]
+    if plain_listener is not None:
+        lines += ["", "# --- plain listener (local tools)", *_listener(plain_listener[1], plain_listener[0])]
     if tls is not None:
         lines += [
             "",
             "# --- TLS listener",
-            f"listener {tls.port}" + (f" {tls.host}" if tls.host else ""),
+            *_listener(tls.port, tls.host),
             f"cafile {tls.ca_file}",
             f"certfile {tls.cert_file}",
             f"keyfile {tls.key_file}",
@@ -330,6 +415,7 @@ class GeneratedBrokerConfig:
     password_file: Path
     acl_file: Path
     credentials_dir: Path
+    acl_plugin: Path
     conf_text: str
     security_conf: str
     sizing: QueueSizing
@@ -373,6 +459,7 @@ def generate_broker_config(
     log_file: Path = Path("/var/log/mosquitto/mosquitto.log"),
     run_as: str | None = "mosquitto",
     persistent_client_expiration: str = "30d",
+    acl_plugin: Path | None = None,
 ) -> GeneratedBrokerConfig:
     """Write mosquitto.conf, passwd, acl and per-user credentials into ``out_dir``.
 
@@ -384,12 +471,15 @@ def generate_broker_config(
     drops to when started as root (None: whoever runs this, as in tests);
     it must be able to read passwd, acl and the TLS files, because
     Mosquitto 2.0.11 reads them after dropping privileges.  Send the broker SIGHUP after
-    replacing passwd/acl; listener and queue changes need a restart.
+    replacing passwd/acl; listener, queue and collector-user changes need a restart.
+    ``acl_plugin`` is quantrac_acl.so as the broker host sees it (default:
+    this checkout's build, ``built_acl_plugin()``); there is no config without it.
     """
     if plain_listener is None and tls is None:
         raise BrokerConfigError("a broker needs at least one listener: keep the plain loopback one or give TLS files")
     if autosave_interval <= 0:
         raise BrokerConfigError("autosave_interval must be > 0")
+    acl_plugin = Path(acl_plugin) if acl_plugin is not None else built_acl_plugin()
     stations = list(dict.fromkeys(station_ids))
     collectors = list(dict.fromkeys(collector_users))
     if not collectors:
@@ -424,6 +514,7 @@ def generate_broker_config(
         password_file=password_path,
         acl_file=out_dir / ACL_NAME,
         credentials_dir=credentials_dir,
+        acl_plugin=acl_plugin,
         conf_text="",
         security_conf="",
         sizing=sizing,
@@ -445,11 +536,16 @@ def generate_broker_config(
 
     _write_private(password_path, "".join(f"{u}:{h}\n" for u, h in hashes.items()).encode(), exclusive=False)
     _write_public(result.acl_file, render_acl(stations, collectors))
-    result.security_conf = render_security_conf(result_dir / PASSWD_NAME, result_dir / ACL_NAME, tls)
-    host, port = plain_listener if plain_listener is not None else ("127.0.0.1", None)
+    result.security_conf = render_security_conf(
+        result_dir / PASSWD_NAME,
+        result_dir / ACL_NAME,
+        tls,
+        plain_listener=plain_listener,
+        acl_plugin=acl_plugin,
+        shared_subscribers=collectors,
+    )
     result.conf_text = render_mosquitto_conf(
-        port=port,
-        host=host,
+        port=None,  # every listener is in security_conf, each with its own security options
         data_dir=data_dir,
         log_file=log_file,
         allow_anonymous=False,

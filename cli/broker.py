@@ -88,13 +88,15 @@ def broker_config(
     data_dir: Path = Path("/var/lib/mosquitto"),
     log_file: Path = Path("/var/log/mosquitto/mosquitto.log"),
     run_as: str = "mosquitto",
+    acl_plugin: Path | None = None,
     echo: Echo = print,
 ) -> GeneratedBrokerConfig:
     """Generate the broker's files for the registry's enabled stations plus ``stations``.
 
     Disabled stations get no broker access (their agents keep their data in
     the outbox until re-enabled); their credential files are kept so that
-    re-enabling restores the same password.
+    re-enabling restores the same password.  ``acl_plugin``: quantrac_acl.so as
+    the broker host sees it (default: this checkout's build from scripts/bootstrap.sh).
     """
     ids: list[str] = []
     disabled: list[str] = []
@@ -149,6 +151,7 @@ def broker_config(
         data_dir=data_dir,
         log_file=log_file,
         run_as=run_as,
+        acl_plugin=acl_plugin,
     )
     log.info(
         "broker_config_written",
@@ -184,6 +187,11 @@ def broker_config(
         f"install: copy mosquitto.conf, passwd and acl to {config_dir or result.out_dir.resolve()}, "
         f"chown them (and the TLS files) to user {run_as} with mode 0600, then restart Mosquitto; "
         "after adding stations or rotating, copying passwd and acl and sending SIGHUP is enough"
+    )
+    echo(
+        f"plugin: mosquitto.conf loads {result.acl_plugin}; on another host build it there from "
+        "broker_bridge/mosquitto_plugin/quantrac_acl.c (see its header) and pass --acl-plugin; "
+        "a new collector user needs a restart (plugin options are read at start only)"
     )
     return result
 

@@ -390,6 +390,10 @@ def broker_config_cmd(
     data_dir: Path = typer.Option(Path("/var/lib/mosquitto"), help="Mosquitto persistence directory"),
     log_file: Path = typer.Option(Path("/var/log/mosquitto/mosquitto.log"), help="Mosquitto log file"),
     run_as: str = typer.Option("mosquitto", help="user Mosquitto drops to when started as root"),
+    acl_plugin: Optional[Path] = typer.Option(
+        None, "--acl-plugin",
+        help="quantrac_acl.so on the broker host (no $share for stations, no retained data); default: this checkout's build",
+    ),
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Write the broker's config, hashed password file, ACL and one password file per user (0600).
@@ -407,7 +411,7 @@ def broker_config_cmd(
             require_certificate=require_certificate, batches_per_minute=batches_per_minute,
             outage_hours=outage_hours, batch_bytes=batch_bytes, margin=margin,
             autosave_interval=autosave_interval, config_dir=config_dir, data_dir=data_dir,
-            log_file=log_file, run_as=run_as, echo=typer.echo,
+            log_file=log_file, run_as=run_as, acl_plugin=acl_plugin, echo=typer.echo,
         )
     except (BrokerConfigError, OSError) as exc:
         fail(str(exc))

@@ -5,6 +5,8 @@
 #   * .venv (python3.11) with `pip install -e '.[test]'`
 #     (skipped while .venv/.quantrac-installed matches sha256(pyproject.toml))
 #   * mosquitto + mosquitto-clients via apt-get, only if missing
+#   * the quantrac_acl Mosquitto plugin, built with cc into .cache/mosquitto-plugin/
+#     (headers from mosquitto-dev + libmosquitto-dev; rebuilt only when its source changes)
 #   * QuestDB 9.3.4 jar into .cache/questdb/ via Maven, only if missing
 #     (9.4+ needs Java 25; this project targets Java 17)
 #
@@ -85,6 +87,31 @@ else
     # on a free port), so it is left alone.
     apt_install mosquitto mosquitto-clients
     have_mosquitto || die "mosquitto still not found after apt-get install"
+fi
+
+# ---------------------------------------------------------------- quantrac_acl plugin
+# What acl_file cannot say (no $share for stations, no retained data): see
+# broker_bridge/mosquitto_plugin/quantrac_acl.c.  `quantrac broker config` points at it.
+PLUGIN_SRC="$REPO_ROOT/broker_bridge/mosquitto_plugin/quantrac_acl.c"
+PLUGIN_DIR="$REPO_ROOT/.cache/mosquitto-plugin"
+PLUGIN_SO="$PLUGIN_DIR/quantrac_acl.so"
+PLUGIN_STAMP="$PLUGIN_SO.sha256"
+if [ ! -f /usr/include/mosquitto_broker.h ] || [ ! -f /usr/include/mosquitto.h ]; then
+    apt_install mosquitto-dev libmosquitto-dev
+fi
+if ! command -v cc >/dev/null 2>&1; then
+    apt_install gcc libc6-dev
+fi
+if [ -s "$PLUGIN_SO" ] && [ -f "$PLUGIN_STAMP" ] && [ "$(cat "$PLUGIN_STAMP")" = "$(sha256 "$PLUGIN_SRC")" ]; then
+    say "quantrac_acl plugin up to date: ${PLUGIN_SO#"$REPO_ROOT"/}"
+else
+    say "building ${PLUGIN_SO#"$REPO_ROOT"/} with cc"
+    mkdir -p "$PLUGIN_DIR"
+    cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -O2 -shared -fPIC \
+        -o "$PLUGIN_SO.tmp" "$PLUGIN_SRC" \
+        || die "building the Mosquitto plugin failed (needs cc and the mosquitto-dev/libmosquitto-dev headers)"
+    mv -f "$PLUGIN_SO.tmp" "$PLUGIN_SO"
+    sha256 "$PLUGIN_SRC" >"$PLUGIN_STAMP"
 fi
 
 # ---------------------------------------------------------------- java 17+
