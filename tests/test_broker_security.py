@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import queue
-import shutil
 import signal
 import ssl
 import stat
@@ -44,6 +43,7 @@ from cli.broker import broker_config
 from collector.registry import add_station
 from supervisor import free_port, wait_until
 from tests.conftest import record_startup
+from tests.helpers import require_tool
 
 STATION_A = "HN_AIR_001"
 STATION_B = "HCM_WW_002"
@@ -457,7 +457,7 @@ def test_hashes_are_the_ones_mosquitto_passwd_writes(tmp_path: Path) -> None:
     passwd = tmp_path / "passwd"
     fd = os.open(passwd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"  # ships with Debian's mosquitto
+    tool = require_tool("mosquitto_passwd", package="mosquitto")
     # a throw-away test password: fine on a command line
     subprocess.run([tool, "-b", str(passwd), "probe", "test-only-password"], check=True)
     encoded = read_password_file(passwd)["probe"]

@@ -29,9 +29,9 @@ from edge_agent.sources.modbus_tcp import ModbusTcpSource
 from firmware_sim.modbus_tcp import StationSimulator, read_truth
 from station_profiles.loader import STATIONS_DIR, load_station
 from station_profiles.profile_model import AnalyzerProfile, StationConfig
+from tests.helpers import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
-MBPOLL = "/usr/bin/mbpoll"
 DEVICE = {"demo_air_01.yaml": "aqms1", "demo_ww_01.yaml": "wq1", "demo_stack_01.yaml": "cems1"}
 
 # The demo maps written out by hand (wire addresses, word orders), so the
@@ -147,7 +147,7 @@ def test_values_are_plausible_and_change(tmp_path: Path) -> None:
 
 
 async def mbpoll(*args: str) -> dict[int, str]:
-    proc = await asyncio.create_subprocess_exec(MBPOLL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(require_tool("mbpoll", package="mbpoll"), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode == 0, (out + err).decode()
     return {int(m.group(1)): m.group(2) for m in re.finditer(r"^\[(\d+)\]:\s+(\S+)\s*$", out.decode(), re.M)}
