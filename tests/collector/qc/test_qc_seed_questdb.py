@@ -10,8 +10,8 @@ from broker_bridge.envelope import Reading
 from collector.qc import seed_sql
 from store.ilp_writer import ReadingColumns, WarehouseWriter
 from tests.helpers import sql, unique_station, wait_for_count
-from tests.test_qc_checks import MIN, T0, make_qc
-from tests.test_qc_state import STREAM_THRESHOLDS, stream
+from tests.collector.qc.test_qc_checks import MIN, T0, make_qc
+from tests.collector.qc.test_qc_state import STREAM_THRESHOLDS, stream
 
 
 def test_seeding_from_questdb_reproduces_the_uninterrupted_verdicts(warehouse, tmp_path):

@@ -12,7 +12,7 @@ import yaml
 
 import station_profiles.loader as loader
 from collector.qc import DEFAULTS_PATH, PASS, SUSPECT, QualityControl, ThresholdsError, ThresholdSource, parse_thresholds
-from tests.test_qc_checks import RECEIVED, R
+from tests.collector.qc.test_qc_checks import RECEIVED, R
 
 BANG_34 = ["Flow", "Temp", "Color", "pH", "TSS", "COD", "NH4", "TP", "TN", "TOC", "Cl", "RH", "NO", "NO2", "CO", "SO2", "O2", "H2S", "NH3", "PM", "O3", "PM10", "PM2,5"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from broker_bridge.envelope import Reading
 from collector.qc import FAIL, PASS, SUSPECT, QualityControl, SeriesState, ThresholdSource
-from tests.test_qc_checks import MIN, RECEIVED, T0, R, make_qc
+from tests.collector.qc.test_qc_checks import MIN, RECEIVED, T0, R, make_qc
 
 STREAM_THRESHOLDS = """
 qc:
@@ -203,7 +203,7 @@ def test_a_redelivered_message_gets_the_same_verdicts(fresh):
 
 
 def test_a_redelivery_repeats_a_spike_and_is_not_kept_twice(tmp_path):
-    from tests.test_qc_checks import only
+    from tests.collector.qc.test_qc_checks import only
 
     qc = make_qc(tmp_path, only("spike").replace("window: 2", "window: 3").replace("suspect: [10, 50]", "suspect: [0, 100]"))
     for m, v in [(0, 20.0), (1, 20.0)]:

@@ -18,7 +18,7 @@ from station_profiles.loader import (
 )
 from station_profiles.profile_model import AnalyzerProfile, SemanticErrors
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE_STATIONS = [REPO / "edge_agent" / "sources" / t / "sample.yaml" for t in ("modbus_tcp", "modbus_rtu", "serial_ascii")]
 
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from broker_bridge.envelope import Reading
 from collector.qc import QualityControl, SeriesState, ThresholdSource
-from tests.test_qc_checks import RECEIVED, T0
+from tests.collector.qc.test_qc_checks import RECEIVED, T0
 
 INT64_MAX = (1 << 63) - 1
 CHECK_NAMES = {"device_status", "missing", "timestamp", "clock_sync", "gross_range", "spike", "rate_of_change", "flat_line", "consistency"}

@@ -31,7 +31,7 @@ from station_profiles.loader import STATIONS_DIR, load_station
 from station_profiles.profile_model import AnalyzerProfile, StationConfig
 from tests.helpers import require_tool
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEVICE = {"demo_air_01.yaml": "aqms1", "demo_ww_01.yaml": "wq1", "demo_stack_01.yaml": "cems1"}
 
 # The demo maps written out by hand (wire addresses, word orders), so the
