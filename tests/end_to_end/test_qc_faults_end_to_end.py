@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from cli.processes import collector_process
-from firmware_sim.modbus_tcp import read_truth
+from firmware_sim.analyzer import read_truth
 from firmware_sim.station import StationSimulator
 from station_profiles.loader import load_station
 from supervisor.process import wait_until

@@ -26,7 +26,8 @@ from pymodbus.client import AsyncModbusTcpClient, ModbusTcpClient
 
 from edge_agent.sources import make_source, sources_for_station
 from edge_agent.sources.modbus_tcp import ModbusTcpSource
-from firmware_sim.modbus_tcp import StationSimulator, read_truth
+from firmware_sim.analyzer import read_truth
+from firmware_sim.station import StationSimulator
 from station_profiles.loader import STATIONS_DIR, load_station
 from station_profiles.profile_model import AnalyzerProfile, StationConfig
 from tests.helpers import require_tool
