@@ -41,6 +41,8 @@ from store.schema import ensure_schema
 from supervisor.process import ManagedProcess, wait_until
 from tests.helpers import sql, wait_for_count
 
+pytestmark = pytest.mark.slow  # a minute-long QuestDB outage, repeated kills, a shared stream, a suspended table
+
 OUTAGE_S = float(os.environ.get("QUANTRAC_QDB_OUTAGE_S", "60"))
 RATE = 150.0  # batches per second from the whole fleet: ~2,000 readings/s, many times a real network's rate
 RSS_LIMIT_MB = 300.0

@@ -452,6 +452,7 @@ EXPECTED_REASON = {
 }  # fmt: skip
 
 
+@pytest.mark.slow  # a fuzz campaign: about a minute in all
 @pytest.mark.parametrize("strategy,examples,per_example", IN_PROCESS, ids=[s.__name__ for s, _, _ in IN_PROCESS])
 def test_fuzzed_payloads_end_as_readings_events_or_rejects(registry, strategy, examples, per_example):
     judged = []
@@ -474,6 +475,7 @@ def test_fuzzed_payloads_end_as_readings_events_or_rejects(registry, strategy, e
 
 
 # -- end to end: a few hundred through the real collector ----------------------------------------------
+@pytest.mark.slow  # a fuzz campaign through a collector process
 def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(registry, make_questdb, mosquitto_server, tmp_path):
     """Every published message ends as a ledger entry (its readings stored), a station event, or a reject."""
     drawn: list[tuple[str, bytes, str]] = []

@@ -14,6 +14,8 @@ import pytest
 from supervisor.process import wait_until
 from tests.station_rig import make_station  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # minutes of kills and outages
+
 KILLS = int(os.environ.get("QUANTRAC_KILLS", "50"))
 OUTAGE_S = float(os.environ.get("QUANTRAC_OUTAGE_S", "180"))
 

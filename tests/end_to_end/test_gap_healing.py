@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from supervisor.process import wait_until
 from tests.helpers import sql
 from tests.station_rig import Station
 
 
+@pytest.mark.slow  # kills the broker, then waits for the re-send
 def test_batches_lost_by_a_crashed_broker_are_re_sent_on_request(tmp_path, make_mosquitto, warehouse):
     # No autosave during the test: what the broker queues after its last clean save dies with a SIGKILL.
     broker = make_mosquitto(tmp_path / "mosquitto", autosave_interval=3600)

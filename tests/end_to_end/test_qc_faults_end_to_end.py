@@ -49,6 +49,7 @@ def station(tmp_path, mosquitto_server, warehouse):
     station.stop_all()
 
 
+@pytest.mark.slow  # waits for the windowed checks (stuck sensor) on live polls
 def test_simulator_faults_arrive_with_their_flags(tmp_path, station, warehouse):
     thresholds = tmp_path / "qc.yaml"  # a flat line within seconds instead of an hour, for the test
     thresholds.write_text("qc:\n  parameters:\n    NO2:\n      ug/m3:\n        flat_line: {suspect_s: 4, fail_s: 8, min_count: 3}\n")
