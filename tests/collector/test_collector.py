@@ -90,6 +90,7 @@ def test_unknown_station_is_rejected(collector, warehouse, mosquitto_server):
     assert [r[0] for r in sql(warehouse.pg_conninfo, rejects)] == ["unknown_station", "unknown_station"]
 
 
+@pytest.mark.slow  # stops a collector process and starts another
 def test_collector_restart_loses_nothing(mosquitto_server, warehouse, station, tmp_path):
     """SIGKILL the collector while batches keep coming: its persistent session holds them for the next one."""
     station_id, key, registry = station

@@ -6,6 +6,8 @@ import threading
 import time
 import urllib.request
 
+import pytest
+
 from broker_bridge.envelope import BatchBody, Reading, seal
 from broker_bridge.keys import write_new_key
 from broker_bridge.session import BrokerAddress
@@ -52,6 +54,7 @@ def test_metrics_count_messages_readings_rejects_and_flags(tmp_path, mosquitto_s
     assert metric(port, "quantrac_flush_seconds_count") >= 1
 
 
+@pytest.mark.slow  # suspends a WAL table on a private QuestDB and waits for the report
 def test_a_suspended_wal_table_is_detected_and_reported(tmp_path, mosquitto_server, make_questdb):
     # Private (suspending its tables disturbs no other test), in dev mode, where SUSPEND WAL is allowed.
     questdb = make_questdb(extra_conf="dev.mode.enabled=true")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from supervisor.process import wait_until
 from tests.station_rig import make_station  # noqa: F401  (fixture)
 
@@ -32,6 +34,7 @@ def assert_matches_truth(stored: list[tuple], served: list[dict]) -> None:
             assert 0 <= t["t_ns"] - ts_ns < 500_000_000
 
 
+@pytest.mark.slow  # SIGKILLs the collector mid-stream
 def test_every_served_value_arrives_exactly_once_across_a_collector_crash(make_station):
     station = make_station("demo_air_01.yaml")
     station.sim()
@@ -51,6 +54,7 @@ def test_every_served_value_arrives_exactly_once_across_a_collector_crash(make_s
     assert [r[:5] for r in sorted(stored)] == sorted(station.outbox_readings())
 
 
+@pytest.mark.slow  # SIGKILLs the agent while the broker is down
 def test_agent_resumes_from_its_outbox_after_sigkill_while_the_broker_was_down(make_station, mosquitto_server):
     station = make_station("demo_stack_01.yaml")
     station.sim()

@@ -148,6 +148,7 @@ def test_questdb_ilp_auto_create_is_off(questdb_server: QuestDBServer) -> None:
     assert cols == {"station", "v", "ts"}
 
 
+@pytest.mark.slow  # stops and restarts QuestDB
 def test_questdb_restart_keeps_data(make_questdb) -> None:
     server: QuestDBServer = make_questdb()
     ports = server.endpoints
