@@ -23,10 +23,13 @@ def require_tool(program: str, *, package: str) -> str:
     apt-get installs ``package`` for it.
     """
     found = shutil.which(program)
+    for sbin in ("/usr/sbin", "/usr/local/sbin"):
+        if found is None and os.access(Path(sbin) / program, os.X_OK):
+            found = str(Path(sbin) / program)
     if found is None:
-        found = next((str(p) for p in (Path("/usr/sbin") / program, Path("/usr/local/sbin") / program) if os.access(p, os.X_OK)), None)
-    if found is None:
-        pytest.fail(f"{program} not found: run `bash scripts/bootstrap.sh` (it apt-get installs {package})", pytrace=False)
+        pytest.fail(
+            f"{program} not found: run `bash scripts/bootstrap.sh` (it apt-get installs {package})", pytrace=False
+        )
     return found
 
 
