@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV  := .venv
 
-.PHONY: setup demo test clean distclean
+.PHONY: setup demo test test-fast clean distclean
 
 setup:
 	bash scripts/bootstrap.sh
@@ -11,8 +11,13 @@ setup:
 demo: setup
 	$(VENV)/bin/quantrac demo
 
+# the whole suite (what CI runs); PYTEST_ARGS passes options, e.g. PYTEST_ARGS='tests/store -x'
 test: setup
 	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# everything but the minutes-long outage, kill and soak tests (marker `slow`; tests/README.md)
+test-fast: setup
+	$(VENV)/bin/python -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 # build/test leftovers; keeps .venv and the downloaded QuestDB jar
 clean:

@@ -9,7 +9,7 @@ operator copies to the broker host::
     credentials/<user>.password   one random password per station and collector (0600)
 
 Facts about Mosquitto 2.0.11 this module relies on (checked against the real
-broker by ``tests/test_broker_security.py`` and ``tests/test_broker_listeners.py``):
+broker by ``tests/broker_bridge/test_broker_security.py`` and ``tests/broker_bridge/test_broker_listeners.py``):
 
 * the password file's ``$7$<iterations>$<salt b64>$<hash b64>`` lines are
   PBKDF2-HMAC-SHA512 with a 12-byte salt and a 64-byte hash, 101 iterations

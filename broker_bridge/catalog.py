@@ -6,7 +6,7 @@ of batches (the envelope unchanged, under a forwarding topic), the
 warehouse's receipts to a station. Each gets a topic suffix in
 ``topics.py``, a typed class with ``encode`` and ``parse`` in a module of its
 own, a line here, a section in docs/wire-format.md and a test vector in
-tests/vectors/; tests/test_wire_messages.py checks that all of these exist
+tests/broker_bridge/vectors/; tests/broker_bridge/test_wire_messages.py checks that all of these exist
 for every kind listed here.
 """
 

@@ -34,8 +34,7 @@ up to the profile's ``max_read_gap`` between defined addresses, which read as
 target failed to respond).
 
 Entry points: :class:`TcpServers` (used by firmware_sim.station's
-:class:`StationSimulator`, which serves every transport and is importable
-from here too), :func:`run_sim` (blocking, ends on SIGINT/SIGTERM) and
+:class:`StationSimulator`, which serves every transport), :func:`run_sim` (blocking, ends on SIGINT/SIGTERM) and
 ``python -m firmware_sim.modbus_tcp``. The analyzer itself (registers,
 signals, status, faults, the truth log) is firmware_sim.analyzer.
 """
@@ -58,14 +57,7 @@ from pymodbus.server import ModbusTcpServer
 
 from station_profiles.loader import ConfigError
 
-from .analyzer import (  # noqa: F401 - re-exported: the public names of this module before issue 3
-    SimulatedAnalyzer,
-    TruthLog,
-    encode_registers,
-    raw_for,
-    read_truth,
-    served_value,
-)
+from .analyzer import SimulatedAnalyzer
 
 log = structlog.get_logger("firmware_sim")
 
@@ -180,16 +172,6 @@ class TcpServers:
     async def stop(self) -> None:
         for endpoint in list(self._servers):
             await self.stop_endpoint(endpoint)
-
-
-def __getattr__(name: str) -> Any:
-    # The whole-station simulator (every transport) lives in station.py, which
-    # imports this module; these names stay importable from here as before.
-    if name in ("StationSimulator", "serve_station"):
-        from firmware_sim import station
-
-        return getattr(station, name)
-    raise AttributeError(name)
 
 
 def _configure_logging(level: int = logging.INFO) -> None:

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Self-installing set-up for quantrac.  Idempotent: a second run only checks.
 #
-#   * python3.11, java 17+ and (if the QuestDB jar must be fetched) mvn
+#   * python3.11 (and python3.11-venv via apt-get if `python3.11 -m venv` cannot work)
 #   * .venv (python3.11) with `pip install -e '.[test]'`
 #     (skipped while .venv/.quantrac-installed matches sha256(pyproject.toml))
-#   * mosquitto + mosquitto-clients via apt-get, only if missing
+#   * the programs the tests, the demo and the benches run, via apt-get, only those missing
+#     (Debian 12 packages; see PROGRAMS below): mosquitto (+ mosquitto_passwd),
+#     mosquitto-clients (mosquitto_pub/_sub), mbpoll, cc + libc6-dev
+#   * java 17+ (default-jre-headless) and, if the QuestDB jar must be fetched, maven
 #   * the quantrac_acl Mosquitto plugin, built with cc into .cache/mosquitto-plugin/
 #     (headers from mosquitto-dev + libmosquitto-dev; rebuilt only when its source changes)
 #   * QuestDB 9.3.4 jar into .cache/questdb/ via Maven, only if missing
 #     (9.4+ needs Java 25; this project targets Java 17)
+#
+# Tests never skip for a missing program: tests/helpers.py `require_tool` fails
+# naming this script.  A program a test runs must be listed in PROGRAMS.
 #
 # Environment overrides: PYTHON (default python3.11).
 set -euo pipefail
@@ -45,10 +51,6 @@ apt_install() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
 
-have_mosquitto() {
-    command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || [ -x /usr/local/sbin/mosquitto ]
-}
-
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 
 # ---------------------------------------------------------------- python 3.11
@@ -61,6 +63,10 @@ else
         || die "$PYTHON not found: install Python 3.11 (Debian 12: apt-get install python3.11 python3.11-venv) or set PYTHON=/path/to/python3.11"
     py_ver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     [ "$py_ver" = "3.11" ] || die "$PYTHON is Python $py_ver; quantrac needs 3.11 (set PYTHON=/path/to/python3.11)"
+    # Debian's python3.11 has no ensurepip until python3.11-venv is installed
+    if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        apt_install python3.11-venv
+    fi
     say "creating .venv with $PYTHON"
     "$PYTHON" -m venv "$VENV" \
         || die "'$PYTHON -m venv' failed (Debian/Ubuntu: apt-get install python3.11-venv)"
@@ -78,16 +84,42 @@ else
     printf '%s\n' "$want_stamp" >"$STAMP"
 fi
 
-# ---------------------------------------------------------------- mosquitto
-if have_mosquitto && command -v mosquitto_sub >/dev/null 2>&1; then
-    say "mosquitto present: $(command -v mosquitto || ls /usr/sbin/mosquitto /usr/local/sbin/mosquitto 2>/dev/null | head -1)"
-else
-    # Note: on systemd hosts the Debian package may start a system broker on
-    # port 1883.  quantrac never uses it (tests and demo start their own broker
-    # on a free port), so it is left alone.
-    apt_install mosquitto mosquitto-clients
-    have_mosquitto || die "mosquitto still not found after apt-get install"
+# ---------------------------------------------------------------- programs
+# Every external program the tests, the demo and the benches run, with the
+# Debian 12 package that ships it.  Missing ones are installed in one apt-get.
+#   mosquitto         broker started by tests/conftest.py, the demo and the benches
+#   mosquitto_passwd  tests/broker_security: our hashes match the real tool's
+#   mosquitto_pub/sub tests/broker_bridge/test_broker_listeners: attackers nobody here wrote
+#   cc                builds the quantrac_acl Mosquitto plugin below
+#   mbpoll            tests/firmware_sim: an independent Modbus master reads the simulators
+# Note: on systemd hosts the Debian mosquitto package may start a system broker
+# on port 1883; quantrac never uses it (it starts its own on a free port).
+PROGRAMS=(
+    "mosquitto:mosquitto"
+    "mosquitto_passwd:mosquitto"
+    "mosquitto_pub:mosquitto-clients"
+    "mosquitto_sub:mosquitto-clients"
+    "mbpoll:mbpoll"
+    "cc:gcc"
+)
+have_program() {
+    command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]
+}
+missing_packages=()
+for entry in "${PROGRAMS[@]}"; do
+    program="${entry%%:*}" package="${entry#*:}"
+    if ! have_program "$program" && [[ ! " ${missing_packages[*]} " =~ " $package " ]]; then
+        missing_packages+=("$package")
+    fi
+done
+if [ "${#missing_packages[@]}" -gt 0 ]; then
+    apt_install "${missing_packages[@]}"
 fi
+for entry in "${PROGRAMS[@]}"; do
+    program="${entry%%:*}" package="${entry#*:}"
+    have_program "$program" || die "$program still not found after apt-get install $package"
+done
+say "programs present: ${PROGRAMS[*]%%:*}"
 
 # ---------------------------------------------------------------- quantrac_acl plugin
 # What acl_file cannot say (no $share for stations, no retained data): see
@@ -98,9 +130,6 @@ PLUGIN_SO="$PLUGIN_DIR/quantrac_acl.so"
 PLUGIN_STAMP="$PLUGIN_SO.sha256"
 if [ ! -f /usr/include/mosquitto_broker.h ] || [ ! -f /usr/include/mosquitto.h ]; then
     apt_install mosquitto-dev libmosquitto-dev
-fi
-if ! command -v cc >/dev/null 2>&1; then
-    apt_install gcc libc6-dev
 fi
 if [ -s "$PLUGIN_SO" ] && [ -f "$PLUGIN_STAMP" ] && [ "$(cat "$PLUGIN_STAMP")" = "$(sha256 "$PLUGIN_SRC")" ]; then
     say "quantrac_acl plugin up to date: ${PLUGIN_SO#"$REPO_ROOT"/}"

@@ -1,4 +1,4 @@
-"""Regenerates tests/vectors/wire_v1.json. Run only when the contract changes on purpose."""
+"""Regenerates tests/broker_bridge/vectors/wire_v1.json. Run only when the contract changes on purpose."""
 
 import json
 from pathlib import Path
@@ -33,4 +33,4 @@ for name, body in CASES:
         "signature_hex": key.sign(body_bytes).hex(),
         "envelope_hex": seal(body, kid, key).hex(),
     })
-Path(__file__).resolve().parents[1].joinpath("tests/vectors/wire_v1.json").write_text(json.dumps(out, indent=2) + "\n")
+Path(__file__).resolve().parents[1].joinpath("tests/broker_bridge/vectors/wire_v1.json").write_text(json.dumps(out, indent=2) + "\n")

@@ -3,7 +3,7 @@
 The model (Bảng 2 breakpoints, Bảng 1 categories and colours, molar masses) is data, in
 ``vn_aqi_breakpoints.yaml`` beside this file, read once at import. The rules below follow
 shared/reference/vn-regulations.md §5; where the decision is silent or inconsistent the choice
-made here is marked **Choice** and is tested in tests/test_vn_aqi.py.
+made here is marked **Choice** and is tested in tests/store/test_vn_aqi.py.
 
 Inputs
     Hourly means in µg/m³ (CO too, as Bảng 2 gives it; convert with :func:`to_ugm3`), per

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
+import pytest
 
 from broker_bridge import session
 from supervisor.process import wait_until
+
+
+def require_tool(program: str, *, package: str) -> str:
+    """The path of an external ``program`` a test runs; fails (never skips) when it is missing.
+
+    Every program listed here must be in scripts/bootstrap.sh's PROGRAMS, which
+    apt-get installs ``package`` for it.
+    """
+    found = shutil.which(program)
+    for sbin in ("/usr/sbin", "/usr/local/sbin"):
+        if found is None and os.access(Path(sbin) / program, os.X_OK):
+            found = str(Path(sbin) / program)
+    if found is None:
+        pytest.fail(
+            f"{program} not found: run `bash scripts/bootstrap.sh` (it apt-get installs {package})", pytrace=False
+        )
+    return found
 
 
 def unique_station(prefix: str) -> str:

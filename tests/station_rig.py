@@ -12,7 +12,7 @@ from broker_bridge.envelope import decode_body, open_envelope
 from broker_bridge.keys import write_new_key
 from cli.processes import agent_process, collector_process, sim_process
 from collector.registry import add_station
-from firmware_sim.modbus_tcp import read_truth
+from firmware_sim.analyzer import read_truth
 from station_profiles.loader import STATIONS_DIR
 from supervisor.process import free_port, wait_until
 from tests.helpers import sql, unique_station, wait_for_count

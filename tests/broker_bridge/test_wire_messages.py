@@ -1,0 +1,226 @@
+"""The JSON messages of the contract (birth, will, status, re-send report, re-send request) against their vectors.
+
+Each vector in tests/broker_bridge/vectors/messages_v1/ is the exact bytes on the wire. It
+was written from the agent's and the collector's code as it was before the
+typed messages existed, so ``encode`` matching it byte for byte shows the
+wire did not change. docs/wire-format.md quotes every vector verbatim.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from broker_bridge import catalog
+from broker_bridge.commands import MAX_COMMAND_BYTES, ResendRequest, parse_command
+from broker_bridge.json_message import MAX_JSON_DEPTH, MessageError
+from broker_bridge.station_messages import (
+    MAX_STATUS_BYTES,
+    Birth,
+    ClockStatus,
+    DeviceDescription,
+    DeviceStatus,
+    OutboxStatus,
+    RecoveryStatus,
+    ResendReport,
+    StationDescription,
+    StationState,
+    Status,
+    Will,
+    parse_station_message,
+    ranges_of,
+)
+
+VECTORS = Path(__file__).parent / "vectors" / "messages_v1"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
+ST, SESSION, TS = "HN_AIR_001", 3_000_001, 1767225600000000000
+
+OUTBOX = OutboxStatus(12, 2, 40, 1500, 1502, 1048576, 2147483648, 0.000488, 61.25, 0, 0, 1)
+EMPTY_OUTBOX = OutboxStatus(0, 0, 0, 0, 0, 0, 1073741824, 0.0, 0.0, 0, 0, 0)
+CASES = {
+    "birth": Birth(ST, SESSION, TS, StationDescription(
+        "Hà Nội - Nguyễn Văn Cừ", "ambient_air",
+        (DeviceDescription("aqms1", "demo-aqms", "modbus_tcp"), DeviceDescription("wx1", "demo-weather", "serial_ascii")),
+        "9f2c" + "0" * 56 + "beef",
+    )),
+    "will": Will(ST, SESSION),
+    "will_planned": Will(ST, SESSION, planned=True),
+    "status": Status(ST, SESSION, TS + 30 * 10**9, StationState(
+        OUTBOX,
+        RecoveryStatus(4096, "torn frame", "", 3, 0, 0, ()),
+        {"aqms1": DeviceStatus(True, 1767225000000000000, ""),
+         "wx1": DeviceStatus(False, 1767225590000000000, "no reply: timeout after 1.0 s")},
+        0,
+        ClockStatus("sntp 10.0.0.1", -0.012345, 0.0021, 1767225590000000000, 2.0, True, None),
+        0,
+        ("wx1",),
+    )),
+    "status_minimal": Status(ST, SESSION, TS, StationState(EMPTY_OUTBOX, None, {}, 0, None, 0)),
+    "resend_report": ResendReport(ST, SESSION, TS, 120, 135, 12, ((120, 121), (130, 131))),
+    "resend_request": ResendRequest(120, 135),
+}  # fmt: skip
+KIND_OF_CASE = {"birth": "birth", "will": "will", "will_planned": "will", "status": "status", "status_minimal": "status",
+                "resend_report": "resend_report", "resend_request": "resend_request"}  # fmt: skip
+
+
+def vector(name: str) -> bytes:
+    return (VECTORS / f"{name}.json").read_bytes()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_encoding_matches_vectors_byte_for_byte(name):
+    assert CASES[name].encode() == vector(name)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_vectors_parse_to_their_typed_message(name):
+    topic, kind = catalog.kinds()[KIND_OF_CASE[name]]
+    assert kind.parse(vector(name)) == CASES[name]
+    if topic is catalog.STATUS:
+        assert parse_station_message(vector(name)) == CASES[name]
+
+
+def test_every_kind_has_a_vector_and_a_section_quoting_it():
+    text = DOC.read_text()
+    assert set(KIND_OF_CASE.values()) == set(catalog.kinds()) - {"batch"}  # the batch: tests/broker_bridge/test_wire_contract.py
+    assert sorted(p.stem for p in VECTORS.iterdir()) == sorted(CASES)
+    for name in CASES:
+        assert vector(name).decode() in text, f"docs/wire-format.md does not quote tests/broker_bridge/vectors/messages_v1/{name}.json"
+    for kind in catalog.kinds():
+        assert f"`{kind}`" in text, f"docs/wire-format.md has no section for {kind}"
+
+
+def test_status_fields_the_reader_uses():
+    status = Status.parse(vector("status"))
+    assert status.state.outbox.backlog_readings == 52 and status.state.outbox.backlog_age_s == 61.25
+    assert status.state.devices["wx1"].up is False
+
+
+def test_a_bare_online_message_is_a_birth_without_description():
+    message = parse_station_message(b'{"state": "online", "station": "S1", "session": 7}')
+    assert message == Birth("S1", 7, None, None)
+    assert message.encode() == b'{"state": "online", "station": "S1", "session": 7}'
+
+
+def test_unknown_keys_are_ignored_so_newer_agents_are_not_refused():
+    doc = json.loads(vector("will"))
+    doc["firmware"] = {"next": [1, 2]}
+    assert parse_station_message(json.dumps(doc).encode()) == CASES["will"]
+
+
+def test_asking_for_one_kind_and_getting_another_is_refused():
+    with pytest.raises(MessageError, match="expected a will message, got a birth"):
+        Will.parse(vector("birth"))
+
+
+def error(payload: bytes, parse=parse_station_message) -> MessageError:
+    with pytest.raises(MessageError) as caught:
+        parse(payload)
+    return caught.value
+
+
+def changed(name: str, edit) -> bytes:
+    doc = json.loads(vector(name))
+    edit(doc)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    "payload, reason, field",
+    [
+        (b"x" * (MAX_STATUS_BYTES + 1), "oversized", ""),
+        (json.dumps({"state": "online"}).encode("utf-16"), "undecodable", ""),
+        (b"\xff{}", "undecodable", ""),
+        (b'{"state": "online", "station": "S", "session": ' + b"9" * 5000 + b"}", "undecodable", ""),
+        (b"[" * 30_000 + b"]" * 30_000, "undecodable", ""),  # no RecursionError
+        (b'{"a": ' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1), "undecodable", ""),
+        (b"[1, 2]", "schema", ""),
+        (b'{"state": "away", "station": "S", "session": 1}', "schema", "state"),
+        (b'{"state": "online", "station": "a/b", "session": 1}', "schema", "station"),
+        (b'{"state": "online", "station": "S", "session": 9223372036854775808}', "schema", "session"),
+        (b'{"state": "online", "station": "S", "session": true}', "schema", "session"),
+        (b'{"state": "offline", "station": "S", "session": 1, "planned": "yes"}', "schema", "planned"),
+        (changed("birth", lambda d: d.update(kind="airport")), "schema", "kind"),
+        (changed("birth", lambda d: d["devices"][1].pop("profile")), "schema", "devices[1].profile"),
+        (changed("birth", lambda d: d.pop("profiles_sha256")), "schema", "profiles_sha256"),
+        (changed("status", lambda d: d["outbox"].update(backlog_age_s="1 h")), "schema", "outbox.backlog_age_s"),
+        (changed("status", lambda d: d["outbox"].pop("last_seq")), "schema", "outbox.last_seq"),
+        (changed("status", lambda d: d.update(outbox="full")), "schema", "outbox"),
+        (changed("status", lambda d: d["devices"]["wx1"].update(up=0)), "schema", "devices.wx1.up"),
+        (changed("status", lambda d: d["clock"].update(offset_s="-")), "schema", "clock.offset_s"),
+        (changed("resend_report", lambda d: d["resend"].update(not_kept=[[5, 4]])), "schema", "resend.not_kept[0]"),
+        (changed("resend_report", lambda d: d["resend"].update(from_seq=0)), "schema", "resend.from_seq"),
+    ],
+)
+def test_out_of_shape_status_messages_name_the_field(payload, reason, field):
+    err = error(payload)
+    assert (err.reason, err.field) == (reason, field)
+    assert err.detail.startswith(f"{field}: " if field else "status")
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        (b'{"resend": {"from_seq": 0, "to_seq": 3}}', "resend.from_seq"),
+        (b'{"resend": {"from_seq": "1", "to_seq": 3}}', "resend.from_seq"),
+        (b'{"resend": {"from_seq": 1}}', "resend.to_seq"),
+        (b'{"resend": {"from_seq": 5, "to_seq": 3}}', "resend"),
+        (b'{"resend": [1, 3]}', "resend"),
+        (b'{"reboot": {}}', ""),
+        (b'{"resend": {"from_seq": 1, "to_seq": 3}, "x": ' + b"1" * MAX_COMMAND_BYTES + b"}", ""),
+    ],
+)
+def test_out_of_shape_commands_name_the_field(payload, field):
+    assert error(payload, parse_command).field == field
+
+
+def test_a_request_is_answered_for_at_most_ten_thousand_batches():
+    assert ResendRequest(5, 2**63 - 1).capped() == ResendRequest(5, 10_004)
+    assert ResendRequest(5, 9).capped() == ResendRequest(5, 9)
+
+
+def test_ranges_of():
+    assert ranges_of([3, 4, 5, 9]) == ((3, 5), (9, 9))
+    assert ranges_of([]) == ()
+
+
+def test_a_real_outbox_status_encodes_as_the_agent_always_sent_it(tmp_path):
+    """OutboxStatus mirrors Outbox.status() key for key: the agent builds it from that dict."""
+    from edge_agent.outbox import Outbox
+
+    box = Outbox(tmp_path / "outbox.db", ST)
+    try:
+        raw = box.status()
+        state = StationState(OutboxStatus(**raw), None, {}, 0, None, 0)
+        old = {"state": "online", "station": ST, "session": SESSION, "ts_ns": TS, "outbox": raw, "recovery": None,
+               "devices": {}, "refused_readings": 0, "clock": None, "broker_refused_batches": 0}  # fmt: skip
+        assert Status(ST, SESSION, TS, state).encode() == json.dumps(old).encode()
+    finally:
+        box.close()
+
+
+def test_quantrac_status_reads_the_backlog_from_the_newest_status_only():
+    from cli.main import backlog_of
+
+    assert backlog_of(vector("status").decode()) == (52, 61.25)
+    assert backlog_of(vector("birth").decode()) == (None, None)
+    assert backlog_of(vector("will").decode()) == (None, None)
+    assert backlog_of('{"state": "online", "station": "S1", "session": 1, "outbox": "full"}') == (None, None)
+    assert backlog_of(None) == (None, None)
+
+
+def test_a_real_clock_state_and_recovery_encode_as_the_agent_always_sent_them():
+    """ClockStatus and RecoveryStatus mirror ClockMonitor.state and Recovery field for field."""
+    from edge_agent.clock import ClockMonitor
+    from edge_agent.outbox import Recovery
+    from station_profiles.profile_model import ClockConfig
+
+    clock = ClockMonitor(ClockConfig(source="sntp", server="127.0.0.1:1"), station_id=ST).state
+    recovery = Recovery(wal_cut_bytes=4096, wal_reason="torn frame", errors=["row 3: not a reading"])
+    state = StationState(EMPTY_OUTBOX, RecoveryStatus(**{**recovery.__dict__, "errors": tuple(recovery.errors)}), {}, 0,
+                         ClockStatus(**clock), 0)  # fmt: skip
+    old = {"state": "online", "station": ST, "session": SESSION, "ts_ns": TS, "outbox": json.loads(vector("status_minimal"))["outbox"],
+           "recovery": recovery.__dict__, "devices": {}, "refused_readings": 0, "clock": clock, "broker_refused_batches": 0}  # fmt: skip
+    encoded = Status(ST, SESSION, TS, state).encode()
+    assert encoded == json.dumps(old).encode()
+    assert Status.parse(encoded).state == state
