@@ -25,7 +25,7 @@ from questdb import TimestampNanos
 
 from broker_bridge import session
 from broker_bridge.topics import command_topic, data_subscription, status_subscription
-from collector.checks import LATE_AFTER_NS, Accepted, Rejected, StationEvent, check_message, reject
+from collector.admission import LATE_AFTER_NS, Accepted, Rejected, StationEvent, check_message, reject
 from collector.metrics import CollectorMetrics
 from collector.qc.engine import QualityControl
 from collector.qc.flags import QcColumns

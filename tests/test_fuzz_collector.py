@@ -1,6 +1,6 @@
 """Fuzzing the collector's check path with random and mutated payloads.
 
-Over 10,000 payloads go in-process through ``collector.checks.check_message``
+Over 10,000 payloads go in-process through ``collector.admission.check_message``
 with a real ``StationRegistry`` (and the rows each outcome would write are
 built into a real ILP buffer by the real ``WarehouseWriter`` code); a few
 hundred more go through a real collector process, Mosquitto and QuestDB.
@@ -49,7 +49,7 @@ UINT64_MAX = (1 << 64) - 1  # msgpack can carry it; the contract stops at 2^63-1
 from broker_bridge.keys import key_id, write_new_key
 from broker_bridge.topics import STATION_ID_PATTERN, data_topic, parse_topic, status_topic
 from cli.processes import collector_process
-from collector.checks import Accepted, Rejected, StationEvent, check_message
+from collector.admission import Accepted, Rejected, StationEvent, check_message
 from collector.registry import StationRegistry, add_station, retire_key, set_enabled
 from collector.service import Collector, PendingMessage, reading_columns
 from store.ilp_writer import WarehouseRefused, WarehouseWriter
