@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from itertools import chain, islice
 
@@ -21,7 +21,6 @@ import numpy as np
 
 import paho.mqtt.client as mqtt
 import structlog
-from questdb import TimestampNanos
 
 from broker_bridge import session
 from broker_bridge.topics import command_topic, data_subscription, status_subscription
@@ -34,7 +33,9 @@ from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, DUPLICATE, NEW, FlushToken, SequenceTracker
 from collector.wal_watch import suspended
-from store.ilp_writer import IlpRow, ReadingColumns, SerialisedRows, WarehouseRefused, WarehouseUnavailable, WarehouseWriter
+from store.commit import FlushRecords, Warehouse
+from store.ilp_writer import IlpRow, ReadingColumns, SerialisedRows, WarehouseRefused, WarehouseUnavailable, ilp_row
+from store.schema import BATCHES, SEQUENCE_GAPS, STATION_EVENTS
 from store.queries import recent_readings
 
 log = structlog.get_logger("collector")
@@ -120,12 +121,7 @@ class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
         self.registry = StationRegistry(config.registry_path)
-        self.writer = WarehouseWriter(config.ilp_conf)
-        # Readings are committed from a thread of their own with their own connection,
-        # so the next flush is judged, flagged and serialised meanwhile (the client
-        # waits for QuestDB without holding the interpreter lock).
-        self.readings_writer = WarehouseWriter(config.ilp_conf)
-        self._send_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readings-send")
+        self.warehouse = Warehouse(config.ilp_conf)
         self._inflight: PreparedFlush | None = None
         self.sequences = SequenceTracker(
             config.pg_conninfo,
@@ -261,9 +257,7 @@ class Collector:
             self._cond.notify_all()
         self._client.disconnect()
         self._client.loop_stop()
-        self._send_pool.shutdown(wait=True)
-        self.writer.close()
-        self.readings_writer.close()
+        self.warehouse.close()
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Flush until ``stop`` is set; then leave the unflushed messages unacknowledged."""
@@ -339,7 +333,7 @@ class Collector:
                 # provisional numbers, so it is dropped and prepared again (QC verdicts are kept).
                 self.sequences.abort_flush(prepared.token)
                 return
-            prepared.sending = self._send_pool.submit(self.readings_writer.send, prepared.readings)
+            prepared.sending = self.warehouse.send_readings(prepared.readings)
             prepared.sending.add_done_callback(self._wake)
             self._inflight = prepared
             if sync:
@@ -481,7 +475,7 @@ class Collector:
                 else:
                     item.outcome = reject(item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail)
             self._apply_measurement_controls(new)
-            readings = self.writer.serialise_readings(reading_columns(new))
+            readings = self.warehouse.serialise_readings(reading_columns(new))
         except BaseException:
             self.sequences.abort_flush(token)
             raise
@@ -492,21 +486,14 @@ class Collector:
 
     def _settle(self, prepared: PreparedFlush) -> None:
         """Wait for (or make) the readings' transaction, then write the rest and acknowledge."""
-        batch, new, gaps, duplicates = prepared.batch, prepared.new, prepared.gaps, prepared.duplicates
-        try:
-            written = prepared.sending.result() if prepared.sending is not None else self.writer.send(prepared.readings)
-        except WarehouseRefused as exc:
-            written = self._write_one_by_one(new, str(exc))
-        new = [i for i in new if isinstance(i.outcome, Accepted)]
-        # The ledger only after the readings: a ledger entry promises they are stored.
-        self.writer.write_rows("batches", (self._ledger_row(i) for i in new))
-        rejected = [i.outcome.row for i in batch if isinstance(i.outcome, Rejected)]
-        for chunk in _chunks_by_size(rejected, lambda row: len(row.payload_b64) + len(row.detail), 32 * 1024 * 1024):
-            # Several requests are safe: a retry upserts the same (ts, payload hash) rows.
-            self.writer.write_rejects(chunk)
-        events = [i.outcome for i in batch if isinstance(i.outcome, StationEvent)]
-        self.writer.write_rows("station_events", (self._event_row(e) for e in events))
-        self.writer.write_rows("sequence_gaps", (self._gap_row(*g) for g in gaps))
+        batch, gaps, duplicates = prepared.batch, prepared.gaps, prepared.duplicates
+        written, records = self.warehouse.commit(
+            prepared.sending if prepared.sending is not None else prepared.readings,
+            refused=lambda exc: self._write_one_by_one(prepared.new, str(exc)),
+            records=lambda: flush_records(batch, prepared.new, gaps),
+        )
+        rejected = records.rejects
+        events = records.events
         self.sequences.commit_flush(prepared.token)
         self.stats.flushes += 1
         self.stats.readings_written += written
@@ -562,41 +549,13 @@ class Collector:
         for (check, flag), count in by_check.items():
             self.metrics.flags.labels(check, str(flag)).inc(count)
 
-    @staticmethod
-    def _ledger_row(item: PendingMessage) -> IlpRow:
-        accepted = item.outcome
-        body = accepted.body
-        return (
-            {"station": body.station, "key_id": accepted.key_id},
-            {
-                "seq": body.seq,
-                "payload_sha256": accepted.payload_sha256,
-                "readings": len(body),
-                "historical": body.historical,
-                "received_at": TimestampNanos(item.received_ns),
-            },
-            body.sent_ns,
-        )
-
-    @staticmethod
-    def _event_row(event: StationEvent) -> IlpRow:
-        return (
-            {"station": event.station, "state": event.state},
-            {"session": event.session, "planned": event.planned, "payload": event.payload},
-            event.received_ns,
-        )
-
-    @staticmethod
-    def _gap_row(station: str, first: int, last: int, seen_ns: int) -> IlpRow:
-        return ({"station": station}, {"first_missing": first, "last_missing": last}, seen_ns)
-
     def _write_one_by_one(self, accepted: list[PendingMessage], error: str) -> int:
         """QuestDB refused the batch: find the messages it refuses and turn them into rejects."""
         log.error("warehouse_refused_batch", error=error, messages=len(accepted))
         written = 0
         for item in accepted:
             try:
-                written += self.writer.write_reading_columns(reading_columns([item]))
+                written += self.warehouse.write_readings(reading_columns([item]))
             except WarehouseRefused as exc:
                 item.outcome = reject(
                     item.topic, item.outcome.body.station, item.payload, item.received_ns, "warehouse_refused", str(exc)
@@ -604,16 +563,35 @@ class Collector:
         return written
 
 
-def _chunks_by_size(rows: list, size_of, limit: int):
-    chunk, size = [], 0
-    for row in rows:
-        if chunk and size + size_of(row) > limit:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(row)
-        size += size_of(row)
-    if chunk:
-        yield chunk
+def flush_records(batch: list[PendingMessage], new: list[PendingMessage], gaps: list[tuple[str, int, int, int]]) -> FlushRecords:
+    """What a flush writes after its readings: ledger entries of the new batches still accepted
+    (QuestDB may have refused some), rejects, station events and gaps."""
+    return FlushRecords(
+        ledger=[ledger_row(i) for i in new if isinstance(i.outcome, Accepted)],
+        rejects=[i.outcome.row for i in batch if isinstance(i.outcome, Rejected)],
+        events=[event_row(i.outcome) for i in batch if isinstance(i.outcome, StationEvent)],
+        gaps=[gap_row(*g) for g in gaps],
+    )
+
+
+def ledger_row(item: PendingMessage) -> IlpRow:
+    accepted = item.outcome
+    body = accepted.body
+    return ilp_row(
+        BATCHES, body.sent_ns, station=body.station, key_id=accepted.key_id, seq=body.seq,
+        payload_sha256=accepted.payload_sha256, readings=len(body), historical=body.historical, received_at=item.received_ns,
+    )
+
+
+def event_row(event: StationEvent) -> IlpRow:
+    return ilp_row(
+        STATION_EVENTS, event.received_ns, station=event.station, state=event.state, session=event.session,
+        planned=event.planned, payload=event.payload,
+    )
+
+
+def gap_row(station: str, first: int, last: int, seen_ns: int) -> IlpRow:
+    return ilp_row(SEQUENCE_GAPS, seen_ns, station=station, first_missing=first, last_missing=last)
 
 
 def reading_columns(items: list[PendingMessage]) -> ReadingColumns:

@@ -27,6 +27,20 @@ class Table:
             f"PARTITION BY {self.partition_by} WAL DEDUP UPSERT KEYS({', '.join(self.dedup_keys)})"
         )
 
+    @property
+    def timestamp(self) -> str:
+        return self.columns[0][0]
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(name for name, sql_type in self.columns if sql_type == "SYMBOL")
+
+    def sql_type(self, column: str) -> str:
+        for name, sql_type in self.columns:
+            if name == column:
+                return sql_type
+        raise KeyError(f"table {self.name} has no column {column!r} (store/schema.py defines its columns)")
+
 
 READINGS = Table(
     name="readings",

@@ -51,9 +51,9 @@ from broker_bridge.topics import STATION_ID_PATTERN, data_topic, parse_topic, st
 from cli.processes import collector_process
 from collector.admission import Accepted, Rejected, StationEvent, check_message
 from collector.registry import StationRegistry, add_station, retire_key, set_enabled
-from collector.service import Collector, PendingMessage, reading_columns
+from collector.service import Collector, PendingMessage, event_row, ledger_row, reading_columns
 from store.ilp_writer import WarehouseRefused, WarehouseWriter
-from store.schema import ensure_schema
+from store.schema import BATCHES, STATION_EVENTS, ensure_schema
 from supervisor.process import wait_until
 from tests.helpers import sql, wal_applied
 
@@ -429,12 +429,12 @@ def judge(topic: str, payload: bytes, registry: StationRegistry) -> Accepted | S
         assert outcome.payload_sha256 == hashlib.sha256(payload).hexdigest()
         item = PendingMessage(0, 1, 1, topic, payload, received, outcome)
         assert WRITER.write_reading_columns(reading_columns([item])) == len(body)
-        assert WRITER.write_rows("batches", [Collector._ledger_row(item)]) == 1
+        assert WRITER.write_rows(BATCHES, [ledger_row(item)]) == 1
     else:
         assert isinstance(outcome, StationEvent), f"check_message returned {outcome!r}"
         assert parsed == (outcome.station, "status")
         assert outcome.state in ("online", "offline") and outcome.session >= 0
-        assert WRITER.write_rows("station_events", [Collector._event_row(outcome)]) == 1
+        assert WRITER.write_rows(STATION_EVENTS, [event_row(outcome)]) == 1
     event(type(outcome).__name__ + (f": {outcome.row.reason}" if isinstance(outcome, Rejected) else ""))
     return outcome
 
@@ -567,7 +567,7 @@ def flusher(registry, warehouse):
         CollectorConfig(BrokerAddress("127.0.0.1", 1), f"fuzz-flush-{_RUN}", str(registry.path), warehouse.ilp_conf, pg_conninfo=None)
     )
     yield collector
-    collector.writer.close()
+    collector.warehouse.close()
 
 
 def held(collector: Collector, items: list[PendingMessage]) -> list[PendingMessage]:
