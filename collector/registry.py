@@ -14,9 +14,8 @@ from pathlib import Path
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from nacl.signing import VerifyKey
 
-from broker_bridge.envelope import verifier
+from broker_bridge.envelope import VerifyKey, verifier
 from broker_bridge.keys import KeyFileError, key_id, public_key_b64, public_key_from_b64
 from broker_bridge.topics import TopicError, check_station_id
 

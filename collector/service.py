@@ -32,11 +32,10 @@ from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, DUPLICATE, NEW, FlushToken, SequenceTracker
-from collector.wal_watch import suspended
 from store.commit import FlushRecords, Warehouse
 from store.ilp_writer import IlpRow, ReadingColumns, SerialisedRows, WarehouseRefused, WarehouseUnavailable, ilp_row
 from store.schema import BATCHES, SEQUENCE_GAPS, STATION_EVENTS
-from store.queries import recent_readings
+from store.queries import recent_readings, suspended_wal_tables
 
 log = structlog.get_logger("collector")
 SWITCH_INTERVAL_S = 0.0002
@@ -407,7 +406,7 @@ class Collector:
             return
         self._next_wal_check = time.monotonic() + self.config.wal_check_interval_s
         try:
-            tables = suspended(self.config.pg_conninfo)
+            tables = suspended_wal_tables(self.config.pg_conninfo)
         except Exception as exc:  # the watch must not stop the data path; it says why it could not look
             log.warning("wal_check_failed", error=repr(exc))
             return
