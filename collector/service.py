@@ -25,7 +25,7 @@ import structlog
 from broker_bridge import session
 from broker_bridge.topics import command_topic, data_subscription, status_subscription
 from collector.admission import LATE_AFTER_NS, Accepted, Rejected, StationEvent, check_message, reject
-from collector.metrics import CollectorMetrics
+from collector.metrics import CollectorMetrics, CollectorStats
 from collector.qc.engine import QualityControl
 from collector.qc.flags import QcColumns
 from collector.qc.state import SeriesState
@@ -71,20 +71,6 @@ class PreparedFlush:
     sending: Future | None = None
 
 
-@dataclass
-class CollectorStats:
-    messages: int = 0
-    readings_written: int = 0
-    rejects_written: int = 0
-    duplicates: int = 0
-    events_written: int = 0
-    gaps: int = 0
-    flushes: int = 0
-    flush_failures: int = 0
-    rejects_by_reason: dict[str, int] = field(default_factory=dict)
-    flags_by_check: dict[str, int] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class CollectorConfig:
     broker: session.BrokerAddress
@@ -128,7 +114,6 @@ class Collector:
             replay_window_ns=int(config.replay_window_days * DAY_NS),
         )
         self.qc = QualityControl(ThresholdSource(config.qc_thresholds_path), SeriesState(max_series=config.qc_max_series))
-        self.stats = CollectorStats()
         self.metrics = CollectorMetrics()
         self._next_wal_check = 0.0
         self._pending: deque[PendingMessage] = deque()
@@ -147,6 +132,10 @@ class Collector:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+
+    @property
+    def stats(self) -> CollectorStats:
+        return self.metrics.stats()
 
     # -- network thread -------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -191,7 +180,6 @@ class Collector:
             self._pending.append(item)
             self._pending_bytes += len(item.payload)
             self._pending_readings += item.readings
-            self.stats.messages += 1
             self.metrics.messages.inc()
             self.metrics.unacked.set(len(self._pending))
             # Nobody is woken per message: the run loop looks on its own schedule.
@@ -213,7 +201,6 @@ class Collector:
             self._flush_due()
         except WarehouseUnavailable as exc:
             self._warehouse_down_until = time.monotonic() + 0.5  # the run loop retries, with back-off
-            self.stats.flush_failures += 1
             self.metrics.flush_failures.inc()
             log.warning("warehouse_unavailable", error=str(exc), client_id=self.config.client_id, where="network thread")
         except Exception as exc:  # an exception here would end paho's loop; the run loop retries the messages
@@ -272,7 +259,6 @@ class Collector:
                 backoff = 0.0
                 self._warehouse_down_until = 0.0
             except WarehouseUnavailable as exc:
-                self.stats.flush_failures += 1
                 self.metrics.flush_failures.inc()
                 backoff = min(max(backoff * 2, 0.5), 10.0)
                 self._warehouse_down_until = time.monotonic() + backoff
@@ -494,23 +480,18 @@ class Collector:
         rejected = records.rejects
         events = records.events
         self.sequences.commit_flush(prepared.token)
-        self.stats.flushes += 1
-        self.stats.readings_written += written
+        self.metrics.flushes.inc()
         self.metrics.readings.inc(written)
         self.metrics.duplicates.inc(duplicates)
+        self.metrics.events.inc(len(events))
         self.metrics.gaps.inc(len(gaps))
         self.metrics.write_lag.set((time.time_ns() - batch[0].received_ns) / 1e9)
-        self.stats.rejects_written += len(rejected)
-        self.stats.duplicates += duplicates
-        self.stats.events_written += len(events)
-        self.stats.gaps += len(gaps)
         for station, first, last, _ in gaps:
             log.warning("sequence_gap", station=station, first_missing=first, last_missing=last, missing=last - first + 1)
             # The station keeps what it sent for 60 days: ask for the missing batches.
             request = {"resend": {"from_seq": first, "to_seq": last}}
             self._client.publish(command_topic(station), json.dumps(request), qos=session.QOS)
         for row in rejected:
-            self.stats.rejects_by_reason[row.reason] = self.stats.rejects_by_reason.get(row.reason, 0) + 1
             self.metrics.rejects.labels(row.reason).inc()
             log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)
         with self._cond:
@@ -540,13 +521,15 @@ class Collector:
         for item, n in zip(todo, sizes):
             item.qc = verdicts.slice(at, at + n)
             at += n
-        by_check: Counter[tuple[str, int]] = Counter()
+        deciding: Counter[tuple[str, int]] = Counter()
+        fired_checks: Counter[str] = Counter()
         for i, fired in verdicts.fired():
-            by_check[verdicts.check[i], int(verdicts.flag[i])] += 1
-            for check in fired:
-                self.stats.flags_by_check[check] = self.stats.flags_by_check.get(check, 0) + 1
-        for (check, flag), count in by_check.items():
+            deciding[verdicts.check[i], int(verdicts.flag[i])] += 1
+            fired_checks.update(fired)
+        for (check, flag), count in deciding.items():
             self.metrics.flags.labels(check, str(flag)).inc(count)
+        for check, count in fired_checks.items():
+            self.metrics.checks_fired.labels(check).inc(count)
 
     def _write_one_by_one(self, accepted: list[PendingMessage], error: str) -> int:
         """QuestDB refused the batch: find the messages it refuses and turn them into rejects."""
