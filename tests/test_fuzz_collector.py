@@ -51,7 +51,9 @@ from broker_bridge.topics import STATION_ID_PATTERN, data_topic, parse_topic, st
 from cli.processes import collector_process
 from collector.admission import Accepted, Rejected, StationEvent, check_message
 from collector.registry import StationRegistry, add_station, retire_key, set_enabled
-from collector.service import Collector, PendingMessage, event_row, ledger_row, reading_columns
+from collector.intake import PendingMessage
+from collector.prepare import event_row, ledger_row, reading_columns
+from collector.service import Collector
 from store.ilp_writer import WarehouseRefused, WarehouseWriter
 from store.schema import BATCHES, STATION_EVENTS, ensure_schema
 from supervisor.process import wait_until
@@ -564,23 +566,28 @@ def flusher(registry, warehouse):
     from collector.service import CollectorConfig
 
     collector = Collector(
-        CollectorConfig(BrokerAddress("127.0.0.1", 1), f"fuzz-flush-{_RUN}", str(registry.path), warehouse.ilp_conf, pg_conninfo=None)
+        CollectorConfig(
+            BrokerAddress("127.0.0.1", 1), f"fuzz-flush-{_RUN}", str(registry.path), warehouse.ilp_conf, pg_conninfo=None,
+            flush_max_bytes=1 << 30, max_pending_bytes=1 << 31,  # a test hands its messages to one flush, however large
+        )
     )
     yield collector
     collector.warehouse.close()
 
 
 def held(collector: Collector, items: list[PendingMessage]) -> list[PendingMessage]:
-    """Hold messages as the network thread would, so the flush can release them after its commit."""
-    collector._pending.extend(items)
-    collector._pending_bytes += sum(len(i.payload) for i in items)
-    return items
+    """Hold messages as the network thread would and take them into one flush, which releases them after its commit."""
+    for item in items:
+        collector.intake.hold(item)
+    taken = collector.intake.take(force=True)
+    assert len(taken) == len(items)
+    return taken
 
 
 def flush_one(collector: Collector, topic: str, payload: bytes) -> None:
     """What the flush loop does with a message; an exception here ends ``Collector.run`` and the process."""
     before = collector.stats.rejects_written
-    collector._flush_isolating(held(collector, [PendingMessage(collector._generation, 1, 1, topic, payload, time.time_ns())]))
+    collector._flush_isolating(held(collector, [PendingMessage(collector.intake.generation, 1, 1, topic, payload, time.time_ns())]))
     assert collector.stats.rejects_written == before + 1, "a payload outside the contract must end as a reject"
 
 
@@ -612,7 +619,7 @@ def test_a_flush_of_many_large_rejects_does_not_crash(flusher):
     # 700 undecodable payloads of 150 KiB: base64 in the rejects table makes one 140 MB request. A backlog
     # like it builds up whenever a station with a broken key or firmware sends while the collector is down.
     batch = [
-        PendingMessage(flusher._generation, n, 1, data_topic(GOOD), random.Random(n).randbytes(150 * 1024), time.time_ns())
+        PendingMessage(flusher.intake.generation, n, 1, data_topic(GOOD), random.Random(n).randbytes(150 * 1024), time.time_ns())
         for n in range(700)
     ]
     flusher._flush_isolating(held(flusher, batch))
