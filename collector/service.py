@@ -1,18 +1,18 @@
-"""The collector: MQTT in, checks, QuestDB out, acknowledgement last.
+"""The collector: MQTT in, checks, QuestDB out, acknowledgement last. This module is the wiring:
 
     intake (collector/intake.py)       MQTT callbacks; messages held, waiting or in flight; back-pressure
       -> preparation (prepare.py)      admit -> sequence -> measurement controls -> warehouse columns
       -> commit (store/commit.py)      readings, then ledger, rejects, station events, gaps
       -> intake.settled                acknowledged, in arrival order, on the connection that delivered
 
+stepped by the flush pipeline (flush.py), from the MQTT network thread under
+load and from ``Collector.run`` when messages linger or QuestDB is down.
+
 A message is acknowledged to the broker only after its readings (or its
 reject record) are committed in QuestDB. Until then the broker still owns
 it, so a crash of the collector or an outage of QuestDB loses nothing: the
 persistent session redelivers, and DEDUP makes the rewrite harmless.
 
-Flushes form a pipeline of two: while one flush's readings are committed on
-the warehouse's readings thread, the next is prepared; it is committed after
-the one before it (sequence numbers are provisional until then, ``FlushToken``).
 """
 
 from __future__ import annotations
@@ -21,24 +21,23 @@ import json
 import sys
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 import structlog
 
 from broker_bridge import session
 from broker_bridge.topics import command_topic
-from collector.admission import reject
-from collector.intake import FlushLimits, Intake, PendingMessage
+from collector.flush import FlushPipeline
+from collector.intake import FlushLimits, Intake
 from collector.metrics import CollectorMetrics, CollectorStats
-from collector.prepare import PreparedFlush, Preparation, admit, flush_records, reading_columns
+from collector.prepare import Preparation, admit
 from collector.qc.engine import QualityControl
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, SequenceTracker
 from store.commit import Warehouse
-from store.ilp_writer import SerialisedRows, WarehouseRefused, WarehouseUnavailable
+from store.ilp_writer import WarehouseUnavailable
 from store.queries import recent_readings, suspended_wal_tables
 
 log = structlog.get_logger("collector")
@@ -76,14 +75,6 @@ class CollectorConfig:
     receive_maximum: int = 20_000
 
 
-@dataclass(slots=True)
-class Sending:
-    """The flush in flight: prepared, its readings' transaction under way on the readings thread."""
-
-    prepared: PreparedFlush
-    readings: Future
-
-
 class Collector:
     def __init__(self, config: CollectorConfig) -> None:
         self.config = config
@@ -105,9 +96,11 @@ class Collector:
             config.broker, config.client_id, config.share_group, config.receive_maximum, limits, self.metrics,
             admit=lambda item: admit(item, self.registry), flush_here=self._flush_inline,
         )
+        self.pipeline = FlushPipeline(
+            self.intake, self.preparation, self.warehouse, self.metrics,
+            ask_for_resend=self._ask_for_resend, after_settle=self._watch_wal,
+        )
         self.connected = self.intake.connected
-        self._sending: Sending | None = None
-        self._flush_lock = threading.Lock()  # one flush at a time, whichever thread runs it
         self._warehouse_down_until = 0.0  # monotonic; until then only the run loop flushes, with back-off
         # The run loop steps in only for messages nobody flushed a little after they were due.
         self._linger_s = config.flush_interval_s * 1.5
@@ -153,7 +146,7 @@ class Collector:
         if not self._warehouse_up():
             return
         try:
-            self._flush_due()
+            self.pipeline.step()
         except WarehouseUnavailable as exc:
             self._warehouse_down_until = time.monotonic() + 0.5  # the run loop retries, with back-off
             self.metrics.flush_failures.inc()
@@ -172,7 +165,7 @@ class Collector:
                 continue
             try:
                 # While QuestDB is down, one flush at a time: its failure must come back here, to the back-off.
-                self._flush_due(force=work == "flush", sync=not self._warehouse_up())
+                self.pipeline.step(force=work == "flush", sync=not self._warehouse_up())
                 backoff = 0.0
                 self._warehouse_down_until = 0.0
             except WarehouseUnavailable as exc:
@@ -191,7 +184,7 @@ class Collector:
             oldest = self.intake.oldest_waiting()
             if oldest is not None and (not self._warehouse_up() or now >= oldest + self._linger_s):
                 return "flush"
-            if self._sending is not None and self._sending.readings.done():
+            if self.pipeline.readings_committed():
                 return "settle"
             wait = oldest + self._linger_s - now if oldest is not None else self.config.flush_interval_s
             self.intake.cond.wait(timeout=max(wait, 0.01))
@@ -200,158 +193,10 @@ class Collector:
     def _warehouse_up(self) -> bool:
         return time.monotonic() >= self._warehouse_down_until
 
-    # -- the flush pipeline ---------------------------------------------------------------
-    def _flush_due(self, force: bool = False, sync: bool = False) -> None:
-        """One step of the flush pipeline, by whichever thread holds the flush lock: prepare the next
-        due messages, settle the flush in flight (ledger, acknowledgements), then send the new one's
-        readings in the background (or at once, with ``sync``)."""
-        with self._flush_lock:
-            batch = self.intake.take(force)
-            if not batch:
-                if self._sending is not None and (force or sync or self._sending.readings.done()):
-                    self._finish_sending()
-                return
-            try:
-                prepared, readings = self._prepare(batch)
-            except WarehouseUnavailable:
-                self.intake.give_back(batch)
-                raise
-            except Exception as exc:
-                # A message that breaks the preparation: settle what is in flight, then go message by message.
-                try:
-                    self._finish_sending()
-                except BaseException:
-                    self.intake.give_back(batch)
-                    raise
-                log.exception("flush_failed_isolating", messages=len(batch), error=repr(exc))
-                self._flush_isolating(batch)
-                return
-            try:
-                settled = self._finish_sending()
-            except BaseException:
-                self.sequences.abort_flush(prepared.token)
-                self.intake.give_back(batch)
-                raise
-            if not settled:
-                # The flush in flight went message by message; this one was judged against its
-                # provisional numbers, so it is given back and prepared again (QC verdicts are kept).
-                self.sequences.abort_flush(prepared.token)
-                self.intake.give_back(batch)
-                return
-            self._sending = Sending(prepared, self.warehouse.send_readings(readings))
-            self._sending.readings.add_done_callback(self.intake.wake)
-            if sync:
-                self._finish_sending()
-
-    def _finish_sending(self) -> bool:
-        """Settle the flush in flight, if any. False: it had to be isolated message by message."""
-        sending, self._sending = self._sending, None
-        if sending is None:
-            return True
-        prepared = sending.prepared
-        settled = True
-        try:
-            with self.metrics.flush_seconds.time():
-                self._settle(prepared, sending.readings)
-        except WarehouseUnavailable:
-            self.sequences.abort_flush(prepared.token)
-            self.intake.give_back(prepared.batch)
-            raise
-        except Exception as exc:
-            self.sequences.abort_flush(prepared.token)
-            log.exception("flush_failed_isolating", messages=len(prepared.batch), error=repr(exc))
-            self._flush_isolating(prepared.batch)
-            settled = False
-        self._watch_wal()
-        return settled
-
-    def _flush_isolating(self, batch: list[PendingMessage]) -> None:
-        """A message that breaks the flush must not stop the collector, nor hold up the others.
-
-        An unexpected error (a bug, or a row the warehouse refuses that no
-        check foresaw) sends the batch through message by message; the one
-        that still fails becomes a reject with the error, so it is kept,
-        acknowledged, and never redelivered into a crash loop. Whatever is not
-        settled when QuestDB turns out to be down waits again.
-        """
-        try:
-            self._flush(batch)
-        except WarehouseUnavailable:
-            self.intake.give_back(batch)
-            raise
-        except Exception as exc:
-            log.exception("flush_failed_isolating", messages=len(batch), error=repr(exc))
-            for n, item in enumerate(batch):
-                try:
-                    try:
-                        self._flush([item])
-                    except WarehouseUnavailable:
-                        raise
-                    except Exception as single:
-                        log.exception("message_breaks_flush", topic=item.topic, error=repr(single))
-                        item.outcome = reject(item.topic, "", item.payload, item.received_ns, "internal_error",
-                                              f"{type(single).__name__}: {single}")
-                        self._flush([item])
-                except BaseException:
-                    self.intake.give_back(batch[n:])
-                    raise
-
-    def _flush(self, batch: list[PendingMessage]) -> None:
-        """One flush start to end, in this thread (the isolation path)."""
-        prepared, readings = self._prepare(batch)
-        try:
-            self._settle(prepared, readings)
-        except BaseException:
-            self.sequences.abort_flush(prepared.token)
-            raise
-
-    def _prepare(self, batch: list[PendingMessage]) -> tuple[PreparedFlush, SerialisedRows]:
-        prepared = self.preparation.prepare(batch)
-        try:
-            return prepared, self.warehouse.serialise_readings(prepared.columns)
-        except BaseException:
-            self.sequences.abort_flush(prepared.token)
-            raise
-
-    def _settle(self, prepared: PreparedFlush, readings: Future | SerialisedRows) -> None:
-        """Commit the flush (waiting for its readings' transaction, or making it), then acknowledge."""
-        written, records = self.warehouse.commit(
-            readings,
-            refused=lambda exc: self._write_one_by_one(prepared.new, str(exc)),
-            records=lambda: flush_records(prepared),
-        )
-        self.sequences.commit_flush(prepared.token)
-        self.metrics.flushes.inc()
-        self.metrics.readings.inc(written)
-        self.metrics.duplicates.inc(prepared.duplicates)
-        self.metrics.events.inc(len(records.events))
-        self.metrics.gaps.inc(len(prepared.gaps))
-        self.metrics.write_lag.set((time.time_ns() - prepared.batch[0].received_ns) / 1e9)
-        for station, first, last, _ in prepared.gaps:
-            log.warning("sequence_gap", station=station, first_missing=first, last_missing=last, missing=last - first + 1)
-            self._ask_for_resend(station, first, last)
-        for row in records.rejects:
-            self.metrics.rejects.labels(row.reason).inc()
-            log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)
-        self.intake.settled(prepared.batch)
-
     def _ask_for_resend(self, station: str, first: int, last: int) -> None:
         # The station keeps what it sent for 60 days: ask for the missing batches.
         request = {"resend": {"from_seq": first, "to_seq": last}}
         self.intake.publish(command_topic(station), json.dumps(request))
-
-    def _write_one_by_one(self, accepted: list[PendingMessage], error: str) -> int:
-        """QuestDB refused the batch: find the messages it refuses and turn them into rejects."""
-        log.error("warehouse_refused_batch", error=error, messages=len(accepted))
-        written = 0
-        for item in accepted:
-            try:
-                written += self.warehouse.write_readings(reading_columns([item]))
-            except WarehouseRefused as exc:
-                item.outcome = reject(
-                    item.topic, item.outcome.body.station, item.payload, item.received_ns, "warehouse_refused", str(exc)
-                )
-        return written
 
     def _watch_wal(self) -> None:
         if self.config.pg_conninfo is None or time.monotonic() < self._next_wal_check:

@@ -587,7 +587,7 @@ def held(collector: Collector, items: list[PendingMessage]) -> list[PendingMessa
 def flush_one(collector: Collector, topic: str, payload: bytes) -> None:
     """What the flush loop does with a message; an exception here ends ``Collector.run`` and the process."""
     before = collector.stats.rejects_written
-    collector._flush_isolating(held(collector, [PendingMessage(collector.intake.generation, 1, 1, topic, payload, time.time_ns())]))
+    collector.pipeline.flush_isolating(held(collector, [PendingMessage(collector.intake.generation, 1, 1, topic, payload, time.time_ns())]))
     assert collector.stats.rejects_written == before + 1, "a payload outside the contract must end as a reject"
 
 
@@ -622,5 +622,5 @@ def test_a_flush_of_many_large_rejects_does_not_crash(flusher):
         PendingMessage(flusher.intake.generation, n, 1, data_topic(GOOD), random.Random(n).randbytes(150 * 1024), time.time_ns())
         for n in range(700)
     ]
-    flusher._flush_isolating(held(flusher, batch))
+    flusher.pipeline.flush_isolating(held(flusher, batch))
     assert flusher.stats.rejects_written == len(batch)
