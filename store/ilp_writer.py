@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -45,15 +44,10 @@ IlpRow = tuple[dict[str, str], dict[str, object], int]  # (symbols, other column
 READING_SYMBOLS = list(READINGS.symbols)
 
 
-@cache
-def _column_types(table: Table) -> dict[str, str]:
-    return dict(table.columns[1:])
-
-
 def ilp_row(table: Table, ts_ns: int, **values: object) -> IlpRow:
     """One row of ``table``, its values sorted into symbols and columns by the table's definition
     (store/schema.py); a name the table lacks fails here, not as a refused transaction."""
-    types = _column_types(table)
+    types = table.column_types
     symbols, columns = {}, {}
     for name, value in values.items():
         sql_type = types.get(name)
