@@ -57,7 +57,7 @@ import secrets
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -530,7 +530,8 @@ def generate_broker_config(
             log.info("broker_user_password_" + what, user=user, file=str(result.credential_file(user)))
     configured = set(users)
     result.without_access = sorted(
-        p.name.removesuffix(".password") for p in credentials_dir.glob("*.password")
+        p.name.removesuffix(".password")
+        for p in credentials_dir.glob("*.password")
         if p.name.removesuffix(".password") not in configured
     )
 
@@ -581,11 +582,18 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "quantrac"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "quantrac"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _issue(
@@ -597,7 +605,7 @@ def _issue(
     usage: x509.ObjectIdentifier,
     sans: Sequence[x509.GeneralName] = (),
 ) -> x509.Certificate:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -657,7 +665,7 @@ def create_pki(
             raise BrokerConfigError(f"{ca_key_path} is not the EC key of {ca_cert_path}")
     else:
         ca_key = _new_key()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ca_cert = (
             x509.CertificateBuilder()
             .subject_name(_name(ca_name))
@@ -692,7 +700,13 @@ def create_pki(
     kept: list[Path] = []
     issued_now: list[Path] = []
 
-    leaf(out_dir / "server.crt", out_dir / "server.key", hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, [_san(h) for h in hosts])
+    leaf(
+        out_dir / "server.crt",
+        out_dir / "server.key",
+        hosts[0],
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [_san(h) for h in hosts],
+    )
     issued: dict[str, tuple[Path, Path]] = {}
     for name in clients:
         try:

@@ -180,7 +180,9 @@ def broker_config(
             f"{SESSION_EXPIRY_S // 3600} h (broker_bridge/session.py); the queue would be discarded before that"
         )
     if plain is not None and not _is_loopback(plain[0]):
-        echo(f"WARNING: the plain listener {plain[0]}:{plain[1]} is not loopback; passwords would cross the network in clear")
+        echo(
+            f"WARNING: the plain listener {plain[0]}:{plain[1]} is not loopback; passwords would cross the network in clear"
+        )
     if tls is None:
         echo("WARNING: no TLS listener; use --tls-ca/--tls-cert/--tls-key for stations outside this host")
     echo(
