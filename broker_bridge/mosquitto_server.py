@@ -17,10 +17,10 @@ import secrets
 import shutil
 import socket
 import struct
-import time
 from pathlib import Path
 
-from supervisor import ManagedProcess, ServerStartError, free_port, port_in_use, wait_until
+from supervisor import ServerStartError, free_port, port_in_use
+from supervisor.server import ServerProcess
 
 __all__ = [
     "MosquittoServer",
@@ -168,7 +168,9 @@ def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> int | None:
         return None
 
 
-class MosquittoServer:
+class MosquittoServer(ServerProcess):
+    name = "mosquitto"
+
     """A Mosquitto broker rooted at ``root`` (config, ``data/`` and log live there).
 
     The port is chosen once (when None) in ``__init__``, so ``stop()`` followed
@@ -204,8 +206,6 @@ class MosquittoServer:
         self.conf_path = self.root / "mosquitto.conf"
         self.data_dir = self.root / "data"
         self.log_path = self.root / "mosquitto.log"
-        self.started_in_s: float | None = None
-        self._proc: ManagedProcess | None = None
 
     # -- info ------------------------------------------------------------------
 
@@ -216,14 +216,6 @@ class MosquittoServer:
     @property
     def persistence_file(self) -> Path:
         return self.data_dir / "mosquitto.db"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running
 
     @property
     def url(self) -> str:
@@ -259,36 +251,15 @@ class MosquittoServer:
         binary = self.binary
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self.render_conf())
-        t0 = time.monotonic()
         # stdout/stderr share the file mosquitto logs to (both append), so
         # config errors printed before logging is set up land there too.
-        self._proc = ManagedProcess(
-            [binary, "-c", self.conf_path], log_path=self.log_path, cwd=self.root, name="mosquitto"
-        ).start()
-        try:
-            wait_until(
-                lambda: mqtt_connack(self.host, self.port) is not None,
-                timeout=timeout,
-                interval=0.05,
-                what=f"MQTT CONNACK from {self.host}:{self.port}",
-                process=self._proc,
-            )
-        except BaseException:
-            self._proc.stop(timeout=5)
-            raise
-        self.started_in_s = time.monotonic() - t0
+        # SIGTERM makes mosquitto write data/mosquitto.db; SIGKILL loses what came after the last autosave.
+        self._launch(
+            [binary, "-c", self.conf_path],
+            lambda: mqtt_connack(self.host, self.port) is not None,
+            what=f"MQTT CONNACK from {self.host}:{self.port}",
+            timeout=timeout,
+            interval=0.05,
+            stop_timeout=5,
+        )
         return self
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM: mosquitto writes ``data/mosquitto.db`` and exits.  Idempotent."""
-        return self._proc.stop(timeout) if self._proc is not None else None
-
-    def kill(self) -> int | None:
-        """SIGKILL (crash simulation): anything since the last autosave is lost."""
-        return self._proc.kill() if self._proc is not None else None
-
-    def __enter__(self) -> MosquittoServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor import ManagedProcess, ServerStartError, free_ports, port_in_use, wait_until
+from supervisor import ServerStartError, free_ports, port_in_use
 from supervisor.address import split_host_port
+from supervisor.server import ServerProcess
 
 __all__ = [
     "QUESTDB_VERSION",
@@ -130,7 +130,9 @@ def render_server_conf(endpoints: QuestDBEndpoints, commit_mode: str = "nosync",
     )
 
 
-class QuestDBServer:
+class QuestDBServer(ServerProcess):
+    name = "questdb"
+
     """A QuestDB process rooted at ``root`` (its ``-d`` directory).
 
     Ports are chosen once (when None) in ``__init__``, so ``stop()`` followed by
@@ -164,8 +166,6 @@ class QuestDBServer:
         self.commit_mode = commit_mode
         self.extra_conf = extra_conf
         self.log_path = self.root / "questdb.log"
-        self.started_in_s: float | None = None
-        self._proc: ManagedProcess | None = None
 
     # -- info ------------------------------------------------------------------
 
@@ -182,14 +182,6 @@ class QuestDBServer:
     @property
     def conf_path(self) -> Path:
         return self.root / "conf" / "server.conf"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.running
 
     def argv(self) -> list[str]:
         return [
@@ -235,28 +227,7 @@ class QuestDBServer:
         argv = self.argv()  # resolves java + jar (clear errors) before touching disk
         self.conf_path.parent.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(render_server_conf(e, self.commit_mode, self.extra_conf))
-        t0 = time.monotonic()
-        self._proc = ManagedProcess(argv, log_path=self.log_path, cwd=self.root, name="questdb").start()
-        try:
-            wait_until(
-                self._ready, timeout=timeout, interval=0.1, what=f"QuestDB /ping on {e.ping_url}", process=self._proc
-            )
-        except BaseException:
-            self._proc.stop(timeout=10)
-            raise
-        self.started_in_s = time.monotonic() - t0
+        self._launch(
+            argv, self._ready, what=f"QuestDB /ping on {e.ping_url}", timeout=timeout, interval=0.1, stop_timeout=10
+        )
         return self
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """Graceful shutdown (SIGTERM), SIGKILL after ``timeout``.  Idempotent."""
-        return self._proc.stop(timeout) if self._proc is not None else None
-
-    def kill(self) -> int | None:
-        """SIGKILL (crash simulation)."""
-        return self._proc.kill() if self._proc is not None else None
-
-    def __enter__(self) -> QuestDBServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -21,15 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = [
-    "ManagedProcess",
-    "ServerStartError",
-    "free_port",
-    "free_ports",
-    "log_tail",
-    "port_in_use",
-    "wait_until",
-]
 
 T = TypeVar("T")
 

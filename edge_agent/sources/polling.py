@@ -11,6 +11,21 @@ from typing import Any
 MAX_CAUSE = 256  # the wire contract's limit (broker_bridge.envelope)
 
 
+class DeviceSource:
+    """What every source is: one device of one station, read by the profile the station file names."""
+
+    transport: str
+
+    def __init__(self, station_id: str, device: Any, profile: Any) -> None:
+        # A device handed another model's profile would decode every register wrongly and plausibly.
+        if device.profile != profile.profile:
+            raise ValueError(f"device {device.id} uses profile {device.profile!r}, got {profile.profile!r}")
+        self.station_id = station_id
+        self.device = device
+        self.profile = profile
+        self.timeout_s = float(device.timeout_s)
+
+
 def clip(cause: str) -> str:
     return cause if len(cause) <= MAX_CAUSE else cause[: MAX_CAUSE - 3] + "..."
 

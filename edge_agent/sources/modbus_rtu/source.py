@@ -43,7 +43,7 @@ from edge_agent.codec import (
     rtu_reply_length,
 )
 from edge_agent.sources.modbus_map import ModbusMap
-from edge_agent.sources.polling import Isolation, PollReport, RequestReport, clip
+from edge_agent.sources.polling import DeviceSource, Isolation, PollReport, RequestReport, clip
 from edge_agent.sources.serial_line import NoReplyError, SerialLine, join_line
 from station_profiles.profile_model import AnalyzerProfile, ModbusRtuDevice
 
@@ -55,18 +55,13 @@ def _reply_complete(buf: bytes) -> bool:
     return need is not None and len(buf) >= need
 
 
-class ModbusRtuSource:
+class ModbusRtuSource(DeviceSource):
     transport = "modbus_rtu"
 
     def __init__(
         self, station_id: str, device: ModbusRtuDevice, profile: AnalyzerProfile, line: SerialLine | None = None
     ) -> None:
-        if device.profile != profile.profile:
-            raise ValueError(f"device {device.id} uses profile {device.profile!r}, got {profile.profile!r}")
-        self.station_id = station_id
-        self.device = device
-        self.profile = profile
-        self.timeout_s = float(device.timeout_s)
+        super().__init__(station_id, device, profile)
         self.line = join_line(device, station_id, line)
         self.map = ModbusMap(profile)
         self.plan: tuple[ReadRequest, ...] = self.map.plan

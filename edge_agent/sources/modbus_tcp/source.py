@@ -45,7 +45,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from broker_bridge.envelope import Reading
 from edge_agent.codec import ReadRequest, exception_cause
 from edge_agent.sources.modbus_map import STATUS_KEY, ModbusMap  # noqa: F401 - STATUS_KEY re-exported
-from edge_agent.sources.polling import PollReport, RequestReport
+from edge_agent.sources.polling import DeviceSource, PollReport, RequestReport
 from station_profiles.profile_model import AnalyzerProfile, ModbusTcpDevice
 
 log = structlog.get_logger("edge_agent.sources.modbus_tcp")
@@ -63,18 +63,13 @@ class _Failure(Exception):
         self.code = code  # the Modbus exception code, if that was the answer
 
 
-class ModbusTcpSource:
+class ModbusTcpSource(DeviceSource):
     """Poll one Modbus TCP analyzer described by an analyzer profile."""
 
     transport = "modbus_tcp"
 
     def __init__(self, station_id: str, device: ModbusTcpDevice, profile: AnalyzerProfile) -> None:
-        if device.profile != profile.profile:
-            raise ValueError(f"device {device.id} uses profile {device.profile!r}, got {profile.profile!r}")
-        self.station_id = station_id
-        self.device = device
-        self.profile = profile
-        self.timeout_s = float(device.timeout_s)
+        super().__init__(station_id, device, profile)
         self.map = ModbusMap(profile)
         self.plan: tuple[ReadRequest, ...] = self.map.plan
         self.last_poll = PollReport()

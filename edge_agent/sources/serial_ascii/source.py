@@ -32,25 +32,20 @@ import structlog
 
 from broker_bridge.envelope import Reading
 from edge_agent.codec import UnusableLineError, check_line_checksum, decode_text_value, split_fields
-from edge_agent.sources.polling import Isolation, PollReport, RequestReport, clip, join
+from edge_agent.sources.polling import DeviceSource, Isolation, PollReport, RequestReport, clip, join
 from edge_agent.sources.serial_line import NoReplyError, SerialLine, join_line
 from station_profiles.profile_model import SerialAsciiDevice, SerialAsciiProfile, combine_conditions
 
 log = structlog.get_logger("edge_agent.sources.serial_ascii")
 
 
-class SerialAsciiSource:
+class SerialAsciiSource(DeviceSource):
     transport = "serial_ascii"
 
     def __init__(
         self, station_id: str, device: SerialAsciiDevice, profile: SerialAsciiProfile, line: SerialLine | None = None
     ) -> None:
-        if device.profile != profile.profile:
-            raise ValueError(f"device {device.id} uses profile {device.profile!r}, got {profile.profile!r}")
-        self.station_id = station_id
-        self.device = device
-        self.profile = profile
-        self.timeout_s = float(device.timeout_s)
+        super().__init__(station_id, device, profile)
         self.line = join_line(device, station_id, line)
         enc = profile.encoding
         self._poll = profile.poll_command.encode(enc)
