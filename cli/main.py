@@ -394,6 +394,12 @@ def broker_config_cmd(
         None, "--acl-plugin",
         help="quantrac_acl.so on the broker host (no $share for stations, no retained data); default: this checkout's build",
     ),
+    bridge_to: Optional[str] = typer.Option(None, "--bridge-to", help="province broker: bridge to the national broker HOST:PORT (TLS)"),
+    bridge_user: Optional[str] = typer.Option(None, "--bridge-user", help="the province's user on the national broker"),
+    bridge_password_file: Optional[Path] = typer.Option(None, "--bridge-password-file", help="its password file there"),
+    bridge_ca: Optional[Path] = typer.Option(None, "--bridge-ca", help="CA the national broker's certificate chains to"),
+    bridge_cert: Optional[Path] = typer.Option(None, "--bridge-cert", help="client certificate for the national broker"),
+    bridge_key: Optional[Path] = typer.Option(None, "--bridge-key", help="its private key"),
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Write the broker's config, hashed password file, ACL and one password file per user (0600).
@@ -411,7 +417,9 @@ def broker_config_cmd(
             require_certificate=require_certificate, batches_per_minute=batches_per_minute,
             outage_hours=outage_hours, batch_bytes=batch_bytes, margin=margin,
             autosave_interval=autosave_interval, config_dir=config_dir, data_dir=data_dir,
-            log_file=log_file, run_as=run_as, acl_plugin=acl_plugin, echo=typer.echo,
+            log_file=log_file, run_as=run_as, acl_plugin=acl_plugin, bridge_to=bridge_to, bridge_user=bridge_user,
+            bridge_password_file=bridge_password_file, bridge_ca=bridge_ca, bridge_cert=bridge_cert,
+            bridge_key=bridge_key, echo=typer.echo,
         )
     except (BrokerConfigError, OSError) as exc:
         fail(str(exc))

@@ -70,6 +70,9 @@ class StationEntry:
     enabled: bool
     keys: dict[str, StationKey]
     kind: str | None = None  # the station's kind (vocabulary.stations.STATION_KINDS): the QC's kind layer
+    # National registry: the province whose relay or bridge forwards this station (its broker user).
+    # One scalar per station, so a station delegated to two provinces cannot be written.
+    province: str | None = None
 
 
 # --------------------------------------------------------------------------- #
@@ -126,9 +129,21 @@ class RegistryKeyRecord(_Strict):
         return self
 
 
+def _province(value: Any) -> str:
+    if isinstance(value, list):
+        raise config_error(
+            f"a station is delegated to one province, not {len(value)}: {value!r}",
+            "keep the one province the national operator delegated it to",
+        )
+    if not isinstance(value, str) or not STATION_ID_PATTERN.match(value):
+        raise config_error(f"{value!r} is not a province user name", "use the province broker user, e.g. province-HN")
+    return value
+
+
 class RegistryStationRecord(_Strict):
     enabled: bool = True
     kind: StationKind | None = None
+    province: Annotated[str | None, BeforeValidator(_province)] = None
     keys: list[RegistryKeyRecord]
 
 
@@ -145,7 +160,7 @@ def _entries(model: RegistryFile) -> dict[str, StationEntry]:
             derived = key_id(public_key)
             not_after_ns = int(item.not_after.timestamp() * 1e9) if item.not_after is not None else None
             keys[derived] = StationKey(derived, public_key, item.state, not_after_ns)
-        entries[station_id] = StationEntry(station_id, spec.enabled, keys, spec.kind)
+        entries[station_id] = StationEntry(station_id, spec.enabled, keys, spec.kind, spec.province)
     return entries
 
 
@@ -246,6 +261,29 @@ def _station(doc: dict, station_id: str, path: Path) -> dict:
     if entry is None:
         raise RegistryError(f"{path}: station {station_id} is not registered; add it with `quantrac station add`")
     return entry
+
+
+def delegations(entries: Mapping[str, StationEntry]) -> dict[str, list[str]]:
+    """Province user -> its enabled delegated stations (sorted): the national broker's province ACL."""
+    by_province: dict[str, list[str]] = {}
+    for station_id in sorted(entries):
+        entry = entries[station_id]
+        if entry.province is not None and entry.enabled:
+            by_province.setdefault(entry.province, []).append(station_id)
+    return by_province
+
+
+def set_province(path: Path, station_id: str, province: str | None) -> None:
+    """Delegate a registered station to one province (None: take the delegation back)."""
+    path = Path(path)
+    doc = _load_doc(path)
+    entry = _station(doc, station_id, path)
+    if province is None:
+        entry.pop("province", None)
+    else:
+        check_station_id(province)
+        entry["province"] = province
+    _save_doc(path, doc)
 
 
 def _check_kind(kind: str) -> None:
