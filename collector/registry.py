@@ -275,14 +275,19 @@ def delegations(entries: Mapping[str, StationEntry]) -> dict[str, list[str]]:
 
 def set_province(path: Path, station_id: str, province: str | None) -> None:
     """Delegate a registered station to one province (None: take the delegation back)."""
-    path = Path(path)
+    if province is not None:
+        check_station_id(province)
+    _set_field(Path(path), station_id, "province", province)
+
+
+def _set_field(path: Path, station_id: str, name: str, value: str | None) -> None:
+    """Set (None: remove) one optional field of a registered station's entry."""
     doc = _load_doc(path)
     entry = _station(doc, station_id, path)
-    if province is None:
-        entry.pop("province", None)
+    if value is None:
+        entry.pop(name, None)
     else:
-        check_station_id(province)
-        entry["province"] = province
+        entry[name] = value
     _save_doc(path, doc)
 
 
@@ -352,11 +357,4 @@ def set_kind(path: Path, station_id: str, kind: str | None) -> None:
     """Set (or with None remove) a registered station's kind; the QC's kind layer follows it."""
     if kind is not None:
         _check_kind(kind)
-    path = Path(path)
-    doc = _load_doc(path)
-    entry = _station(doc, station_id, path)
-    if kind is None:
-        entry.pop("kind", None)
-    else:
-        entry["kind"] = kind
-    _save_doc(path, doc)
+    _set_field(Path(path), station_id, "kind", kind)
