@@ -120,7 +120,10 @@ def open_envelope(payload: bytes) -> Envelope:
     return Envelope(kid, body, sig)
 
 
-def verifier(public_key: Ed25519PublicKey) -> nacl.signing.VerifyKey:
+VerifyKey = nacl.signing.VerifyKey  # what ``verifier`` builds: holders of one need not import nacl
+
+
+def verifier(public_key: Ed25519PublicKey) -> VerifyKey:
     """The key in the form ``verify`` checks fastest; build it once per key, not per message."""
     return nacl.signing.VerifyKey(public_key.public_bytes_raw())
 

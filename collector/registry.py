@@ -17,10 +17,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from nacl.signing import VerifyKey
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, field_validator, model_validator
 
-from broker_bridge.envelope import verifier
+from broker_bridge.envelope import VerifyKey, verifier
 from broker_bridge.keys import KeyFileError, key_id, public_key_b64, public_key_from_b64
 from broker_bridge.topics import check_station_id
 from configuration.errors import ConfigError, ConfigIssue, config_error

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import psycopg
+from store.queries import ledger_entry, ledger_highest_seq
 
 NEW, DUPLICATE, REPLAYED, SEQUENCE_REUSE = "new", "duplicate", "replayed", "sequence_reuse"
 DAY_NS = 86_400 * 10**9
@@ -49,10 +49,9 @@ class SequenceTracker:
         """Start from the ledger's highest sequence number per station."""
         if self.conninfo is None:
             return 0
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            rows = conn.execute("SELECT station, max(seq) FROM batches GROUP BY station").fetchall()
-        self.highest.update({station: seq for station, seq in rows})
-        return len(rows)
+        highest = ledger_highest_seq(self.conninfo)
+        self.highest.update(highest)
+        return len(highest)
 
     def _stored(self, station: str, seq: int) -> tuple[str, int] | None:
         recent = self._recent.get(station)
@@ -60,12 +59,7 @@ class SequenceTracker:
             return recent[seq]
         if self.conninfo is None or seq > self.highest.get(station, 0):
             return None
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT payload_sha256, received_at::long FROM batches WHERE station = %s AND seq = %s LIMIT 1",
-                (station, seq),
-            ).fetchone()
-        return None if row is None else (row[0], row[1])
+        return ledger_entry(self.conninfo, station, seq)
 
     def begin_flush(self) -> FlushToken:
         """Judgements of one flush are provisional until the warehouse committed it.

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from questdb import QuestDBError, QuestDBErrorCode, Sender, TimestampNanos
 
+from store.schema import READINGS, REJECTS, Table
+
 
 # Errors after which the same rows may succeed later: the server is down,
 # restarting or overloaded. Anything else means these rows can never commit.
@@ -37,9 +39,27 @@ class WarehouseRefused(RuntimeError):
     """QuestDB refused the rows themselves (schema, names); retrying will not help."""
 
 
-IlpRow = tuple[dict[str, str], dict[str, object], int]
+IlpRow = tuple[dict[str, str], dict[str, object], int]  # (symbols, other columns, designated timestamp in ns)
 
-READING_SYMBOLS = ["station", "device", "parameter", "unit", "status", "key_id", "qc_check", "qc_checks"]
+READING_SYMBOLS = list(READINGS.symbols)
+
+
+def ilp_row(table: Table, ts_ns: int, **values: object) -> IlpRow:
+    """One row of ``table``, its values sorted into symbols and columns by the table's definition
+    (store/schema.py); a name the table lacks fails here, not as a refused transaction."""
+    types = table.column_types
+    symbols, columns = {}, {}
+    for name, value in values.items():
+        sql_type = types.get(name)
+        if sql_type is None:
+            raise KeyError(f"table {table.name} has no column {name!r} (store/schema.py defines its columns)")
+        if sql_type == "SYMBOL":
+            symbols[name] = value
+        elif sql_type == "TIMESTAMP_NS":
+            columns[name] = TimestampNanos(value)
+        else:
+            columns[name] = value
+    return symbols, columns, ts_ns
 
 
 @dataclass(slots=True)
@@ -72,38 +92,40 @@ class ReadingColumns:
         return len(self.ts_ns)
 
     def frame(self) -> pd.DataFrame:
-        """The DataFrame the questdb client serialises: object columns for text (no pandas string
-        inference: ten times cheaper), None where a value or a QC text is absent (ILP omits it: NULL)."""
+        """The DataFrame the questdb client serialises, one column per column of the readings table
+        (store/schema.py), typed by it. None where a value or a QC text is absent (ILP omits it: NULL)."""
         n = len(self)
-
-        def text(values: Sequence[str], blank_is_null: bool = False) -> np.ndarray:
-            column = np.empty(n, dtype=object)
-            column[:] = [v or None for v in values] if blank_is_null else values
-            return column
-
-        def ns(values: Sequence[int]) -> np.ndarray:
-            return np.asarray(values, dtype=np.int64).view("datetime64[ns]")
-
-        columns = {
-            "station": text(self.station),
-            "device": text(self.device),
-            "parameter": text(self.parameter),
-            "unit": text(self.unit),
-            "status": text(self.status),
-            "key_id": text(self.key_id),
-            "cause": text(self.cause),
-            "seq": np.asarray(self.seq, dtype=np.int64),
-            "historical": np.asarray(self.historical, dtype=bool),
-            "received_at": ns(self.received_ns),
-            "value": np.array(self.value, dtype=np.float64),  # None becomes NaN: QuestDB's NULL double
-        }
-        if self.qc_flag is not None:
-            columns["qc_flag"] = np.asarray(self.qc_flag, dtype=np.int8)
-            for name, values in (("qc_check", self.qc_check), ("qc_cause", self.qc_cause), ("qc_checks", self.qc_checks)):
-                if any(values):  # a column of None only has no type the client accepts; absent is NULL too
-                    columns[name] = text(values, blank_is_null=True)
-        columns["ts"] = ns(self.ts_ns)
+        columns = {}
+        for name, sql_type in READINGS.columns:
+            values = getattr(self, _READING_FIELD.get(name, name))
+            if name.startswith("qc_") and self.qc_flag is None:
+                continue  # no measurement control ran: the qc_* columns stay NULL
+            if name in _BLANK_IS_NULL:
+                if not any(values):  # a column of None only has no type the client accepts; absent is NULL too
+                    continue
+                values = [v or None for v in values]
+            columns[name] = _TO_COLUMN[sql_type](values, n)
         return pd.DataFrame({k: pd.Series(v, dtype=v.dtype, copy=False) for k, v in columns.items()}, copy=False)
+
+
+def _text(values: Sequence, n: int) -> np.ndarray:
+    # Object columns for text: no pandas string inference (ten times cheaper).
+    column = np.empty(n, dtype=object)
+    column[:] = values
+    return column
+
+
+_TO_COLUMN = {
+    "SYMBOL": _text,
+    "VARCHAR": _text,
+    "TIMESTAMP_NS": lambda values, n: np.asarray(values, dtype=np.int64).view("datetime64[ns]"),
+    "LONG": lambda values, n: np.asarray(values, dtype=np.int64),
+    "BOOLEAN": lambda values, n: np.asarray(values, dtype=bool),
+    "DOUBLE": lambda values, n: np.array(values, dtype=np.float64),  # None becomes NaN: QuestDB's NULL double
+    "BYTE": lambda values, n: np.asarray(values, dtype=np.int8),
+}
+_READING_FIELD = {"ts": "ts_ns", "received_at": "received_ns"}  # column -> ReadingColumns field, where the names differ
+_BLANK_IS_NULL = frozenset({"qc_check", "qc_cause", "qc_checks"})  # "" where the reading passed
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +191,7 @@ class WarehouseWriter:
         or another one, so the network half can run in another thread while this one goes on)."""
         try:
             buffer = self._connected().new_buffer()
-            if len(columns):
-                frame = columns.frame()
-                buffer.dataframe(frame, table_name="readings", symbols=[c for c in READING_SYMBOLS if c in frame], at="ts")
-            return SerialisedRows(buffer, len(columns))
+            return SerialisedRows(buffer, _put_readings(buffer, columns))
         except QuestDBError as exc:
             error = classify(exc)
             if isinstance(error, WarehouseUnavailable):
@@ -184,42 +203,34 @@ class WarehouseWriter:
         return self._flush(lambda buffer: rows.count, buffer=rows.buffer)
 
     def write_reading_columns(self, columns: ReadingColumns) -> int:
-        def fill(buffer) -> int:
-            if not len(columns):
-                return 0
-            frame = columns.frame()
-            buffer.dataframe(frame, table_name="readings", symbols=[c for c in READING_SYMBOLS if c in frame], at="ts")
-            return len(frame)
+        return self._flush(lambda buffer: _put_readings(buffer, columns))
 
-        return self._flush(fill)
-
-    def write_rows(self, table: str, rows: Iterable[IlpRow]) -> int:
-        """Any table: each row as (symbols, columns, designated timestamp in ns)."""
+    def write_rows(self, table: Table, rows: Iterable[IlpRow]) -> int:
+        """Any table: each row as ``ilp_row`` builds it."""
 
         def fill(buffer) -> int:
             count = 0
             for symbols, columns, ts_ns in rows:
-                buffer.row(table, symbols=symbols, columns=columns, at=TimestampNanos(ts_ns))
+                buffer.row(table.name, symbols=symbols, columns=columns, at=TimestampNanos(ts_ns))
                 count += 1
             return count
 
         return self._flush(fill)
 
     def write_rejects(self, rows: Iterable[RejectRow]) -> int:
-        def fill(buffer) -> int:
-            count = 0
-            for row in rows:
-                buffer.row(
-                    "rejects",
-                    symbols={
-                        "claimed_station": row.claimed_station,
-                        "reason": row.reason,
-                        "payload_sha256": row.payload_sha256,
-                    },
-                    columns={"topic": row.topic, "detail": row.detail, "payload_b64": row.payload_b64},
-                    at=TimestampNanos(row.received_ns),
-                )
-                count += 1
-            return count
+        return self.write_rows(REJECTS, map(reject_row, rows))
 
-        return self._flush(fill)
+
+def _put_readings(buffer, columns: ReadingColumns) -> int:
+    if len(columns):
+        frame = columns.frame()
+        symbols = [c for c in READING_SYMBOLS if c in frame]
+        buffer.dataframe(frame, table_name=READINGS.name, symbols=symbols, at=READINGS.timestamp)
+    return len(columns)
+
+
+def reject_row(row: RejectRow) -> IlpRow:
+    return ilp_row(
+        REJECTS, row.received_ns, topic=row.topic, claimed_station=row.claimed_station, reason=row.reason,
+        detail=row.detail, payload_sha256=row.payload_sha256, payload_b64=row.payload_b64,
+    )

@@ -85,10 +85,12 @@ def station_overview(conninfo: str) -> list[StationOverview]:
 
 
 def recent_readings(conninfo: str, lookback_s: float, slice_s: float = 900.0):
-    """(station, device, parameter, ts_ns, value, status, unit) of the last ``lookback_s``, oldest first.
+    """(station, device, parameter, ts_ns, value, status, unit) of the last ``lookback_s``, oldest first:
+    what the measurement controls' history is rebuilt from after a restart (``QualityControl.seed``).
 
     Read in time slices so a long window never sits in memory at once;
-    ts as LONG keeps the nanoseconds the PG wire would round to microseconds.
+    ts as LONG keeps the nanoseconds the PG wire would round to microseconds, and a history
+    point must keep its exact time to be recognised when its message is redelivered.
     """
     import time as _time
 
@@ -102,6 +104,50 @@ def recent_readings(conninfo: str, lookback_s: float, slice_s: float = 900.0):
                 " WHERE ts >= cast(%s AS TIMESTAMP) AND ts < cast(%s AS TIMESTAMP) ORDER BY ts",
                 (low, low + step_us),
             )
+
+
+# -- the batch ledger, as the collector's sequence tracking reads it ---------------------------------------
+
+
+def ledger_highest_seq(conninfo: str) -> dict[str, int]:
+    """Per station, the highest sequence number in the ``batches`` ledger."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return {station: seq for station, seq in conn.execute("SELECT station, max(seq) FROM batches GROUP BY station")}
+
+
+def ledger_entry(conninfo: str, station: str, seq: int) -> tuple[str, int] | None:
+    """(payload sha256, received_at in ns) of a station's batch ``seq`` in the ledger, or None."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT payload_sha256, received_at::long FROM batches WHERE station = %s AND seq = %s LIMIT 1",
+            (station, seq),
+        ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+# -- WAL health: a suspended table still takes writes, but its rows stay invisible ---------------------------
+
+
+@dataclass(frozen=True)
+class WalTable:
+    name: str
+    suspended: bool
+    writer_txn: int
+    sequencer_txn: int
+
+    @property
+    def apply_lag(self) -> int:
+        return self.sequencer_txn - self.writer_txn
+
+
+def wal_tables(conninfo: str) -> list[WalTable]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        rows = conn.execute("SELECT name, suspended, writerTxn, sequencerTxn FROM wal_tables()").fetchall()
+    return [WalTable(name, bool(suspended), writer, sequencer) for name, suspended, writer, sequencer in rows]
+
+
+def suspended_wal_tables(conninfo: str) -> list[WalTable]:
+    return [t for t in wal_tables(conninfo) if t.suspended]
 
 
 # -- rejects: what the collector refused, for `quantrac rejects list|export` ---------------------------

@@ -8,7 +8,7 @@ warehouse lacks, so upgrades need no manual migration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -19,6 +19,10 @@ class Table:
     columns: tuple[tuple[str, str], ...]  # (name, SQL type); the first is the designated timestamp
     dedup_keys: tuple[str, ...]
     partition_by: str = "DAY"
+    column_types: dict[str, str] = field(init=False, repr=False, compare=False)  # of the columns after the timestamp
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "column_types", dict(self.columns[1:]))
 
     def create_sql(self) -> str:
         cols = ",\n  ".join(f"{name} {sql_type}" for name, sql_type in self.columns)
@@ -26,6 +30,14 @@ class Table:
             f"CREATE TABLE IF NOT EXISTS {self.name} (\n  {cols}\n) TIMESTAMP({self.columns[0][0]}) "
             f"PARTITION BY {self.partition_by} WAL DEDUP UPSERT KEYS({', '.join(self.dedup_keys)})"
         )
+
+    @property
+    def timestamp(self) -> str:
+        return self.columns[0][0]
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(name for name, sql_type in self.columns if sql_type == "SYMBOL")
 
 
 READINGS = Table(

@@ -3,7 +3,7 @@
 See README.md. The collector calls ``QualityControl.evaluate`` per accepted batch.
 """
 
-from collector.qc.engine import SEED_SQL, QualityControl, seed_sql
+from collector.qc.engine import QualityControl
 from collector.qc.flags import FAIL, MISSING, NOT_EVALUATED, PASS, PASSED, SUSPECT, QcResult, worst
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import DEFAULTS_PATH, ThresholdsError, ThresholdSource, parse_thresholds
@@ -15,7 +15,6 @@ __all__ = [
     "NOT_EVALUATED",
     "PASS",
     "PASSED",
-    "SEED_SQL",
     "SUSPECT",
     "QcResult",
     "QualityControl",
@@ -23,6 +22,5 @@ __all__ = [
     "ThresholdSource",
     "ThresholdsError",
     "parse_thresholds",
-    "seed_sql",
     "worst",
 ]

@@ -1,7 +1,7 @@
 """QualityControl: evaluates readings as they arrive and keeps the series history.
 
     qc = QualityControl(ThresholdSource("qc.yaml"), SeriesState())
-    qc.seed(rows)                                            # after a restart: see seed_sql()
+    qc.seed(rows)                                            # after a restart: store.queries.recent_readings
     per_message = qc.evaluate_many([(station, readings, received_ns), ...])   # a collector flush
     results = qc.evaluate(station, readings, received_ns)    # one message (same verdicts, slower)
 
@@ -46,20 +46,6 @@ log = structlog.get_logger("collector.qc")
 
 _FIELDS = attrgetter("ts_ns", "device", "parameter", "value", "unit", "status", "cause")
 SEED_CHUNK = 50_000  # rows per internal batch while seeding; any size gives the same state
-
-# QuestDB SQL that reads what QualityControl.seed needs: every reading of the
-# last {lookback_s} seconds, oldest first. ts is cast to LONG because the PG
-# wire turns TIMESTAMP_NS into microsecond datetimes, and a history point must
-# keep its exact nanosecond time to be recognised when redelivered.
-SEED_SQL = (
-    "SELECT station, device, parameter, cast(ts AS LONG) AS ts_ns, value, status, unit "
-    "FROM readings WHERE ts >= dateadd('s', -{lookback_s}, now()) ORDER BY ts"
-)
-
-
-def seed_sql(lookback_s: float) -> str:
-    return SEED_SQL.format(lookback_s=int(lookback_s))
-
 
 class QualityControl:
     """Runs the checks over the messages of a flush; owns the windowed checks' history.
@@ -143,7 +129,7 @@ class QualityControl:
         """Rebuild the history after a restart from stored readings; returns the number of rows.
 
         ``rows``: (station, device, parameter, ts_ns, value, status, unit) in time
-        order, as ``seed_sql(lookback_s)`` returns them (any order within
+        order, as ``store.queries.recent_readings`` returns them (any order within
         SEED_CHUNK rows). They stream through the same evaluation as live
         messages, so the history ends up as an uninterrupted run left it,
         provided the rows reach back ``thresholds.lookback_s()`` (the longest

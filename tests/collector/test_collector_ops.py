@@ -14,7 +14,7 @@ from broker_bridge.session import BrokerAddress
 from broker_bridge.topics import data_topic
 from collector.registry import add_station
 from collector.service import Collector, CollectorConfig
-from collector.wal_watch import suspended
+from store.queries import suspended_wal_tables
 from store.schema import ensure_schema
 from supervisor.process import free_port, wait_until
 from tests.helpers import publish_all, sql, unique_station
@@ -60,7 +60,7 @@ def test_a_suspended_wal_table_is_detected_and_reported(tmp_path, mosquitto_serv
     questdb = make_questdb(extra_conf="dev.mode.enabled=true")
     ensure_schema(questdb.endpoints.pg_conninfo)
     sql(questdb.endpoints.pg_conninfo, "ALTER TABLE readings SUSPEND WAL")
-    assert [t.name for t in suspended(questdb.endpoints.pg_conninfo)] == ["readings"]
+    assert [t.name for t in suspended_wal_tables(questdb.endpoints.pg_conninfo)] == ["readings"]
     station_id = unique_station("WAL")
     key = write_new_key(tmp_path / "k.key")
     add_station(tmp_path / "r.yaml", station_id, key.public_key)

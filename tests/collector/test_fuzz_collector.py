@@ -1,6 +1,6 @@
 """Fuzzing the collector's check path with random and mutated payloads.
 
-Over 10,000 payloads go in-process through ``collector.checks.check_message``
+Over 10,000 payloads go in-process through ``collector.admission.check_message``
 with a real ``StationRegistry`` (and the rows each outcome would write are
 built into a real ILP buffer by the real ``WarehouseWriter`` code); a few
 hundred more go through a real collector process, Mosquitto and QuestDB.
@@ -49,11 +49,13 @@ UINT64_MAX = (1 << 64) - 1  # msgpack can carry it; the contract stops at 2^63-1
 from broker_bridge.keys import key_id, write_new_key
 from broker_bridge.topics import data_topic, parse_topic, status_topic
 from cli.processes import collector_process
-from collector.checks import Accepted, Rejected, StationEvent, check_message
+from collector.admission import Accepted, Rejected, StationEvent, check_message
 from collector.registry import StationRegistry, add_station, retire_key, set_enabled
-from collector.service import Collector, PendingMessage, reading_columns
+from collector.intake import PendingMessage
+from collector.prepare import event_row, ledger_row, reading_columns
+from collector.service import Collector
 from store.ilp_writer import WarehouseRefused, WarehouseWriter
-from store.schema import ensure_schema
+from store.schema import BATCHES, STATION_EVENTS, ensure_schema
 from supervisor.process import wait_until
 from tests.helpers import sql, wal_applied
 from vocabulary.stations import STATION_ID_PATTERN
@@ -431,12 +433,12 @@ def judge(topic: str, payload: bytes, registry: StationRegistry) -> Accepted | S
         assert outcome.payload_sha256 == hashlib.sha256(payload).hexdigest()
         item = PendingMessage(0, 1, 1, topic, payload, received, outcome)
         assert WRITER.write_reading_columns(reading_columns([item])) == len(body)
-        assert WRITER.write_rows("batches", [Collector._ledger_row(item)]) == 1
+        assert WRITER.write_rows(BATCHES, [ledger_row(item)]) == 1
     else:
         assert isinstance(outcome, StationEvent), f"check_message returned {outcome!r}"
         assert parsed == (outcome.station, "status")
         assert outcome.state in ("online", "offline") and outcome.session >= 0
-        assert WRITER.write_rows("station_events", [Collector._event_row(outcome)]) == 1
+        assert WRITER.write_rows(STATION_EVENTS, [event_row(outcome)]) == 1
     event(type(outcome).__name__ + (f": {outcome.row.reason}" if isinstance(outcome, Rejected) else ""))
     return outcome
 
@@ -568,23 +570,28 @@ def flusher(registry, warehouse):
     from collector.service import CollectorConfig
 
     collector = Collector(
-        CollectorConfig(BrokerAddress("127.0.0.1", 1), f"fuzz-flush-{_RUN}", str(registry.path), warehouse.ilp_conf, pg_conninfo=None)
+        CollectorConfig(
+            BrokerAddress("127.0.0.1", 1), f"fuzz-flush-{_RUN}", str(registry.path), warehouse.ilp_conf, pg_conninfo=None,
+            flush_max_bytes=1 << 30, max_pending_bytes=1 << 31,  # a test hands its messages to one flush, however large
+        )
     )
     yield collector
-    collector.writer.close()
+    collector.warehouse.close()
 
 
 def held(collector: Collector, items: list[PendingMessage]) -> list[PendingMessage]:
-    """Hold messages as the network thread would, so the flush can release them after its commit."""
-    collector._pending.extend(items)
-    collector._pending_bytes += sum(len(i.payload) for i in items)
-    return items
+    """Hold messages as the network thread would and take them into one flush, which releases them after its commit."""
+    for item in items:
+        collector.intake.hold(item)
+    taken = collector.intake.take(force=True)
+    assert len(taken) == len(items)
+    return taken
 
 
 def flush_one(collector: Collector, topic: str, payload: bytes) -> None:
     """What the flush loop does with a message; an exception here ends ``Collector.run`` and the process."""
     before = collector.stats.rejects_written
-    collector._flush_isolating(held(collector, [PendingMessage(collector._generation, 1, 1, topic, payload, time.time_ns())]))
+    collector.pipeline.flush_isolating(held(collector, [PendingMessage(collector.intake.generation, 1, 1, topic, payload, time.time_ns())]))
     assert collector.stats.rejects_written == before + 1, "a payload outside the contract must end as a reject"
 
 
@@ -616,8 +623,8 @@ def test_a_flush_of_many_large_rejects_does_not_crash(flusher):
     # 700 undecodable payloads of 150 KiB: base64 in the rejects table makes one 140 MB request. A backlog
     # like it builds up whenever a station with a broken key or firmware sends while the collector is down.
     batch = [
-        PendingMessage(flusher._generation, n, 1, data_topic(GOOD), random.Random(n).randbytes(150 * 1024), time.time_ns())
+        PendingMessage(flusher.intake.generation, n, 1, data_topic(GOOD), random.Random(n).randbytes(150 * 1024), time.time_ns())
         for n in range(700)
     ]
-    flusher._flush_isolating(held(flusher, batch))
+    flusher.pipeline.flush_isolating(held(flusher, batch))
     assert flusher.stats.rejects_written == len(batch)

@@ -1,4 +1,5 @@
-"""collector.qc seeding from the real QuestDB: the SQL given to the collector reads back
+"""collector.qc seeding from the real QuestDB: the query the collector runs at start
+(store.queries.recent_readings) reads back
 exactly what the history needs (nanosecond times included), and a collector restarted from it
 flags the next readings as an uninterrupted one does."""
 
@@ -7,8 +8,8 @@ from __future__ import annotations
 import time
 
 from broker_bridge.envelope import Reading
-from collector.qc import seed_sql
 from store.ilp_writer import ReadingColumns, WarehouseWriter
+from store.queries import recent_readings
 from tests.helpers import sql, unique_station, wait_for_count
 from tests.collector.qc.test_qc_checks import MIN, T0, make_qc
 from tests.collector.qc.test_qc_state import STREAM_THRESHOLDS, stream
@@ -51,15 +52,14 @@ def test_seeding_from_questdb_reproduces_the_uninterrupted_verdicts(warehouse, t
     wait_for_count(warehouse.pg_conninfo, f"SELECT count() FROM readings WHERE station IN ({in_list})", len(rows))
 
     restarted = make_qc(tmp_path, STREAM_THRESHOLDS)
-    query = seed_sql(split * 60 + 600)
-    stored = [row for row in sql(warehouse.pg_conninfo, query) if row[0] in stations]
+    stored = [row for row in recent_readings(warehouse.pg_conninfo, split * 60 + 600) if row[0] in stations]
     assert len(stored) == len(rows)
     written = {(st, r.device, r.ts_ns): r for st, r in rows}
     for st, dev, par, ts_ns, value, status, unit in stored:
         r = written[(st, dev, ts_ns)]  # exact nanoseconds: a redelivery must find its kept point
         assert (par, value, status, unit) == (r.parameter, r.value, r.status, r.unit)
     assert restarted.seed(stored) == len(rows)
-    recent = [row for row in sql(warehouse.pg_conninfo, seed_sql(30 * 60)) if row[0] in stations]
+    recent = [row for row in recent_readings(warehouse.pg_conninfo, 30 * 60) if row[0] in stations]
     assert 0 < len(recent) < len(rows)
     assert min(row[3] for row in recent) >= time.time_ns() - 31 * MIN  # the look-back really limits the read
 

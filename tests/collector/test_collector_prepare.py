@@ -1,0 +1,154 @@
+"""The collector's preparation (admit -> sequence -> measurement controls -> columns) and its intake
+bookkeeping, without a broker or a warehouse: a real registry file, keys made here, real signatures."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker_bridge.envelope import BatchBody, Reading, seal
+from broker_bridge.session import BrokerAddress
+from broker_bridge.topics import data_topic, status_topic
+from collector.admission import Accepted, Rejected, StationEvent
+from collector.intake import FlushLimits, Intake, PendingMessage
+from collector.metrics import CollectorMetrics
+from collector.prepare import Preparation, admit, flush_records
+from collector.qc.engine import QualityControl
+from collector.qc.state import SeriesState
+from collector.qc.thresholds import ThresholdSource
+from collector.registry import StationRegistry, add_station
+from collector.sequence import SequenceTracker
+from store.ilp_writer import ilp_row
+from store.schema import BATCHES, READINGS
+
+STATION = "PREP_ST1"
+MIN = 60 * 10**9
+
+
+@pytest.fixture
+def station(tmp_path):
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "registry.yaml"
+    kid = add_station(path, STATION, key.public_key())
+    return StationRegistry(path), key, kid
+
+
+def batch(key, kid, seq: int, now: int, values=(40.0,), station: str = STATION, measured_ago: int = 0) -> bytes:
+    readings = tuple(
+        Reading(now - measured_ago - i * MIN, "aqms1", "PM10", v, "ug/m3", "00") for i, v in enumerate(values)
+    )
+    return seal(BatchBody(station, seq, now, readings), kid, key)
+
+
+def message(topic: str, payload: bytes, registry: StationRegistry, received_ns: int, mid: int = 1) -> PendingMessage:
+    item = PendingMessage(1, mid, 1, topic, payload, received_ns)
+    admit(item, registry)
+    return item
+
+
+def preparation(registry: StationRegistry) -> tuple[Preparation, CollectorMetrics]:
+    metrics = CollectorMetrics()
+    qc = QualityControl(ThresholdSource(None), SeriesState())
+    return Preparation(registry, SequenceTracker(None), qc, metrics), metrics
+
+
+def test_admit_judges_each_message_on_arrival(station):
+    registry, key, kid = station
+    now = time.time_ns()
+    good = message(data_topic(STATION), batch(key, kid, 1, now, values=(1.0, 2.0)), registry, now)
+    assert isinstance(good.outcome, Accepted) and good.readings == 2 and good.outcome.key_id == kid
+
+    stranger = Ed25519PrivateKey.generate()
+    forged = message(data_topic(STATION), batch(stranger, kid, 2, now), registry, now)
+    assert isinstance(forged.outcome, Rejected) and forged.outcome.row.reason == "bad_signature" and forged.readings == 0
+
+    unknown = message(data_topic("PREP_NOBODY"), batch(key, kid, 1, now, station="PREP_NOBODY"), registry, now)
+    assert isinstance(unknown.outcome, Rejected) and unknown.outcome.row.reason == "unknown_station"
+
+    status = json.dumps({"state": "online", "station": STATION, "session": 7}).encode()
+    event = message(status_topic(STATION), status, registry, now)
+    assert isinstance(event.outcome, StationEvent) and event.outcome.session == 7 and event.outcome.state == "online"
+
+
+def test_prepare_sequences_flags_and_lays_out_columns(station):
+    registry, key, kid = station
+    prep, metrics = preparation(registry)
+    now = time.time_ns()
+    first = [
+        message(data_topic(STATION), batch(key, kid, 1, now, values=(40.0, 41.0)), registry, now, mid=1),
+        message(data_topic(STATION), batch(key, kid, 2, now + 1, values=(42.0,)), registry, now, mid=2),
+        # 3 and 4 never came: a gap
+        message(data_topic(STATION), batch(key, kid, 5, now + 2, values=(-5.0,), measured_ago=10 * MIN), registry, now, mid=3),
+    ]
+    prepared = prep.prepare(first)
+    assert prepared.new == first and prepared.duplicates == 0
+    assert [(s, a, b) for s, a, b, _ in prepared.gaps] == [(STATION, 3, 4)]
+    columns = prepared.columns
+    assert len(columns) == 4 and list(columns.seq) == [1, 1, 2, 5]
+    assert list(columns.historical) == [False, False, False, True]  # measured ten minutes before it arrived
+    assert columns.qc_flag is not None and len(columns.qc_flag) == 4
+    assert int(columns.qc_flag[3]) == 3 and columns.qc_check[3] == "gross_range"  # a negative PM10: suspect
+    assert metrics.stats().flags_by_check.get("gross_range") == 1
+    prep.sequences.commit_flush(prepared.token)
+
+    redelivered = message(data_topic(STATION), first[0].payload, registry, now + MIN, mid=4)
+    reused = message(data_topic(STATION), batch(key, kid, 2, now + 3, values=(99.0,)), registry, now + MIN, mid=5)
+    second = prep.prepare([redelivered, reused])
+    assert second.new == [] and second.duplicates == 1 and len(second.columns) == 0
+    assert isinstance(reused.outcome, Rejected) and reused.outcome.row.reason == "sequence_reuse"
+
+    records = flush_records(second)
+    assert records.ledger == [] and [r.reason for r in records.rejects] == ["sequence_reuse"]
+    records = flush_records(prepared)
+    assert len(records.ledger) == 3 and records.rejects == [] and len(records.gaps) == 1
+    symbols, fields, ts = records.ledger[0]
+    assert symbols == {"station": STATION, "key_id": kid} and ts == now
+    assert fields["seq"] == 1 and fields["readings"] == 2
+
+
+def test_an_aborted_flush_is_judged_again_the_same_way(station):
+    registry, key, kid = station
+    prep, _ = preparation(registry)
+    now = time.time_ns()
+    items = [message(data_topic(STATION), batch(key, kid, 1, now), registry, now)]
+    first = prep.prepare(items)
+    prep.sequences.abort_flush(first.token)
+    again = prep.prepare(items)  # QuestDB was down: the same messages, the same verdicts (kept, not re-run)
+    assert again.new == items and again.duplicates == 0
+    assert list(again.columns.qc_flag) == list(first.columns.qc_flag)
+
+
+def test_rows_follow_the_schema():
+    assert set(READINGS.symbols) == {"station", "device", "parameter", "unit", "status", "key_id", "qc_check", "qc_checks"}
+    symbols, fields, _ = ilp_row(BATCHES, 5, station="S", key_id="k", seq=3, received_at=7)
+    assert symbols == {"station": "S", "key_id": "k"} and fields["seq"] == 3 and "received_at" in fields
+    with pytest.raises(KeyError, match="no column 'sequence'"):
+        ilp_row(BATCHES, 5, station="S", sequence=3)
+
+
+def intake(max_messages: int) -> Intake:
+    limits = FlushLimits(interval_s=1.0, max_messages=max_messages, max_bytes=1 << 20, max_readings=10_000,
+                         max_pending=5, max_pending_bytes=1 << 20)  # fmt: skip
+    return Intake(BrokerAddress("127.0.0.1", 1), "prep-test", None, 5, limits, CollectorMetrics(), admit=lambda item: None,
+                  flush_here=lambda: None)  # fmt: skip
+
+
+def test_in_flight_messages_count_against_memory_and_come_back_in_order():
+    held = intake(max_messages=2)
+    items = [PendingMessage(0, mid, 1, "t", b"x" * 10, 0) for mid in range(5)]
+    for item in items:
+        held.hold(item)
+    assert held.full()  # five held: the bound
+    older, younger = held.take(force=True), held.take(force=True)
+    assert [i.mid for i in older] == [0, 1] and [i.mid for i in younger] == [2, 3]
+    assert held.full() and held.held() == 5  # in flight still counts
+    held.give_back(younger)  # the younger flush fails first, then the older one
+    held.give_back(older)
+    assert [i.mid for i in held.take(force=True)] == [0, 1]
+    again = held.take(force=True)
+    assert [i.mid for i in again] == [2, 3]
+    held.settled(again)
+    assert held.held() == 3 and not held.full()
