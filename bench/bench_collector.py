@@ -70,8 +70,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
+import pandas as pd  # noqa: E402
 import psycopg  # noqa: E402
 import yaml  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
@@ -171,7 +171,9 @@ _TO_PUBLISH: list[tuple[str, bytes]] = []  # set before forking the publisher pr
 
 def _publish_slice(args: tuple[int, int, int]) -> int:
     port, start, step = args
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+    )
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", port)
     client.loop_start()
@@ -239,7 +241,9 @@ def truncate(conninfo: str) -> None:
 RAW_FLUSH_BYTES = 32 * 1024 * 1024  # well below QuestDB's 100 MiB request limit, about what a collector flush sends
 
 
-def raw_ilp_rows(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool) -> None:
+def raw_ilp_rows(
+    ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool
+) -> None:
     """The same rows the collector writes (symbols, columns, designated ts), straight over ILP/HTTP, a row() call each."""
     received = time.time_ns()
     with Sender.from_conf(ilp_conf) as sender:
@@ -247,15 +251,26 @@ def raw_ilp_rows(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], r
         for body in bodies:
             kid = kids[body.station]
             for r in body.readings:
-                columns = {"cause": r.cause, "seq": body.seq, "historical": False, "received_at": TimestampNanos(received)}
+                columns = {
+                    "cause": r.cause,
+                    "seq": body.seq,
+                    "historical": False,
+                    "received_at": TimestampNanos(received),
+                }
                 if qc_flag:
                     columns["qc_flag"] = 1
                 if r.value is not None:
                     columns["value"] = r.value
                 buffer.row(
                     "readings",
-                    symbols={"station": body.station, "device": r.device, "parameter": r.parameter, "unit": r.unit,
-                             "status": r.status, "key_id": kid},
+                    symbols={
+                        "station": body.station,
+                        "device": r.device,
+                        "parameter": r.parameter,
+                        "unit": r.unit,
+                        "status": r.status,
+                        "key_id": kid,
+                    },
                     columns=columns,
                     at=TimestampNanos(r.ts_ns),
                 )
@@ -267,7 +282,9 @@ def raw_ilp_rows(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], r
             sender.flush(buffer, transactional=True)
 
 
-def raw_ilp_frames(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool) -> None:
+def raw_ilp_frames(
+    ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool
+) -> None:
     """The same rows through the client's columnar path: one pandas DataFrame per transaction."""
     received = time.time_ns()
 
@@ -302,8 +319,12 @@ def raw_ilp_frames(ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str],
     with Sender.from_conf(ilp_conf) as sender:
         for at in range(0, len(bodies), step):
             buffer = sender.new_buffer()
-            buffer.dataframe(frame(bodies[at : at + step]), table_name="readings",
-                             symbols=["station", "device", "parameter", "unit", "status", "key_id"], at="ts")
+            buffer.dataframe(
+                frame(bodies[at : at + step]),
+                table_name="readings",
+                symbols=["station", "device", "parameter", "unit", "status", "key_id"],
+                at="ts",
+            )
             sender.flush(buffer, transactional=True)
 
 
@@ -312,7 +333,9 @@ def connected_count(log: Path) -> int:
     return log.read_text(errors="replace").count('"event": "mqtt_connected"')
 
 
-def profile_round(args, registry: Path, broker_port: int, qdb: QuestDBServer, backlog, expected: int, client_id: str) -> None:
+def profile_round(
+    args, registry: Path, broker_port: int, qdb: QuestDBServer, backlog, expected: int, client_id: str
+) -> None:
     """One round with the Collector in this process, every thread under cProfile; prints the top functions."""
     from broker_bridge.session import BrokerAddress
     from collector.service import Collector, CollectorConfig
@@ -352,7 +375,9 @@ def profile_round(args, registry: Path, broker_port: int, qdb: QuestDBServer, ba
         collector.stop()
     finally:
         threading.Thread.run = original_run
-    print(f"\nprofiled round (in-process, cProfile on): {expected:,} readings in {t1 - t0:.2f} s = {expected / (t1 - t0):,.0f} readings/s")
+    print(
+        f"\nprofiled round (in-process, cProfile on): {expected:,} readings in {t1 - t0:.2f} s = {expected / (t1 - t0):,.0f} readings/s"
+    )
     combined = None
     for name, prof in profiles:
         stats = pstats.Stats(prof)
@@ -365,7 +390,7 @@ def profile_round(args, registry: Path, broker_port: int, qdb: QuestDBServer, ba
         pstats.Stats(str(args.profile), stream=out).sort_stats(order).print_stats(25)
         text = out.getvalue()
         print(f"\n--- top 25 by {order} (all threads) ---")
-        print(text[text.find("   ncalls"):].rstrip())
+        print(text[text.find("   ncalls") :].rstrip())
 
 
 def cpu_seconds(pid: int | None = None) -> float:
@@ -396,9 +421,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stations", type=int, default=1000)
     ap.add_argument("--polls", type=int, default=30, help="batches per station per round")
-    ap.add_argument("--cycles", type=int, default=1, help="poll cycles per batch (1: a batch is one poll, 6-20 readings)")
+    ap.add_argument(
+        "--cycles", type=int, default=1, help="poll cycles per batch (1: a batch is one poll, 6-20 readings)"
+    )
     ap.add_argument("--runs", type=int, default=3, help="rounds of each kind (collector, raw ILP), alternating")
-    ap.add_argument("--collectors", type=int, default=1, help="collector processes; more than one share the stream (--share-group)")
+    ap.add_argument(
+        "--collectors", type=int, default=1, help="collector processes; more than one share the stream (--share-group)"
+    )
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes for pre-publishing")
     ap.add_argument("--profile", type=Path, default=None, help="also run one profiled round in-process; pstats file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, collector log)")
@@ -424,15 +453,25 @@ def main() -> None:
         share = "bench" if args.collectors > 1 else None
         logs = [tmp / f"collector-{n}.log" for n in range(args.collectors)]
         for n, log in enumerate(logs):
-            collectors.append(collector_process(
-                registry, f"127.0.0.1:{broker.port}", f"127.0.0.1:{qdb.endpoints.http_port}", f"127.0.0.1:{qdb.endpoints.pg_port}",
-                log, client_id=f"{client_id}-{n}" if share else client_id, share_group=share,
-            ).start())
+            collectors.append(
+                collector_process(
+                    registry,
+                    f"127.0.0.1:{broker.port}",
+                    f"127.0.0.1:{qdb.endpoints.http_port}",
+                    f"127.0.0.1:{qdb.endpoints.pg_port}",
+                    log,
+                    client_id=f"{client_id}-{n}" if share else client_id,
+                    share_group=share,
+                ).start()
+            )
         for log, process in zip(logs, collectors):
             wait_until(lambda: connected_count(log) >= 1, timeout=60, what="collector connected", process=process)
         time.sleep(0.5)  # the SUBACK follows the CONNACK
-        print(f"{args.collectors} collector process(es){' sharing the subscription' if share else ''}; "
-              f"{len(stations):,} stations; readings carry qc_flag: {qc_flag}", flush=True)
+        print(
+            f"{args.collectors} collector process(es){' sharing the subscription' if share else ''}; "
+            f"{len(stations):,} stations; readings carry qc_flag: {qc_flag}",
+            flush=True,
+        )
 
         coll_rates, raw_rates = [], []
         for run in range(args.runs):
@@ -450,7 +489,9 @@ def main() -> None:
             try:
                 pub_s = publish(broker.port, backlog, args.publishers)
             finally:
-                meter = CpuMeter({"collector": [c.pid for c in collectors], "questdb": [qdb.pid], "mosquitto": [broker.pid]})
+                meter = CpuMeter(
+                    {"collector": [c.pid for c in collectors], "questdb": [qdb.pid], "mosquitto": [broker.pid]}
+                )
                 t0 = time.monotonic()
                 for process in collectors:
                     os.kill(process.pid, signal.SIGCONT)
@@ -475,15 +516,22 @@ def main() -> None:
                 f"round {run + 1}: {len(backlog):,} batches, {expected:,} readings (avg {avg:.1f}/batch; "
                 f"signed in {sign_s:.1f} s, pre-published in {pub_s:.1f} s)\n"
                 f"  collector {coll_rates[-1]:>9,.0f} readings/s ({coll_rates[-1] / avg:,.0f} batches/s)   CPU: {coll_cpu}\n"
-                + "".join(f"  raw ILP, {how:<17} {rate:>9,.0f} readings/s   CPU: {raw_cpu[how]}\n" for how, rate in raw_round.items())
+                + "".join(
+                    f"  raw ILP, {how:<17} {rate:>9,.0f} readings/s   CPU: {raw_cpu[how]}\n"
+                    for how, rate in raw_round.items()
+                )
                 + f"  ratio {coll_rates[-1] / raw_rates[-1]:.2f} (collector / the faster raw ILP)",
                 flush=True,
             )
         reconnects = sum(connected_count(log) - 1 for log in logs)
         c, r = statistics.median(coll_rates), statistics.median(raw_rates)
-        print(f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, raw ILP (the faster way, per round) {r:,.0f} readings/s, ratio {c / r:.2f}")
-        print(f"targets: collector >= 100,000 readings/s: {'MET' if c >= 100_000 else 'NOT MET'}; "
-              f">= 0.5 x raw ILP: {'MET' if c >= 0.5 * r else 'NOT MET'}  (collector MQTT reconnects during the run: {reconnects})")
+        print(
+            f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, raw ILP (the faster way, per round) {r:,.0f} readings/s, ratio {c / r:.2f}"
+        )
+        print(
+            f"targets: collector >= 100,000 readings/s: {'MET' if c >= 100_000 else 'NOT MET'}; "
+            f">= 0.5 x raw ILP: {'MET' if c >= 0.5 * r else 'NOT MET'}  (collector MQTT reconnects during the run: {reconnects})"
+        )
 
         if args.profile:
             for process in collectors:
@@ -491,8 +539,15 @@ def main() -> None:
             collectors = []
             truncate(pg)
             backlog, bodies = make_backlog(stations, args.polls, rng, args.cycles)
-            profile_round(args, registry, broker.port, qdb, backlog, sum(len(b.readings) for b in bodies),
-                          f"{client_id}-0" if share else client_id)
+            profile_round(
+                args,
+                registry,
+                broker.port,
+                qdb,
+                backlog,
+                sum(len(b.readings) for b in bodies),
+                f"{client_id}-0" if share else client_id,
+            )
     finally:
         for process in collectors:
             process.stop(timeout=30)

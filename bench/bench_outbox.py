@@ -66,7 +66,9 @@ def append_group_commit(path: Path, total: int, pollers: int = 2000, per_call: i
     elapsed = time.perf_counter() - started
     assert box.counts()["staged_readings"] == total
     box.close()
-    print(f"  group commit run: {committer.commits} commits, {total / committer.commits:,.0f} readings each, {elapsed:.2f} s")
+    print(
+        f"  group commit run: {committer.commits} commits, {total / committer.commits:,.0f} readings each, {elapsed:.2f} s"
+    )
     return total / elapsed
 
 
@@ -92,11 +94,17 @@ def drain(work: Path, readings: int, questdb: QuestDBServer, mosquitto: Mosquitt
         box.append(make_readings(min(100_000, readings - offset), start + offset * 1000), historical=True)
     ep = questdb.endpoints
     collector = collector_process(
-        registry, f"127.0.0.1:{mosquitto.port}", f"127.0.0.1:{ep.http_port}", f"127.0.0.1:{ep.pg_port}",
-        work / f"collector-{run}.log", client_id=f"bench-collector-{run}",
+        registry,
+        f"127.0.0.1:{mosquitto.port}",
+        f"127.0.0.1:{ep.http_port}",
+        f"127.0.0.1:{ep.pg_port}",
+        work / f"collector-{run}.log",
+        client_id=f"bench-collector-{run}",
     ).start()
     wait_until(lambda: "mqtt_connected" in (work / f"collector-{run}.log").read_text(), timeout=30, what="collector up")
-    publisher = BatchPublisher(box, key, BrokerAddress("127.0.0.1", mosquitto.port), window=20, max_readings_per_batch=2000)
+    publisher = BatchPublisher(
+        box, key, BrokerAddress("127.0.0.1", mosquitto.port), window=20, max_readings_per_batch=2000
+    )
     conn = psycopg.connect(ep.pg_conninfo, autocommit=True)
     started = time.perf_counter()
     publisher.start()
@@ -129,18 +137,26 @@ def main() -> None:
             group.append(append_group_commit(work / f"g{run}.sqlite", args.append_readings))
             per_poll.append(append_per_call(work / f"p{run}.sqlite", args.append_readings // 10, per_call=20))
             per_reading.append(append_per_call(work / f"r{run}.sqlite", 2_000, per_call=1))
-        print(f"outbox append, group commit (2000 pollers x 20 readings, 200 ms window): "
-              f"median {statistics.median(group):,.0f} readings/s over {args.runs} runs {sorted(round(g) for g in group)}")
+        print(
+            f"outbox append, group commit (2000 pollers x 20 readings, 200 ms window): "
+            f"median {statistics.median(group):,.0f} readings/s over {args.runs} runs {sorted(round(g) for g in group)}"
+        )
         print(f"outbox append, one commit per poller call of 20: median {statistics.median(per_poll):,.0f} readings/s")
-        print(f"outbox append, one commit per reading:            median {statistics.median(per_reading):,.0f} readings/s")
-        print(f"group commit vs one commit per reading: {statistics.median(group) / statistics.median(per_reading):,.0f}x")
+        print(
+            f"outbox append, one commit per reading:            median {statistics.median(per_reading):,.0f} readings/s"
+        )
+        print(
+            f"group commit vs one commit per reading: {statistics.median(group) / statistics.median(per_reading):,.0f}x"
+        )
         if args.drain_runs:
             with QuestDBServer(work / "questdb") as questdb, MosquittoServer(work / "mosquitto") as mosquitto:
                 ensure_schema(questdb.endpoints.pg_conninfo)
                 times = [drain(work, args.drain_readings, questdb, mosquitto, run) for run in range(args.drain_runs)]
-            print(f"drain {args.drain_readings:,} backlog readings outbox -> Mosquitto -> collector -> QuestDB: "
-                  f"median {statistics.median(times):.1f} s over {len(times)} runs {[round(t, 1) for t in times]} "
-                  f"({args.drain_readings / statistics.median(times):,.0f} readings/s)")
+            print(
+                f"drain {args.drain_readings:,} backlog readings outbox -> Mosquitto -> collector -> QuestDB: "
+                f"median {statistics.median(times):.1f} s over {len(times)} runs {[round(t, 1) for t in times]} "
+                f"({args.drain_readings / statistics.median(times):,.0f} readings/s)"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -40,7 +40,9 @@ PARAMS = [
 STEP_NS = 60 * 10**9
 
 
-def make_round(rng: random.Random, stations: list[str], clock: dict[str, int], cycles_of) -> list[tuple[str, list[Reading], int]]:
+def make_round(
+    rng: random.Random, stations: list[str], clock: dict[str, int], cycles_of
+) -> list[tuple[str, list[Reading], int]]:
     out = []
     for st in stations:
         k = cycles_of()
@@ -57,7 +59,9 @@ def make_round(rng: random.Random, stations: list[str], clock: dict[str, int], c
                 elif r < 0.008:
                     readings.append(Reading(t, "dev1", sym, base + 30 * noise, unit, "00"))  # a spike
                 elif r < 0.009:
-                    readings.append(Reading(t, "dev1", sym, base + rng.gauss(0, noise), unit, "00", "clock offset +12.0 s"))
+                    readings.append(
+                        Reading(t, "dev1", sym, base + rng.gauss(0, noise), unit, "00", "clock offset +12.0 s")
+                    )
                 else:
                     readings.append(Reading(t, "dev1", sym, base + rng.gauss(0, noise), unit, "00"))
         clock[st] = t
@@ -70,7 +74,12 @@ def main() -> None:
     ap.add_argument("--stations", type=int, default=1000)
     ap.add_argument("--cycles", type=int, default=0, help="poll cycles per batch (17 readings each); 0: random 1..12")
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--flush", type=int, default=500, help="messages per evaluate_many call (a collector flush); 0: evaluate() per message")
+    ap.add_argument(
+        "--flush",
+        type=int,
+        default=500,
+        help="messages per evaluate_many call (a collector flush); 0: evaluate() per message",
+    )
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -96,11 +105,15 @@ def main() -> None:
         flagged = sum(1 for res in results for q in res if q.flag != 1)
         rates.append(n / cpu)
         walls.append(n / wall)
-        print(f"round: {n} readings in {len(batches)} messages (avg {n / len(batches):.0f}/message), {flagged} not passed: "
-              f"{n / cpu:,.0f} readings per CPU-second ({n / wall:,.0f}/s wall)")
+        print(
+            f"round: {n} readings in {len(batches)} messages (avg {n / len(batches):.0f}/message), {flagged} not passed: "
+            f"{n / cpu:,.0f} readings per CPU-second ({n / wall:,.0f}/s wall)"
+        )
     mode = f"evaluate_many, {args.flush} messages per call" if args.flush else "evaluate per message"
-    print(f"median ({mode}): {statistics.median(rates):,.0f} readings per CPU-second, {statistics.median(walls):,.0f}/s wall; "
-          f"best round {max(rates):,.0f} per CPU-second  (series kept: {len(qc.state)}, state arrays {qc.state.nbytes() / 1e6:.1f} MB)")
+    print(
+        f"median ({mode}): {statistics.median(rates):,.0f} readings per CPU-second, {statistics.median(walls):,.0f}/s wall; "
+        f"best round {max(rates):,.0f} per CPU-second  (series kept: {len(qc.state)}, state arrays {qc.state.nbytes() / 1e6:.1f} MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -64,12 +64,17 @@ def main() -> None:
                 report = meter.report()
                 rates[size].append(n / (t1 - t0))
                 qdb_cores[size].append(float(report.split("questdb ")[1].split()[0]))
-                print(f"round {run + 1}: transactions of ~{size:>7,} rows: {n / (t1 - t0):>9,.0f} rows/s   CPU: {report}", flush=True)
+                print(
+                    f"round {run + 1}: transactions of ~{size:>7,} rows: {n / (t1 - t0):>9,.0f} rows/s   CPU: {report}",
+                    flush=True,
+                )
         print("\nmedians:")
         for size in args.sizes:
             rate, cores = statistics.median(rates[size]), statistics.median(qdb_cores[size])
-            print(f"  ~{size:>7,} rows per transaction: {rate:>9,.0f} rows/s, QuestDB {cores:.2f} cores "
-                  f"= {cores / rate * 1e6:.1f} us of QuestDB CPU per row")
+            print(
+                f"  ~{size:>7,} rows per transaction: {rate:>9,.0f} rows/s, QuestDB {cores:.2f} cores "
+                f"= {cores / rate * 1e6:.1f} us of QuestDB CPU per row"
+            )
     finally:
         qdb.stop()
         shutil.rmtree(tmp, ignore_errors=True)

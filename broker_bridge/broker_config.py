@@ -57,7 +57,7 @@ import secrets
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -306,7 +306,9 @@ def render_acl(
         lines.append(
             "# Each province's relay or bridge user speaks only for the stations the national registry delegated to it"
         )
-        lines.append("# (registry: `province:` on the station): it writes their data and status and reads their commands.")
+        lines.append(
+            "# (registry: `province:` on the station): it writes their data and status and reads their commands."
+        )
         for province, stations in province_users.items():
             lines.append(f"user {province}")
             for station_id in stations:
@@ -652,7 +654,8 @@ def generate_broker_config(
             log.info("broker_user_password_" + what, user=user, file=str(result.credential_file(user)))
     configured = set(users)
     result.without_access = sorted(
-        p.name.removesuffix(".password") for p in credentials_dir.glob("*.password")
+        p.name.removesuffix(".password")
+        for p in credentials_dir.glob("*.password")
         if p.name.removesuffix(".password") not in configured
     )
 
@@ -670,7 +673,9 @@ def generate_broker_config(
         try:
             bridge_password = Path(bridge.remote_password_file).read_text().strip()
         except OSError as exc:
-            raise BrokerConfigError(f"cannot read the bridge's password file {bridge.remote_password_file}: {exc.strerror}") from exc
+            raise BrokerConfigError(
+                f"cannot read the bridge's password file {bridge.remote_password_file}: {exc.strerror}"
+            ) from exc
         if not bridge_password:
             raise BrokerConfigError(f"{bridge.remote_password_file} is empty")
         result.security_conf += "\n" + render_bridge_conf(bridge, bridge_password)
@@ -714,11 +719,18 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "quantrac"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "quantrac"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 def _issue(
@@ -730,7 +742,7 @@ def _issue(
     usage: x509.ObjectIdentifier,
     sans: Sequence[x509.GeneralName] = (),
 ) -> x509.Certificate:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -790,7 +802,7 @@ def create_pki(
             raise BrokerConfigError(f"{ca_key_path} is not the EC key of {ca_cert_path}")
     else:
         ca_key = _new_key()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ca_cert = (
             x509.CertificateBuilder()
             .subject_name(_name(ca_name))
@@ -825,7 +837,13 @@ def create_pki(
     kept: list[Path] = []
     issued_now: list[Path] = []
 
-    leaf(out_dir / "server.crt", out_dir / "server.key", hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, [_san(h) for h in hosts])
+    leaf(
+        out_dir / "server.crt",
+        out_dir / "server.key",
+        hosts[0],
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [_san(h) for h in hosts],
+    )
     issued: dict[str, tuple[Path, Path]] = {}
     for name in clients:
         try:

@@ -60,7 +60,8 @@ class BrokerHealth:
         self.broker = broker
         self.registry = registry if registry is not None else CollectorRegistry()
         self._gauges = {
-            c.topic: Gauge(c.metric, c.help, ["broker"], registry=self.registry).labels(broker=broker) for c in SYS_COUNTERS
+            c.topic: Gauge(c.metric, c.help, ["broker"], registry=self.registry).labels(broker=broker)
+            for c in SYS_COUNTERS
         }
         self.values: dict[str, float] = {}
         self.dropped_increases = 0
@@ -77,7 +78,9 @@ class BrokerHealth:
         try:
             value = float(bytes(payload).decode("ascii").strip())
         except (UnicodeDecodeError, ValueError):
-            log.warning("broker_sys_value_unreadable", broker=self.broker, topic=topic, payload=bytes(payload[:40]).hex())
+            log.warning(
+                "broker_sys_value_unreadable", broker=self.broker, topic=topic, payload=bytes(payload[:40]).hex()
+            )
             return False
         previous = self.values.get(topic)
         self.values[topic] = value
@@ -93,7 +96,9 @@ class BrokerHealth:
         return True
 
     def attach(self, client: mqtt.Client) -> None:
-        client.message_callback_add(f"{SYS_PREFIX}#", lambda _c, _u, message: self.observe(message.topic, message.payload))
+        client.message_callback_add(
+            f"{SYS_PREFIX}#", lambda _c, _u, message: self.observe(message.topic, message.payload)
+        )
 
     def subscribe(self, client: mqtt.Client) -> None:
         client.subscribe(self.subscriptions)

@@ -12,8 +12,8 @@ for every kind listed here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from broker_bridge.commands import ResendRequest
 from broker_bridge.envelope import open_envelope

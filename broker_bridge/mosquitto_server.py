@@ -249,11 +249,13 @@ class MosquittoServer:
 
     # -- control ---------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> "MosquittoServer":
+    def start(self, timeout: float = 30.0) -> MosquittoServer:
         if self.running:
             return self
         if port_in_use(self.host, self.port):
-            raise ServerStartError(f"Mosquitto cannot start: {self.host}:{self.port} is already in use by another process")
+            raise ServerStartError(
+                f"Mosquitto cannot start: {self.host}:{self.port} is already in use by another process"
+            )
         binary = self.binary
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self.render_conf())
@@ -285,7 +287,7 @@ class MosquittoServer:
         """SIGKILL (crash simulation): anything since the last autosave is lost."""
         return self._proc.kill() if self._proc is not None else None
 
-    def __enter__(self) -> "MosquittoServer":
+    def __enter__(self) -> MosquittoServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -45,11 +45,11 @@ class BrokerAddress:
     tls: TlsSettings | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "BrokerAddress":
+    def parse(cls, text: str) -> BrokerAddress:
         host, port = split_host_port(text, "broker address", "127.0.0.1:1883")
         return cls(host=host, port=port)
 
-    def with_credentials(self, username: str | None, password_file: Path | None) -> "BrokerAddress":
+    def with_credentials(self, username: str | None, password_file: Path | None) -> BrokerAddress:
         """Passwords come from a file, never from the command line where `ps` shows them."""
         if password_file is not None and username is None:
             raise ValueError("a broker password file needs a user name too")
@@ -61,17 +61,23 @@ class BrokerAddress:
                 raise ValueError(f"cannot read broker password file {password_file}: {exc.strerror}") from exc
         return BrokerAddress(self.host, self.port, username, password, self.tls)
 
-    def with_tls(self, ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None) -> "BrokerAddress":
+    def with_tls(
+        self, ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None
+    ) -> BrokerAddress:
         if ca_file is None:
             if cert_file or key_file:
-                raise ValueError("a client certificate needs --tls-ca as well: the broker's certificate is always verified")
+                raise ValueError(
+                    "a client certificate needs --tls-ca as well: the broker's certificate is always verified"
+                )
             return self
         if (cert_file is None) != (key_file is None):
             raise ValueError("give both --tls-cert and --tls-key, or neither")
         for path in (ca_file, cert_file, key_file):
             if path is not None and not Path(path).is_file():
                 raise ValueError(f"TLS file {path} does not exist")
-        return BrokerAddress(self.host, self.port, self.username, self.password, TlsSettings(ca_file, cert_file, key_file))
+        return BrokerAddress(
+            self.host, self.port, self.username, self.password, TlsSettings(ca_file, cert_file, key_file)
+        )
 
 
 def new_client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:

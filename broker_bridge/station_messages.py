@@ -16,8 +16,9 @@ with its name. Layout and test vectors: docs/wire-format.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal, Mapping, Union
+from typing import Any, ClassVar, Literal, Union
 
 from broker_bridge.json_message import (
     MessageError,
@@ -53,7 +54,11 @@ def _header(doc: dict[str, Any]) -> Header:
     state = require(doc, "state", "state")
     if state not in ("online", "offline"):
         raise MessageError("schema", "state", f"must be online or offline, got {state!r}"[:200])
-    return Header(state, as_station_id(require(doc, "station", "station"), "station"), as_int(require(doc, "session", "session"), "session"))
+    return Header(
+        state,
+        as_station_id(require(doc, "station", "station"), "station"),
+        as_int(require(doc, "session", "session"), "session"),
+    )
 
 
 def _optional_ts(doc: dict[str, Any]) -> int | None:
@@ -76,7 +81,9 @@ class _Parsed:
     def parse(cls, payload: bytes):
         message = parse_station_message(payload)
         if not isinstance(message, cls):
-            raise MessageError("schema", "", f"expected a {cls.__name__.lower()} message, got a {type(message).__name__.lower()}")
+            raise MessageError(
+                "schema", "", f"expected a {cls.__name__.lower()} message, got a {type(message).__name__.lower()}"
+            )
         return message
 
 
@@ -110,14 +117,21 @@ class StationDescription:
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "StationDescription":
+    def from_json(cls, doc: dict[str, Any]) -> StationDescription:
         kind = require(doc, "kind", "kind")
         if kind not in STATION_KINDS:
             raise MessageError("schema", "kind", f"must be one of {', '.join(STATION_KINDS)}, got {kind!r}"[:300])
         devices = []
         for i, item in enumerate(as_list(require(doc, "devices", "devices"), "devices", MAX_DEVICES)):
             device = as_object(item, f"devices[{i}]")
-            devices.append(DeviceDescription(*(as_str(require(device, k, f"devices[{i}].{k}"), f"devices[{i}].{k}", 64) for k in ("id", "profile", "transport"))))
+            devices.append(
+                DeviceDescription(
+                    *(
+                        as_str(require(device, k, f"devices[{i}].{k}"), f"devices[{i}].{k}", 64)
+                        for k in ("id", "profile", "transport")
+                    )
+                )
+            )
         digest = as_str(require(doc, "profiles_sha256", "profiles_sha256"), "profiles_sha256", 64)
         if len(digest) != 64 or digest.strip("0123456789abcdef"):
             raise MessageError("schema", "profiles_sha256", f"must be 64 lower-case hex digits, got {digest!r}")
@@ -140,9 +154,11 @@ class Birth(_Parsed):
         return encode_json(doc)
 
     @classmethod
-    def _from_json(cls, header: Header, doc: dict[str, Any]) -> "Birth":
+    def _from_json(cls, header: Header, doc: dict[str, Any]) -> Birth:
         described = any(k in doc for k in StationDescription.FIELDS)
-        return cls(header.station, header.session, _optional_ts(doc), StationDescription.from_json(doc) if described else None)
+        return cls(
+            header.station, header.session, _optional_ts(doc), StationDescription.from_json(doc) if described else None
+        )
 
 
 # -- will -----------------------------------------------------------------------------------------------
@@ -163,7 +179,7 @@ class Will(_Parsed):
         return encode_json(doc)
 
     @classmethod
-    def _from_json(cls, header: Header, doc: dict[str, Any]) -> "Will":
+    def _from_json(cls, header: Header, doc: dict[str, Any]) -> Will:
         return cls(header.station, header.session, as_bool(doc.get("planned", False), "planned"))
 
 
@@ -192,7 +208,7 @@ class OutboxStatus:
         return self.staged_readings + self.unacked_readings
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], path: str = "outbox") -> "OutboxStatus":
+    def from_json(cls, doc: dict[str, Any], path: str = "outbox") -> OutboxStatus:
         values = {}
         for name in cls.__dataclass_fields__:
             value = require(doc, name, f"{path}.{name}")
@@ -214,11 +230,14 @@ class RecoveryStatus:
     errors: tuple[str, ...]
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], path: str = "recovery") -> "RecoveryStatus":
+    def from_json(cls, doc: dict[str, Any], path: str = "recovery") -> RecoveryStatus:
         def field(name: str) -> Any:
             return require(doc, name, f"{path}.{name}")
 
-        errors = tuple(as_str(e, f"{path}.errors[{i}]", 2000) for i, e in enumerate(as_list(field("errors"), f"{path}.errors", 1000)))
+        errors = tuple(
+            as_str(e, f"{path}.errors[{i}]", 2000)
+            for i, e in enumerate(as_list(field("errors"), f"{path}.errors", 1000))
+        )
         return cls(
             as_int(field("wal_cut_bytes"), f"{path}.wal_cut_bytes"),
             as_str(field("wal_reason"), f"{path}.wal_reason", 2000),
@@ -237,7 +256,7 @@ class DeviceStatus:
     cause: str  # why it is down; "" when up
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], path: str) -> "DeviceStatus":
+    def from_json(cls, doc: dict[str, Any], path: str) -> DeviceStatus:
         return cls(
             as_bool(require(doc, "up", f"{path}.up"), f"{path}.up"),
             as_time_ns(require(doc, "since_ns", f"{path}.since_ns"), f"{path}.since_ns"),
@@ -258,7 +277,7 @@ class ClockStatus:
     error: str | None  # the last check's failure, if it failed
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], path: str = "clock") -> "ClockStatus":
+    def from_json(cls, doc: dict[str, Any], path: str = "clock") -> ClockStatus:
         def field(name: str) -> Any:
             return require(doc, name, f"{path}.{name}")
 
@@ -288,7 +307,9 @@ class StationState:
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "outbox": asdict(self.outbox),
-            "recovery": None if self.recovery is None else {**asdict(self.recovery), "errors": list(self.recovery.errors)},
+            "recovery": None
+            if self.recovery is None
+            else {**asdict(self.recovery), "errors": list(self.recovery.errors)},
             "devices": {device: asdict(state) for device, state in self.devices.items()},
             "refused_readings": self.refused_readings,
             "clock": None if self.clock is None else asdict(self.clock),
@@ -299,19 +320,28 @@ class StationState:
         return doc
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> "StationState":
+    def from_json(cls, doc: dict[str, Any]) -> StationState:
         devices = as_object(require(doc, "devices", "devices"), "devices")
         if len(devices) > MAX_DEVICES:
             raise MessageError("schema", "devices", f"more than {MAX_DEVICES} devices")
         changed = doc.get("changed_devices")
         return cls(
             OutboxStatus.from_json(as_object(require(doc, "outbox", "outbox"), "outbox")),
-            optional(require(doc, "recovery", "recovery"), lambda v, p: RecoveryStatus.from_json(as_object(v, p), p), "recovery"),
+            optional(
+                require(doc, "recovery", "recovery"),
+                lambda v, p: RecoveryStatus.from_json(as_object(v, p), p),
+                "recovery",
+            ),
             {d: DeviceStatus.from_json(as_object(s, f"devices.{d}"), f"devices.{d}") for d, s in devices.items()},
             as_int(require(doc, "refused_readings", "refused_readings"), "refused_readings"),
             optional(require(doc, "clock", "clock"), lambda v, p: ClockStatus.from_json(as_object(v, p), p), "clock"),
             as_int(require(doc, "broker_refused_batches", "broker_refused_batches"), "broker_refused_batches"),
-            None if changed is None else tuple(as_str(d, f"changed_devices[{i}]", 64) for i, d in enumerate(as_list(changed, "changed_devices", MAX_DEVICES))),
+            None
+            if changed is None
+            else tuple(
+                as_str(d, f"changed_devices[{i}]", 64)
+                for i, d in enumerate(as_list(changed, "changed_devices", MAX_DEVICES))
+            ),
         )
 
 
@@ -328,7 +358,7 @@ class Status(_Parsed):
         return encode_json({**_online(self.station, self.session, self.ts_ns), **self.state.as_json()})
 
     @classmethod
-    def _from_json(cls, header: Header, doc: dict[str, Any]) -> "Status":
+    def _from_json(cls, header: Header, doc: dict[str, Any]) -> Status:
         return cls(header.station, header.session, _optional_ts(doc), StationState.from_json(doc))
 
 
@@ -353,14 +383,16 @@ class ResendReport(_Parsed):
         return encode_json({**_online(self.station, self.session, self.ts_ns), "resend": report})
 
     @classmethod
-    def _from_json(cls, header: Header, doc: dict[str, Any]) -> "ResendReport":
+    def _from_json(cls, header: Header, doc: dict[str, Any]) -> ResendReport:
         report = as_object(doc["resend"], "resend")
 
         def seq(name: str) -> int:
             return as_int(require(report, name, f"resend.{name}"), f"resend.{name}", 1)
 
         ranges = []
-        for i, item in enumerate(as_list(require(report, "not_kept", "resend.not_kept"), "resend.not_kept", MAX_NOT_KEPT_RANGES)):
+        for i, item in enumerate(
+            as_list(require(report, "not_kept", "resend.not_kept"), "resend.not_kept", MAX_NOT_KEPT_RANGES)
+        ):
             pair = as_list(item, f"resend.not_kept[{i}]", 2)
             if len(pair) != 2:
                 raise MessageError("schema", f"resend.not_kept[{i}]", "must be [first, last]")
@@ -406,4 +438,3 @@ def parse_station_message(payload: bytes) -> StationMessage:
 
 def header_of(message: StationMessage) -> Header:
     return Header("offline" if isinstance(message, Will) else "online", message.station, message.session)
-

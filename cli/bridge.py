@@ -14,7 +14,9 @@ import typer
 
 from cli.logging_setup import configure_logging
 
-bridge_app = typer.Typer(help="Bridges: province-to-national forwarding (and, later, TT10 files).", no_args_is_help=True)
+bridge_app = typer.Typer(
+    help="Bridges: province-to-national forwarding (and, later, TT10 files).", no_args_is_help=True
+)
 
 
 def _fail(message: str) -> None:

@@ -157,12 +157,19 @@ def broker_config(
                 " (the bridge always uses TLS and verifies the national broker's certificate)"
             )
         bridge = BridgeSettings(
-            bridge_host, bridge_port, bridge_user, Path(bridge_password_file), Path(bridge_ca).resolve(),
-            Path(bridge_cert).resolve() if bridge_cert else None, Path(bridge_key).resolve() if bridge_key else None,
+            bridge_host,
+            bridge_port,
+            bridge_user,
+            Path(bridge_password_file),
+            Path(bridge_ca).resolve(),
+            Path(bridge_cert).resolve() if bridge_cert else None,
+            Path(bridge_key).resolve() if bridge_key else None,
             outage_hours=outage_hours,
         )
     elif any((bridge_user, bridge_password_file, bridge_ca, bridge_cert, bridge_key)):
-        raise BrokerConfigError("--bridge-user/--bridge-password-file/--bridge-ca/--bridge-cert/--bridge-key need --bridge-to")
+        raise BrokerConfigError(
+            "--bridge-user/--bridge-password-file/--bridge-ca/--bridge-cert/--bridge-key need --bridge-to"
+        )
 
     sizing = QueueSizing(
         stations=len(ids),
@@ -222,7 +229,9 @@ def broker_config(
             f"{SESSION_EXPIRY_S // 3600} h (broker_bridge/session.py); the queue would be discarded before that"
         )
     if plain is not None and not _is_loopback(plain[0]):
-        echo(f"WARNING: the plain listener {plain[0]}:{plain[1]} is not loopback; passwords would cross the network in clear")
+        echo(
+            f"WARNING: the plain listener {plain[0]}:{plain[1]} is not loopback; passwords would cross the network in clear"
+        )
     if tls is None:
         echo("WARNING: no TLS listener; use --tls-ca/--tls-cert/--tls-key for stations outside this host")
     echo(

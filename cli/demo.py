@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -30,7 +30,7 @@ DEMO_STATION_FILES = ("demo_air_01.yaml", "demo_ww_01.yaml", "demo_stack_01.yaml
 
 
 def default_workdir() -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return Path(__file__).resolve().parents[1] / ".cache" / "demo-runs" / stamp
 
 
@@ -67,20 +67,32 @@ def run_demo(duration: float | None, workdir: Path | None, report_every: float) 
             add_station(registry, station_id, key.public_key)
             ports = {device.id: free_port() for device in station.devices}
             logs = workdir / "logs"
-            sim = sim_process(station_file, workdir / f"{station_id}.truth.jsonl", logs / f"sim-{station_id}.log", ports)
+            sim = sim_process(
+                station_file, workdir / f"{station_id}.truth.jsonl", logs / f"sim-{station_id}.log", ports
+            )
             agent = agent_process(
-                station_file, key_path, broker, workdir / f"{station_id}.outbox.sqlite", logs / f"agent-{station_id}.log", ports
+                station_file,
+                key_path,
+                broker,
+                workdir / f"{station_id}.outbox.sqlite",
+                logs / f"agent-{station_id}.log",
+                ports,
             )
             for process in (sim, agent):
                 started.append(process.start())
         collector = collector_process(
-            registry, broker, f"127.0.0.1:{endpoints.http_port}", f"127.0.0.1:{endpoints.pg_port}",
+            registry,
+            broker,
+            f"127.0.0.1:{endpoints.http_port}",
+            f"127.0.0.1:{endpoints.pg_port}",
             workdir / "logs" / "collector.log",
         )
         started.append(collector.start())
         typer.echo(f"started {len(station_ids)} stations ({', '.join(station_ids)}), their agents and a collector")
         typer.echo("Ctrl-C stops every process the demo started.\n")
-        return _report_loop(endpoints.pg_conninfo, endpoints.console_url, station_ids, started, stop, duration, report_every, t0)
+        return _report_loop(
+            endpoints.pg_conninfo, endpoints.console_url, station_ids, started, stop, duration, report_every, t0
+        )
     finally:
         for process in reversed(started):
             process.stop(timeout=15)
@@ -99,7 +111,11 @@ def _report_loop(conninfo, console_url, station_ids, processes, stop, duration, 
         dead = [p for p in processes if not p.running]
         if dead:
             for process in dead:
-                typer.secho(f"{process.name} exited with {process.returncode}; see {process.log_path}", fg=typer.colors.RED, err=True)
+                typer.secho(
+                    f"{process.name} exited with {process.returncode}; see {process.log_path}",
+                    fg=typer.colors.RED,
+                    err=True,
+                )
             return 1
         if all_seen_at is None:
             seen = {s.station for s in parameter_summaries(conninfo)}
@@ -116,7 +132,7 @@ def _report_loop(conninfo, console_url, station_ids, processes, stop, duration, 
 
 def _print_report(conninfo: str, console_url: str) -> None:
     summaries = parameter_summaries(conninfo)
-    now = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    now = datetime.now(UTC).strftime("%H:%M:%S")
     typer.echo(f"\n== readings in QuestDB at {now} UTC ==")
     typer.echo(
         f"{'station':<15} {'device':<7} {'parameter':<9} {'rows':>6} {'latest':>12} {'unit':<7} {'st':<3} "
@@ -132,6 +148,8 @@ def _print_report(conninfo: str, console_url: str) -> None:
     rejects = reject_counts(conninfo)
     if rejects:
         typer.echo("rejects: " + ", ".join(f"{st or '?'}/{reason}: {n}" for (st, reason), n in sorted(rejects.items())))
-    typer.echo("st: the analyzer's status (00 measuring, 01 calibrating, 02 error); qc: QARTOD flag"
-               " (1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing)")
+    typer.echo(
+        "st: the analyzer's status (00 measuring, 01 calibrating, 02 error); qc: QARTOD flag"
+        " (1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing)"
+    )
     typer.echo(f"web console: {console_url}")

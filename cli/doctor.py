@@ -39,7 +39,10 @@ def run_doctor(
         return 2
     unknown = sorted(set(devices or ()) - {d.id for d in station.devices})
     if unknown:
-        print(f"error: station {station.id} has no device(s) {', '.join(unknown)}; it has {', '.join(d.id for d in station.devices)}", file=sys.stderr)
+        print(
+            f"error: station {station.id} has no device(s) {', '.join(unknown)}; it has {', '.join(d.id for d in station.devices)}",
+            file=sys.stderr,
+        )
         return 2
     results = asyncio.run(probe_station(station, devices))
     echo(render(results))

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import threading
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -74,7 +73,7 @@ def station_add(
     station_id: str = typer.Argument(..., help="station id, e.g. HN_AIR_001"),
     public_key: Path = typer.Argument(..., help="the station's .pub file from `quantrac keys new`"),
     registry: Path = typer.Option(Path("registry.yaml"), help="registry file the collector reads"),
-    kind: Optional[str] = typer.Option(None, help="station kind, for the QC's kind layer: " + ", ".join(STATION_KINDS)),
+    kind: str | None = typer.Option(None, help="station kind, for the QC's kind layer: " + ", ".join(STATION_KINDS)),
 ) -> None:
     """Register a station (or one more key of it) so the collector accepts its batches."""
     from broker_bridge.keys import KeyFileError, load_public_key
@@ -117,7 +116,9 @@ def station_rotate_key(
     from collector.registry import RegistryError, rotate_key
 
     try:
-        kid, retiring = rotate_key(registry, station_id, load_public_key(new_public_key), timedelta(hours=overlap_hours))
+        kid, retiring = rotate_key(
+            registry, station_id, load_public_key(new_public_key), timedelta(hours=overlap_hours)
+        )
     except (KeyFileError, RegistryError, FileNotFoundError) as exc:
         fail(str(exc))
     typer.echo(f"{station_id}: new key {kid} active; {', '.join(retiring) or 'no key'} retiring in {overlap_hours:g} h")
@@ -175,7 +176,9 @@ def station_set_kind(
     """Set a station's kind: the QC's kind layer (collector/qc/README.md) follows it without a restart."""
     from collector.registry import set_kind
 
-    edit_registry(lambda: set_kind(registry, station_id, None if kind == "none" else kind), f"{station_id}: kind {kind}")
+    edit_registry(
+        lambda: set_kind(registry, station_id, None if kind == "none" else kind), f"{station_id}: kind {kind}"
+    )
 
 
 @app.command("status")
@@ -187,7 +190,9 @@ def status(
     from store.questdb_server import QuestDBEndpoints
 
     rows = station_overview(QuestDBEndpoints.at(questdb_pg).pg_conninfo)
-    typer.echo(f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} {'backlog':>8} {'age s':>7} {'missing':>8} {'rejects':>8}")
+    typer.echo(
+        f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} {'backlog':>8} {'age s':>7} {'missing':>8} {'rejects':>8}"
+    )
     for r in rows:
         last = r.last_reading.strftime("%Y-%m-%d %H:%M:%S") if r.last_reading else "-"
         backlog, age = backlog_of(r.latest_payload)
@@ -227,11 +232,11 @@ def agent_run(
         "drop_oldest", help="when unsent data alone fills the cap: drop_oldest (recorded) or refuse_new"
     ),
     commit_window_ms: float = typer.Option(200.0, help="group-commit window: at most one fsync per window"),
-    broker_user: Optional[str] = BROKER_USER,
-    broker_password_file: Optional[Path] = BROKER_PASSWORD_FILE,
-    tls_ca: Optional[Path] = TLS_CA,
-    tls_cert: Optional[Path] = TLS_CERT,
-    tls_key: Optional[Path] = TLS_KEY,
+    broker_user: str | None = BROKER_USER,
+    broker_password_file: Path | None = BROKER_PASSWORD_FILE,
+    tls_ca: Path | None = TLS_CA,
+    tls_cert: Path | None = TLS_CERT,
+    tls_key: Path | None = TLS_KEY,
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Poll the station's analyzers and publish signed batches until SIGINT/SIGTERM."""
@@ -293,22 +298,24 @@ def collector_run(
         help="stable MQTT client id (persistent session); with the generated broker config the user name is the id,"
         " so give each collector its own --broker-user",
     ),
-    share_group: Optional[str] = typer.Option(None, help="MQTT shared-subscription group for several collectors"),
-    metrics_port: Optional[int] = typer.Option(None, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics"),
-    qc_thresholds: Optional[Path] = typer.Option(
+    share_group: str | None = typer.Option(None, help="MQTT shared-subscription group for several collectors"),
+    metrics_port: int | None = typer.Option(None, help="serve Prometheus metrics on 127.0.0.1:PORT/metrics"),
+    qc_thresholds: Path | None = typer.Option(
         None, help="measurement-control thresholds (YAML) over collector/qc/defaults.yaml; applied on change"
     ),
     max_pending: int = typer.Option(
-        20_000, min=100, max=65_535,
+        20_000,
+        min=100,
+        max=65_535,
         help="unacknowledged messages held at most (also the MQTT Receive Maximum); with --max-pending-mb it bounds"
         " the collector's memory while QuestDB is down",
     ),
     max_pending_mb: int = typer.Option(256, min=16, help="payload megabytes held unacknowledged at most"),
-    broker_user: Optional[str] = BROKER_USER,
-    broker_password_file: Optional[Path] = BROKER_PASSWORD_FILE,
-    tls_ca: Optional[Path] = TLS_CA,
-    tls_cert: Optional[Path] = TLS_CERT,
-    tls_key: Optional[Path] = TLS_KEY,
+    broker_user: str | None = BROKER_USER,
+    broker_password_file: Path | None = BROKER_PASSWORD_FILE,
+    tls_ca: Path | None = TLS_CA,
+    tls_cert: Path | None = TLS_CERT,
+    tls_key: Path | None = TLS_KEY,
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Verify and store every station's batches; acknowledge each only after QuestDB committed it."""
@@ -350,7 +357,9 @@ def collector_run(
 
 @sim_app.command("run")
 def sim_run(
-    station_file: Path = typer.Argument(..., help="station file whose devices to simulate (Modbus TCP, RTU and serial on ptys)"),
+    station_file: Path = typer.Argument(
+        ..., help="station file whose devices to simulate (Modbus TCP, RTU and serial on ptys)"
+    ),
     truth: Path = typer.Option(..., help="ground-truth log: every value served, one JSON line each"),
     port: list[str] = typer.Option([], "--port", help="override a device's TCP port: DEVICE_ID=PORT"),
     log_level: str = LOG_LEVEL,
@@ -369,7 +378,7 @@ app.add_typer(broker_app, name="broker")
 @broker_app.command("config")
 def broker_config_cmd(
     out: Path = typer.Option(..., "--out", help="directory for mosquitto.conf, passwd, acl and credentials/"),
-    registry: Optional[Path] = typer.Option(None, help="station registry: each enabled station gets a broker user"),
+    registry: Path | None = typer.Option(None, help="station registry: each enabled station gets a broker user"),
     station: list[str] = typer.Option([], "--station", help="a further station id (repeatable)"),
     collector_user: list[str] = typer.Option(
         [], "--collector-user", help="collector user (repeatable; one per collector); default quantrac-collector"
@@ -377,9 +386,9 @@ def broker_config_cmd(
     rotate: list[str] = typer.Option([], "--rotate", help="give this user a new password (repeatable)"),
     listen: str = typer.Option("127.0.0.1:1883", help="plain listener HOST:PORT for local tools, or 'none'"),
     tls_listen: str = typer.Option("8883", help="TLS listener PORT or HOST:PORT"),
-    tls_ca: Optional[Path] = typer.Option(None, "--tls-ca", help="CA certificate clients' certificates chain to"),
-    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="the broker's certificate"),
-    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="the broker's private key"),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate clients' certificates chain to"),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="the broker's certificate"),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="the broker's private key"),
     require_certificate: bool = typer.Option(
         False, "--require-certificate", help="TLS clients must present a certificate signed by --tls-ca"
     ),
@@ -388,20 +397,29 @@ def broker_config_cmd(
     batch_bytes: int = typer.Option(4096, help="average batch size in bytes"),
     margin: float = typer.Option(2.0, help="safety factor on the queue limits"),
     autosave_interval: int = typer.Option(10, help="seconds between persistence snapshots"),
-    config_dir: Optional[Path] = typer.Option(None, help="where passwd and acl will live on the broker host (default: --out)"),
+    config_dir: Path | None = typer.Option(
+        None, help="where passwd and acl will live on the broker host (default: --out)"
+    ),
     data_dir: Path = typer.Option(Path("/var/lib/mosquitto"), help="Mosquitto persistence directory"),
     log_file: Path = typer.Option(Path("/var/log/mosquitto/mosquitto.log"), help="Mosquitto log file"),
     run_as: str = typer.Option("mosquitto", help="user Mosquitto drops to when started as root"),
-    acl_plugin: Optional[Path] = typer.Option(
-        None, "--acl-plugin",
+    acl_plugin: Path | None = typer.Option(
+        None,
+        "--acl-plugin",
         help="quantrac_acl.so on the broker host (no $share for stations, no retained data); default: this checkout's build",
     ),
-    bridge_to: Optional[str] = typer.Option(None, "--bridge-to", help="province broker: bridge to the national broker HOST:PORT (TLS)"),
-    bridge_user: Optional[str] = typer.Option(None, "--bridge-user", help="the province's user on the national broker"),
-    bridge_password_file: Optional[Path] = typer.Option(None, "--bridge-password-file", help="its password file there"),
-    bridge_ca: Optional[Path] = typer.Option(None, "--bridge-ca", help="CA the national broker's certificate chains to"),
-    bridge_cert: Optional[Path] = typer.Option(None, "--bridge-cert", help="client certificate for the national broker"),
-    bridge_key: Optional[Path] = typer.Option(None, "--bridge-key", help="its private key"),
+    bridge_to: str | None = typer.Option(
+        None, "--bridge-to", help="province broker: bridge to the national broker HOST:PORT (TLS)"
+    ),
+    bridge_user: str | None = typer.Option(None, "--bridge-user", help="the province's user on the national broker"),
+    bridge_password_file: Path | None = typer.Option(None, "--bridge-password-file", help="its password file there"),
+    bridge_ca: Path | None = typer.Option(
+        None, "--bridge-ca", help="CA the national broker's certificate chains to"
+    ),
+    bridge_cert: Path | None = typer.Option(
+        None, "--bridge-cert", help="client certificate for the national broker"
+    ),
+    bridge_key: Path | None = typer.Option(None, "--bridge-key", help="its private key"),
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Write the broker's config, hashed password file, ACL and one password file per user (0600).
@@ -414,14 +432,34 @@ def broker_config_cmd(
 
     try:
         broker_config(
-            out, registry=registry, stations=station, collector_users=collector_user, rotate=rotate,
-            listen=listen, tls_listen=tls_listen, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-            require_certificate=require_certificate, batches_per_minute=batches_per_minute,
-            outage_hours=outage_hours, batch_bytes=batch_bytes, margin=margin,
-            autosave_interval=autosave_interval, config_dir=config_dir, data_dir=data_dir,
-            log_file=log_file, run_as=run_as, acl_plugin=acl_plugin, bridge_to=bridge_to, bridge_user=bridge_user,
-            bridge_password_file=bridge_password_file, bridge_ca=bridge_ca, bridge_cert=bridge_cert,
-            bridge_key=bridge_key, echo=typer.echo,
+            out,
+            registry=registry,
+            stations=station,
+            collector_users=collector_user,
+            rotate=rotate,
+            listen=listen,
+            tls_listen=tls_listen,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            require_certificate=require_certificate,
+            batches_per_minute=batches_per_minute,
+            outage_hours=outage_hours,
+            batch_bytes=batch_bytes,
+            margin=margin,
+            autosave_interval=autosave_interval,
+            config_dir=config_dir,
+            data_dir=data_dir,
+            log_file=log_file,
+            run_as=run_as,
+            acl_plugin=acl_plugin,
+            bridge_to=bridge_to,
+            bridge_user=bridge_user,
+            bridge_password_file=bridge_password_file,
+            bridge_ca=bridge_ca,
+            bridge_cert=bridge_cert,
+            bridge_key=bridge_key,
+            echo=typer.echo,
         )
     except (BrokerConfigError, OSError) as exc:
         fail(str(exc))
@@ -431,9 +469,13 @@ def broker_config_cmd(
 def broker_tls_cmd(
     out: Path = typer.Option(..., "--out", help="directory for ca.crt/ca.key, server.crt/server.key, clients/"),
     host: list[str] = typer.Option(
-        [], "--host", help="broker host name or IP for the server certificate (repeatable); default 127.0.0.1 and localhost"
+        [],
+        "--host",
+        help="broker host name or IP for the server certificate (repeatable); default 127.0.0.1 and localhost",
     ),
-    client: list[str] = typer.Option([], "--client", help="also issue a client certificate with this name (repeatable)"),
+    client: list[str] = typer.Option(
+        [], "--client", help="also issue a client certificate with this name (repeatable)"
+    ),
     days: int = typer.Option(825, help="validity of the server and client certificates"),
     log_level: str = LOG_LEVEL,
 ) -> None:
@@ -450,8 +492,8 @@ def broker_tls_cmd(
 
 @app.command("demo")
 def demo(
-    duration: Optional[float] = typer.Option(None, help="stop by itself after this many seconds"),
-    workdir: Optional[Path] = typer.Option(None, help="where servers and stations keep their files"),
+    duration: float | None = typer.Option(None, help="stop by itself after this many seconds"),
+    workdir: Path | None = typer.Option(None, help="where servers and stations keep their files"),
     report_every: float = typer.Option(15.0, help="seconds between reports"),
 ) -> None:
     """Run QuestDB, Mosquitto, three simulated stations, their agents and a collector; Ctrl-C stops all."""
@@ -463,14 +505,18 @@ def demo(
 rejects_app = typer.Typer(help="Messages the collector refused: reasons, details, payloads.", no_args_is_help=True)
 app.add_typer(rejects_app, name="rejects")
 QUESTDB_PG = typer.Option("127.0.0.1:8812", "--questdb-pg", help="QuestDB PostgreSQL-wire host:port")
-SINCE = typer.Option(None, "--since", help="from this time: ISO 8601 (UTC unless a zone is given) or an age: 30m, 24h, 7d")
+SINCE = typer.Option(
+    None, "--since", help="from this time: ISO 8601 (UTC unless a zone is given) or an age: 30m, 24h, 7d"
+)
 
 
 @rejects_app.command("list")
 def rejects_list(
-    station: Optional[str] = typer.Option(None, "--station", help="only rejects claiming this station"),
-    reason: Optional[str] = typer.Option(None, "--reason", help="only this reason, e.g. bad_signature, schema, unknown_station"),
-    since: Optional[str] = SINCE,
+    station: str | None = typer.Option(None, "--station", help="only rejects claiming this station"),
+    reason: str | None = typer.Option(
+        None, "--reason", help="only this reason, e.g. bad_signature, schema, unknown_station"
+    ),
+    since: str | None = SINCE,
     limit: int = typer.Option(50, "--limit", min=1, help="show the newest N"),
     questdb_pg: str = QUESTDB_PG,
 ) -> None:
@@ -487,10 +533,10 @@ def rejects_list(
 def rejects_export(
     out: Path = typer.Argument(..., help="file to write, or - for standard output"),
     fmt: str = typer.Option("jsonl", "--format", help="jsonl (one JSON object per line) or csv"),
-    station: Optional[str] = typer.Option(None, "--station", help="only rejects claiming this station"),
-    reason: Optional[str] = typer.Option(None, "--reason", help="only this reason"),
-    since: Optional[str] = SINCE,
-    until: Optional[str] = typer.Option(None, "--until", help="before this time (same forms as --since)"),
+    station: str | None = typer.Option(None, "--station", help="only rejects claiming this station"),
+    reason: str | None = typer.Option(None, "--reason", help="only this reason"),
+    since: str | None = SINCE,
+    until: str | None = typer.Option(None, "--until", help="before this time (same forms as --since)"),
     questdb_pg: str = QUESTDB_PG,
 ) -> None:
     """Every matching reject, oldest first, with every field and its payload in base64."""
@@ -498,8 +544,13 @@ def rejects_export(
 
     try:
         count = export_rejects(
-            pg_conninfo(questdb_pg), "-" if str(out) == "-" else out, format=fmt,
-            station=station, reason=reason, since=since, until=until,
+            pg_conninfo(questdb_pg),
+            "-" if str(out) == "-" else out,
+            format=fmt,
+            station=station,
+            reason=reason,
+            since=since,
+            until=until,
         )
     except (RejectsError, OSError) as exc:
         fail(str(exc))

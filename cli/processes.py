@@ -16,7 +16,9 @@ def _ports(port_overrides: dict[str, int] | None) -> list[str]:
     return [arg for device, port in (port_overrides or {}).items() for arg in ("--port", f"{device}={port}")]
 
 
-def sim_process(station_file: Path, truth: Path, log: Path, port_overrides: dict[str, int] | None = None) -> ManagedProcess:
+def sim_process(
+    station_file: Path, truth: Path, log: Path, port_overrides: dict[str, int] | None = None
+) -> ManagedProcess:
     argv = quantrac("sim", "run", station_file, "--truth", truth, *_ports(port_overrides))
     return ManagedProcess(argv, log_path=log, name=f"sim:{Path(station_file).stem}")
 
@@ -31,12 +33,28 @@ def agent_process(
 
 
 def collector_process(
-    registry: Path, broker: str, questdb: str, questdb_pg: str, log: Path, client_id: str = "quantrac-collector-1",
-    share_group: str | None = None, max_pending: int | None = None,
+    registry: Path,
+    broker: str,
+    questdb: str,
+    questdb_pg: str,
+    log: Path,
+    client_id: str = "quantrac-collector-1",
+    share_group: str | None = None,
+    max_pending: int | None = None,
 ) -> ManagedProcess:
     argv = quantrac(
-        "collector", "run", "--registry", registry, "--broker", broker, "--questdb", questdb,
-        "--questdb-pg", questdb_pg, "--client-id", client_id,
+        "collector",
+        "run",
+        "--registry",
+        registry,
+        "--broker",
+        broker,
+        "--questdb",
+        questdb,
+        "--questdb-pg",
+        questdb_pg,
+        "--client-id",
+        client_id,
         *(["--share-group", share_group] if share_group else []),
         *(["--max-pending", str(max_pending)] if max_pending else []),
     )
@@ -44,4 +62,6 @@ def collector_process(
 
 
 def relay_process(config: Path, log: Path) -> ManagedProcess:
-    return ManagedProcess(quantrac("bridge", "forward", "--config", config), log_path=log, name=f"relay:{Path(config).stem}")
+    return ManagedProcess(
+        quantrac("bridge", "forward", "--config", config), log_path=log, name=f"relay:{Path(config).stem}"
+    )

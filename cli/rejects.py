@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -27,7 +27,16 @@ import psycopg
 from store.queries import RejectRecord, recent_rejects, stream_rejects
 
 FORMATS = ("jsonl", "csv")
-EXPORT_FIELDS = ("received_at", "received_ns", "topic", "claimed_station", "reason", "detail", "payload_sha256", "payload_b64")
+EXPORT_FIELDS = (
+    "received_at",
+    "received_ns",
+    "topic",
+    "claimed_station",
+    "reason",
+    "detail",
+    "payload_sha256",
+    "payload_b64",
+)
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -53,7 +62,7 @@ def parse_when(value: str | datetime | None, now: datetime | None = None) -> dat
     else:
         age = _AGE.match(value)
         if age:
-            moment = (now or datetime.now(timezone.utc)) - timedelta(**{_UNITS[age.group(2)]: float(age.group(1))})
+            moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[age.group(2)]: float(age.group(1))})
         else:
             try:
                 moment = datetime.fromisoformat(value.strip())
@@ -62,7 +71,7 @@ def parse_when(value: str | datetime | None, now: datetime | None = None) -> dat
                     f"{value!r} is neither an ISO 8601 time (2026-05-01T08:00:00+07:00) nor an age (30m, 24h, 7d)"
                 ) from exc
     if moment is not None and moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)  # everything inside quantrac is UTC
+        moment = moment.replace(tzinfo=UTC)  # everything inside quantrac is UTC
     return moment
 
 
@@ -109,13 +118,15 @@ def list_rejects(
     for line in format_table(rows):
         echo(line)
     more = " (the newest; raise --limit for more)" if len(rows) == limit else ""
-    echo(f"{len(rows)} reject{'s' if len(rows) != 1 else ''}{more}; `quantrac rejects export` writes them with their payloads")
+    echo(
+        f"{len(rows)} reject{'s' if len(rows) != 1 else ''}{more}; `quantrac rejects export` writes them with their payloads"
+    )
     return rows
 
 
 def _export_row(r: RejectRecord) -> dict[str, object]:
     row = asdict(r)
-    row["received_at"] = r.received_at.replace(tzinfo=timezone.utc).isoformat()
+    row["received_at"] = r.received_at.replace(tzinfo=UTC).isoformat()
     return {name: row[name] for name in EXPORT_FIELDS}
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -28,7 +27,9 @@ from broker_bridge.tt10 import (
 from broker_bridge.tt10.local_time import local_datetime, utc_datetime
 from vocabulary.status import STATUS_MEANING
 
-tt10_app = typer.Typer(help="TT10 TXT files (TT 10/2021, Phụ lục 15): check what a station sends.", no_args_is_help=True)
+tt10_app = typer.Typer(
+    help="TT10 TXT files (TT 10/2021, Phụ lục 15): check what a station sends.", no_args_is_help=True
+)
 
 Echo = Callable[[str], None]
 
@@ -37,11 +38,16 @@ Echo = Callable[[str], None]
 def check(
     files: list[Path] = typer.Argument(..., help="TT10 .txt files, e.g. HN_BKHN_KHIKXQ_20260325000500.txt"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per output line instead of text"),
-    map_file: Optional[Path] = typer.Option(
-        None, "--map", help="parameter mapping (YAML 'name as sent: symbol'), see broker_bridge/tt10/parameter_map.sample.yaml"
+    map_file: Path | None = typer.Option(
+        None,
+        "--map",
+        help="parameter mapping (YAML 'name as sent: symbol'), see broker_bridge/tt10/parameter_map.sample.yaml",
     ),
     name_time_tolerance_s: int = typer.Option(
-        DEFAULT_NAME_TIME_TOLERANCE_S, "--name-time-tolerance", min=0, help="seconds the name's time may differ from the lines'"
+        DEFAULT_NAME_TIME_TOLERANCE_S,
+        "--name-time-tolerance",
+        min=0,
+        help="seconds the name's time may differ from the lines'",
     ),
 ) -> None:
     """Read TT10 files and say, per line, what was read or why it was refused. Exit code 1 if anything was refused."""
@@ -52,7 +58,9 @@ def check(
         except MappingError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2)
-    ok = check_files(files, mapping=mapping, as_json=as_json, name_time_tolerance_s=name_time_tolerance_s, echo=typer.echo)
+    ok = check_files(
+        files, mapping=mapping, as_json=as_json, name_time_tolerance_s=name_time_tolerance_s, echo=typer.echo
+    )
     raise typer.Exit(code=0 if ok else 1)
 
 
@@ -67,7 +75,15 @@ def check_files(
         except OSError as exc:
             all_clean = False
             if as_json:
-                echo(_dumps({"kind": "file_error", "file": str(path), "reason": f"cannot read the file: {exc.strerror or exc}"}))
+                echo(
+                    _dumps(
+                        {
+                            "kind": "file_error",
+                            "file": str(path),
+                            "reason": f"cannot read the file: {exc.strerror or exc}",
+                        }
+                    )
+                )
             else:
                 echo(f"== {path}\n   CANNOT READ: {exc.strerror or exc}\n")
             continue
@@ -85,27 +101,58 @@ def json_lines(file: str, parsed: Tt10File) -> list[str]:
     for event in _in_line_order(parsed):
         if isinstance(event, Tt10Reading):
             local, utc = describe_time(event.ts_ns)
-            out.append({
-                "kind": "reading", "file": file, "line": event.line, "station": parsed.station,
-                "parameter": event.parameter, "value": event.value, "unit": event.unit, "status": event.status,
-                "ts": utc, "local_time": local, "sent_as": event.sent_as, "notes": list(event.notes),
-            })
+            out.append(
+                {
+                    "kind": "reading",
+                    "file": file,
+                    "line": event.line,
+                    "station": parsed.station,
+                    "parameter": event.parameter,
+                    "value": event.value,
+                    "unit": event.unit,
+                    "status": event.status,
+                    "ts": utc,
+                    "local_time": local,
+                    "sent_as": event.sent_as,
+                    "notes": list(event.notes),
+                }
+            )
         else:
-            out.append({
-                "kind": "refused", "file": file, "line": event.line, "raw": event.raw, "reason": event.reason,
-                "truncated": event.truncated,
-            })
+            out.append(
+                {
+                    "kind": "refused",
+                    "file": file,
+                    "line": event.line,
+                    "raw": event.raw,
+                    "reason": event.reason,
+                    "truncated": event.truncated,
+                }
+            )
     for finding in parsed.findings:
-        out.append({
-            "kind": "finding", "file": file, "code": finding.code, "severity": finding.severity,
-            "detail": finding.detail, "line": finding.line,
-        })
-    out.append({
-        "kind": "file", "file": file, "station": parsed.station,
-        "name_time": ts_utc(parsed.file_name.ts_ns) if parsed.file_name else None,
-        "readings": len(parsed.readings), "refused": len(parsed.refused), "complete": parsed.complete,
-        "incomplete_reasons": list(parsed.incomplete_reasons), "clean": parsed.clean, "sha256": parsed.sha256,
-    })
+        out.append(
+            {
+                "kind": "finding",
+                "file": file,
+                "code": finding.code,
+                "severity": finding.severity,
+                "detail": finding.detail,
+                "line": finding.line,
+            }
+        )
+    out.append(
+        {
+            "kind": "file",
+            "file": file,
+            "station": parsed.station,
+            "name_time": ts_utc(parsed.file_name.ts_ns) if parsed.file_name else None,
+            "readings": len(parsed.readings),
+            "refused": len(parsed.refused),
+            "complete": parsed.complete,
+            "incomplete_reasons": list(parsed.incomplete_reasons),
+            "clean": parsed.clean,
+            "sha256": parsed.sha256,
+        }
+    )
     return [_dumps(o) for o in out]
 
 
@@ -151,9 +198,15 @@ def text_lines(file: str, parsed: Tt10File) -> list[str]:
             out.append(f"{' ' * len(label)}           why: {event.reason}")
     for finding in parsed.findings:
         out.append(f"   {finding.severity}: {finding.detail}")
-    verdict = "complete" if parsed.complete else "INCOMPLETE (hold it until it is sent again): " + "; ".join(parsed.incomplete_reasons)
+    verdict = (
+        "complete"
+        if parsed.complete
+        else "INCOMPLETE (hold it until it is sent again): " + "; ".join(parsed.incomplete_reasons)
+    )
     refused = f"{len(parsed.refused)} line{'s' if len(parsed.refused) != 1 else ''} refused"
-    out.append(f"   RESULT: {len(parsed.readings)} reading{'s' if len(parsed.readings) != 1 else ''} read, {refused}; file {verdict}")
+    out.append(
+        f"   RESULT: {len(parsed.readings)} reading{'s' if len(parsed.readings) != 1 else ''} read, {refused}; file {verdict}"
+    )
     out.append("")
     return out
 

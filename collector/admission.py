@@ -59,14 +59,20 @@ def reject(topic: str, claimed: str, payload: bytes, received_ns: int, reason: s
     )
 
 
-def check_message(topic: str, payload: bytes, registry: StationRegistry, received_ns: int) -> Accepted | StationEvent | Rejected:
+def check_message(
+    topic: str, payload: bytes, registry: StationRegistry, received_ns: int
+) -> Accepted | StationEvent | Rejected:
     parsed = parse_topic(topic)
     if parsed is None:
-        return reject(topic, "", payload, received_ns, "bad_topic", f"topic {topic!r} is not quantrac/v1/<station>/data|status")
+        return reject(
+            topic, "", payload, received_ns, "bad_topic", f"topic {topic!r} is not quantrac/v1/<station>/data|status"
+        )
     claimed, kind = parsed
     station = registry.get(claimed)
     if station is None:
-        return reject(topic, claimed, payload, received_ns, "unknown_station", f"station {claimed} is not in the registry")
+        return reject(
+            topic, claimed, payload, received_ns, "unknown_station", f"station {claimed} is not in the registry"
+        )
     if not station.enabled:
         return reject(topic, claimed, payload, received_ns, "disabled_station", f"station {claimed} is disabled")
     if kind == STATUS_SUFFIX:
@@ -78,7 +84,12 @@ def check_message(topic: str, payload: bytes, registry: StationRegistry, receive
     key = station.keys.get(envelope.key_id)
     if key is None:
         return reject(
-            topic, claimed, payload, received_ns, "unknown_key", f"key {envelope.key_id} is not registered for {claimed}"
+            topic,
+            claimed,
+            payload,
+            received_ns,
+            "unknown_key",
+            f"key {envelope.key_id} is not registered for {claimed}",
         )
     refusal = key.refusal(received_ns)
     if refusal is not None:
@@ -90,7 +101,12 @@ def check_message(topic: str, payload: bytes, registry: StationRegistry, receive
         return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
     if body.station != claimed:
         return reject(
-            topic, claimed, payload, received_ns, "topic_mismatch", f"body names station {body.station}, topic names {claimed}"
+            topic,
+            claimed,
+            payload,
+            received_ns,
+            "topic_mismatch",
+            f"body names station {body.station}, topic names {claimed}",
         )
     return Accepted(body, envelope.key_id, hashlib.sha256(payload).hexdigest())
 
@@ -102,6 +118,13 @@ def _check_status(topic: str, claimed: str, payload: bytes, received_ns: int) ->
         return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
     header = header_of(message)
     if header.station != claimed:
-        return reject(topic, claimed, payload, received_ns, "topic_mismatch", f"status names {header.station!r}, topic names {claimed}")
+        return reject(
+            topic,
+            claimed,
+            payload,
+            received_ns,
+            "topic_mismatch",
+            f"status names {header.station!r}, topic names {claimed}",
+        )
     planned = isinstance(message, Will) and message.planned
     return StationEvent(claimed, header.state, header.session, planned, payload.decode("utf-8"), received_ns)

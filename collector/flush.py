@@ -144,8 +144,14 @@ class FlushPipeline:
                         raise
                     except Exception as single:
                         log.exception("message_breaks_flush", topic=item.topic, error=repr(single))
-                        item.outcome = reject(item.topic, "", item.payload, item.received_ns, "internal_error",
-                                              f"{type(single).__name__}: {single}")
+                        item.outcome = reject(
+                            item.topic,
+                            "",
+                            item.payload,
+                            item.received_ns,
+                            "internal_error",
+                            f"{type(single).__name__}: {single}",
+                        )
                         self._flush([item])
                 except BaseException:
                     self.intake.give_back(batch[n:])
@@ -183,7 +189,9 @@ class FlushPipeline:
         self.metrics.gaps.inc(len(prepared.gaps))
         self.metrics.write_lag.set((time.time_ns() - prepared.batch[0].received_ns) / 1e9)
         for station, first, last, _ in prepared.gaps:
-            log.warning("sequence_gap", station=station, first_missing=first, last_missing=last, missing=last - first + 1)
+            log.warning(
+                "sequence_gap", station=station, first_missing=first, last_missing=last, missing=last - first + 1
+            )
             self._ask_for_resend(station, first, last)
         for row in records.rejects:
             self.metrics.rejects.labels(row.reason).inc()

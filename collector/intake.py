@@ -97,7 +97,9 @@ class Intake:
 
     # -- connection ---------------------------------------------------------
     def start(self) -> None:
-        session.connect_async(self._client, self.broker, session.connect_properties(receive_maximum=self.receive_maximum))
+        session.connect_async(
+            self._client, self.broker, session.connect_properties(receive_maximum=self.receive_maximum)
+        )
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -176,7 +178,10 @@ class Intake:
 
     def _full_locked(self) -> bool:
         held = len(self._waiting) + self._in_flight
-        return held >= self.limits.max_pending or self._waiting_bytes + self._in_flight_bytes >= self.limits.max_pending_bytes
+        return (
+            held >= self.limits.max_pending
+            or self._waiting_bytes + self._in_flight_bytes >= self.limits.max_pending_bytes
+        )
 
     def _due_locked(self, now: float) -> bool:
         """A flush is due: a full flush is waiting, memory is at its bound, or the oldest message

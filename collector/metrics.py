@@ -32,18 +32,29 @@ class CollectorMetrics:
         r = self.registry
         self.messages = Counter("quantrac_messages_received", "MQTT messages received", registry=r)
         self.readings = Counter("quantrac_readings_written", "readings committed to QuestDB", registry=r)
-        self.duplicates = Counter("quantrac_duplicate_batches", "redelivered batches acknowledged, not rewritten", registry=r)
+        self.duplicates = Counter(
+            "quantrac_duplicate_batches", "redelivered batches acknowledged, not rewritten", registry=r
+        )
         self.rejects = Counter("quantrac_rejects", "rejected messages", ["reason"], registry=r)
         self.events = Counter("quantrac_station_events_written", "station status messages committed", registry=r)
-        self.flags = Counter("quantrac_qc_flags", "readings flagged by a measurement control", ["check", "flag"], registry=r)
+        self.flags = Counter(
+            "quantrac_qc_flags", "readings flagged by a measurement control", ["check", "flag"], registry=r
+        )
         self.checks_fired = Counter(
-            "quantrac_qc_checks_fired", "readings a measurement control fired on (deciding or not)", ["check"], registry=r
+            "quantrac_qc_checks_fired",
+            "readings a measurement control fired on (deciding or not)",
+            ["check"],
+            registry=r,
         )
         self.gaps = Counter("quantrac_sequence_gaps", "gaps in a station's batch sequence", registry=r)
-        self.flushes = Counter("quantrac_flushes", "flushes committed (readings, ledger, rejects, events, gaps)", registry=r)
+        self.flushes = Counter(
+            "quantrac_flushes", "flushes committed (readings, ledger, rejects, events, gaps)", registry=r
+        )
         self.flush_seconds = Histogram(
-            "quantrac_flush_seconds", "check + write + ack of one flush",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+            "quantrac_flush_seconds",
+            "check + write + ack of one flush",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
         )
         self.flush_failures = Counter("quantrac_flush_failures", "flushes that found QuestDB unavailable", registry=r)
         self.unacked = Gauge("quantrac_unacked_messages", "messages held, not yet acknowledged", registry=r)
@@ -51,7 +62,9 @@ class CollectorMetrics:
             "quantrac_write_lag_seconds", "receive-to-commit delay of the oldest message of the last flush", registry=r
         )
         self.suspended_tables = Gauge(
-            "quantrac_wal_suspended_tables", "QuestDB WAL tables suspended: writes succeed but stay invisible", registry=r
+            "quantrac_wal_suspended_tables",
+            "QuestDB WAL tables suspended: writes succeed but stay invisible",
+            registry=r,
         )
 
     def stats(self) -> CollectorStats:

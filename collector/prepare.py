@@ -50,12 +50,16 @@ def admit(item: PendingMessage, registry: StationRegistry) -> None:
         item.outcome = check_message(item.topic, item.payload, registry, item.received_ns)
     except Exception as exc:  # a bug must not kill the network thread; the message is kept as a reject
         log.exception("check_failed", topic=item.topic, error=repr(exc))
-        item.outcome = reject(item.topic, "", item.payload, item.received_ns, "internal_error", f"{type(exc).__name__}: {exc}")
+        item.outcome = reject(
+            item.topic, "", item.payload, item.received_ns, "internal_error", f"{type(exc).__name__}: {exc}"
+        )
     item.readings = len(item.outcome.body) if isinstance(item.outcome, Accepted) else 0
 
 
 class Preparation:
-    def __init__(self, registry: StationRegistry, sequences: SequenceTracker, qc: QualityControl, metrics: CollectorMetrics) -> None:
+    def __init__(
+        self, registry: StationRegistry, sequences: SequenceTracker, qc: QualityControl, metrics: CollectorMetrics
+    ) -> None:
         self.registry, self.sequences, self.qc, self.metrics = registry, sequences, qc, metrics
 
     def prepare(self, batch: list[PendingMessage]) -> PreparedFlush:
@@ -76,7 +80,9 @@ class Preparation:
                 if not isinstance(item.outcome, Accepted):
                     continue
                 body = item.outcome.body
-                verdict = self.sequences.judge(body.station, body.seq, item.outcome.payload_sha256, item.received_ns, token)
+                verdict = self.sequences.judge(
+                    body.station, body.seq, item.outcome.payload_sha256, item.received_ns, token
+                )
                 if verdict.kind == NEW:
                     new.append(item)
                     if verdict.gap:
@@ -84,7 +90,9 @@ class Preparation:
                 elif verdict.kind == DUPLICATE:
                     duplicates += 1  # already committed: acknowledged, not rewritten
                 else:
-                    item.outcome = reject(item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail)
+                    item.outcome = reject(
+                        item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail
+                    )
             self.apply_measurement_controls(new)
             columns = reading_columns(new)
         except BaseException:
@@ -130,7 +138,9 @@ def reading_columns(items: list[PendingMessage]) -> ReadingColumns:
     ts = np.fromiter(chain.from_iterable(b.ts_ns for b in bodies), dtype=np.int64, count=sum(sizes))
     received = np.repeat(np.array([i.received_ns for i in items], dtype=np.int64), sizes)
     # A reading arriving long after it was measured is history, whichever side was offline.
-    historical = np.repeat(np.array([b.historical for b in bodies], dtype=bool), sizes) | (ts < received - LATE_AFTER_NS)
+    historical = np.repeat(np.array([b.historical for b in bodies], dtype=bool), sizes) | (
+        ts < received - LATE_AFTER_NS
+    )
     verdicts = [i.qc for i in items]
     if any(v is None for v in verdicts):
         # Only a caller that ran no measurement controls at all may write without them.
@@ -173,15 +183,27 @@ def ledger_row(item: PendingMessage) -> IlpRow:
     accepted = item.outcome
     body = accepted.body
     return ilp_row(
-        BATCHES, body.sent_ns, station=body.station, key_id=accepted.key_id, seq=body.seq,
-        payload_sha256=accepted.payload_sha256, readings=len(body), historical=body.historical, received_at=item.received_ns,
+        BATCHES,
+        body.sent_ns,
+        station=body.station,
+        key_id=accepted.key_id,
+        seq=body.seq,
+        payload_sha256=accepted.payload_sha256,
+        readings=len(body),
+        historical=body.historical,
+        received_at=item.received_ns,
     )
 
 
 def event_row(event: StationEvent) -> IlpRow:
     return ilp_row(
-        STATION_EVENTS, event.received_ns, station=event.station, state=event.state, session=event.session,
-        planned=event.planned, payload=event.payload,
+        STATION_EVENTS,
+        event.received_ns,
+        station=event.station,
+        state=event.state,
+        session=event.session,
+        planned=event.planned,
+        payload=event.payload,
     )
 
 

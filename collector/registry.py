@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -60,7 +60,7 @@ class StationKey:
 
 
 def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,9 @@ class StationEntry:
 def _station_id(value: Any) -> str:
     text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     if text is None or not STATION_ID_PATTERN.match(text):
-        raise config_error(f"{value!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+        raise config_error(
+            f"{value!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit"
+        )
     return text
 
 
@@ -95,9 +97,13 @@ def _not_after(value: Any) -> datetime | None:
         try:
             moment = datetime.fromisoformat(str(value))
         except ValueError:
-            raise config_error(f"not_after {value!r} is not an ISO 8601 time", "write e.g. 2027-01-31T00:00:00+00:00") from None
+            raise config_error(
+                f"not_after {value!r} is not an ISO 8601 time", "write e.g. 2027-01-31T00:00:00+00:00"
+            ) from None
     if moment.tzinfo is None:
-        raise config_error(f"not_after {value!r} has no time zone", "add one, e.g. +00:00 (times are UTC inside quantrac)")
+        raise config_error(
+            f"not_after {value!r} has no time zone", "add one, e.g. +00:00 (times are UTC inside quantrac)"
+        )
     return moment
 
 
@@ -117,14 +123,19 @@ class RegistryKeyRecord(_Strict):
         try:
             public_key_from_b64(str(value))
         except (KeyFileError, ValueError, TypeError) as exc:
-            raise config_error(f"public_key is not an Ed25519 public key: {exc}", "paste the base64 line of the station's .pub file (quantrac keys new)") from None
+            raise config_error(
+                f"public_key is not an Ed25519 public key: {exc}",
+                "paste the base64 line of the station's .pub file (quantrac keys new)",
+            ) from None
         return str(value)
 
     @model_validator(mode="after")
     def _kid_matches(self) -> RegistryKeyRecord:
         derived = key_id(public_key_from_b64(self.public_key))
         if self.kid is not None and self.kid != derived:
-            raise config_error(f"kid {self.kid!r} does not match its public key ({derived})", f"write kid: {derived}, or remove kid:")
+            raise config_error(
+                f"kid {self.kid!r} does not match its public key ({derived})", f"write kid: {derived}, or remove kid:"
+            )
         return self
 
 
@@ -165,7 +176,9 @@ def _entries(model: RegistryFile) -> dict[str, StationEntry]:
 
 def _validated(doc: YamlDocument) -> RegistryFile:
     if doc.data is None:
-        raise RegistryFileError([ConfigIssue(doc.shown, 1, "", "the registry is empty", "add stations with `quantrac station add`")])
+        raise RegistryFileError(
+            [ConfigIssue(doc.shown, 1, "", "the registry is empty", "add stations with `quantrac station add`")]
+        )
     try:
         return validate(RegistryFile, doc)
     except ConfigError as exc:
@@ -313,7 +326,9 @@ def add_station(path: Path, station_id: str, public_key: Ed25519PublicKey, kind:
     return kid
 
 
-def rotate_key(path: Path, station_id: str, new_public_key: Ed25519PublicKey, overlap: timedelta) -> tuple[str, list[str]]:
+def rotate_key(
+    path: Path, station_id: str, new_public_key: Ed25519PublicKey, overlap: timedelta
+) -> tuple[str, list[str]]:
     """Register the station's next key; its current keys stay valid for ``overlap``, then never again."""
     path = Path(path)
     doc = _load_doc(path)
@@ -321,7 +336,7 @@ def rotate_key(path: Path, station_id: str, new_public_key: Ed25519PublicKey, ov
     kid = key_id(new_public_key)
     if any(k.get("kid") == kid for k in entry["keys"]):
         raise RegistryError(f"{path}: key {kid} is already registered for {station_id}; rotate to a new key")
-    ending = datetime.now(timezone.utc) + overlap
+    ending = datetime.now(UTC) + overlap
     retiring = []
     for item in entry["keys"]:
         if item.get("state", "active") == "active" and item.get("not_after") is None:

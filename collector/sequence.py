@@ -82,10 +82,15 @@ class SequenceTracker:
         if stored is not None:
             stored_hash, first_received = stored
             if stored_hash != payload_sha256:
-                return Verdict(SEQUENCE_REUSE, f"{station} already used seq {seq} for other content (sha256 {stored_hash[:16]}...)")
+                return Verdict(
+                    SEQUENCE_REUSE, f"{station} already used seq {seq} for other content (sha256 {stored_hash[:16]}...)"
+                )
             if received_ns - first_received > self.replay_window_ns:
                 age_days = (received_ns - first_received) / DAY_NS
-                return Verdict(REPLAYED, f"{station} seq {seq} was stored {age_days:.1f} days ago; identical bytes, nothing written")
+                return Verdict(
+                    REPLAYED,
+                    f"{station} seq {seq} was stored {age_days:.1f} days ago; identical bytes, nothing written",
+                )
             return Verdict(DUPLICATE)
         highest = max([self.highest.get(station, 0)] + [f.highest.get(station, 0) for f in self._open]) or None
         gap = None
@@ -112,7 +117,6 @@ class SequenceTracker:
         """Forget a flush that did not commit, and every younger one (they were judged against it)."""
         if token in self._open:
             del self._open[self._open.index(token) :]
-
 
 
 class FlushToken:

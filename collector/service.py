@@ -85,20 +85,37 @@ class Collector:
             track_gaps=config.share_group is None,
             replay_window_ns=int(config.replay_window_days * DAY_NS),
         )
-        self.qc = QualityControl(ThresholdSource(config.qc_thresholds_path, station_kinds=self.registry.kinds), SeriesState(max_series=config.qc_max_series))
+        self.qc = QualityControl(
+            ThresholdSource(config.qc_thresholds_path, station_kinds=self.registry.kinds),
+            SeriesState(max_series=config.qc_max_series),
+        )
         self.preparation = Preparation(self.registry, self.sequences, self.qc, self.metrics)
         self.warehouse = Warehouse(config.ilp_conf)
         limits = FlushLimits(
-            config.flush_interval_s, config.flush_max_messages, config.flush_max_bytes, config.flush_max_readings,
-            config.max_pending, config.max_pending_bytes,
+            config.flush_interval_s,
+            config.flush_max_messages,
+            config.flush_max_bytes,
+            config.flush_max_readings,
+            config.max_pending,
+            config.max_pending_bytes,
         )
         self.intake = Intake(
-            config.broker, config.client_id, config.share_group, config.receive_maximum, limits, self.metrics,
-            admit=lambda item: admit(item, self.registry), flush_here=self._flush_inline,
+            config.broker,
+            config.client_id,
+            config.share_group,
+            config.receive_maximum,
+            limits,
+            self.metrics,
+            admit=lambda item: admit(item, self.registry),
+            flush_here=self._flush_inline,
         )
         self.pipeline = FlushPipeline(
-            self.intake, self.preparation, self.warehouse, self.metrics,
-            ask_for_resend=self._ask_for_resend, after_settle=self._watch_wal,
+            self.intake,
+            self.preparation,
+            self.warehouse,
+            self.metrics,
+            ask_for_resend=self._ask_for_resend,
+            after_settle=self._watch_wal,
         )
         self.connected = self.intake.connected
         self._warehouse_down_until = 0.0  # monotonic; until then only the run loop flushes, with back-off
@@ -150,7 +167,9 @@ class Collector:
         except WarehouseUnavailable as exc:
             self._warehouse_down_until = time.monotonic() + 0.5  # the run loop retries, with back-off
             self.metrics.flush_failures.inc()
-            log.warning("warehouse_unavailable", error=str(exc), client_id=self.config.client_id, where="network thread")
+            log.warning(
+                "warehouse_unavailable", error=str(exc), client_id=self.config.client_id, where="network thread"
+            )
         except Exception as exc:  # an exception here would end paho's loop; the run loop retries the messages
             self._warehouse_down_until = time.monotonic() + 0.5
             log.exception("inline_flush_failed", error=repr(exc), client_id=self.config.client_id)
@@ -176,7 +195,7 @@ class Collector:
                 stop.wait(backoff)
 
     def _wait_for_work(self) -> str | None:
-        """"flush": messages waited past their flush time with nobody flushing them (no new
+        """ "flush": messages waited past their flush time with nobody flushing them (no new
         message arrived to trigger the network thread, or QuestDB is down); "settle": the
         readings in flight are committed and wait for their ledger and acknowledgements."""
         with self.intake.cond:
@@ -209,6 +228,9 @@ class Collector:
         self.metrics.suspended_tables.set(len(tables))
         for table in tables:
             log.critical(
-                "wal_table_suspended", table=table.name, writer_txn=table.writer_txn, sequencer_txn=table.sequencer_txn,
+                "wal_table_suspended",
+                table=table.name,
+                writer_txn=table.writer_txn,
+                sequencer_txn=table.sequencer_txn,
                 fix=f"rows written to {table.name} are invisible until: ALTER TABLE {table.name} RESUME WAL",
             )

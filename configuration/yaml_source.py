@@ -107,10 +107,27 @@ def parse_yaml(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError([ConfigIssue(shown, line, "", f"not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded", "save the file as UTF-8 (Vietnamese names included)")]) from None
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    shown,
+                    line,
+                    "",
+                    f"not UTF-8: byte 0x{raw[exc.start]:02x} cannot be decoded",
+                    "save the file as UTF-8 (Vietnamese names included)",
+                )
+            ]
+        ) from None
     tabs = [text.count("\n", 0, m.start()) + 1 for m in _TAB_INDENT.finditer(text)]
     if tabs:
-        raise ConfigError([ConfigIssue(shown, line, "", "a tab in the indentation (YAML allows only spaces there)", "indent with spaces") for line in tabs])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    shown, line, "", "a tab in the indentation (YAML allows only spaces there)", "indent with spaces"
+                )
+                for line in tabs
+            ]
+        )
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -134,7 +151,9 @@ def parse_yaml(
         raise ConfigError([ConfigIssue(shown, 1, "", "the file is empty", f"see {readme} for the layout")])
     traps = list(_traps(root, (), allowed_words))
     if traps:
-        raise ConfigError([ConfigIssue(shown, line, format_loc(loc), message, fix) for loc, line, message, fix in traps])
+        raise ConfigError(
+            [ConfigIssue(shown, line, format_loc(loc), message, fix) for loc, line, message, fix in traps]
+        )
     return YamlDocument(path, shown, readme, data, root, tag_keys)
 
 
@@ -153,7 +172,12 @@ def _scalar_key(node: Node) -> Any:
 
 def _yes_no_word(node: Node) -> bool | None:
     """The boolean an unquoted yes/no/on/off scalar is read as, else None."""
-    if isinstance(node, ScalarNode) and node.style is None and node.tag == "tag:yaml.org,2002:bool" and node.value.lower() in YES_NO_WORDS:
+    if (
+        isinstance(node, ScalarNode)
+        and node.style is None
+        and node.tag == "tag:yaml.org,2002:bool"
+        and node.value.lower() in YES_NO_WORDS
+    ):
         return node.value.lower() in ("yes", "on")
     return None
 
@@ -167,7 +191,12 @@ def _traps(node: Node, loc: Loc, allowed_words: frozenset[str]) -> Iterator[tupl
             line = k.start_mark.line + 1
             word = _yes_no_word(k)
             if word is not None:
-                yield loc, line, f"YAML reads the unquoted key {k.value!r} as the boolean {word}", f'put it in quotes: "{k.value}":'
+                yield (
+                    loc,
+                    line,
+                    f"YAML reads the unquoted key {k.value!r} as the boolean {word}",
+                    f'put it in quotes: "{k.value}":',
+                )
             try:
                 duplicate = key in seen
                 seen.add(key)
@@ -184,7 +213,12 @@ def _traps(node: Node, loc: Loc, allowed_words: frozenset[str]) -> Iterator[tupl
         if word is not None and node.value.lower() not in allowed_words:
             last = loc[-1] if loc and isinstance(loc[-1], str) else None
             quoted = f'put it in quotes, e.g. {last}: "{node.value}"' if last else f'put it in quotes: "{node.value}"'
-            yield loc, node.start_mark.line + 1, f"YAML reads the unquoted word {node.value!r} as the boolean {word}", f"{quoted}; for a yes/no setting write {str(word).lower()}"
+            yield (
+                loc,
+                node.start_mark.line + 1,
+                f"YAML reads the unquoted word {node.value!r} as the boolean {word}",
+                f"{quoted}; for a yes/no setting write {str(word).lower()}",
+            )
 
 
 def _locate(node: Node | None, loc: Loc, tag_keys: tuple[str, ...] = ()) -> tuple[int, Loc]:
@@ -208,7 +242,11 @@ def _locate(node: Node | None, loc: Loc, tag_keys: tuple[str, ...] = ()) -> tupl
                     hit = (k, v)
                     break
             if hit is None:
-                tags = {str(_scalar_key(v)) for k, v in cur.value if _scalar_key(k) in tag_keys and isinstance(v, ScalarNode)}
+                tags = {
+                    str(_scalar_key(v))
+                    for k, v in cur.value
+                    if _scalar_key(k) in tag_keys and isinstance(v, ScalarNode)
+                }
                 if isinstance(part, str) and part in tags:
                     continue  # pydantic's discriminated-union tag, not a key
                 clean.append(part)  # a missing key: point at the mapping
@@ -230,7 +268,9 @@ def _locate(node: Node | None, loc: Loc, tag_keys: tuple[str, ...] = ()) -> tupl
 
 
 def _is_member_name(part: str | int) -> bool:
-    return isinstance(part, str) and (part in {"int", "str", "float", "bool", "none", "list", "tuple", "dict"} or "[" in part)
+    return isinstance(part, str) and (
+        part in {"int", "str", "float", "bool", "none", "list", "tuple", "dict"} or "[" in part
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -255,7 +295,9 @@ def validate(cls: type[M], doc: YamlDocument, *, explain: Explainer | None = Non
         raise ConfigError(doc.issues(exc.issues)) from None
 
 
-def validation_issues(exc: ValidationError, cls: type[BaseModel], doc: YamlDocument, *, explain: Explainer | None = None, data: Any = None) -> list[ConfigIssue]:
+def validation_issues(
+    exc: ValidationError, cls: type[BaseModel], doc: YamlDocument, *, explain: Explainer | None = None, data: Any = None
+) -> list[ConfigIssue]:
     data = doc.data if data is None else data
     issues: list[ConfigIssue] = []
     seen: set[tuple[int, str]] = set()
@@ -264,7 +306,9 @@ def validation_issues(exc: ValidationError, cls: type[BaseModel], doc: YamlDocum
         if err["type"] == "union_tag_invalid":
             loc += (str((err.get("ctx") or {}).get("discriminator", "")).strip("'"),)
         line, clean = doc.locate(loc)
-        message, fix = (explain and explain(err, cls, clean, data, doc.readme)) or explain_error(err, cls, clean, data, doc.readme)
+        message, fix = (explain and explain(err, cls, clean, data, doc.readme)) or explain_error(
+            err, cls, clean, data, doc.readme
+        )
         key = (line, format_loc(clean))
         if key in seen:  # one problem reported once (unions give one error per member)
             continue
@@ -314,7 +358,10 @@ def explain_error(err: dict[str, Any], root: type[BaseModel], loc: Loc, data: An
         tags = _expected({"expected": ctx.get("expected_tags", "")})
         close = difflib.get_close_matches(str(ctx.get("tag")), tags.split(", "), n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        return f"{str(ctx.get('discriminator', '')).strip(chr(39))} {ctx.get('tag')!r} is not supported", f"{hint}use one of {tags}"
+        return (
+            f"{str(ctx.get('discriminator', '')).strip(chr(39))} {ctx.get('tag')!r} is not supported",
+            f"{hint}use one of {tags}",
+        )
     if kind == "string_type" and isinstance(value, bool):
         return f"YAML read an unquoted word as the boolean {value}", f'put it in quotes, e.g. {last}: "..."'
     if kind == "string_type" and value is None:
@@ -322,13 +369,18 @@ def explain_error(err: dict[str, Any], root: type[BaseModel], loc: Loc, data: An
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"expected a whole number, got {short(value)}", "write an integer without quotes or decimals"
     if kind in ("float_parsing", "float_type", "finite_number"):
-        return f"expected a number, got {short(value)}", "write the number without quotes" if isinstance(value, str) and _looks_numeric(value) else "write a plain number, e.g. 1.0"
+        return f"expected a number, got {short(value)}", "write the number without quotes" if isinstance(
+            value, str
+        ) and _looks_numeric(value) else "write a plain number, e.g. 1.0"
     if kind in ("bool_type", "bool_parsing"):
         return f"expected true or false, got {short(value)}", "write true or false"
     if kind == "string_type":
         return f"expected text, got {short(value)}", "put the value in quotes"
     if kind == "string_pattern_mismatch":
-        return f"{short(value)} is not a valid name", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit"
+        return (
+            f"{short(value)} is not a valid name",
+            "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit",
+        )
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a mapping (key: value lines), got {short(value)}", f"see {readme} for the layout"
     if kind in ("list_type", "tuple_type"):
@@ -357,7 +409,9 @@ def _unwrap(tp: Any) -> list[Any]:
 def _fits_tags(model: type[BaseModel], data: dict) -> bool:
     """Whether ``data`` carries the Literal values (discriminator tags) the model declares."""
     for name, f in model.model_fields.items():
-        args = [a for tp in _unwrap(f.annotation) if typing.get_origin(tp) is typing.Literal for a in typing.get_args(tp)]
+        args = [
+            a for tp in _unwrap(f.annotation) if typing.get_origin(tp) is typing.Literal for a in typing.get_args(tp)
+        ]
         if args and name in data and data[name] not in args:
             return False
     return True

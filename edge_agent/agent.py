@@ -77,7 +77,13 @@ def warn_unstable_ports(station: StationConfig) -> None:
     for d in station.devices:
         port = getattr(d, "port", None)
         if isinstance(port, str) and port.startswith(("/dev/ttyUSB", "/dev/ttyACM")):
-            log.warning("serial_port_unstable", station=station.id, device=d.id, port=port, fix="use the device's /dev/serial/by-id/... path (ls -l /dev/serial/by-id/)")
+            log.warning(
+                "serial_port_unstable",
+                station=station.id,
+                device=d.id,
+                port=port,
+                fix="use the device's /dev/serial/by-id/... path (ls -l /dev/serial/by-id/)",
+            )
 
 
 class StationAgent:
@@ -134,7 +140,7 @@ class StationAgent:
                     delay = 0
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             for task in background:
@@ -186,7 +192,9 @@ class StationAgent:
         recovery = self.outbox.recovery
         return StationState(
             outbox=OutboxStatus(**self.outbox.status()),
-            recovery=RecoveryStatus(**{**recovery.__dict__, "errors": tuple(recovery.errors)}) if recovery.anything_cut else None,
+            recovery=RecoveryStatus(**{**recovery.__dict__, "errors": tuple(recovery.errors)})
+            if recovery.anything_cut
+            else None,
             devices={device_id: DeviceStatus(s.up, s.since_ns, s.cause) for device_id, s in self.devices.items()},
             refused_readings=self.refused_readings,
             clock=ClockStatus(**self.clock.state) if self.clock else None,

@@ -129,7 +129,9 @@ def parse_chrony_tracking(csv_line: str) -> ClockSample:
 
 def chrony_query(timeout_s: float = 2.0, chronyc: str = "chronyc") -> ClockSample:
     try:
-        done = subprocess.run([chronyc, "-c", "tracking"], capture_output=True, text=True, timeout=timeout_s, check=False)
+        done = subprocess.run(
+            [chronyc, "-c", "tracking"], capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except FileNotFoundError:
         raise ClockCheckError(f"{chronyc} not found (install chrony, or use clock source sntp)") from None
     except subprocess.TimeoutExpired:
@@ -203,13 +205,28 @@ class ClockMonitor:
         self.error = None
         self.sample = sample
         if self.exceeded and not self._exceeded_logged:
-            self.log.warning("clock.offset_exceeded", offset_s=round(sample.offset_s, 3), max_offset_s=self.max_offset_s, source=sample.source)
+            self.log.warning(
+                "clock.offset_exceeded",
+                offset_s=round(sample.offset_s, 3),
+                max_offset_s=self.max_offset_s,
+                source=sample.source,
+            )
             self._exceeded_logged = True
         elif not self.exceeded and self._exceeded_logged:
-            self.log.info("clock.offset_ok", offset_s=round(sample.offset_s, 3), max_offset_s=self.max_offset_s, source=sample.source)
+            self.log.info(
+                "clock.offset_ok",
+                offset_s=round(sample.offset_s, 3),
+                max_offset_s=self.max_offset_s,
+                source=sample.source,
+            )
             self._exceeded_logged = False
         else:
-            self.log.debug("clock.checked", offset_s=round(sample.offset_s, 6), delay_s=round(sample.delay_s, 6), source=sample.source)
+            self.log.debug(
+                "clock.checked",
+                offset_s=round(sample.offset_s, 6),
+                delay_s=round(sample.delay_s, 6),
+                source=sample.source,
+            )
         return sample
 
     async def maybe_check(self) -> None:
@@ -228,4 +245,3 @@ class ClockMonitor:
                 joined = joined[: MAX_CAUSE - 3] + "..."
             out.append(dataclasses.replace(r, cause=joined))
         return out
-

@@ -29,7 +29,15 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from vocabulary.modbus import BIT_TABLES, EXCEPTION_NAMES, FUNCTION_CODES, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ, TYPE_WIDTH, WORD_ORDERS
+from vocabulary.modbus import (
+    BIT_TABLES,
+    EXCEPTION_NAMES,
+    FUNCTION_CODES,
+    MAX_BITS_PER_READ,
+    MAX_REGISTERS_PER_READ,
+    TYPE_WIDTH,
+    WORD_ORDERS,
+)
 
 REGISTER_FORMATS: dict[str, str] = {
     "int16": "h",
@@ -39,6 +47,7 @@ REGISTER_FORMATS: dict[str, str] = {
     "float32": "f",
     "float64": "d",
 }
+
 
 class CodecError(ValueError):
     pass
@@ -266,7 +275,6 @@ def plan_reads(
 # --------------------------------------------------------------------------- #
 
 
-
 class FrameError(ValueError):
     """A reply that is not a valid answer to the request. ``kind``: crc, unit,
     function, length."""
@@ -394,7 +402,9 @@ def ascii_checksum(algorithm: str, text: bytes) -> str:
     raise CodecError(f"unknown checksum algorithm {algorithm!r}")
 
 
-def check_line_checksum(line: str, algorithm: str, separator: str = "", skip_start: int = 0, encoding: str = "ascii") -> str:
+def check_line_checksum(
+    line: str, algorithm: str, separator: str = "", skip_start: int = 0, encoding: str = "ascii"
+) -> str:
     """Verify ``<skipped><covered><separator><hex>`` and return the covered text.
 
     Raises :class:`UnusableLineError` ("checksum") when the checksum is missing or wrong.
@@ -405,7 +415,9 @@ def check_line_checksum(line: str, algorithm: str, separator: str = "", skip_sta
         raise UnusableLineError("checksum", f"line too short for a {algorithm} checksum: {line!r}"[:200])
     received = line[-digits:]
     if separator and line[-tail:-digits] != separator:
-        raise UnusableLineError("checksum", f"no checksum separator {separator!r} before the last {digits} characters: {line!r}"[:200])
+        raise UnusableLineError(
+            "checksum", f"no checksum separator {separator!r} before the last {digits} characters: {line!r}"[:200]
+        )
     covered = line[skip_start:-tail]
     expected = ascii_checksum(algorithm, covered.encode(encoding, errors="replace"))
     if received.upper() != expected:
@@ -413,7 +425,14 @@ def check_line_checksum(line: str, algorithm: str, separator: str = "", skip_sta
     return covered
 
 
-def split_fields(text: str, *, regex: str | None = None, delimiter: str | None = None, fields: Sequence[str] = (), allow_extra: bool = False) -> dict[str, str]:
+def split_fields(
+    text: str,
+    *,
+    regex: str | None = None,
+    delimiter: str | None = None,
+    fields: Sequence[str] = (),
+    allow_extra: bool = False,
+) -> dict[str, str]:
     """One line -> {field name: text}. A regex must match the whole line; a
     delimited line must have exactly len(fields) fields (or more with allow_extra)."""
     if regex is not None:
@@ -425,11 +444,15 @@ def split_fields(text: str, *, regex: str | None = None, delimiter: str | None =
         raise CodecError("give regex or delimiter")
     parts = text.split(delimiter)
     if len(parts) < len(fields) or (len(parts) > len(fields) and not allow_extra):
-        raise UnusableLineError("parse", f"expected {len(fields)} fields separated by {delimiter!r}, got {len(parts)}: {text!r}"[:200])
+        raise UnusableLineError(
+            "parse", f"expected {len(fields)} fields separated by {delimiter!r}, got {len(parts)}: {text!r}"[:200]
+        )
     return {name: part for name, part in zip(fields, parts) if name != "_"}
 
 
-def decode_text_value(text: str, *, scale: float = 1.0, offset: float = 0.0, sentinels: Iterable[float | str] = ()) -> Decoded:
+def decode_text_value(
+    text: str, *, scale: float = 1.0, offset: float = 0.0, sentinels: Iterable[float | str] = ()
+) -> Decoded:
     """One field of a line -> engineering value. A text or numeric sentinel gives
     None with its cause; text that is not a number gives None, status "02"."""
     t = text.strip()

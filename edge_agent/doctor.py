@@ -127,7 +127,7 @@ def word_order_hint(spec: Any, registers: list[int]) -> str:
 def failure_hint(cause: str, device: Any, exception_code: int | None) -> str:
     tcp = isinstance(device, ModbusTcpDevice)
     if exception_code == 2 or "exception 2 " in cause:
-        return "the address is wrong or off by one - check the profile's address_base (1-based manual numbers need address_base: 1, 40001-style need \"4xxxx\") and the table (input vs holding)"
+        return 'the address is wrong or off by one - check the profile\'s address_base (1-based manual numbers need address_base: 1, 40001-style need "4xxxx") and the table (input vs holding)'
     if exception_code == 1 or "exception 1 " in cause:
         return "the device does not support this function - check table: (input_register vs holding_register)"
     if exception_code == 11 or "exception 11 " in cause:
@@ -167,7 +167,12 @@ async def probe_station(station: StationConfig, devices: list[str] | None = None
             if devices and device.id not in devices:
                 continue
             profile = station.profile_for(device.id)
-            where = f"{device.host}:{device.port} unit {device.unit_id}" if isinstance(device, ModbusTcpDevice) else f"{device.port} {device.framing}" + (f" unit {device.unit_id}" if hasattr(device, "unit_id") else "")
+            where = (
+                f"{device.host}:{device.port} unit {device.unit_id}"
+                if isinstance(device, ModbusTcpDevice)
+                else f"{device.port} {device.framing}"
+                + (f" unit {device.unit_id}" if hasattr(device, "unit_id") else "")
+            )
             result = DeviceResult(device.id, device.transport, where)
             port = getattr(device, "port", "")
             if isinstance(port, str) and port.startswith(("/dev/ttyUSB", "/dev/ttyACM")):
@@ -181,7 +186,9 @@ async def probe_station(station: StationConfig, devices: list[str] | None = None
                 _ascii_rows(result, profile, device, report, by_param, elapsed)
             else:
                 _modbus_rows(result, profile, device, report, by_param)
-            result.ok = all(r.status == "00" and r.value is not None for r in readings) and not any(row.hint for row in result.rows)
+            result.ok = all(r.status == "00" and r.value is not None for r in readings) and not any(
+                row.hint for row in result.rows
+            )
             results.append(result)
     finally:
         for source in sources:
@@ -203,7 +210,19 @@ def _modbus_rows(result: DeviceResult, profile: Any, device: Any, report: PollRe
             hint = word_order_hint(spec, raw) or "NaN: the analyzer has no value now (warming up, maintenance?)"
         elif r.value is not None and spec.range is not None and not spec.range[0] <= r.value <= spec.range[1]:
             hint = "outside the analyzer's range - check scale/offset and signed vs unsigned"
-        result.rows.append(Row(spec.parameter, f"{spec.table} {spec.wire_address}", _hex(raw), _fmt(r.value), spec.unit, r.status, r.cause, _ms(rr), hint))
+        result.rows.append(
+            Row(
+                spec.parameter,
+                f"{spec.table} {spec.wire_address}",
+                _hex(raw),
+                _fmt(r.value),
+                spec.unit,
+                r.status,
+                r.cause,
+                _ms(rr),
+                hint,
+            )
+        )
     st = profile.status
     if st is not None:
         parts: list[str] = []
@@ -219,7 +238,9 @@ def _modbus_rows(result: DeviceResult, profile: Any, device: Any, report: PollRe
         result.rows.append(Row("(status)", "", " ".join(parts) or "-", "", "", first.status, first.cause, "", ""))
 
 
-def _ascii_rows(result: DeviceResult, profile: Any, device: Any, report: PollReport, by_param: dict[str, Any], elapsed: float) -> None:
+def _ascii_rows(
+    result: DeviceResult, profile: Any, device: Any, report: PollReport, by_param: dict[str, Any], elapsed: float
+) -> None:
     rr = report.requests[0] if report.requests else None
     if report.line is not None:
         result.hints.append(f"line: {report.line!r}")
@@ -227,9 +248,26 @@ def _ascii_rows(result: DeviceResult, profile: Any, device: Any, report: PollRep
         r = by_param[spec.parameter]
         raw = report.raw.get(spec.field)
         hint = failure_hint(rr.cause, device, None) if rr is not None and rr.cause else ""
-        if not hint and r.value is not None and spec.range is not None and not spec.range[0] <= r.value <= spec.range[1]:
+        if (
+            not hint
+            and r.value is not None
+            and spec.range is not None
+            and not spec.range[0] <= r.value <= spec.range[1]
+        ):
             hint = "outside the analyzer's range - check scale (units: mg/m3 vs ug/m3?) and the field position"
-        result.rows.append(Row(spec.parameter, f"field {spec.field}", _hex(raw), _fmt(r.value), spec.unit, r.status, r.cause, _ms(rr), hint))
+        result.rows.append(
+            Row(
+                spec.parameter,
+                f"field {spec.field}",
+                _hex(raw),
+                _fmt(r.value),
+                spec.unit,
+                r.status,
+                r.cause,
+                _ms(rr),
+                hint,
+            )
+        )
 
 
 def _ms(rr: RequestReport | None) -> str:
@@ -247,7 +285,10 @@ def render(results: list[DeviceResult]) -> str:
         out.append(f"== {res.device} ({res.transport}, {res.where}): {'OK' if res.ok else 'PROBLEM'}")
         for h in res.hints:
             out.append(f"   {h}")
-        rows = [HEADER] + [(r.parameter, r.where, r.raw, r.value, r.unit, r.status, r.cause or "-", r.latency_ms, r.hint) for r in res.rows]
+        rows = [HEADER] + [
+            (r.parameter, r.where, r.raw, r.value, r.unit, r.status, r.cause or "-", r.latency_ms, r.hint)
+            for r in res.rows
+        ]
         widths = [min(max(len(str(row[i])) for row in rows), 48 if i == 6 else 200) for i in range(len(HEADER) - 1)]
         for row in rows:
             cells = [str(c)[: widths[i]].ljust(widths[i]) for i, c in enumerate(row[:-1])]

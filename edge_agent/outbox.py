@@ -115,10 +115,17 @@ class Recovery:
 def _plausible_staged_row(row: tuple) -> bool:
     _id, ts_ns, device, parameter, value, unit, status, cause, historical = row
     return (
-        isinstance(ts_ns, int) and ts_ns > 0
-        and isinstance(device, str) and device != "" and isinstance(parameter, str) and parameter != ""
+        isinstance(ts_ns, int)
+        and ts_ns > 0
+        and isinstance(device, str)
+        and device != ""
+        and isinstance(parameter, str)
+        and parameter != ""
         and (value is None or (isinstance(value, float) and math.isfinite(value)))
-        and isinstance(unit, str) and status in STATUS_CODES and isinstance(cause, str) and historical in (0, 1)
+        and isinstance(unit, str)
+        and status in STATUS_CODES
+        and isinstance(cause, str)
+        and historical in (0, 1)
     )
 
 
@@ -187,12 +194,19 @@ class Outbox:
         if old is not None:
             last_seq = self._read_or_none(old, "SELECT value FROM meta WHERE key='last_seq'")
             batches = self._copy_rows(
-                old, db, "batches", "seq",
+                old,
+                db,
+                "batches",
+                "seq",
                 "seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload, payload_crc, acked_ns",
                 lambda row: isinstance(row[6], bytes) and zlib.crc32(row[6]) == row[7],
             )
             staged = self._copy_rows(
-                old, db, "staged", "id", "id, ts_ns, device, parameter, value, unit, status, cause, historical",
+                old,
+                db,
+                "staged",
+                "id",
+                "id, ts_ns, device, parameter, value, unit, status, cause, historical",
                 _plausible_staged_row,
             )
             self.recovery.batches_kept, self.recovery.staged_kept = batches, staged
@@ -214,7 +228,9 @@ class Outbox:
             return None
         return None if row is None else row[0]
 
-    def _copy_rows(self, old: sqlite3.Connection, new: sqlite3.Connection, table: str, key: str, columns: str, intact) -> int:
+    def _copy_rows(
+        self, old: sqlite3.Connection, new: sqlite3.Connection, table: str, key: str, columns: str, intact
+    ) -> int:
         """Copy the intact rows by key range; where a range is unreadable, fall back to single rows.
 
         SQLite pads a page cut mid-way with zeros, so a row can read back
@@ -292,13 +308,16 @@ class Outbox:
             )
         return len(rows)
 
-    def seal_next(self, key: SigningKey, max_readings: int, historical_after_s: float, lane: int | None = None) -> SealedBatch | None:
+    def seal_next(
+        self, key: SigningKey, max_readings: int, historical_after_s: float, lane: int | None = None
+    ) -> SealedBatch | None:
         """Seal the oldest staged readings of a lane (default: live if any, else backlog) into the next batch."""
         now = time.time_ns()
         with self._transaction():
             # Live readings that waited too long become history: they are no longer "now".
             self._db.execute(
-                "UPDATE staged SET historical=1 WHERE historical=0 AND ts_ns < ?", (now - int(historical_after_s * 1e9),)
+                "UPDATE staged SET historical=1 WHERE historical=0 AND ts_ns < ?",
+                (now - int(historical_after_s * 1e9),),
             )
             lanes = (lane,) if lane is not None else (LIVE, BACKLOG)
             rows = []
@@ -314,7 +333,9 @@ class Outbox:
                 return None
             seq = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()[0] + 1
             readings = tuple(Reading(*row[1:]) for row in rows)
-            body = BatchBody(station=self.station_id, seq=seq, sent_ns=now, readings=readings, historical=chosen == BACKLOG)
+            body = BatchBody(
+                station=self.station_id, seq=seq, sent_ns=now, readings=readings, historical=chosen == BACKLOG
+            )
             payload = seal(body, key.key_id, key.private_key)
             ts = [r.ts_ns for r in readings]
             self._db.execute(
@@ -338,14 +359,28 @@ class Outbox:
         for payload in payloads:
             body = decode_body(open_envelope(payload).body)  # EnvelopeError for anything else
             if body.station != self.station_id:
-                raise ValueError(f"{self.path}: a batch of station {body.station} cannot go into {self.station_id}'s outbox")
+                raise ValueError(
+                    f"{self.path}: a batch of station {body.station} cannot go into {self.station_id}'s outbox"
+                )
             ts = [r.ts_ns for r in body.readings] or [body.sent_ns]
-            rows.append((body.seq, now, len(body.readings), min(ts), max(ts), int(body.historical), payload, zlib.crc32(payload)))
+            rows.append(
+                (
+                    body.seq,
+                    now,
+                    len(body.readings),
+                    min(ts),
+                    max(ts),
+                    int(body.historical),
+                    payload,
+                    zlib.crc32(payload),
+                )
+            )
         with self._transaction():
             for row in rows:
                 if self._db.execute(
                     "INSERT OR IGNORE INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload,"
-                    " payload_crc) VALUES (?,?,?,?,?,?,?,?)", row,
+                    " payload_crc) VALUES (?,?,?,?,?,?,?,?)",
+                    row,
                 ).rowcount:
                     kept.append(SealedBatch(row[0], row[6], row[2]))
             if rows:
@@ -388,7 +423,10 @@ class Outbox:
     # -- retention and the byte cap -----------------------------------------
     def bytes_used(self) -> int:
         page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0] - self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        pages = (
+            self._db.execute("PRAGMA page_count").fetchone()[0]
+            - self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        )
         return pages * page_size
 
     def enforce_retention(self, now_ns: int | None = None) -> dict[str, int]:
@@ -412,8 +450,11 @@ class Outbox:
                 ).rowcount
         if self.bytes_used() > policy.max_bytes:
             log.error(
-                "outbox_full_of_unsent_data", station=self.station_id, bytes_used=self.bytes_used(),
-                max_bytes=policy.max_bytes, policy=policy.overflow,
+                "outbox_full_of_unsent_data",
+                station=self.station_id,
+                bytes_used=self.bytes_used(),
+                max_bytes=policy.max_bytes,
+                policy=policy.overflow,
             )
             if policy.overflow == "drop_oldest":
                 removed["over_cap_unsent"] = self._drop_oldest_unsent()
@@ -444,10 +485,13 @@ class Outbox:
         return dropped
 
     def _drop_oldest_staged(self, excess_bytes: int) -> int:
-        row_bytes = self._db.execute(
-            "SELECT avg(40 + length(device) + length(parameter) + length(unit) + length(cause))"
-            " FROM (SELECT * FROM staged ORDER BY id LIMIT 1000)"
-        ).fetchone()[0] or 64
+        row_bytes = (
+            self._db.execute(
+                "SELECT avg(40 + length(device) + length(parameter) + length(unit) + length(cause))"
+                " FROM (SELECT * FROM staged ORDER BY id LIMIT 1000)"
+            ).fetchone()[0]
+            or 64
+        )
         with self._transaction():
             ids = self._db.execute(
                 "SELECT id, ts_ns FROM staged ORDER BY id LIMIT ?", (min(10_000, int(excess_bytes / row_bytes) + 1),)
@@ -457,7 +501,11 @@ class Outbox:
             self._db.execute("DELETE FROM staged WHERE id <= ?", (ids[-1][0],))
             self._db.execute(
                 "INSERT INTO dropped(dropped_ns, first_seq, last_seq, readings, reason) VALUES (?,NULL,NULL,?,?)",
-                (time.time_ns(), len(ids), f"byte cap reached by unsent data: staged readings taken {ids[0][1]}..{ids[-1][1]} ns"),
+                (
+                    time.time_ns(),
+                    len(ids),
+                    f"byte cap reached by unsent data: staged readings taken {ids[0][1]}..{ids[-1][1]} ns",
+                ),
             )
         log.error("outbox_dropped_unsent", station=self.station_id, staged_readings=len(ids))
         return len(ids)

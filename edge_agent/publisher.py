@@ -27,7 +27,15 @@ from broker_bridge.catalog import STATUS
 from broker_bridge.commands import ResendRequest
 from broker_bridge.json_message import MessageError
 from broker_bridge.keys import SigningKey
-from broker_bridge.station_messages import Birth, ResendReport, StationDescription, StationState, Status, Will, ranges_of
+from broker_bridge.station_messages import (
+    Birth,
+    ResendReport,
+    StationDescription,
+    StationState,
+    Status,
+    Will,
+    ranges_of,
+)
 from broker_bridge.topics import command_topic, data_topic, status_topic
 from edge_agent.outbox import BACKLOG, LIVE, Outbox, SealedBatch
 
@@ -122,7 +130,10 @@ class BatchPublisher:
         client.publish(self.status_topic, birth.encode(), qos=STATUS.qos, retain=STATUS.retain)
         client.subscribe(self.command_topic, qos=session.QOS)
         log.info(
-            "mqtt_connected", station=self.station_id, session=self.session_number, session_present=flags.session_present
+            "mqtt_connected",
+            station=self.station_id,
+            session=self.session_number,
+            session_present=flags.session_present,
         )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -137,7 +148,9 @@ class BatchPublisher:
         try:
             request = ResendRequest.parse(message.payload)
         except MessageError as exc:
-            log.error("bad_command", station=self.station_id, error=str(exc), payload=bytes(message.payload[:200]).hex())
+            log.error(
+                "bad_command", station=self.station_id, error=str(exc), payload=bytes(message.payload[:200]).hex()
+            )
             return
         self._resend_requests.put(request.capped())
 
@@ -193,7 +206,9 @@ class BatchPublisher:
             if seq is None:
                 continue  # a status message
             if reason_code.value == NO_MATCHING_SUBSCRIBERS:
-                log.warning("batch_reached_no_collector", station=self.station_id, seq=seq, retry_in_s=self.unheard_retry_s)
+                log.warning(
+                    "batch_reached_no_collector", station=self.station_id, seq=seq, retry_in_s=self.unheard_retry_s
+                )
                 self._retry_due.append((time.monotonic() + self.unheard_retry_s, seq))
             elif reason_code.is_failure:
                 # Refused (e.g. not authorised): the batch stays unacknowledged in the
@@ -240,10 +255,18 @@ class BatchPublisher:
             missing = [seq for seq in range(first, last + 1) if seq not in kept]
             sent += len(batches)
             self.resent_batches += len(batches)
-            log.warning("batches_resent_on_request", station=self.station_id, first=first, last=last,
-                        resent=len(batches), not_kept=len(missing))
+            log.warning(
+                "batches_resent_on_request",
+                station=self.station_id,
+                first=first,
+                last=last,
+                resent=len(batches),
+                not_kept=len(missing),
+            )
             self._publish_station_message(
-                ResendReport(self.station_id, self.session_number, time.time_ns(), first, last, len(batches), ranges_of(missing))
+                ResendReport(
+                    self.station_id, self.session_number, time.time_ns(), first, last, len(batches), ranges_of(missing)
+                )
             )
 
     def resend(self, batches: list[SealedBatch]) -> None:
@@ -288,4 +311,3 @@ class BatchPublisher:
         if not resend:
             self._published_upto = batch.seq
         log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)
-

@@ -81,7 +81,12 @@ def inspect_wal(path: Path) -> WalReport | None:
     if stop in ("", "stale"):
         if not uncommitted:
             return WalReport(size, committed_frames, 0, 0, "")
-        return WalReport(size, committed_frames, uncommitted, offset - committed_end,
-                         f"{uncommitted} frames of an unfinished transaction")
+        return WalReport(
+            size,
+            committed_frames,
+            uncommitted,
+            offset - committed_end,
+            f"{uncommitted} frames of an unfinished transaction",
+        )
     cut_bytes = size - committed_end
     return WalReport(size, committed_frames, -(-cut_bytes // frame_size), cut_bytes, stop)

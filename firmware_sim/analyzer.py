@@ -228,12 +228,18 @@ class SimulatedAnalyzer(_FaultHooks):
         self._items: list[_Item] = []
         for spec in profile.values:
             fallback = spec.range[0] + 0.1 * (spec.range[1] - spec.range[0]) if spec.range else 0.0
-            sig = Signal.from_hint(spec.signal, seed=stable_seed(seed, station_id, device_id, spec.parameter), fallback_base=fallback)
+            sig = Signal.from_hint(
+                spec.signal, seed=stable_seed(seed, station_id, device_id, spec.parameter), fallback_base=fallback
+            )
             self._items.append(_Item(spec, sig, "value"))
         # Parameters others are a fraction of are drawn first within a request.
-        self._sample_order = sorted(self._items, key=lambda it: 1 if it.spec.signal is not None and it.spec.signal.fraction_of else 0)  # type: ignore[union-attr]
+        self._sample_order = sorted(
+            self._items, key=lambda it: 1 if it.spec.signal is not None and it.spec.signal.fraction_of else 0
+        )  # type: ignore[union-attr]
         status = profile.status
-        self._status: _Item | None = _Item(status, None, "status") if status is not None and status.has_register else None
+        self._status: _Item | None = (
+            _Item(status, None, "status") if status is not None and status.has_register else None
+        )
         self._status_raw: int | None = None  # None: the normal "measuring" code
         self._bits: tuple[int, ...] = status.normal_bits if status is not None else ()
         self._forced_bits: tuple[int, ...] | None = None
@@ -425,7 +431,9 @@ class SimulatedAnalyzer(_FaultHooks):
         spec: ValueSpec = item.spec  # type: ignore[assignment]
         why: list[str] = []
         if item.forced is not None:
-            raw: int | float = int(item.forced) if spec.type in INT_LIMITS or spec.type == "bool" else float(item.forced)
+            raw: int | float = (
+                int(item.forced) if spec.type in INT_LIMITS or spec.type == "bool" else float(item.forced)
+            )
         elif item.held is not None:
             raw = item.held
             why.append("stuck" if self.faults.get("stuck", spec.parameter) else "calibration")
@@ -445,7 +453,9 @@ class SimulatedAnalyzer(_FaultHooks):
             raw = struct.unpack(">f", struct.pack(">f", raw))[0]
         return raw, ",".join(why)
 
-    def read(self, function_code: int, address: int, count: int, *, transport_fault: Fault | None = None) -> list[int] | list[bool] | ExcCodes:
+    def read(
+        self, function_code: int, address: int, count: int, *, transport_fault: Fault | None = None
+    ) -> list[int] | list[bool] | ExcCodes:
         """Serve one read request; refreshes and logs every value fully inside it."""
         table = FC_TABLE.get(function_code)
         if table is None:
@@ -458,7 +468,11 @@ class SimulatedAnalyzer(_FaultHooks):
         code, cause = self.status()
         device_faults = self._fault_names(transport_fault)
         base = {"t_ns": t_ns, "station": self.station_id, "device": self.device_id, "unit_id": self.unit_id}
-        covered = [it for it in self._all_items() if it.table == table and it.address >= address and it.address + it.width <= end]
+        covered = [
+            it
+            for it in self._all_items()
+            if it.table == table and it.address >= address and it.address + it.width <= end
+        ]
         served: dict[int, dict[str, Any]] = {}
         for item in self._sample_order:  # correlated values after what they follow
             if item not in covered:
@@ -470,14 +484,32 @@ class SimulatedAnalyzer(_FaultHooks):
             if value is not None:
                 self.latest[spec.parameter] = value
             faults = ",".join(x for x in (device_faults, why) if x)
-            served[id(item)] = {**base, "kind": "value", "parameter": spec.parameter, "value": value, "status": own_status or code, "cause": join_causes(cause, vcause), "fault": faults}
+            served[id(item)] = {
+                **base,
+                "kind": "value",
+                "parameter": spec.parameter,
+                "value": value,
+                "status": own_status or code,
+                "cause": join_causes(cause, vcause),
+                "fault": faults,
+            }
         entries: list[dict[str, Any]] = []
         status_logged = False
         for item in covered:
             if item.kind != "value":
                 if not status_logged:  # one status line per request, however many bits it covered
                     raw_code = self.status_raw if self._status is not None else None
-                    entries.append({**base, "kind": "status", "raw": raw_code, "bits": list(self.bit_values), "status": code, "cause": cause, "fault": device_faults})
+                    entries.append(
+                        {
+                            **base,
+                            "kind": "status",
+                            "raw": raw_code,
+                            "bits": list(self.bit_values),
+                            "status": code,
+                            "cause": cause,
+                            "fault": device_faults,
+                        }
+                    )
                     status_logged = True
                 continue
             entries.append(served[id(item)])

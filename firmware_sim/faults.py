@@ -65,7 +65,11 @@ class FaultSet:
         self._faults[(fault.kind, fault.parameter)] = fault
 
     def remove(self, kind: str | None = None, parameter: str | None = None) -> list[Fault]:
-        gone = [f for key, f in self._faults.items() if (kind is None or key[0] == kind) and (parameter is None or key[1] == parameter)]
+        gone = [
+            f
+            for key, f in self._faults.items()
+            if (kind is None or key[0] == kind) and (parameter is None or key[1] == parameter)
+        ]
         for f in gone:
             del self._faults[(f.kind, f.parameter)]
         return gone

@@ -78,7 +78,14 @@ def reply_bytes(unit: int, fc: int, result: list[int] | list[bool] | ExcCodes) -
 
 
 class RtuBusSimulator:
-    def __init__(self, port: str | os.PathLike[str] | None, slaves: dict[int, SimulatedAnalyzer], station_id: str, *, response_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        port: str | os.PathLike[str] | None,
+        slaves: dict[int, SimulatedAnalyzer],
+        station_id: str,
+        *,
+        response_delay_s: float = 0.0,
+    ) -> None:
         self.slaves = slaves
         self.station_id = station_id
         self.response_delay_s = response_delay_s
@@ -95,7 +102,13 @@ class RtuBusSimulator:
 
     async def start(self) -> None:
         self.link.connect()
-        self.log.info("sim.listening", transport="modbus_rtu", path=self.link.path, pty=self.link.slave_path, units={u: a.device_id for u, a in self.slaves.items()})
+        self.log.info(
+            "sim.listening",
+            transport="modbus_rtu",
+            path=self.link.path,
+            pty=self.link.slave_path,
+            units={u: a.device_id for u, a in self.slaves.items()},
+        )
 
     async def stop(self) -> None:
         self.link.disconnect()
@@ -162,4 +175,3 @@ class RtuBusSimulator:
     def _send(self, reply: bytes, entry: list[int | None]) -> None:
         entry[2] = time.time_ns()
         self.link.write(reply)
-

@@ -153,7 +153,14 @@ class TcpServers:
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {host}:{port} (port in use?): {exc}") from None
         self._servers[endpoint] = server
-        self.log.info("sim.listening", transport="modbus_tcp", host=host, port=port, devices={u: a.device_id for u, a in units.items()}, device=",".join(a.device_id for a in units.values()))
+        self.log.info(
+            "sim.listening",
+            transport="modbus_tcp",
+            host=host,
+            port=port,
+            devices={u: a.device_id for u, a in units.items()},
+            device=",".join(a.device_id for a in units.values()),
+        )
 
     async def stop_endpoint(self, endpoint: tuple[str, int]) -> None:
         server = self._servers.pop(endpoint, None)
@@ -214,11 +221,26 @@ def _parse_override(text: str) -> tuple[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m firmware_sim.modbus_tcp", description="Serve a station file's analyzers (Modbus TCP servers, Modbus RTU buses and serial ASCII devices on pseudo-terminals).")
+    parser = argparse.ArgumentParser(
+        prog="python -m firmware_sim.modbus_tcp",
+        description="Serve a station file's analyzers (Modbus TCP servers, Modbus RTU buses and serial ASCII devices on pseudo-terminals).",
+    )
     parser.add_argument("--station", required=True, type=Path, help="station file (station_profiles/stations/*.yaml)")
     parser.add_argument("--truth", required=True, type=Path, help="ground-truth JSON-lines log to append to")
-    parser.add_argument("--port-override", action="append", default=[], type=_parse_override, metavar="DEVICE=PORT", help="serve a device on another port (repeatable)")
-    parser.add_argument("--profiles-dir", type=Path, default=None, help="analyzer profiles directory (default: station_profiles/profiles)")
+    parser.add_argument(
+        "--port-override",
+        action="append",
+        default=[],
+        type=_parse_override,
+        metavar="DEVICE=PORT",
+        help="serve a device on another port (repeatable)",
+    )
+    parser.add_argument(
+        "--profiles-dir",
+        type=Path,
+        default=None,
+        help="analyzer profiles directory (default: station_profiles/profiles)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     args = parser.parse_args(argv)
     try:

@@ -30,7 +30,14 @@ log = structlog.get_logger("firmware_sim.pty")
 
 
 class PtyLink:
-    def __init__(self, link_path: str | os.PathLike[str] | None, on_data: Callable[[bytes], None], *, name: str = "", logger: Any = None) -> None:
+    def __init__(
+        self,
+        link_path: str | os.PathLike[str] | None,
+        on_data: Callable[[bytes], None],
+        *,
+        name: str = "",
+        logger: Any = None,
+    ) -> None:
         self.link_path = Path(link_path) if link_path is not None else None
         self.log = logger if logger is not None else log
         self.on_data = on_data
@@ -79,7 +86,11 @@ class PtyLink:
             return
         assert self._loop is not None
         self._loop.remove_reader(self.master)
-        if self.link_path is not None and self.link_path.is_symlink() and os.readlink(self.link_path) == self.slave_path:
+        if (
+            self.link_path is not None
+            and self.link_path.is_symlink()
+            and os.readlink(self.link_path) == self.slave_path
+        ):
             self.link_path.unlink()
         for fd in (self.master, self._slave):
             if fd is not None:

@@ -61,7 +61,15 @@ def checksum_text(algorithm: str, data: bytes) -> str:
 
 
 class SimulatedAsciiAnalyzer(_FaultHooks):
-    def __init__(self, station_id: str, device_id: str, profile: SerialAsciiProfile, *, seed: int = 0, truth: TruthLog | None = None) -> None:
+    def __init__(
+        self,
+        station_id: str,
+        device_id: str,
+        profile: SerialAsciiProfile,
+        *,
+        seed: int = 0,
+        truth: TruthLog | None = None,
+    ) -> None:
         self.station_id = station_id
         self.device_id = device_id
         self.unit_id = None
@@ -72,7 +80,9 @@ class SimulatedAsciiAnalyzer(_FaultHooks):
         self.signals: dict[str, Signal] = {}
         for v in profile.values:
             fallback = v.range[0] + 0.1 * (v.range[1] - v.range[0]) if v.range else 0.0
-            self.signals[v.parameter] = Signal.from_hint(v.signal, seed=stable_seed(seed, station_id, device_id, v.parameter), fallback_base=fallback)
+            self.signals[v.parameter] = Signal.from_hint(
+                v.signal, seed=stable_seed(seed, station_id, device_id, v.parameter), fallback_base=fallback
+            )
         self.order = sorted(profile.values, key=lambda v: 1 if v.signal is not None and v.signal.fraction_of else 0)
         self.latest: dict[str, float] = {}
         self.last_text: dict[str, str] = {}
@@ -80,7 +90,7 @@ class SimulatedAsciiAnalyzer(_FaultHooks):
         self.forced: dict[str, float | str] = {}
         st = profile.status
         self.flags: dict[str, str] = {f.field: f.off[0] for f in st.flags} if st else {}
-        self.letters: str = (st.letters.none[0] if st and st.letters else "")
+        self.letters: str = st.letters.none[0] if st and st.letters else ""
         self.served = 0
 
     # -- state -------------------------------------------------------------------
@@ -251,21 +261,59 @@ class SimulatedAsciiAnalyzer(_FaultHooks):
         for spec in p.values:
             value, vcause, own = self._served(fields[spec.field], spec)
             faults = ",".join(x for x in (device_faults, why[spec.parameter]) if x)
-            entries.append({**base, "kind": "value", "parameter": spec.parameter, "value": value, "status": own or code, "cause": join_causes(cause, vcause), "fault": faults})
+            entries.append(
+                {
+                    **base,
+                    "kind": "value",
+                    "parameter": spec.parameter,
+                    "value": value,
+                    "status": own or code,
+                    "cause": join_causes(cause, vcause),
+                    "fault": faults,
+                }
+            )
         if p.status is not None:
-            entries.append({**base, "kind": "status", "raw": None, "fields": self._fields_for_status(), "status": code, "cause": cause, "fault": device_faults})
+            entries.append(
+                {
+                    **base,
+                    "kind": "status",
+                    "raw": None,
+                    "fields": self._fields_for_status(),
+                    "status": code,
+                    "cause": cause,
+                    "fault": device_faults,
+                }
+            )
         self.truth.write(entries)
         self.served += 1
         return line
 
     def log_unanswered(self, fault: Fault) -> None:
-        self.truth.write([{"t_ns": time.time_ns(), "station": self.station_id, "device": self.device_id, "unit_id": None, "kind": "fault", "fault": fault.kind}])
+        self.truth.write(
+            [
+                {
+                    "t_ns": time.time_ns(),
+                    "station": self.station_id,
+                    "device": self.device_id,
+                    "unit_id": None,
+                    "kind": "fault",
+                    "fault": fault.kind,
+                }
+            ]
+        )
 
 
 class AsciiDeviceSimulator:
     """One serial ASCII analyzer behind one pty."""
 
-    def __init__(self, port: str | os.PathLike[str] | None, analyzer: SimulatedAsciiAnalyzer, station_id: str, *, response_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        port: str | os.PathLike[str] | None,
+        analyzer: SimulatedAsciiAnalyzer,
+        station_id: str,
+        *,
+        response_delay_s: float = 0.0,
+    ) -> None:
         self.analyzer = analyzer
         self.response_delay_s = response_delay_s
         self.log = log.bind(station=station_id, device=analyzer.device_id, port=str(port))

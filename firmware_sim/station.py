@@ -62,7 +62,9 @@ class StationSimulator:
             if isinstance(device, SerialAsciiDevice):
                 a = SimulatedAsciiAnalyzer(station.id, device.id, profile, seed=seed, truth=self.truth)
                 self.analyzers[device.id] = a
-                self.ascii[device.port] = AsciiDeviceSimulator(device.port, a, station.id, response_delay_s=response_delay_s)
+                self.ascii[device.port] = AsciiDeviceSimulator(
+                    device.port, a, station.id, response_delay_s=response_delay_s
+                )
                 self._where[device.id] = self.ascii[device.port]
                 continue
             analyzer = SimulatedAnalyzer(station.id, device.id, device.unit_id, profile, seed=seed, truth=self.truth)
@@ -74,7 +76,10 @@ class StationSimulator:
             elif isinstance(device, ModbusRtuDevice):
                 slaves.setdefault(device.port, {})[device.unit_id] = analyzer
         self.tcp = TcpServers(groups, station.id)
-        self.buses: dict[str, RtuBusSimulator] = {port: RtuBusSimulator(port, units, station.id, response_delay_s=response_delay_s) for port, units in slaves.items()}
+        self.buses: dict[str, RtuBusSimulator] = {
+            port: RtuBusSimulator(port, units, station.id, response_delay_s=response_delay_s)
+            for port, units in slaves.items()
+        }
         for port, units in slaves.items():
             for analyzer in units.values():
                 self._where[analyzer.device_id] = self.buses[port]
@@ -154,12 +159,19 @@ class StationSimulator:
                 try:
                     await sim.start()
                 except OSError as exc:
-                    raise OSError(f"cannot create the simulated serial port {sim.link.link_path}: {exc.strerror or exc} (fix: name a writable path in the station file, e.g. port: /tmp/quantrac-sim/bus0)") from None
+                    raise OSError(
+                        f"cannot create the simulated serial port {sim.link.link_path}: {exc.strerror or exc} (fix: name a writable path in the station file, e.g. port: /tmp/quantrac-sim/bus0)"
+                    ) from None
         except BaseException:
             await self.stop()
             raise
         self._running = True
-        self.log.info("sim.ready", tcp=[f"{h}:{p}" for h, p in self.endpoints], serial=self.serial_ports, device=",".join(self.analyzers))
+        self.log.info(
+            "sim.ready",
+            tcp=[f"{h}:{p}" for h, p in self.endpoints],
+            serial=self.serial_ports,
+            device=",".join(self.analyzers),
+        )
 
     async def stop(self) -> None:
         """Stop serving (connections dropped, ptys closed); start() may be called again."""

@@ -28,7 +28,15 @@ from station_profiles.profile_model import (
     StationConfig,
 )
 
-__all__ = ["ConfigError", "ConfigIssue", "list_profiles", "load_profile", "load_station", "load_stations", "profile_path"]
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "list_profiles",
+    "load_profile",
+    "load_station",
+    "load_stations",
+    "profile_path",
+]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROFILES_DIR = PACKAGE_DIR / "profiles"
@@ -65,11 +73,27 @@ def load_profile(name_or_path: str | os.PathLike[str], profiles_dir: Path | str 
     if protocol not in PROTOCOLS:
         close = difflib.get_close_matches(str(protocol), PROTOCOLS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
-        raise ConfigError([doc.issue(("protocol",), f"{short(protocol)} is not one of {', '.join(PROTOCOLS)}", f"{hint}use one of {', '.join(PROTOCOLS)}")])
+        raise ConfigError(
+            [
+                doc.issue(
+                    ("protocol",),
+                    f"{short(protocol)} is not one of {', '.join(PROTOCOLS)}",
+                    f"{hint}use one of {', '.join(PROTOCOLS)}",
+                )
+            ]
+        )
     cls: type[BaseModel] = SerialAsciiProfile if protocol == "serial_ascii" else AnalyzerProfile
     profile = _validate(cls, doc)
     if profile.profile != path.stem:
-        raise ConfigError([doc.issue(("profile",), f"profile {profile.profile!r} does not match the file name {path.name!r}", f"rename the file to {profile.profile}.yaml or set profile: {path.stem}")])
+        raise ConfigError(
+            [
+                doc.issue(
+                    ("profile",),
+                    f"profile {profile.profile!r} does not match the file name {path.name!r}",
+                    f"rename the file to {profile.profile}.yaml or set profile: {path.stem}",
+                )
+            ]
+        )
     return profile
 
 
@@ -92,7 +116,13 @@ def load_station(path: str | os.PathLike[str], profiles_dir: Path | str | None =
             available = list_profiles(pdir)
             close = difflib.get_close_matches(name, available, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            issues.append(doc.issue(("devices", i, "profile"), f"no analyzer profile {name!r} in {display_path(pdir)}", f"{hint}available: {', '.join(available) or '(none)'}; or add {display_path(ppath)}"))
+            issues.append(
+                doc.issue(
+                    ("devices", i, "profile"),
+                    f"no analyzer profile {name!r} in {display_path(pdir)}",
+                    f"{hint}available: {', '.join(available) or '(none)'}; or add {display_path(ppath)}",
+                )
+            )
             continue
         try:
             profiles[name] = load_profile(ppath)
@@ -105,13 +135,21 @@ def load_station(path: str | os.PathLike[str], profiles_dir: Path | str | None =
         needed = TRANSPORT_PROTOCOL[device.transport]
         if profile.protocol != needed:
             fitting = [t for t, p in TRANSPORT_PROTOCOL.items() if p == profile.protocol]
-            issues.append(doc.issue(("devices", i, "profile"), f"profile {device.profile!r} speaks {profile.protocol} but transport {device.transport} needs a {needed} profile", f"use a {needed} profile here, or transport: {' / '.join(fitting)}"))
+            issues.append(
+                doc.issue(
+                    ("devices", i, "profile"),
+                    f"profile {device.profile!r} speaks {profile.protocol} but transport {device.transport} needs a {needed} profile",
+                    f"use a {needed} profile here, or transport: {' / '.join(fitting)}",
+                )
+            )
     if issues:
         raise ConfigError(issues)
     return station.with_profiles(profiles)
 
 
-def load_stations(stations_dir: Path | str | None = None, profiles_dir: Path | str | None = None) -> list[StationConfig]:
+def load_stations(
+    stations_dir: Path | str | None = None, profiles_dir: Path | str | None = None
+) -> list[StationConfig]:
     d = Path(stations_dir) if stations_dir is not None else STATIONS_DIR
     return [load_station(p, profiles_dir) for p in sorted(d.glob("*.yaml"))]
 
@@ -132,9 +170,15 @@ def _explain(err: dict[str, Any], root: type[BaseModel], loc: Loc, data: Any, re
     if kind == "union_tag_not_found":
         return "required key 'transport' is missing", "add `transport: modbus_tcp` (or modbus_rtu, serial_ascii)"
     if kind == "string_pattern_mismatch" and last == "port":
-        return f"port {short(value)} is not a device path", "write the full path, preferably the stable one: /dev/serial/by-id/usb-...-if00-port0 (ls -l /dev/serial/by-id/)"
+        return (
+            f"port {short(value)} is not a device path",
+            "write the full path, preferably the stable one: /dev/serial/by-id/usb-...-if00-port0 (ls -l /dev/serial/by-id/)",
+        )
     if kind == "string_pattern_mismatch" and last == "parameter":
-        return f"parameter {short(value)} is not a regulation symbol", 'use the symbol without spaces, e.g. "PM2,5", COD, NH4'
+        return (
+            f"parameter {short(value)} is not a regulation symbol",
+            'use the symbol without spaces, e.g. "PM2,5", COD, NH4',
+        )
     if kind in ("too_short", "too_long") and last == "range":
         return f"range {short(value)} must be two numbers", "write range: [low, high]"
     return None

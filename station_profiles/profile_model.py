@@ -297,16 +297,30 @@ def _wire_address(base: Any, table: str, address: int | str, loc: Loc, issues: l
         return _modicon(table, address, loc, issues)
     if isinstance(address, str):
         if not address.isdigit():
-            issues.append(DocumentProblem(loc, f"address {address!r} is not a number", "write the register number as an integer"))
+            issues.append(
+                DocumentProblem(loc, f"address {address!r} is not a number", "write the register number as an integer")
+            )
             return -1
         address = int(address)
     if base == 1:
         if not 1 <= address <= 65536:
-            issues.append(DocumentProblem(loc, f"address {address} is outside 1..65536 (address_base: 1 counts from 1)", "use the manual's 1-based number, or set address_base: 0 if the manual counts from 0"))
+            issues.append(
+                DocumentProblem(
+                    loc,
+                    f"address {address} is outside 1..65536 (address_base: 1 counts from 1)",
+                    "use the manual's 1-based number, or set address_base: 0 if the manual counts from 0",
+                )
+            )
             return -1
         return address - 1
     if not 0 <= address <= 65535:
-        issues.append(DocumentProblem(loc, f"address {address} is outside 0..65535", "use the 0-based PDU address, or set address_base: 1 / \"4xxxx\" to match the manual's numbering"))
+        issues.append(
+            DocumentProblem(
+                loc,
+                f"address {address} is outside 0..65535",
+                'use the 0-based PDU address, or set address_base: 1 / "4xxxx" to match the manual\'s numbering',
+            )
+        )
         return -1
     return address
 
@@ -315,7 +329,13 @@ def _modicon(table: str, address: int | str, loc: Loc, issues: list[DocumentProb
     expected = MODICON_PREFIX[table]
     if isinstance(address, str):
         if not address.isdigit() or len(address) not in (5, 6):
-            issues.append(DocumentProblem(loc, f"address {address!r} is not a 5- or 6-digit Modicon reference", f'write e.g. {expected}0001 or "{expected}00001"'))
+            issues.append(
+                DocumentProblem(
+                    loc,
+                    f"address {address!r} is not a 5- or 6-digit Modicon reference",
+                    f'write e.g. {expected}0001 or "{expected}00001"',
+                )
+            )
             return -1
         digits = address
     else:
@@ -324,85 +344,192 @@ def _modicon(table: str, address: int | str, loc: Loc, issues: list[DocumentProb
             return -1
         digits = f"{address:05d}" if address < 100000 else str(address)
         if len(digits) > 6:
-            issues.append(DocumentProblem(loc, f"address {address} is not a 5- or 6-digit Modicon reference", f"write e.g. {expected}0001"))
+            issues.append(
+                DocumentProblem(
+                    loc, f"address {address} is not a 5- or 6-digit Modicon reference", f"write e.g. {expected}0001"
+                )
+            )
             return -1
     prefix, number = int(digits[0]), int(digits[1:])
     if prefix != expected:
         other = _PREFIX_TABLE.get(prefix)
-        what = f"{'an' if other[0] in 'aeiou' else 'a'} {other} number ({prefix}xxxx)" if other else f"not a valid Modicon reference (prefix {prefix})"
-        issues.append(DocumentProblem(loc, f"address {address} is {what} but table is {table}", f"use {expected}xxxx numbers for {table} (e.g. {expected}{1:0{len(digits) - 1}d} for the first one)" + (f", or set table: {other}" if other else "")))
+        what = (
+            f"{'an' if other[0] in 'aeiou' else 'a'} {other} number ({prefix}xxxx)"
+            if other
+            else f"not a valid Modicon reference (prefix {prefix})"
+        )
+        issues.append(
+            DocumentProblem(
+                loc,
+                f"address {address} is {what} but table is {table}",
+                f"use {expected}xxxx numbers for {table} (e.g. {expected}{1:0{len(digits) - 1}d} for the first one)"
+                + (f", or set table: {other}" if other else ""),
+            )
+        )
         return -1
     limit = 9999 if len(digits) == 5 else 65536
     if not 1 <= number <= limit:
-        issues.append(DocumentProblem(loc, f"address {address} is outside {expected}{1:0{len(digits) - 1}d}..{expected}{limit}", "Modicon references count from 1"))
+        issues.append(
+            DocumentProblem(
+                loc,
+                f"address {address} is outside {expected}{1:0{len(digits) - 1}d}..{expected}{limit}",
+                "Modicon references count from 1",
+            )
+        )
         return -1
     return number - 1
 
 
 def _check_status(p: AnalyzerProfile, s: StatusSpec, issues: list[DocumentProblem]) -> None:
     if s.table is None and s.address is None and not s.codes and not s.bits:
-        issues.append(DocumentProblem(("status",), "the status says nothing", "give a code register (table, address, codes) and/or bits; or remove status:"))
+        issues.append(
+            DocumentProblem(
+                ("status",),
+                "the status says nothing",
+                "give a code register (table, address, codes) and/or bits; or remove status:",
+            )
+        )
         return
     if s.table is not None or s.address is not None or s.codes:
         if s.table is None:
-            issues.append(DocumentProblem(("status", "table"), "a status code register needs table:", "add table: input_register (or holding_register, ...)"))
+            issues.append(
+                DocumentProblem(
+                    ("status", "table"),
+                    "a status code register needs table:",
+                    "add table: input_register (or holding_register, ...)",
+                )
+            )
         if s.address is None:
-            issues.append(DocumentProblem(("status", "address"), "a status code register needs address:", "add the register's address as the manual numbers it"))
+            issues.append(
+                DocumentProblem(
+                    ("status", "address"),
+                    "a status code register needs address:",
+                    "add the register's address as the manual numbers it",
+                )
+            )
         if s.table is not None and s.address is not None:
             s._wire = _wire_address(p.address_base, s.table, s.address, ("status", "address"), issues)
             _check_type_table(s.type, s.table, ("status",), issues)
         if not s.codes:
-            issues.append(DocumentProblem(("status", "codes"), "no status codes", 'map raw values, e.g. {0: ["00", ""], 1: ["01", "zero calibration"]}'))
+            issues.append(
+                DocumentProblem(
+                    ("status", "codes"),
+                    "no status codes",
+                    'map raw values, e.g. {0: ["00", ""], 1: ["01", "zero calibration"]}',
+                )
+            )
         elif s.type in INT_LIMITS or s.type == "bool":
             lo, hi = INT_LIMITS.get(s.type, (0, 1))
             for raw in s.codes:
                 if not lo <= raw <= hi:
-                    issues.append(DocumentProblem(("status", "codes", raw), f"raw code {raw} does not fit {s.type}", f"use {lo}..{hi}"))
+                    issues.append(
+                        DocumentProblem(
+                            ("status", "codes", raw), f"raw code {raw} does not fit {s.type}", f"use {lo}..{hi}"
+                        )
+                    )
     seen: dict[tuple[str, int, int | None], int] = {}
     for j, b in enumerate(s.bits):
         loc: Loc = ("status", "bits", j)
         b._wire = _wire_address(p.address_base, b.table, b.address, loc + ("address",), issues)
         if b.table in BIT_TABLES and b.bit is not None:
-            issues.append(DocumentProblem(loc + ("bit",), f"a {b.table} is one bit already; bit: applies to registers", "remove bit:"))
+            issues.append(
+                DocumentProblem(
+                    loc + ("bit",), f"a {b.table} is one bit already; bit: applies to registers", "remove bit:"
+                )
+            )
         if b.table in REGISTER_TABLES and b.bit is None:
-            issues.append(DocumentProblem(loc + ("bit",), f"which bit of {b.table} {b.address}?", "add bit: N (0 = least significant, 15 = most significant)"))
+            issues.append(
+                DocumentProblem(
+                    loc + ("bit",),
+                    f"which bit of {b.table} {b.address}?",
+                    "add bit: N (0 = least significant, 15 = most significant)",
+                )
+            )
         key = (b.table, b._wire, b.bit)
         if b._wire >= 0 and key in seen:
-            issues.append(DocumentProblem(loc + ("address",), f"status.bits[{seen[key]}] already reads this bit", "each bit means one condition; merge the two entries"))
+            issues.append(
+                DocumentProblem(
+                    loc + ("address",),
+                    f"status.bits[{seen[key]}] already reads this bit",
+                    "each bit means one condition; merge the two entries",
+                )
+            )
         else:
             seen[key] = j
 
 
 def _check_type_table(vtype: str, table: str, loc: Loc, issues: list[DocumentProblem]) -> None:
     if table in BIT_TABLES and vtype != "bool":
-        issues.append(DocumentProblem(loc + ("type",), f"type {vtype} cannot live in a {table} table (one bit per address)", "use type: bool, or table: input_register / holding_register"))
+        issues.append(
+            DocumentProblem(
+                loc + ("type",),
+                f"type {vtype} cannot live in a {table} table (one bit per address)",
+                "use type: bool, or table: input_register / holding_register",
+            )
+        )
     if table in REGISTER_TABLES and vtype == "bool":
-        issues.append(DocumentProblem(loc + ("type",), f"type bool cannot live in a {table} table", "use an integer type (e.g. uint16), or table: coil / discrete_input"))
+        issues.append(
+            DocumentProblem(
+                loc + ("type",),
+                f"type bool cannot live in a {table} table",
+                "use an integer type (e.g. uint16), or table: coil / discrete_input",
+            )
+        )
 
 
 def _check_value(v: ValueSpec, loc: Loc, issues: list[DocumentProblem]) -> None:
     _check_type_table(v.type, v.table, loc, issues)
     if v.scale == 0 or not math.isfinite(v.scale):
-        issues.append(DocumentProblem(loc + ("scale",), f"scale {v.scale} must be a finite non-zero number", "engineering = raw * scale + offset; use 1.0 for no scaling"))
+        issues.append(
+            DocumentProblem(
+                loc + ("scale",),
+                f"scale {v.scale} must be a finite non-zero number",
+                "engineering = raw * scale + offset; use 1.0 for no scaling",
+            )
+        )
     if not math.isfinite(v.offset):
         issues.append(DocumentProblem(loc + ("offset",), f"offset {v.offset} must be finite", "use 0.0 for no offset"))
     if v.range is not None:
         low, high = v.range
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
-            issues.append(DocumentProblem(loc + ("range",), f"range [{low}, {high}] must have low < high", f"write range: [{min(low, high)}, {max(low, high)}] (the analyzer's measuring range)"))
+            issues.append(
+                DocumentProblem(
+                    loc + ("range",),
+                    f"range [{low}, {high}] must have low < high",
+                    f"write range: [{min(low, high)}, {max(low, high)}] (the analyzer's measuring range)",
+                )
+            )
     if v.type in INT_LIMITS:
         lo, hi = INT_LIMITS[v.type]
         for j, s in enumerate(v.sentinels):
             if not math.isfinite(s) or s != int(s):
-                issues.append(DocumentProblem(loc + ("sentinels", j), f"sentinel {s} can never be a raw {v.type}", "integer types have integer raw values"))
+                issues.append(
+                    DocumentProblem(
+                        loc + ("sentinels", j),
+                        f"sentinel {s} can never be a raw {v.type}",
+                        "integer types have integer raw values",
+                    )
+                )
             elif not lo <= s <= hi:
-                issues.append(DocumentProblem(loc + ("sentinels", j), f"sentinel {s:g} does not fit {v.type} ({lo}..{hi})", "sentinels are raw values, before scale and offset"))
+                issues.append(
+                    DocumentProblem(
+                        loc + ("sentinels", j),
+                        f"sentinel {s:g} does not fit {v.type} ({lo}..{hi})",
+                        "sentinels are raw values, before scale and offset",
+                    )
+                )
     if v.type == "float32":
         for j, s in enumerate(v.sentinels):
             if math.isfinite(s) and abs(s) > 3.4028234663852886e38:
-                issues.append(DocumentProblem(loc + ("sentinels", j), f"sentinel {s} is outside float32", "use a value a float32 can hold"))
+                issues.append(
+                    DocumentProblem(
+                        loc + ("sentinels", j), f"sentinel {s} is outside float32", "use a value a float32 can hold"
+                    )
+                )
     if v.signal is not None and v.signal.min is not None and v.signal.max is not None and v.signal.min > v.signal.max:
-        issues.append(DocumentProblem(loc + ("signal", "min"), f"signal min {v.signal.min} > max {v.signal.max}", "swap them"))
+        issues.append(
+            DocumentProblem(loc + ("signal", "min"), f"signal min {v.signal.min} > max {v.signal.max}", "swap them")
+        )
     if v.loop is not None:
         _check_loop(v, loc, issues)
 
@@ -411,32 +538,80 @@ def _check_loop(v: ValueSpec, loc: Loc, issues: list[DocumentProblem]) -> None:
     lp = v.loop
     assert lp is not None
     if v.scale != 1.0 or v.offset != 0.0:
-        issues.append(DocumentProblem(loc + ("loop",), "loop: computes the scaling; scale/offset would apply it twice", "remove scale: and offset: from this value"))
+        issues.append(
+            DocumentProblem(
+                loc + ("loop",),
+                "loop: computes the scaling; scale/offset would apply it twice",
+                "remove scale: and offset: from this value",
+            )
+        )
     if lp.raw[0] == lp.raw[1] or not all(math.isfinite(x) for x in lp.raw):
-        issues.append(DocumentProblem(loc + ("loop", "raw"), f"raw {list(lp.raw)} must be two different counts", "write the counts the module gives at the two ends of its input range, e.g. raw: [0, 65535]"))
+        issues.append(
+            DocumentProblem(
+                loc + ("loop", "raw"),
+                f"raw {list(lp.raw)} must be two different counts",
+                "write the counts the module gives at the two ends of its input range, e.g. raw: [0, 65535]",
+            )
+        )
     if lp.ma[0] == lp.ma[1]:
-        issues.append(DocumentProblem(loc + ("loop", "ma"), f"ma {list(lp.ma)} must be two different currents", "e.g. ma: [0, 20] for a module set to 0-20 mA"))
+        issues.append(
+            DocumentProblem(
+                loc + ("loop", "ma"),
+                f"ma {list(lp.ma)} must be two different currents",
+                "e.g. ma: [0, 20] for a module set to 0-20 mA",
+            )
+        )
     if lp.span[0] == lp.span[1]:
-        issues.append(DocumentProblem(loc + ("loop", "span"), f"span {list(lp.span)} must be two different values", "the analyzer's output range: the values at 4 mA and at 20 mA"))
+        issues.append(
+            DocumentProblem(
+                loc + ("loop", "span"),
+                f"span {list(lp.span)} must be two different values",
+                "the analyzer's output range: the values at 4 mA and at 20 mA",
+            )
+        )
     if lp.fault_below_ma is not None and lp.fault_above_ma is not None and lp.fault_below_ma >= lp.fault_above_ma:
-        issues.append(DocumentProblem(loc + ("loop", "fault_below_ma"), f"fault_below_ma {lp.fault_below_ma:g} >= fault_above_ma {lp.fault_above_ma:g}", "e.g. fault_below_ma: 3.8, fault_above_ma: 20.5"))
+        issues.append(
+            DocumentProblem(
+                loc + ("loop", "fault_below_ma"),
+                f"fault_below_ma {lp.fault_below_ma:g} >= fault_above_ma {lp.fault_above_ma:g}",
+                "e.g. fault_below_ma: 3.8, fault_above_ma: 20.5",
+            )
+        )
 
 
 def _check_duplicates(p: Any, issues: list[DocumentProblem]) -> None:
     seen: dict[str, int] = {}
     for i, v in enumerate(p.values):
         if v.parameter in seen:
-            issues.append(DocumentProblem(("values", i, "parameter"), f"parameter {v.parameter!r} is already defined by values[{seen[v.parameter]}]", "each parameter appears once per analyzer; remove or rename one"))
+            issues.append(
+                DocumentProblem(
+                    ("values", i, "parameter"),
+                    f"parameter {v.parameter!r} is already defined by values[{seen[v.parameter]}]",
+                    "each parameter appears once per analyzer; remove or rename one",
+                )
+            )
         else:
             seen[v.parameter] = i
     for i, v in enumerate(p.values):
         other = v.signal.fraction_of if v.signal is not None else None
         if other is not None and (other not in seen or other == v.parameter):
-            issues.append(DocumentProblem(("values", i, "signal", "fraction_of"), f"fraction_of {other!r} is not another parameter of this profile", f"use one of {', '.join(x for x in seen if x != v.parameter) or '(none)'}"))
+            issues.append(
+                DocumentProblem(
+                    ("values", i, "signal", "fraction_of"),
+                    f"fraction_of {other!r} is not another parameter of this profile",
+                    f"use one of {', '.join(x for x in seen if x != v.parameter) or '(none)'}",
+                )
+            )
         elif other is not None:
             dep = p.values[seen[other]].signal
             if dep is not None and dep.fraction_of is not None:
-                issues.append(DocumentProblem(("values", i, "signal", "fraction_of"), f"{other} is itself a fraction of {dep.fraction_of}", "make it a fraction of a parameter with its own signal"))
+                issues.append(
+                    DocumentProblem(
+                        ("values", i, "signal", "fraction_of"),
+                        f"{other} is itself a fraction of {dep.fraction_of}",
+                        "make it a fraction of a parameter with its own signal",
+                    )
+                )
 
 
 def _check_overlaps(p: AnalyzerProfile, issues: list[DocumentProblem]) -> None:
@@ -461,10 +636,18 @@ def _check_overlaps(p: AnalyzerProfile, issues: list[DocumentProblem]) -> None:
         unit = "bit" if table in BIT_TABLES else "register"
         for (_, a1, w1, _, name1), (_, a2, w2, loc2, name2) in zip(items, items[1:]):
             if a2 < a1 + w1:
-                issues.append(DocumentProblem(loc2, f"{name2} at {table} {a2} overlaps {name1} ({unit}s {a1}..{a1 + w1 - 1})", f"check the manual; a {w1}-{unit} value at {a1} leaves {a1 + w1} as the next free address"))
+                issues.append(
+                    DocumentProblem(
+                        loc2,
+                        f"{name2} at {table} {a2} overlaps {name1} ({unit}s {a1}..{a1 + w1 - 1})",
+                        f"check the manual; a {w1}-{unit} value at {a1} leaves {a1 + w1} as the next free address",
+                    )
+                )
         for _, a, w, loc, name in items:
             if a + w > 65536:
-                issues.append(DocumentProblem(loc, f"{name} at {a} runs past the end of the address space", "check the address"))
+                issues.append(
+                    DocumentProblem(loc, f"{name} at {a} runs past the end of the address space", "check the address")
+                )
 
 
 # --------------------------------------------------------------------------- #
@@ -620,33 +803,99 @@ class SerialAsciiProfile(_Strict):
             try:
                 re.compile(text)
             except re.error as exc:
-                issues.append(DocumentProblem(("parse", "regex") if key == "regex" else ("ignore_lines",), f"not a valid regular expression: {exc}", "check the escaping (in YAML single quotes a backslash is literal)"))
+                issues.append(
+                    DocumentProblem(
+                        ("parse", "regex") if key == "regex" else ("ignore_lines",),
+                        f"not a valid regular expression: {exc}",
+                        "check the escaping (in YAML single quotes a backslash is literal)",
+                    )
+                )
         if (pr.regex is None) == (pr.delimiter is None):
-            issues.append(DocumentProblem(("parse",), "give either regex: (named groups) or delimiter: with fields:", "e.g. parse: {delimiter: \",\", fields: [time, conc, flow]}"))
+            issues.append(
+                DocumentProblem(
+                    ("parse",),
+                    "give either regex: (named groups) or delimiter: with fields:",
+                    'e.g. parse: {delimiter: ",", fields: [time, conc, flow]}',
+                )
+            )
         if pr.delimiter is not None and not pr.fields:
-            issues.append(DocumentProblem(("parse", "fields"), "delimiter: needs fields: naming each position", 'e.g. fields: [time, conc, "_", flow] ("_" skips a field)'))
+            issues.append(
+                DocumentProblem(
+                    ("parse", "fields"),
+                    "delimiter: needs fields: naming each position",
+                    'e.g. fields: [time, conc, "_", flow] ("_" skips a field)',
+                )
+            )
         if pr.regex is not None and pr.fields:
-            issues.append(DocumentProblem(("parse", "fields"), "fields: is for delimiter: parsing; a regex names its groups", "remove fields: or use (?P<name>...) groups"))
+            issues.append(
+                DocumentProblem(
+                    ("parse", "fields"),
+                    "fields: is for delimiter: parsing; a regex names its groups",
+                    "remove fields: or use (?P<name>...) groups",
+                )
+            )
         names = pr.names()
         dup = {n for n in names if names.count(n) > 1}
         if dup:
-            issues.append(DocumentProblem(("parse", "fields"), f"field names used twice: {', '.join(sorted(dup))}", "give each position its own name (\"_\" for fields to skip)"))
+            issues.append(
+                DocumentProblem(
+                    ("parse", "fields"),
+                    f"field names used twice: {', '.join(sorted(dup))}",
+                    'give each position its own name ("_" for fields to skip)',
+                )
+            )
         known = set(names)
         for i, v in enumerate(self.values):
             if known and v.field not in known:
-                issues.append(DocumentProblem(("values", i, "field"), f"no field {v.field!r} in the parsed line", f"use one of {', '.join(names)}"))
+                issues.append(
+                    DocumentProblem(
+                        ("values", i, "field"),
+                        f"no field {v.field!r} in the parsed line",
+                        f"use one of {', '.join(names)}",
+                    )
+                )
             if v.scale == 0 or not math.isfinite(v.scale):
-                issues.append(DocumentProblem(("values", i, "scale"), f"scale {v.scale} must be a finite non-zero number", "use 1.0 for no scaling"))
+                issues.append(
+                    DocumentProblem(
+                        ("values", i, "scale"),
+                        f"scale {v.scale} must be a finite non-zero number",
+                        "use 1.0 for no scaling",
+                    )
+                )
             if v.range is not None and not v.range[0] < v.range[1]:
-                issues.append(DocumentProblem(("values", i, "range"), f"range {list(v.range)} must have low < high", "write range: [low, high]"))
+                issues.append(
+                    DocumentProblem(
+                        ("values", i, "range"),
+                        f"range {list(v.range)} must have low < high",
+                        "write range: [low, high]",
+                    )
+                )
         if self.status is not None and known:
             for j, f in enumerate(self.status.flags):
                 if f.field not in known:
-                    issues.append(DocumentProblem(("status", "flags", j, "field"), f"no field {f.field!r} in the parsed line", f"use one of {', '.join(names)}"))
+                    issues.append(
+                        DocumentProblem(
+                            ("status", "flags", j, "field"),
+                            f"no field {f.field!r} in the parsed line",
+                            f"use one of {', '.join(names)}",
+                        )
+                    )
             if self.status.letters is not None and self.status.letters.field not in known:
-                issues.append(DocumentProblem(("status", "letters", "field"), f"no field {self.status.letters.field!r} in the parsed line", f"use one of {', '.join(names)}"))
+                issues.append(
+                    DocumentProblem(
+                        ("status", "letters", "field"),
+                        f"no field {self.status.letters.field!r} in the parsed line",
+                        f"use one of {', '.join(names)}",
+                    )
+                )
         if self.sim.template is None and pr.regex is not None and any(v.signal for v in self.values):
-            issues.append(DocumentProblem(("sim", "template"), "firmware_sim cannot write a line from a regex", "add sim: {template: \"...{field}...\"} with a placeholder per field"))
+            issues.append(
+                DocumentProblem(
+                    ("sim", "template"),
+                    "firmware_sim cannot write a line from a regex",
+                    'add sim: {template: "...{field}..."} with a placeholder per field',
+                )
+            )
         _check_duplicates(self, issues)
         if issues:
             raise SemanticErrors(issues)
@@ -676,7 +925,6 @@ def float32_round(x: float) -> float:
 # --------------------------------------------------------------------------- #
 # Station file
 # --------------------------------------------------------------------------- #
-
 
 
 class StationInfo(_Strict):
@@ -770,13 +1018,25 @@ class StationConfig(_Strict):
         units: dict[tuple[str, int], int] = {}
         for i, d in enumerate(self.devices):
             if d.id in ids:
-                issues.append(DocumentProblem(("devices", i, "id"), f"device id {d.id!r} is already used by devices[{ids[d.id]}]", "give every device of a station its own id"))
+                issues.append(
+                    DocumentProblem(
+                        ("devices", i, "id"),
+                        f"device id {d.id!r} is already used by devices[{ids[d.id]}]",
+                        "give every device of a station its own id",
+                    )
+                )
             else:
                 ids[d.id] = i
             if isinstance(d, ModbusTcpDevice):
                 key = (d.host, d.port, d.unit_id)
                 if key in endpoints:
-                    issues.append(DocumentProblem(("devices", i, "unit_id"), f"devices[{endpoints[key]}] already answers at {d.host}:{d.port} unit {d.unit_id}", "two analyzers behind one host:port need different unit_id values"))
+                    issues.append(
+                        DocumentProblem(
+                            ("devices", i, "unit_id"),
+                            f"devices[{endpoints[key]}] already answers at {d.host}:{d.port} unit {d.unit_id}",
+                            "two analyzers behind one host:port need different unit_id values",
+                        )
+                    )
                 else:
                     endpoints[key] = i
                 continue
@@ -788,18 +1048,44 @@ class StationConfig(_Strict):
             other = self.devices[first]
             assert isinstance(other, _SerialDevice)
             if isinstance(d, SerialAsciiDevice) or isinstance(other, SerialAsciiDevice):
-                issues.append(DocumentProblem(("devices", i, "port"), f"devices[{first}] ({other.id}, {other.transport}) already uses {d.port}", "a serial ASCII analyzer needs a port of its own; several devices may share a port only as Modbus RTU slaves"))
+                issues.append(
+                    DocumentProblem(
+                        ("devices", i, "port"),
+                        f"devices[{first}] ({other.id}, {other.transport}) already uses {d.port}",
+                        "a serial ASCII analyzer needs a port of its own; several devices may share a port only as Modbus RTU slaves",
+                    )
+                )
                 continue
-            for field, mine, theirs in zip(("baud", "parity", "stop_bits", "bytesize"), d.line_settings, other.line_settings):
+            for field, mine, theirs in zip(
+                ("baud", "parity", "stop_bits", "bytesize"), d.line_settings, other.line_settings
+            ):
                 if mine != theirs:
-                    issues.append(DocumentProblem(("devices", i, field), f"{field} {mine} differs from devices[{first}] ({other.id}) on the same port {d.port} ({other.framing})", f"every slave on one RS-485 bus uses the bus's settings: set {field}: {theirs} here and in the analyzer's menu"))
+                    issues.append(
+                        DocumentProblem(
+                            ("devices", i, field),
+                            f"{field} {mine} differs from devices[{first}] ({other.id}) on the same port {d.port} ({other.framing})",
+                            f"every slave on one RS-485 bus uses the bus's settings: set {field}: {theirs} here and in the analyzer's menu",
+                        )
+                    )
             assert isinstance(d, ModbusRtuDevice)
             if (d.port, d.unit_id) in units:
-                issues.append(DocumentProblem(("devices", i, "unit_id"), f"devices[{units[(d.port, d.unit_id)]}] already is unit {d.unit_id} on {d.port}", "two slaves on one bus need different unit ids (set it in the analyzer's menu)"))
+                issues.append(
+                    DocumentProblem(
+                        ("devices", i, "unit_id"),
+                        f"devices[{units[(d.port, d.unit_id)]}] already is unit {d.unit_id} on {d.port}",
+                        "two slaves on one bus need different unit ids (set it in the analyzer's menu)",
+                    )
+                )
             else:
                 units[(d.port, d.unit_id)] = i
         if self.clock is not None and self.clock.source == "sntp" and not self.clock.server:
-            issues.append(DocumentProblem(("clock", "server"), "clock source sntp needs a server", "add server: pool.ntp.org (or your NTP server's host[:port]), or source: chrony"))
+            issues.append(
+                DocumentProblem(
+                    ("clock", "server"),
+                    "clock source sntp needs a server",
+                    "add server: pool.ntp.org (or your NTP server's host[:port]), or source: chrony",
+                )
+            )
         if issues:
             raise SemanticErrors(issues)
         return self
@@ -824,7 +1110,9 @@ class StationConfig(_Strict):
         try:
             return self._profiles[name]
         except KeyError:
-            raise KeyError(f"profile {name!r} of device {device_id!r} is not resolved; load the station with load_station()") from None
+            raise KeyError(
+                f"profile {name!r} of device {device_id!r} is not resolved; load the station with load_station()"
+            ) from None
 
     def with_profiles(self, profiles: dict[str, Any]) -> StationConfig:
         copy = self.model_copy()
@@ -846,7 +1134,9 @@ class StationConfig(_Strict):
             raise KeyError(f"station {self.station.id} has no device(s) {sorted(unknown)}")
         serial = sorted(d.id for d in self.devices if d.id in ports and not isinstance(d, ModbusTcpDevice))
         if serial:
-            raise ValueError(f"device(s) {', '.join(serial)} of station {self.station.id} are on serial ports; port overrides move TCP devices only")
+            raise ValueError(
+                f"device(s) {', '.join(serial)} of station {self.station.id} are on serial ports; port overrides move TCP devices only"
+            )
         devices = []
         for d in self.devices:
             update: dict[str, Any] = {}
@@ -855,7 +1145,9 @@ class StationConfig(_Strict):
             if host is not None and hasattr(d, "host"):
                 update["host"] = host
             devices.append(d.model_copy(update=update) if update else d)
-        copy = StationConfig.model_validate({"station": self.station, "poll_interval_s": self.poll_interval_s, "devices": devices, "clock": self.clock})
+        copy = StationConfig.model_validate(
+            {"station": self.station, "poll_interval_s": self.poll_interval_s, "devices": devices, "clock": self.clock}
+        )
         copy._profiles = dict(self._profiles)
         return copy
 
@@ -872,4 +1164,3 @@ class StationConfig(_Strict):
         copy = StationConfig.model_validate(doc)
         copy._profiles = dict(self._profiles)
         return copy
-

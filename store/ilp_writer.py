@@ -17,7 +17,6 @@ from questdb import QuestDBError, QuestDBErrorCode, Sender, TimestampNanos
 
 from store.schema import READINGS, REJECTS, Table
 
-
 # Errors after which the same rows may succeed later: the server is down,
 # restarting or overloaded. Anything else means these rows can never commit.
 TRANSIENT_CODES = frozenset(
@@ -231,6 +230,12 @@ def _put_readings(buffer, columns: ReadingColumns) -> int:
 
 def reject_row(row: RejectRow) -> IlpRow:
     return ilp_row(
-        REJECTS, row.received_ns, topic=row.topic, claimed_station=row.claimed_station, reason=row.reason,
-        detail=row.detail, payload_sha256=row.payload_sha256, payload_b64=row.payload_b64,
+        REJECTS,
+        row.received_ns,
+        topic=row.topic,
+        claimed_station=row.claimed_station,
+        reason=row.reason,
+        detail=row.detail,
+        payload_sha256=row.payload_sha256,
+        payload_b64=row.payload_b64,
     )

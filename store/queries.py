@@ -44,7 +44,12 @@ def parameter_summaries(conninfo: str) -> list[ParameterSummary]:
 
 def reject_counts(conninfo: str) -> dict[tuple[str, str], int]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        return {(s or "", r): n for s, r, n in conn.execute("SELECT claimed_station, reason, count() FROM rejects GROUP BY claimed_station, reason")}
+        return {
+            (s or "", r): n
+            for s, r, n in conn.execute(
+                "SELECT claimed_station, reason, count() FROM rejects GROUP BY claimed_station, reason"
+            )
+        }
 
 
 @dataclass(frozen=True)
@@ -54,19 +59,27 @@ class StationOverview:
     session: int | None
     last_reading: datetime | None
     readings: int
-    latest_payload: str | None  # the newest session's newest message, as the station sent it (its format: broker_bridge)
+    latest_payload: (
+        str | None
+    )  # the newest session's newest message, as the station sent it (its format: broker_bridge)
     missing_batches: int  # sequence numbers between the lowest and highest that never arrived
     rejects: int
 
 
 def station_overview(conninfo: str) -> list[StationOverview]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        readings = {s: (n, ts) for s, n, ts in conn.execute("SELECT station, count(), max(ts) FROM readings GROUP BY station")}
+        readings = {
+            s: (n, ts) for s, n, ts in conn.execute("SELECT station, count(), max(ts) FROM readings GROUP BY station")
+        }
         ledger = {
             s: (n, lo, hi)
-            for s, n, lo, hi in conn.execute("SELECT station, count_distinct(seq), min(seq), max(seq) FROM batches GROUP BY station")
+            for s, n, lo, hi in conn.execute(
+                "SELECT station, count_distinct(seq), min(seq), max(seq) FROM batches GROUP BY station"
+            )
         }
-        rejects = {s: n for s, n in conn.execute("SELECT claimed_station, count() FROM rejects GROUP BY claimed_station")}
+        rejects = {
+            s: n for s, n in conn.execute("SELECT claimed_station, count() FROM rejects GROUP BY claimed_station")
+        }
         # A late will from an older session must not override a newer birth:
         # order by session first, then by arrival.
         events = {}
@@ -80,7 +93,9 @@ def station_overview(conninfo: str) -> list[StationOverview]:
         state, session, payload = events.get(station, ("unknown", None, None))
         distinct, low, high = ledger.get(station, (0, None, None))
         missing = 0 if low is None else (high - low + 1) - distinct
-        overview.append(StationOverview(station, state, session, last, count, payload or None, missing, rejects.get(station, 0)))
+        overview.append(
+            StationOverview(station, state, session, last, count, payload or None, missing, rejects.get(station, 0))
+        )
     return overview
 
 
@@ -210,7 +225,9 @@ def recent_rejects(
     """The newest ``limit`` rejects matching the filters, newest first, without their payloads."""
     where, params = _reject_filter(station, reason, since, None)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        rows = conn.execute(f"SELECT {_REJECT_COLUMNS} FROM rejects{where} ORDER BY ts DESC LIMIT %s", [*params, limit]).fetchall()
+        rows = conn.execute(
+            f"SELECT {_REJECT_COLUMNS} FROM rejects{where} ORDER BY ts DESC LIMIT %s", [*params, limit]
+        ).fetchall()
     return [_reject(row, None) for row in rows]
 
 

@@ -62,7 +62,7 @@ class QuestDBEndpoints:
     min_http_port: int
 
     @classmethod
-    def at(cls, pg: str, http: str | None = None) -> "QuestDBEndpoints":
+    def at(cls, pg: str, http: str | None = None) -> QuestDBEndpoints:
         """A running QuestDB from the ``host:port`` options people give (``--questdb-pg``, ``--questdb``).
 
         With both, the HTTP address's host serves both ports.
@@ -173,7 +173,9 @@ class QuestDBServer:
     def jar(self) -> Path:
         if self._jar is not None:
             if not self._jar.is_file():
-                raise FileNotFoundError(f"QuestDB jar not found at {self._jar}; run `make setup` (scripts/bootstrap.sh)")
+                raise FileNotFoundError(
+                    f"QuestDB jar not found at {self._jar}; run `make setup` (scripts/bootstrap.sh)"
+                )
             return self._jar
         return find_questdb_jar()
 
@@ -223,7 +225,7 @@ class QuestDBServer:
 
     # -- control ---------------------------------------------------------------
 
-    def start(self, timeout: float = 90.0) -> "QuestDBServer":
+    def start(self, timeout: float = 90.0) -> QuestDBServer:
         if self.running:
             return self
         e = self.endpoints
@@ -236,7 +238,9 @@ class QuestDBServer:
         t0 = time.monotonic()
         self._proc = ManagedProcess(argv, log_path=self.log_path, cwd=self.root, name="questdb").start()
         try:
-            wait_until(self._ready, timeout=timeout, interval=0.1, what=f"QuestDB /ping on {e.ping_url}", process=self._proc)
+            wait_until(
+                self._ready, timeout=timeout, interval=0.1, what=f"QuestDB /ping on {e.ping_url}", process=self._proc
+            )
         except BaseException:
             self._proc.stop(timeout=10)
             raise
@@ -251,7 +255,7 @@ class QuestDBServer:
         """SIGKILL (crash simulation)."""
         return self._proc.kill() if self._proc is not None else None
 
-    def __enter__(self) -> "QuestDBServer":
+    def __enter__(self) -> QuestDBServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -191,16 +191,18 @@ def _model_error(path: Path, message: str) -> ValueError:
     return ValueError(f"{path}: {message} (fix the file: it is the VN_AQI model, Bảng 1 and Bảng 2)")
 
 
-def _load_model(path: Path) -> tuple[tuple[int, ...], dict[str, Scale], tuple[str, ...],
-                                     tuple[Category, ...], dict[str, float], float]:
+def _load_model(
+    path: Path,
+) -> tuple[tuple[int, ...], dict[str, Scale], tuple[str, ...], tuple[Category, ...], dict[str, float], float]:
     try:
         return _read_model(path, yaml.safe_load(path.read_text(encoding="utf-8")))
     except (KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
         raise _model_error(path, f"unreadable model ({type(exc).__name__}: {exc})") from exc
 
 
-def _read_model(path: Path, raw: dict) -> tuple[tuple[int, ...], dict[str, Scale], tuple[str, ...],
-                                                tuple[Category, ...], dict[str, float], float]:
+def _read_model(
+    path: Path, raw: dict
+) -> tuple[tuple[int, ...], dict[str, Scale], tuple[str, ...], tuple[Category, ...], dict[str, float], float]:
     levels = tuple(int(v) for v in raw["index_levels"])
     if list(levels) != sorted(set(levels)) or levels[0] != 0:
         raise _model_error(path, "index_levels must rise strictly from 0")
@@ -213,8 +215,18 @@ def _read_model(path: Path, raw: dict) -> tuple[tuple[int, ...], dict[str, Scale
             raise _model_error(path, f"scale {name!r}: breakpoints must rise strictly from 0, at most {len(levels)}")
         scales[name] = Scale(name, spec["parameter"], bps, spec.get("drop_above"))
     required = tuple(raw["required_any"])
-    cats = tuple(Category(int(c["low"]), int(c["high"]), c["name_vi"], c["name_en"], c["colour_vi"],
-                          c["colour_en"], tuple(int(v) for v in c["rgb"])) for c in raw["categories"])
+    cats = tuple(
+        Category(
+            int(c["low"]),
+            int(c["high"]),
+            c["name_vi"],
+            c["name_en"],
+            c["colour_vi"],
+            c["colour_en"],
+            tuple(int(v) for v in c["rgb"]),
+        )
+        for c in raw["categories"]
+    )
     expected_low = 0
     for cat in cats:
         if cat.low != expected_low or cat.high < cat.low or len(cat.rgb) != 3:
@@ -270,8 +282,9 @@ def round_index(exact: float) -> int:
 def _sub_index(scale: str, concentration: float, basis: str) -> SubIndex:
     exact = sub_index(scale, concentration)
     sc = SCALES[scale]
-    return SubIndex(scale, sc.parameter, float(concentration), exact, round_index(exact),
-                    concentration > sc.breakpoints[-1], basis)
+    return SubIndex(
+        scale, sc.parameter, float(concentration), exact, round_index(exact), concentration > sc.breakpoints[-1], basis
+    )
 
 
 def category(aqi: int) -> Category:
@@ -296,7 +309,7 @@ def _nowcast(latest_first: Sequence[float | None]) -> tuple[float, float, int] |
     if c_max == 0:
         return 0.0, 1.0, len(present)
     w = max(min(values) / c_max, 0.5)
-    weights = [w ** i for i, _ in present]
+    weights = [w**i for i, _ in present]
     return sum(wt * v for wt, (_, v) in zip(weights, present)) / sum(weights), w, len(present)
 
 
@@ -310,7 +323,7 @@ def nowcast(latest_first: Sequence[float | None]) -> float | None:
 
 
 # ------------------------------------------------------------------------------ time
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def to_ns(hour_end: HourEnd) -> int:
@@ -346,15 +359,19 @@ def _valid_hours(parameter: str, series: HourlySeries) -> dict[int, float]:
     for key, mean in series.items():
         end = to_ns(key)
         if end % HOUR_NS:
-            raise AqiInputError(f"{parameter}: hour end {key!r} is not on the hour (hourly means are keyed by their end)")
+            raise AqiInputError(
+                f"{parameter}: hour end {key!r} is not on the hour (hourly means are keyed by their end)"
+            )
         if end in valid:
             raise AqiInputError(f"{parameter}: hour ending {key!r} given twice")
         value, ok = mean
         if not ok:
             continue
         if value is None or not math.isfinite(float(value)) or float(value) < 0:
-            raise AqiInputError(f"{parameter}: hour ending {key!r} is marked valid with value {value!r} "
-                                "(a valid hourly mean is a finite value >= 0 µg/m³)")
+            raise AqiInputError(
+                f"{parameter}: hour ending {key!r} is marked valid with value {value!r} "
+                "(a valid hourly mean is a finite value >= 0 µg/m³)"
+            )
         valid[end] = float(value)
     return valid
 
@@ -362,14 +379,23 @@ def _valid_hours(parameter: str, series: HourlySeries) -> dict[int, float]:
 def _prepare(series: Mapping[str, HourlySeries]) -> dict[str, dict[int, float]]:
     unknown = sorted(set(series) - set(PARAMETERS))
     if unknown:
-        raise AqiInputError(f"not VN_AQI parameters: {', '.join(map(repr, unknown))}; "
-                            f"VN_AQI uses {', '.join(PARAMETERS)} (symbols as in vocabulary.parameters)")
+        raise AqiInputError(
+            f"not VN_AQI parameters: {', '.join(map(repr, unknown))}; "
+            f"VN_AQI uses {', '.join(PARAMETERS)} (symbols as in vocabulary.parameters)"
+        )
     return {p: _valid_hours(p, s) for p, s in series.items()}
 
 
 # ------------------------------------------------------------------------------ combining
-def _combine(kind: Literal["hourly", "daily"], start_ns: int, end_ns: int, local_day: dt.date | None,
-             components: Iterable[SubIndex], missing: dict[str, str], dropped: dict[str, str]) -> AqiResult:
+def _combine(
+    kind: Literal["hourly", "daily"],
+    start_ns: int,
+    end_ns: int,
+    local_day: dt.date | None,
+    components: Iterable[SubIndex],
+    missing: dict[str, str],
+    dropped: dict[str, str],
+) -> AqiResult:
     comps = tuple(components)
     best: dict[str, SubIndex] = {}
     for si in comps:
@@ -385,9 +411,15 @@ def _combine(kind: Literal["hourly", "daily"], start_ns: int, end_ns: int, local
     return AqiResult(kind, start_ns, end_ns, local_day, aqi, category(aqi), dominant, sub, comps, missing, dropped)
 
 
-def aqi_from_concentrations(concentrations: Mapping[str, float], *, kind: Literal["hourly", "daily"],
-                            start_ns: int, end_ns: int, local_day: dt.date | None = None,
-                            basis: Mapping[str, str] | None = None) -> AqiResult:
+def aqi_from_concentrations(
+    concentrations: Mapping[str, float],
+    *,
+    kind: Literal["hourly", "daily"],
+    start_ns: int,
+    end_ns: int,
+    local_day: dt.date | None = None,
+    basis: Mapping[str, str] | None = None,
+) -> AqiResult:
     """The AQI of ready-made Cx values keyed by Bảng 2 scale ("PM2,5", "O3 1h", "O3 8h", ...).
 
     For callers that hold their own averages: hourly PM values must already be NowCasts and
@@ -455,12 +487,20 @@ def eight_hour_means(values: Mapping[int, float], day: dt.date, min_hours: int) 
     return means
 
 
-def _daily_o3_8h(values: Mapping[int, float], day: dt.date, rule: DailyRules, components: list[SubIndex],
-                 missing: dict[str, str], dropped: dict[str, str]) -> None:
+def _daily_o3_8h(
+    values: Mapping[int, float],
+    day: dt.date,
+    rule: DailyRules,
+    components: list[SubIndex],
+    missing: dict[str, str],
+    dropped: dict[str, str],
+) -> None:
     means = eight_hour_means(values, day, rule.min_hours_per_8h)
     if len(means) < rule.min_8h_means_per_day:
-        missing["O3 8h"] = (f"{len(means)} of 24 eight-hour means valid (each needs {rule.min_hours_per_8h} "
-                            f"of 8 h), the rule needs {rule.min_8h_means_per_day}")
+        missing["O3 8h"] = (
+            f"{len(means)} of 24 eight-hour means valid (each needs {rule.min_hours_per_8h} "
+            f"of 8 h), the rule needs {rule.min_8h_means_per_day}"
+        )
         return
     top = max(means.values())
     limit = SCALES["O3 8h"].drop_above
@@ -470,8 +510,9 @@ def _daily_o3_8h(values: Mapping[int, float], day: dt.date, rule: DailyRules, co
         components.append(_sub_index("O3 8h", top, f"max 8-hour mean of {len(means)}"))
 
 
-def daily_aqi(series: Mapping[str, HourlySeries], day: dt.date,
-              rules: DailyRules | Mapping[str, DailyRules] = DailyRules()) -> AqiResult:
+def daily_aqi(
+    series: Mapping[str, HourlySeries], day: dt.date, rules: DailyRules | Mapping[str, DailyRules] = DailyRules()
+) -> AqiResult:
     """The daily AQI of the local day ``day`` (hours ending 01:00 .. 24:00 Asia/Ho_Chi_Minh)."""
     hour_ends = local_day_hour_ends(day)
     components: list[SubIndex] = []
@@ -513,8 +554,10 @@ def to_ugm3(value: float, unit: str, parameter: str) -> float:
         return v * _MASS_UNITS[norm]
     if norm in _MIXING_UNITS:
         if parameter not in MOLAR_MASS:
-            raise UnitError(f"{parameter}: {unit!r} is a gas mixing ratio; only {', '.join(MOLAR_MASS)} "
-                            "have a molar mass to convert it (report particulates in µg/m³ or mg/m³)")
+            raise UnitError(
+                f"{parameter}: {unit!r} is a gas mixing ratio; only {', '.join(MOLAR_MASS)} "
+                "have a molar mass to convert it (report particulates in µg/m³ or mg/m³)"
+            )
         return v * _MIXING_UNITS[norm] * MOLAR_MASS[parameter] / MOLAR_VOLUME_L
     known = ", ".join([*_MASS_UNITS, *_MIXING_UNITS])
     raise UnitError(f"{parameter}: unknown unit {unit!r}; VN_AQI converts from {known} (µg may be written ug)")

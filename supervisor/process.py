@@ -212,7 +212,7 @@ class ManagedProcess:
 
     # -- control -------------------------------------------------------------
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         with self._lock:
             if self.running:
                 raise RuntimeError(f"{self.name} is already running (pid {self.pid})")

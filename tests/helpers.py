@@ -45,7 +45,10 @@ def sql(conninfo: str, query: str, params=None) -> list[tuple]:
 
 def wal_applied(conninfo: str) -> bool:
     """True once QuestDB made every committed WAL transaction visible to queries."""
-    return all(writer == sequencer for _, writer, sequencer in sql(conninfo, "SELECT name, writerTxn, sequencerTxn FROM wal_tables()"))
+    return all(
+        writer == sequencer
+        for _, writer, sequencer in sql(conninfo, "SELECT name, writerTxn, sequencerTxn FROM wal_tables()")
+    )
 
 
 def wait_for_count(conninfo: str, query: str, expected: int, timeout: float = 30.0, params=None) -> int:
@@ -59,7 +62,9 @@ def wait_for_count(conninfo: str, query: str, expected: int, timeout: float = 30
 
 def publish_all(port: int, topic: str, payloads: list[bytes], timeout: float = 20.0) -> None:
     """Publish at QoS 1 and return once the broker acknowledged every message."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5
+    )
     client.connect("127.0.0.1", port)
     client.loop_start()
     try:

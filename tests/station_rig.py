@@ -52,7 +52,12 @@ class Station:
 
     def sim(self):
         process = self.start(sim_process(self.file, self.truth, self._log("sim"), self.ports))
-        wait_until(lambda: "sim.listening" in process.log_path.read_text(), timeout=20, what="simulator listening", process=process)
+        wait_until(
+            lambda: "sim.listening" in process.log_path.read_text(),
+            timeout=20,
+            what="simulator listening",
+            process=process,
+        )
         return process
 
     def agent(self):
@@ -61,10 +66,21 @@ class Station:
     def collector(self):
         w = self.warehouse
         process = self.start(
-            collector_process(self.registry, self.broker, f"127.0.0.1:{w.http_port}", f"127.0.0.1:{w.pg_port}",
-                              self._log("collector"), client_id=f"collector-{self.id}")
+            collector_process(
+                self.registry,
+                self.broker,
+                f"127.0.0.1:{w.http_port}",
+                f"127.0.0.1:{w.pg_port}",
+                self._log("collector"),
+                client_id=f"collector-{self.id}",
+            )
         )
-        wait_until(lambda: "mqtt_connected" in process.log_path.read_text(), timeout=20, what="collector connected", process=process)
+        wait_until(
+            lambda: "mqtt_connected" in process.log_path.read_text(),
+            timeout=20,
+            what="collector connected",
+            process=process,
+        )
         return process
 
     def stop_all(self):
@@ -83,8 +99,13 @@ class Station:
         )
 
     def wait_stored(self, expected: int, timeout: float = 60) -> int:
-        return wait_for_count(self.warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", expected,
-                              timeout=timeout, params=(self.id,))
+        return wait_for_count(
+            self.warehouse.pg_conninfo,
+            "SELECT count() FROM readings WHERE station = %s",
+            expected,
+            timeout=timeout,
+            params=(self.id,),
+        )
 
     def outbox_readings(self) -> list[tuple]:
         with sqlite3.connect(self.outbox) as db:
@@ -111,5 +132,3 @@ def make_station(tmp_path, mosquitto_server, warehouse):
     yield make
     for station in stations:
         station.stop_all()
-
-

@@ -19,7 +19,9 @@ SAMPLE = Path(__file__).with_name("relay.sample.yaml")
 
 def _station_id(value: Any) -> str:
     if not isinstance(value, str) or not STATION_ID_PATTERN.match(value):
-        raise config_error(f"{value!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+        raise config_error(
+            f"{value!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit"
+        )
     return value
 
 
@@ -65,7 +67,9 @@ def load_relay_file(path: Path) -> RelayFile:
     issues = []
     for index, station_id in enumerate(model.stations):
         if station_id in seen:
-            issues.append(doc.issue(("stations", index), f"station {station_id} is listed twice", "list each station once"))
+            issues.append(
+                doc.issue(("stations", index), f"station {station_id} is listed twice", "list each station once")
+            )
         seen.add(station_id)
     if issues:
         raise ConfigError(issues)

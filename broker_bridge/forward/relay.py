@@ -87,15 +87,21 @@ class Relay:
 
         self._province = session.new_client(settings.client_id, manual_ack=True)
         self._province.on_connect = self._on_province_connect
-        self._province.on_disconnect = lambda c, u, f, rc, p: self._disconnected(self.province_connected, "province", rc)
+        self._province.on_disconnect = lambda c, u, f, rc, p: self._disconnected(
+            self.province_connected, "province", rc
+        )
         self._province.on_message = self._on_province_message
         self._national = session.new_client(settings.client_id)
         self._national.on_connect = self._on_national_connect
-        self._national.on_disconnect = lambda c, u, f, rc, p: self._disconnected(self.national_connected, "national", rc)
+        self._national.on_disconnect = lambda c, u, f, rc, p: self._disconnected(
+            self.national_connected, "national", rc
+        )
         self._national.on_publish = lambda c, u, mid, rc, p: self._pubacks.put((mid, rc))
         self._national.on_message = self._on_national_command
         self.publishers = {
-            s: BatchPublisher(box, None, None, window=settings.window, connection=(self._national, self.national_connected))
+            s: BatchPublisher(
+                box, None, None, window=settings.window, connection=(self._national, self.national_connected)
+            )
             for s, box in self.outboxes.items()
         }
 
@@ -138,7 +144,11 @@ class Relay:
 
     # -- the relay thread -------------------------------------------------
     def start(self) -> None:
-        session.connect_async(self._province, self.settings.province, session.connect_properties(receive_maximum=min(self.settings.max_pending, 65_535)))
+        session.connect_async(
+            self._province,
+            self.settings.province,
+            session.connect_properties(receive_maximum=min(self.settings.max_pending, 65_535)),
+        )
         session.connect_async(self._national, self.settings.national, session.connect_properties())
         self._province.loop_start()
         self._national.loop_start()
@@ -251,8 +261,14 @@ class Relay:
                 self._province.publish(command_topic(station), ResendRequest(first, last).encode(), qos=session.QOS)
             self.counts.resend_from_outbox += len(batches)
             self.counts.resend_passed_on += sum(last - first + 1 for first, last in missing)
-            log.warning("relay_resend_request", station=station, first=request.from_seq, last=request.to_seq,
-                        from_outbox=len(batches), passed_to_station=missing)
+            log.warning(
+                "relay_resend_request",
+                station=station,
+                first=request.from_seq,
+                last=request.to_seq,
+                from_outbox=len(batches),
+                passed_to_station=missing,
+            )
 
     def _publish_statuses(self) -> None:
         if not self.national_connected.is_set():
@@ -268,4 +284,3 @@ class Relay:
 
     def held_unsent_readings(self) -> int:
         return sum(box.counts()["unacked_readings"] for box in self.outboxes.values())
-

@@ -74,8 +74,13 @@ class Tt10Reading:
         from broker_bridge.envelope import Reading  # only the bridge needs the wire; `tt10 check` stays light
 
         return Reading(
-            ts_ns=self.ts_ns, device=device, parameter=self.parameter, value=self.value,
-            unit=self.unit, status=self.status, cause=cause,
+            ts_ns=self.ts_ns,
+            device=device,
+            parameter=self.parameter,
+            value=self.value,
+            unit=self.unit,
+            status=self.status,
+            cause=cause,
         )
 
 
@@ -168,7 +173,11 @@ def read_file(
     findings: list[Finding] = []
     file_name = _read_name(name, findings)
     if data.startswith(_UTF16_BOMS):
-        findings.append(Finding("utf16", "error", "the file is UTF-16 (Windows 'Unicode'); TT10 files are UTF-8 text: save it as UTF-8"))
+        findings.append(
+            Finding(
+                "utf16", "error", "the file is UTF-16 (Windows 'Unicode'); TT10 files are UTF-8 text: save it as UTF-8"
+            )
+        )
         return _file(name, file_name, data, (), (), findings, 0, 0)
     start = 0
     if data.startswith(_UTF8_BOM):
@@ -192,20 +201,40 @@ def read_file(
         if isinstance(outcome, RefusedLine):
             refused.append(outcome)
             if outcome.truncated:
-                findings.append(Finding(
-                    "truncated_last_line", "error", f"line {lineno} is cut off: the upload was probably interrupted", lineno
-                ))
+                findings.append(
+                    Finding(
+                        "truncated_last_line",
+                        "error",
+                        f"line {lineno} is cut off: the upload was probably interrupted",
+                        lineno,
+                    )
+                )
         else:
-            _keep(outcome, RefusedLine(lineno, raw.decode("utf-8", "backslashreplace"), "", offset), seen, readings, refused, findings)
+            _keep(
+                outcome,
+                RefusedLine(lineno, raw.decode("utf-8", "backslashreplace"), "", offset),
+                seen,
+                readings,
+                refused,
+                findings,
+            )
         if not ending and not (isinstance(outcome, RefusedLine) and outcome.truncated):
-            findings.append(Finding("no_final_newline", "note", f"line {lineno} has no line ending but is whole (not cut off)", lineno))
+            findings.append(
+                Finding(
+                    "no_final_newline", "note", f"line {lineno} has no line ending but is whole (not cut off)", lineno
+                )
+            )
 
     if endings:
         kinds = " and ".join(f"{_EOL_NAMES[e]} ({n})" for e, n in endings.items())
         mixed = len(endings) > 1
-        findings.append(Finding("line_endings", "warning" if mixed else "note", f"{'mixed ' if mixed else ''}line endings: {kinds}"))
+        findings.append(
+            Finding("line_endings", "warning" if mixed else "note", f"{'mixed ' if mixed else ''}line endings: {kinds}")
+        )
     if not readings and not refused:
-        findings.append(Finding("empty_file", "error", "the file holds no lines (an upload that never arrived, or an empty file)"))
+        findings.append(
+            Finding("empty_file", "error", "the file holds no lines (an upload that never arrived, or an empty file)")
+        )
     _about_parameters(readings, findings)
     if file_name is not None and readings:
         _check_name_time(file_name, readings, name_time_tolerance_s, findings)
@@ -214,8 +243,15 @@ def read_file(
 
 def _file(name, file_name, data, readings, refused, findings, lines, blank) -> Tt10File:
     return Tt10File(
-        name=name, file_name=file_name, sha256=hashlib.sha256(data).hexdigest(), size=len(data),
-        readings=tuple(readings), refused=tuple(refused), findings=tuple(findings), lines=lines, blank_lines=blank,
+        name=name,
+        file_name=file_name,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        readings=tuple(readings),
+        refused=tuple(refused),
+        findings=tuple(findings),
+        lines=lines,
+        blank_lines=blank,
     )
 
 
@@ -257,7 +293,9 @@ def _read_line(
             if len(fields) < FIELD_COUNT
             else f"the last line has no line ending and its status {fields[-1].strip()!r} is not two digits"
         )
-        return RefusedLine(lineno, shown, reason + ": the upload was probably interrupted; send the file again", offset, True)
+        return RefusedLine(
+            lineno, shown, reason + ": the upload was probably interrupted; send the file again", offset, True
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -276,7 +314,9 @@ def _read_line(
         for value in stripped:
             bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf")), None)
             if bad is not None:
-                return refuse(f"contains the invisible character U+{ord(bad):04X} ({unicodedata.name(bad, 'control')}) in {value!r}")
+                return refuse(
+                    f"contains the invisible character U+{ord(bad):04X} ({unicodedata.name(bad, 'control')}) in {value!r}"
+                )
     sent_as, value_text, unit, stamp, status = stripped
 
     if not sent_as:
@@ -377,14 +417,21 @@ def _keep(
     elif (first.value, first.unit, first.status) == (reading.value, reading.unit, reading.status) or (
         first.value is None and reading.value is None and (first.unit, first.status) == (reading.unit, reading.status)
     ):
-        findings.append(Finding("repeated_line", "warning", f"line {reading.line} repeats line {first.line}; read once", reading.line))
+        findings.append(
+            Finding(
+                "repeated_line", "warning", f"line {reading.line} repeats line {first.line}; read once", reading.line
+            )
+        )
     else:
-        refused.append(RefusedLine(
-            where.line, where.raw,
-            f"{reading.parameter} at {reading.stamp} is already on line {first.line} with value {_shown_value(first.value)} "
-            f"{first.unit} status {first.status}; two different values for one reading: line {first.line} is kept",
-            where.byte_offset,
-        ))
+        refused.append(
+            RefusedLine(
+                where.line,
+                where.raw,
+                f"{reading.parameter} at {reading.stamp} is already on line {first.line} with value {_shown_value(first.value)} "
+                f"{first.unit} status {first.status}; two different values for one reading: line {first.line} is kept",
+                where.byte_offset,
+            )
+        )
 
 
 def _shown_value(value: float | None) -> str:
@@ -394,10 +441,13 @@ def _shown_value(value: float | None) -> str:
 def _about_parameters(readings: list[Tt10Reading], findings: list[Finding]) -> None:
     unlisted = sorted({r.parameter for r in readings} - _REGULATION)
     if unlisted:
-        findings.append(Finding(
-            "unlisted_parameter", "note",
-            "not in the regulation's symbol table, kept as sent: " + ", ".join(unlisted),
-        ))
+        findings.append(
+            Finding(
+                "unlisted_parameter",
+                "note",
+                "not in the regulation's symbol table, kept as sent: " + ", ".join(unlisted),
+            )
+        )
     mapped = sorted({(r.sent_as, r.parameter) for r in readings if r.sent_as != r.parameter})
     if mapped:
         findings.append(Finding("mapped_parameter", "note", "mapped: " + ", ".join(f"{a} -> {b}" for a, b in mapped)))
@@ -406,25 +456,39 @@ def _about_parameters(readings: list[Tt10Reading], findings: list[Finding]) -> N
         times.setdefault(r.parameter, set()).add(r.stamp)
     several = {p: s for p, s in times.items() if len(s) > 1}
     if several:
-        findings.append(Finding(
-            "several_times", "note",
-            "several times per parameter: " + ", ".join(f"{p} ({len(s)}, {min(s)}..{max(s)})" for p, s in sorted(several.items())),
-        ))
+        findings.append(
+            Finding(
+                "several_times",
+                "note",
+                "several times per parameter: "
+                + ", ".join(f"{p} ({len(s)}, {min(s)}..{max(s)})" for p, s in sorted(several.items())),
+            )
+        )
 
 
-def _check_name_time(file_name: FileName, readings: list[Tt10Reading], tolerance_s: int, findings: list[Finding]) -> None:
+def _check_name_time(
+    file_name: FileName, readings: list[Tt10Reading], tolerance_s: int, findings: list[Finding]
+) -> None:
     latest = max(readings, key=lambda r: r.ts_ns)
     gap_s = abs(file_name.ts_ns - latest.ts_ns) // 1_000_000_000
     if gap_s > tolerance_s:
-        findings.append(Finding(
-            "name_time_mismatch", "warning",
-            f"the name says {file_name.stamp} but the latest line (line {latest.line}) says {latest.stamp}, "
-            f"{gap_s} s apart (more than {tolerance_s} s)",
-            latest.line,
-        ))
+        findings.append(
+            Finding(
+                "name_time_mismatch",
+                "warning",
+                f"the name says {file_name.stamp} but the latest line (line {latest.line}) says {latest.stamp}, "
+                f"{gap_s} s apart (more than {tolerance_s} s)",
+                latest.line,
+            )
+        )
 
 
-def read_path(path: str | Path, *, mapping: Mapping[str, str] | None = None, name_time_tolerance_s: int = DEFAULT_NAME_TIME_TOLERANCE_S) -> Tt10File:
+def read_path(
+    path: str | Path,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    name_time_tolerance_s: int = DEFAULT_NAME_TIME_TOLERANCE_S,
+) -> Tt10File:
     """Read a file from disk; its name is taken from the path."""
     p = Path(path)
     return read_file(p.read_bytes(), p.name, mapping=mapping, name_time_tolerance_s=name_time_tolerance_s)
@@ -453,7 +517,9 @@ def format_line(reading: WritableReading, decimals: int | None = None) -> str:
         raise Tt10WriteError(f"unit {unit!r} has spaces around it or a control character (TAB, line break)")
     if reading.value is None:
         if reading.status not in MISSING_VALUE_STATUSES:
-            raise Tt10WriteError(f"{reading.parameter}: no value with status {reading.status}; a missing value needs status 01 or 02")
+            raise Tt10WriteError(
+                f"{reading.parameter}: no value with status {reading.status}; a missing value needs status 01 or 02"
+            )
         value = ""
     else:
         value = format_value(reading.value, decimals)
@@ -492,7 +558,20 @@ def describe_time(ts_ns: int) -> tuple[str, str]:
 
 
 __all__ = [
-    "CANONICAL_LINE_ENDING", "DEFAULT_NAME_TIME_TOLERANCE_S", "INCOMPLETE_CODES", "Finding", "RefusedLine",
-    "Tt10File", "Tt10Reading", "Tt10WriteError", "WritableReading", "describe_time", "format_line",
-    "format_value", "read_file", "read_path", "write_file", "write_lines",
+    "CANONICAL_LINE_ENDING",
+    "DEFAULT_NAME_TIME_TOLERANCE_S",
+    "INCOMPLETE_CODES",
+    "Finding",
+    "RefusedLine",
+    "Tt10File",
+    "Tt10Reading",
+    "Tt10WriteError",
+    "WritableReading",
+    "describe_time",
+    "format_line",
+    "format_value",
+    "read_file",
+    "read_path",
+    "write_file",
+    "write_lines",
 ]

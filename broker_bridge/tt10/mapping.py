@@ -35,7 +35,9 @@ def _check_entry(source: object, target: object, where: str) -> None:
     if not isinstance(source, str) or not source.strip() or any(c in source for c in "\t\r\n"):
         raise MappingError(f"{where}: the name {source!r} to map must be non-empty text without TAB or line breaks")
     if source != source.strip():
-        raise MappingError(f"{where}: {source!r} has spaces around it; fields are read without them, so write {source.strip()!r}")
+        raise MappingError(
+            f"{where}: {source!r} has spaces around it; fields are read without them, so write {source.strip()!r}"
+        )
     if not isinstance(target, str) or not PARAMETER_PATTERN.match(target):
         raise MappingError(
             f"{where}: {source!r} maps to {target!r}; a parameter is one word of 1 to 64 characters without spaces, "
@@ -56,7 +58,9 @@ def load_mapping(path: Path) -> dict[str, str]:
     if root is None:
         return {}
     if not isinstance(root, yaml.MappingNode):
-        raise MappingError(f"{path}, line {root.start_mark.line + 1}: expected 'name as sent: symbol' lines, e.g. PM25: 'PM2,5'")
+        raise MappingError(
+            f"{path}, line {root.start_mark.line + 1}: expected 'name as sent: symbol' lines, e.g. PM25: 'PM2,5'"
+        )
     mapping: dict[str, str] = {}
     for key_node, value_node in root.value:
         where = f"{path}, line {key_node.start_mark.line + 1}"

@@ -47,7 +47,7 @@ def secs(ns: float) -> str:
 
 
 def when(ts_ns: int) -> str:
-    return dt.datetime.fromtimestamp(ts_ns // NS, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts_ns // NS, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------- #
@@ -90,7 +90,9 @@ class Batch:
         with np.errstate(invalid="ignore"):
             self.finite = np.isfinite(self.value)
         n00 = self.status.count("00")
-        self.measuring = np.ones(self.n, dtype=bool) if n00 == self.n else np.fromiter(map("00".__eq__, self.status), bool, self.n)
+        self.measuring = (
+            np.ones(self.n, dtype=bool) if n00 == self.n else np.fromiter(map("00".__eq__, self.status), bool, self.n)
+        )
         self.PT = np.ascontiguousarray(self.P.T)  # one contiguous row per setting: cheap gathers
         self.series_has = self.P.any(axis=1)
         self.has_thresholds = self.series_has[self.series]
@@ -350,7 +352,12 @@ class Points:
         return Points(*(getattr(self, f)[mask] for f in self.__dataclass_fields__))
 
 
-_EMPTY = Points(*(np.zeros(0, dtype=t) for t in (np.intp, np.intp, np.int64, np.float64, np.intp, np.int64, np.int64, np.float64, np.float64)))
+_EMPTY = Points(
+    *(
+        np.zeros(0, dtype=t)
+        for t in (np.intp, np.intp, np.int64, np.float64, np.intp, np.int64, np.int64, np.float64, np.float64)
+    )
+)
 
 
 class Windows:
@@ -370,7 +377,18 @@ class Windows:
     the same message twice in one flush, gets that reading's verdict.
     """
 
-    FIELDS = ("spike", "roc", "flat", "spike_ref", "prev_ts", "prev_value", "run_start", "run_count", "run_lo", "run_hi")
+    FIELDS = (
+        "spike",
+        "roc",
+        "flat",
+        "spike_ref",
+        "prev_ts",
+        "prev_value",
+        "run_start",
+        "run_count",
+        "run_lo",
+        "run_hi",
+    )
 
     def __init__(self, b: Batch, history: History, newest: np.ndarray) -> None:
         self.b = b
@@ -398,7 +416,11 @@ class Windows:
         # batch readings keep their order in the batch.
         order = np.lexsort((ts, series))
         pts = Points(
-            series[order], series[order], ts[order], np.concatenate([h.value, b.value[idx]])[order], reading[order],
+            series[order],
+            series[order],
+            ts[order],
+            np.concatenate([h.value, b.value[idx]])[order],
+            reading[order],
             np.concatenate([h.run_start, np.zeros(nb, dtype=np.int64)])[order],
             np.concatenate([h.run_count, np.zeros(nb, dtype=np.int64)])[order],
             np.concatenate([h.run_lo, np.zeros(nb)])[order],
@@ -406,7 +428,9 @@ class Windows:
         )
         is_batch = pts.reading >= 0
         same_point = np.zeros(len(pts.ts), dtype=bool)  # equal series, time and value to the point before
-        same_point[1:] = (pts.series[1:] == pts.series[:-1]) & (pts.ts[1:] == pts.ts[:-1]) & (pts.value[1:] == pts.value[:-1])
+        same_point[1:] = (
+            (pts.series[1:] == pts.series[:-1]) & (pts.ts[1:] == pts.ts[:-1]) & (pts.value[1:] == pts.value[:-1])
+        )
         redelivered = is_batch & same_point & np.r_[False, ~is_batch[:-1]]
         live = is_batch & (pts.ts > newest[pts.series])
         late = is_batch & ~live & ~redelivered
@@ -442,6 +466,7 @@ class Windows:
         m = len(s.ts)
         if m == 0:
             return
+
         def col(name: str) -> np.ndarray:
             return self.b.col(name, s.series)
 
@@ -476,7 +501,9 @@ class Windows:
         self.spike_ref[rd] = ref[at_b]
         flagged = np.flatnonzero(suspect | fail)
         # Where each flagged reading's window lies; the values are only read if its cause is wanted.
-        self.spike_windows.update(zip(s.reading[flagged].tolist(), zip(repeat(s.value), flagged.tolist(), count[flagged].tolist())))
+        self.spike_windows.update(
+            zip(s.reading[flagged].tolist(), zip(repeat(s.value), flagged.tolist(), count[flagged].tolist()))
+        )
 
         # ---- rate of change: |dx| / dt against the previous point ----
         dt_ns = np.zeros(m, dtype=np.int64)
@@ -530,7 +557,12 @@ class Windows:
         flags[suspect] = SUSPECT
         flags[fail] = FAIL
         self.flat[rd] = flags[at_b]
-        self.run_start[rd], self.run_count[rd], self.run_lo[rd], self.run_hi[rd] = rs[at_b], rc[at_b], lo[at_b], hi[at_b]
+        self.run_start[rd], self.run_count[rd], self.run_lo[rd], self.run_hi[rd] = (
+            rs[at_b],
+            rc[at_b],
+            lo[at_b],
+            hi[at_b],
+        )
 
 
 class SpikeCheck(Check):
@@ -612,8 +644,10 @@ class FlatLineCheck(Check):
             dur = b.ts[i] - w.run_start[i]
             limit = row[C["flat_fail_ns"]] if dur >= row[C["flat_fail_ns"]] else row[C["flat_suspect_ns"]]
             u = b.unit(i)
-            return (f"{self.name}: {int(w.run_count[i])} values within {num(row[C['flat_tol']])} {u} "
-                    f"({num(w.run_lo[i])} to {num(w.run_hi[i])}) for {secs(dur)} >= {secs(limit)}")
+            return (
+                f"{self.name}: {int(w.run_count[i])} values within {num(row[C['flat_tol']])} {u} "
+                f"({num(w.run_lo[i])} to {num(w.run_hi[i])}) for {secs(dur)} >= {secs(limit)}"
+            )
 
         return Output(w.flat, cause)
 
@@ -692,8 +726,10 @@ class ConsistencyCheck(Check):
             passed += [L, G]
             bad = b.value[L] > rule.limit(b.value[G])
             for l_, g_i in zip(L[bad].tolist(), G[bad].tolist()):
-                text = (f"{self.name}: {rule.lesser} {num(b.value[l_])} > {rule.greater} {num(b.value[g_i])} {b.unit(l_)} "
-                        f"at the same time (allowed: {rule.greater} x {num(1 + rule.rel_tolerance)} + {num(rule.abs_tolerance)})")
+                text = (
+                    f"{self.name}: {rule.lesser} {num(b.value[l_])} > {rule.greater} {num(b.value[g_i])} {b.unit(l_)} "
+                    f"at the same time (allowed: {rule.greater} x {num(1 + rule.rel_tolerance)} + {num(rule.abs_tolerance)})"
+                )
                 why.setdefault(l_, text)
                 why.setdefault(g_i, text)
                 violated += [l_, g_i]

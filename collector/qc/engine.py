@@ -47,13 +47,16 @@ log = structlog.get_logger("collector.qc")
 _FIELDS = attrgetter("ts_ns", "device", "parameter", "value", "unit", "status", "cause")
 SEED_CHUNK = 50_000  # rows per internal batch while seeding; any size gives the same state
 
+
 class QualityControl:
     """Runs the checks over the messages of a flush; owns the windowed checks' history.
 
     Not thread-safe: the collector's flush loop is its only caller.
     """
 
-    def __init__(self, thresholds: ThresholdSource, state: SeriesState | None = None, clock: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self, thresholds: ThresholdSource, state: SeriesState | None = None, clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self.thresholds = thresholds
         self.state = state if state is not None else SeriesState()
         self.clock = clock
@@ -65,7 +68,9 @@ class QualityControl:
         self._info_generation = -1
         self._param_ids: dict[str, int] = {}
         self._unit_ids: dict[str, int] = {}
-        self._not_evaluated: dict[tuple[str, str, int, bool], QcResult] = {}  # cached: the same text for every such reading
+        self._not_evaluated: dict[
+            tuple[str, str, int, bool], QcResult
+        ] = {}  # cached: the same text for every such reading
         self._windows: Windows | None = None
         self._batch: Batch | None = None
         self.checks: tuple[Check, ...] = (
@@ -141,7 +146,9 @@ class QualityControl:
         while chunk := list(islice(it, SEED_CHUNK)):
             chunk.sort(key=itemgetter(3))
             if newest is not None and chunk[0][3] < newest:
-                raise ValueError(f"seed rows must come in time order (ORDER BY ts): a row at {chunk[0][3]} ns follows one at {newest} ns")
+                raise ValueError(
+                    f"seed rows must come in time order (ORDER BY ts): a row at {chunk[0][3]} ns follows one at {newest} ns"
+                )
             newest = chunk[-1][3]
             st, dev, par, ts, val, status, unit = zip(*chunk)
             ts = tuple(int(t) for t in ts)
@@ -151,7 +158,14 @@ class QualityControl:
             group = np.fromiter(map(index.__getitem__, st), np.intp, len(chunk))
             # "Received" at the newest row: stored rows are not re-judged as future.
             received = np.full(len(chunk), ts[-1], dtype=np.int64)
-            self._run(stations, list(st), group, received, (ts, dev, par, val, unit, status, ("",) * len(chunk)), want_results=False)
+            self._run(
+                stations,
+                list(st),
+                group,
+                received,
+                (ts, dev, par, val, unit, status, ("",) * len(chunk)),
+                want_results=False,
+            )
             total += len(chunk)
         log.info("qc_state_seeded", rows=total, series=len(self.state))
         return total
@@ -178,10 +192,26 @@ class QualityControl:
             if len(live.ts):
                 slot_of = slots[live.series]
                 have = slot_of >= 0
-                self.state.push(slot_of[have], live.ts[have], live.value[have], live.run_start[have], live.run_count[have], live.run_lo[have], live.run_hi[have])
+                self.state.push(
+                    slot_of[have],
+                    live.ts[have],
+                    live.value[have],
+                    live.run_start[have],
+                    live.run_count[have],
+                    live.run_lo[have],
+                    live.run_hi[have],
+                )
         return self._windows
 
-    def _run(self, stations: list[str], station_col: list[str], group: np.ndarray, received: np.ndarray, fields: tuple[Sequence, ...], want_results: bool) -> QcColumns | None:
+    def _run(
+        self,
+        stations: list[str],
+        station_col: list[str],
+        group: np.ndarray,
+        received: np.ndarray,
+        fields: tuple[Sequence, ...],
+        want_results: bool,
+    ) -> QcColumns | None:
         ts_t, dev_t, par_t, val_t, unit_t, status_t, cause_t = fields
         rows = self._series_rows(list(zip(station_col, dev_t, par_t, unit_t)))
         known, series = np.unique(rows, return_inverse=True)  # the call's series, as rows of the series table
@@ -230,7 +260,13 @@ class QualityControl:
                     pt = th.param(*k)
                     row = self._info[k] = len(self._info_rows)
                     self._info_keys.append(k)
-                    self._info_rows.append((0 if pt is None else pt.vid, self._param_ids.setdefault(k[2], len(self._param_ids)), self._unit_ids.setdefault(k[3], len(self._unit_ids))))
+                    self._info_rows.append(
+                        (
+                            0 if pt is None else pt.vid,
+                            self._param_ids.setdefault(k[2], len(self._param_ids)),
+                            self._unit_ids.setdefault(k[3], len(self._unit_ids)),
+                        )
+                    )
                 rows[i] = row
             self._info_table = np.array(self._info_rows, dtype=np.intp).reshape(len(self._info_rows), 3)
         return np.array(rows, dtype=np.intp)
@@ -264,7 +300,11 @@ class QualityControl:
                 cause = f"not_evaluated: no value check applies to {par} in {unit!r} (all are off)"
             else:
                 units = self.thresholds.units_for(par)
-                known = f"thresholds exist for {', '.join(repr(u) for u in units)}" if units else "no thresholds for this symbol at all"
+                known = (
+                    f"thresholds exist for {', '.join(repr(u) for u in units)}"
+                    if units
+                    else "no thresholds for this symbol at all"
+                )
                 cause = f"not_evaluated: no QC thresholds for {par} in {unit!r} ({known})"
             found = QcResult(NOT_EVALUATED, "not_evaluated", cause, ())
             if len(self._not_evaluated) > 10_000:

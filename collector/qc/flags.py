@@ -80,7 +80,9 @@ class QcColumns:
 
     __slots__ = ("flag", "check", "cause", "checks", "_fired", "_fired_order")
 
-    def __init__(self, flag: np.ndarray, check: list[str], cause: list[str], checks: list[str], fired: dict[int, tuple[str, ...]]) -> None:
+    def __init__(
+        self, flag: np.ndarray, check: list[str], cause: list[str], checks: list[str], fired: dict[int, tuple[str, ...]]
+    ) -> None:
         self.flag, self.check, self.cause, self.checks, self._fired = flag, check, cause, checks, fired
         self._fired_order: list[int] | None = None
 
@@ -112,7 +114,11 @@ class QcColumns:
 
     def result(self, i: int) -> QcResult:
         fired = self._fired.get(i, ())
-        return PASSED if self.flag[i] == PASS and not self.check[i] and not fired else QcResult(int(self.flag[i]), self.check[i], self.cause[i], fired)
+        return (
+            PASSED
+            if self.flag[i] == PASS and not self.check[i] and not fired
+            else QcResult(int(self.flag[i]), self.check[i], self.cause[i], fired)
+        )
 
     def results(self) -> list[QcResult]:
         return [self.result(i) for i in range(len(self.flag))]
@@ -122,7 +128,9 @@ class QcColumns:
         # Only the fired entries inside the slice: a flush slices once per message.
         inside = order[bisect_left(order, start) : bisect_left(order, stop)]
         fired = {i - start: self._fired[i] for i in inside}
-        return QcColumns(self.flag[start:stop], self.check[start:stop], self.cause[start:stop], self.checks[start:stop], fired)
+        return QcColumns(
+            self.flag[start:stop], self.check[start:stop], self.cause[start:stop], self.checks[start:stop], fired
+        )
 
     def fired(self) -> list[tuple[int, tuple[str, ...]]]:
         """(index, checks that fired) of every reading where at least one check fired."""

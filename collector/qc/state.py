@@ -182,7 +182,16 @@ class SeriesState:
             run_hi=self._run_hi.ravel().take(flat),
         )
 
-    def push(self, slots: np.ndarray, ts: np.ndarray, value: np.ndarray, run_start: np.ndarray, run_count: np.ndarray, run_lo: np.ndarray, run_hi: np.ndarray) -> None:
+    def push(
+        self,
+        slots: np.ndarray,
+        ts: np.ndarray,
+        value: np.ndarray,
+        run_start: np.ndarray,
+        run_count: np.ndarray,
+        run_lo: np.ndarray,
+        run_hi: np.ndarray,
+    ) -> None:
         """Append points; rows must be grouped by slot and in time order within a slot."""
         if len(slots) == 0:
             return
@@ -196,7 +205,14 @@ class SeriesState:
         group_slot = slots[starts]
         pos = (np.repeat(self._head[group_slot], sizes) + rank - drop) % h
         flat = slots[keep] * h + pos[keep]
-        for arr, new in ((self._ts, ts), (self._val, value), (self._run_start, run_start), (self._run_count, run_count), (self._run_lo, run_lo), (self._run_hi, run_hi)):
+        for arr, new in (
+            (self._ts, ts),
+            (self._val, value),
+            (self._run_start, run_start),
+            (self._run_count, run_count),
+            (self._run_lo, run_lo),
+            (self._run_hi, run_hi),
+        ):
             arr.ravel()[flat] = new[keep]  # ravel() of a contiguous array is a view: this writes in place
         self._head[group_slot] = (self._head[group_slot] + kept) % h
         self._count[group_slot] = np.minimum(self._count[group_slot] + kept, h)

@@ -78,7 +78,12 @@ class ThresholdsError(ConfigError):
 REQUIRED = object()
 CHECK_KEYS: dict[str, dict[str, tuple[str, Any]]] = {
     "gross_range": {"fail": ("span", REQUIRED), "suspect": ("span", None)},
-    "spike": {"suspect": ("pos", REQUIRED), "fail": ("pos", math.inf), "window": ("int1", 3), "max_gap_s": ("pos", 3600.0)},
+    "spike": {
+        "suspect": ("pos", REQUIRED),
+        "fail": ("pos", math.inf),
+        "window": ("int1", 3),
+        "max_gap_s": ("pos", 3600.0),
+    },
     "rate_of_change": {"suspect_per_s": ("pos", REQUIRED), "min_delta": ("nonneg", 0.0), "max_gap_s": ("pos", 3600.0)},
     "flat_line": {
         "tolerance": ("nonneg", 0.0),
@@ -215,13 +220,18 @@ def _number(value: Any, allow_null: bool = False) -> float | None:
                 pass
         raise config_error(f"expected a number, got {_shape(value)}", fix)
     if not math.isfinite(value):
-        raise config_error(f"expected a finite number, got {value}", "write a finite number (null for an open end of a span)")
+        raise config_error(
+            f"expected a finite number, got {value}", "write a finite number (null for an open end of a span)"
+        )
     return float(value)
 
 
 def _span(value: Any) -> tuple[float, float]:
     if not isinstance(value, list) or len(value) != 2:
-        raise config_error(f"expected [low, high], got {_shape(value)}", "write two numbers in brackets, e.g. [0, 1000]; null for an open end")
+        raise config_error(
+            f"expected [low, high], got {_shape(value)}",
+            "write two numbers in brackets, e.g. [0, 1000]; null for an open end",
+        )
     lo, hi = (_number(v, allow_null=True) for v in value)
     lo = -math.inf if lo is None else lo
     hi = math.inf if hi is None else hi
@@ -233,7 +243,9 @@ def _span(value: Any) -> tuple[float, float]:
 def _positive(value: Any) -> float:
     num = _number(value)
     if not num > 0:
-        raise config_error(f"must be greater than 0, got {num:g}", "write a positive number (switch the whole check off with `off`)")
+        raise config_error(
+            f"must be greater than 0, got {num:g}", "write a positive number (switch the whole check off with `off`)"
+        )
     return num
 
 
@@ -248,7 +260,9 @@ def _whole(low: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         num = _number(value)
         if num != int(num) or num < low:
-            raise config_error(f"expected a whole number >= {low}, got {num:g}", f"write a whole number such as {max(low, 3)}")
+            raise config_error(
+                f"expected a whole number >= {low}, got {num:g}", f"write a whole number such as {max(low, 3)}"
+            )
         return int(num)
 
     return check
@@ -256,9 +270,9 @@ def _whole(low: int) -> Callable[[Any], int]:
 
 def _date(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
     raise config_error(f"expected a date, got {_shape(value)}", "write a date without quotes, e.g. 2020-01-01")
 
 
@@ -272,7 +286,9 @@ def _symbol(value: Any) -> str:
     if isinstance(value, bool):
         raise config_error(f"YAML read an unquoted word as the boolean {value}", "put the symbol in quotes")
     if not isinstance(value, str) or not value:
-        raise config_error(f"expected a parameter symbol, got {_shape(value)}", 'write the regulation symbol, e.g. "PM2,5" or NOx')
+        raise config_error(
+            f"expected a parameter symbol, got {_shape(value)}", 'write the regulation symbol, e.g. "PM2,5" or NOx'
+        )
     return value
 
 
@@ -288,7 +304,9 @@ def _name(value: Any) -> str:
 def _station_id(value: Any) -> str:
     text = _name(value)
     if not STATION_ID_PATTERN.match(text):
-        raise config_error(f"{text!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit")
+        raise config_error(
+            f"{text!r} is not a station id", "use 1-64 characters of A-Z a-z 0-9 _ . - starting with a letter or digit"
+        )
     return text
 
 
@@ -348,7 +366,9 @@ def _settings_or_off(check: str) -> Callable[[Any], Any]:
             return None  # `off`; set but None is how the layers see "switched off here"
         if isinstance(value, dict):
             return value
-        raise config_error(f"expected settings or `off`, got {_shape(value)}", f"write {check}: off, or {check}: {{...}}")
+        raise config_error(
+            f"expected settings or `off`, got {_shape(value)}", f"write {check}: off, or {check}: {{...}}"
+        )
 
     return check_value
 
@@ -414,7 +434,12 @@ class ThresholdsDocument(_Block):
     qc: QcSection | None
 
 
-CHECK_BLOCKS: dict[str, type[_Block]] = {"gross_range": GrossRangeBlock, "spike": SpikeBlock, "rate_of_change": RateOfChangeBlock, "flat_line": FlatLineBlock}
+CHECK_BLOCKS: dict[str, type[_Block]] = {
+    "gross_range": GrossRangeBlock,
+    "spike": SpikeBlock,
+    "rate_of_change": RateOfChangeBlock,
+    "flat_line": FlatLineBlock,
+}
 
 
 def _parameter_maps(qc: Any) -> Iterator[tuple[Loc, Any]]:
@@ -442,14 +467,25 @@ def _layout_problems(data: Any) -> list[DocumentProblem]:
     for loc, params in list(_parameter_maps(qc)):
         for sym, units in params.items() if isinstance(params, dict) else ():
             for unit in [u for u in units if u in CHECK_KEYS] if isinstance(units, dict) else ():
-                problems.append(DocumentProblem(loc + (sym, unit), f"{unit!r} is a check, but this level names the unit", f"put the unit first: {sym}: {{ug/m3: {{{unit}: ...}}}}"))
+                problems.append(
+                    DocumentProblem(
+                        loc + (sym, unit),
+                        f"{unit!r} is a check, but this level names the unit",
+                        f"put the unit first: {sym}: {{ug/m3: {{{unit}: ...}}}}",
+                    )
+                )
                 del units[unit]
     stations = qc.get("stations") if isinstance(qc, dict) else None
     for st, scope in stations.items() if isinstance(stations, dict) else ():
         if isinstance(scope, dict) and "kind" in scope:
             kind = scope.pop("kind")
-            problems.append(DocumentProblem(("qc", "stations", st, "kind"), "a station's kind is no longer set in the QC file (it is the station's registry entry)",
-                                            f"remove this line and set the kind in the registry: quantrac station set-kind {st} {kind}"))
+            problems.append(
+                DocumentProblem(
+                    ("qc", "stations", st, "kind"),
+                    "a station's kind is no longer set in the QC file (it is the station's registry entry)",
+                    f"remove this line and set the kind in the registry: quantrac station set-kind {st} {kind}",
+                )
+            )
     return problems
 
 
@@ -464,7 +500,11 @@ class _Converter:
         return Setting(value, self.doc.shown, self.doc.line_of(loc), format_loc(loc))
 
     def settings(self, block: BaseModel, loc: Loc) -> dict[str, Setting]:
-        return {key: self.setting(getattr(block, key), loc + (key,)) for key in type(block).model_fields if key in block.model_fields_set}
+        return {
+            key: self.setting(getattr(block, key), loc + (key,))
+            for key in type(block).model_fields
+            if key in block.model_fields_set
+        }
 
     def scope(self, block: ScopeBlock | DeviceBlock, loc: Loc, target: Scope) -> Scope:
         if isinstance(block, ScopeBlock):
@@ -490,9 +530,13 @@ class _Converter:
         for i, rule in enumerate(rules):
             pair = (rule.lesser, rule.greater)
             if pair[0] == pair[1]:
-                self.issues.append(self.doc.issue(loc + (i,), f"rule compares {pair[0]} with itself", "name two different parameters"))
+                self.issues.append(
+                    self.doc.issue(loc + (i,), f"rule compares {pair[0]} with itself", "name two different parameters")
+                )
             elif pair in out:
-                self.issues.append(self.doc.issue(loc + (i,), f"a second rule for {pair[0]} <= {pair[1]}", "merge the two rules"))
+                self.issues.append(
+                    self.doc.issue(loc + (i,), f"a second rule for {pair[0]} <= {pair[1]}", "merge the two rules")
+                )
             else:
                 out[pair] = self.settings(rule, loc + (i,))
         return out
@@ -518,7 +562,10 @@ def _thresholds_file(doc: YamlDocument) -> ThresholdsFile:
     for st, block in model.qc.stations.items():
         station = conv.scope(block, ("qc", "stations", st), StationScope())
         assert isinstance(station, StationScope)
-        station.devices = {dev: conv.scope(dblock, ("qc", "stations", st, "devices", dev), Scope()) for dev, dblock in block.devices.items()}
+        station.devices = {
+            dev: conv.scope(dblock, ("qc", "stations", st, "devices", dev), Scope())
+            for dev, dblock in block.devices.items()
+        }
         out.stations[st] = station
     if conv.issues:
         raise ThresholdsError(conv.issues)
@@ -539,11 +586,17 @@ def parse_thresholds(text: str, source: str) -> ThresholdsFile:
     the layers under them (a suspect span inside the inherited fail span) is
     checked when a ThresholdSource installs the file over the defaults.
     """
-    return _thresholds_file(_as_thresholds_error(lambda: parse_yaml(text.encode("utf-8"), source, readme=README, allow_empty=True, allowed_words=OFF)))
+    return _thresholds_file(
+        _as_thresholds_error(
+            lambda: parse_yaml(text.encode("utf-8"), source, readme=README, allow_empty=True, allowed_words=OFF)
+        )
+    )
 
 
 def read_thresholds(path: Path) -> ThresholdsFile:
-    return _thresholds_file(_as_thresholds_error(lambda: read_yaml(path, readme=README, allow_empty=True, allowed_words=OFF)))
+    return _thresholds_file(
+        _as_thresholds_error(lambda: read_yaml(path, readme=README, allow_empty=True, allowed_words=OFF))
+    )
 
 
 OFF = frozenset({"off"})  # `spike: off` switches a check off: the one yes/no word the format means
@@ -565,7 +618,9 @@ def _merge_check(blocks: list[Any]) -> dict[str, Setting] | None:
     return merged
 
 
-def _resolve_check(check: str, merged: dict[str, Setting] | None) -> tuple[dict[str, Any] | None, tuple[str, str, Setting | None] | None]:
+def _resolve_check(
+    check: str, merged: dict[str, Setting] | None
+) -> tuple[dict[str, Any] | None, tuple[str, str, Setting | None] | None]:
     """Merged settings -> (values with defaults, problem); a problem is (message, fix, where)."""
     if merged is None:
         return None, None
@@ -575,20 +630,39 @@ def _resolve_check(check: str, merged: dict[str, Setting] | None) -> tuple[dict[
         if key in merged:
             values[key] = merged[key].value
         elif default is REQUIRED:
-            return None, (f"{check} needs `{key}` (not set here, nor inherited)", f"add {key}: ... to this {check} block", last)
+            return None, (
+                f"{check} needs `{key}` (not set here, nor inherited)",
+                f"add {key}: ... to this {check} block",
+                last,
+            )
         else:
             values[key] = default
     if values.get("window", 1) > MAX_SPIKE_WINDOW:
-        return None, (f"spike window {values['window']} is more than {MAX_SPIKE_WINDOW}", f"use a window of 1 to {MAX_SPIKE_WINDOW}", merged.get("window", last))
+        return None, (
+            f"spike window {values['window']} is more than {MAX_SPIKE_WINDOW}",
+            f"use a window of 1 to {MAX_SPIKE_WINDOW}",
+            merged.get("window", last),
+        )
     if check == "gross_range" and values["suspect"] is not None:
         (flo, fhi), (slo, shi) = values["fail"], values["suspect"]
         if slo < flo or shi > fhi:
-            return None, (f"suspect span [{slo:g}, {shi:g}] is not inside the fail span [{flo:g}, {fhi:g}]",
-                          "narrow the suspect span to lie within the fail span, or widen fail in the same block", merged.get("suspect", last))
+            return None, (
+                f"suspect span [{slo:g}, {shi:g}] is not inside the fail span [{flo:g}, {fhi:g}]",
+                "narrow the suspect span to lie within the fail span, or widen fail in the same block",
+                merged.get("suspect", last),
+            )
     if check == "spike" and values["fail"] < values["suspect"]:
-        return None, (f"spike fail {values['fail']:g} is below suspect {values['suspect']:g}", "make fail at least suspect", merged.get("fail", last))
+        return None, (
+            f"spike fail {values['fail']:g} is below suspect {values['suspect']:g}",
+            "make fail at least suspect",
+            merged.get("fail", last),
+        )
     if check == "flat_line" and values["fail_s"] < values["suspect_s"]:
-        return None, (f"flat_line fail_s {values['fail_s']:g} is below suspect_s {values['suspect_s']:g}", "make fail_s at least suspect_s", merged.get("fail_s", last))
+        return None, (
+            f"flat_line fail_s {values['fail_s']:g} is below suspect_s {values['suspect_s']:g}",
+            "make fail_s at least suspect_s",
+            merged.get("fail_s", last),
+        )
     return values, None
 
 
@@ -623,7 +697,12 @@ def _vector(gr: dict | None, sp: dict | None, roc: dict | None, fl: dict | None)
 class Config:
     """Defaults plus one overrides file, with the layer lookups."""
 
-    def __init__(self, defaults: ThresholdsFile, overrides: ThresholdsFile | None, kinds: Mapping[str, str] = MappingProxyType({})) -> None:
+    def __init__(
+        self,
+        defaults: ThresholdsFile,
+        overrides: ThresholdsFile | None,
+        kinds: Mapping[str, str] = MappingProxyType({}),
+    ) -> None:
         self.defaults = defaults
         self.overrides = overrides or ThresholdsFile("", Scope(), {}, {})
         self.kinds = kinds
@@ -643,7 +722,9 @@ class Config:
             out.append(self.overrides.stations[station])
         return out
 
-    def param_layers(self, station: str | None, kind: str | None, device: str | None, parameter: str, unit: str) -> list[dict[str, Any]]:
+    def param_layers(
+        self, station: str | None, kind: str | None, device: str | None, parameter: str, unit: str
+    ) -> list[dict[str, Any]]:
         scopes = self.scopes(station, kind)
         if station is not None and device is not None and station in self.overrides.stations:
             dev = self.overrides.stations[station].devices.get(device)
@@ -651,7 +732,9 @@ class Config:
                 scopes.append(dev)
         return [s.parameters[parameter][unit] for s in scopes if unit in s.parameters.get(parameter, {})]
 
-    def resolve_param(self, station: str | None, kind: str | None, device: str | None, parameter: str, unit: str) -> tuple[ParamThresholds | None, list[tuple[str, str, Setting | None]]]:
+    def resolve_param(
+        self, station: str | None, kind: str | None, device: str | None, parameter: str, unit: str
+    ) -> tuple[ParamThresholds | None, list[tuple[str, str, Setting | None]]]:
         layers = self.param_layers(station, kind, device, parameter, unit)
         if not layers:
             return None, []
@@ -662,8 +745,15 @@ class Config:
             if problem:
                 problems.append(problem)
             resolved[check] = values
-        pt = ParamThresholds(parameter, unit, resolved["gross_range"], resolved["spike"], resolved["rate_of_change"], resolved["flat_line"],
-                             _vector(resolved["gross_range"], resolved["spike"], resolved["rate_of_change"], resolved["flat_line"]))
+        pt = ParamThresholds(
+            parameter,
+            unit,
+            resolved["gross_range"],
+            resolved["spike"],
+            resolved["rate_of_change"],
+            resolved["flat_line"],
+            _vector(resolved["gross_range"], resolved["spike"], resolved["rate_of_change"], resolved["flat_line"]),
+        )
         return pt, problems
 
     def resolve_station(self, station: str | None, kind: str | None) -> StationSettings:
@@ -681,8 +771,8 @@ class Config:
 
         not_before: dt.datetime = get(ts, TIMESTAMP_KEYS, "not_before")
         if not isinstance(not_before, dt.datetime):
-            not_before = dt.datetime(not_before.year, not_before.month, not_before.day, tzinfo=dt.timezone.utc)
-        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+            not_before = dt.datetime(not_before.year, not_before.month, not_before.day, tzinfo=dt.UTC)
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
         out_rules = tuple(
             Rule(pair[0], pair[1], get(r, RULE_KEYS, "rel_tolerance"), get(r, RULE_KEYS, "abs_tolerance"))
             for pair, r in rules.items()
@@ -754,7 +844,13 @@ def _check_config(cfg: Config, source: str) -> list[ConfigIssue]:
     for combo in sorted(combos, key=lambda c: tuple("" if x is None else x for x in c)):
         _pt, problems = cfg.resolve_param(*combo)
         for message, fix, where in problems:
-            issue = ConfigIssue(where.file if where else source, where.line if where else 0, where.path.rsplit(".", 1)[0] if where else "", message, fix)
+            issue = ConfigIssue(
+                where.file if where else source,
+                where.line if where else 0,
+                where.path.rsplit(".", 1)[0] if where else "",
+                message,
+                fix,
+            )
             if str(issue) not in seen:
                 seen.add(str(issue))
                 issues.append(issue)
@@ -802,7 +898,17 @@ class ThresholdSource:
         self._install(None, self._kinds)
         if self.path is not None:
             if not self.path.exists():
-                raise ThresholdsError([ConfigIssue(display_path(self.path), 0, "", "file not found", "check the path, or start without a thresholds file")])
+                raise ThresholdsError(
+                    [
+                        ConfigIssue(
+                            display_path(self.path),
+                            0,
+                            "",
+                            "file not found",
+                            "check the path, or start without a thresholds file",
+                        )
+                    ]
+                )
             self.reload_if_changed(raise_errors=True)
 
     def _install(self, overrides: ThresholdsFile | None, kinds: Mapping[str, str]) -> None:
@@ -837,7 +943,12 @@ class ThresholdSource:
             self.last_error = exc
             if raise_errors:
                 raise
-            log.error("qc_thresholds_invalid", reason="station kinds changed in the registry", issues=[str(i) for i in exc.issues], kept_generation=self.generation)
+            log.error(
+                "qc_thresholds_invalid",
+                reason="station kinds changed in the registry",
+                issues=[str(i) for i in exc.issues],
+                kept_generation=self.generation,
+            )
             return False
         log.info("qc_station_kinds_applied", stations=len(kinds), generation=self.generation)
         return True
@@ -859,7 +970,12 @@ class ThresholdSource:
             self.last_error = exc
             if raise_errors:
                 raise
-            log.error("qc_thresholds_invalid", file=str(self.path), issues=[str(i) for i in exc.issues], kept_generation=self.generation)
+            log.error(
+                "qc_thresholds_invalid",
+                file=str(self.path),
+                issues=[str(i) for i in exc.issues],
+                kept_generation=self.generation,
+            )
             return False
         self.last_error = None
         log.info("qc_thresholds_loaded", file=str(self.path), generation=self.generation)
@@ -878,7 +994,9 @@ class ThresholdSource:
             raise RuntimeError(f"unchecked thresholds combination {key}: {problems}")
         if pt is not None:
             vid = self._vectors.setdefault(pt.vector, len(self._vectors))
-            pt = ParamThresholds(pt.parameter, pt.unit, pt.gross_range, pt.spike, pt.rate_of_change, pt.flat_line, pt.vector, vid)
+            pt = ParamThresholds(
+                pt.parameter, pt.unit, pt.gross_range, pt.spike, pt.rate_of_change, pt.flat_line, pt.vector, vid
+            )
         if len(self._params) > 200_000:  # bounded: junk device/parameter names must not grow it forever
             self._params.clear()
         self._params[key] = pt

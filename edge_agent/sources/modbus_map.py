@@ -43,7 +43,12 @@ class ModbusMap:
                     self.bit_points.append((key, b.bit))
         self.status_keys = {p.key for p in points if p.key.startswith("\x00")}
         self.plan: tuple[ReadRequest, ...] = tuple(
-            plan_reads(points, max_registers=profile.max_read_registers, max_bits=profile.max_read_bits, max_gap=profile.max_read_gap)
+            plan_reads(
+                points,
+                max_registers=profile.max_read_registers,
+                max_bits=profile.max_read_bits,
+                max_gap=profile.max_read_gap,
+            )
         )
 
     def status(self, got: dict[str, tuple[int, Any]], failed: dict[str, tuple[int, str]]) -> tuple[str, str, bool]:
@@ -68,7 +73,9 @@ class ModbusMap:
         code, cause = spec.evaluate(raw, bits)
         return code, cause, True
 
-    def build(self, device_id: str, got: dict[str, tuple[int, Any]], failed: dict[str, tuple[int, str]]) -> list[Reading]:
+    def build(
+        self, device_id: str, got: dict[str, tuple[int, Any]], failed: dict[str, tuple[int, str]]
+    ) -> list[Reading]:
         """One Reading per profile value, in profile order."""
         status, status_cause, known = self.status(got, failed)
         out: list[Reading] = []
@@ -86,7 +93,15 @@ class ModbusMap:
             if spec.type == "bool":
                 d = decode_value(vtype="bool", bit=bool(chunk[0]), scale=scale, offset=offset, sentinels=spec.sentinels)
             else:
-                d = decode_value(chunk, vtype=spec.type, word_order=spec.word_order, scale=scale, offset=offset, sentinels=spec.sentinels, loop=spec.loop)
+                d = decode_value(
+                    chunk,
+                    vtype=spec.type,
+                    word_order=spec.word_order,
+                    scale=scale,
+                    offset=offset,
+                    sentinels=spec.sentinels,
+                    loop=spec.loop,
+                )
             if d.value is None:
                 code = combine_conditions([(status, ""), (d.status or "00", "")])[0]
                 out.append(Reading(ts, device_id, key, None, spec.unit, code, clip(join(status_cause, d.cause))))

@@ -62,7 +62,17 @@ class Exchange:
 
 
 class SerialLine:
-    def __init__(self, path: str, baud: int, parity: str, stop_bits: int, bytesize: int, *, station_id: str = "", gap_s: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        baud: int,
+        parity: str,
+        stop_bits: int,
+        bytesize: int,
+        *,
+        station_id: str = "",
+        gap_s: float | None = None,
+    ) -> None:
         self.path = path
         self.settings = (baud, parity, stop_bits, bytesize)
         self.gap_s = rtu_frame_gap_s(baud, parity, stop_bits, bytesize) if gap_s is None else gap_s
@@ -90,7 +100,12 @@ class SerialLine:
         if parity != "N" and os.path.realpath(self.path).startswith("/dev/pts/"):
             # A pseudo-terminal (firmware_sim's serial ports) has no parity bit, and Linux
             # refuses a termios change that asks for one (EINVAL) once the speed is set.
-            self.log.warning("serial.parity_ignored_on_pty", parity=parity, pty=os.path.realpath(self.path), device=",".join(self.devices))
+            self.log.warning(
+                "serial.parity_ignored_on_pty",
+                parity=parity,
+                pty=os.path.realpath(self.path),
+                device=",".join(self.devices),
+            )
             parity = "N"
         try:
             ser = serial.Serial(
@@ -111,7 +126,13 @@ class SerialLine:
         self._serial = ser
         self._quiet_since = time.monotonic()
         self.opens += 1
-        self.log.info("serial.opened", framing=self.framing, devices=",".join(self.devices), device=",".join(self.devices), opens=self.opens)
+        self.log.info(
+            "serial.opened",
+            framing=self.framing,
+            devices=",".join(self.devices),
+            device=",".join(self.devices),
+            opens=self.opens,
+        )
 
     def close(self) -> None:
         if self._serial is not None:
@@ -129,12 +150,16 @@ class SerialLine:
                 return
             except OSError as exc:
                 self.close()
-                raise NoReplyError("closed", f"no reply: port {self.path} failed: {exc.strerror or exc} (device unplugged?)") from None
+                raise NoReplyError(
+                    "closed", f"no reply: port {self.path} failed: {exc.strerror or exc} (device unplugged?)"
+                ) from None
             if not data:
                 return
             self.stale_bytes += len(data)
 
-    async def exchange(self, request: bytes, complete: Callable[[bytes], bool], timeout_s: float, *, pause_s: float = 0.0) -> Exchange:
+    async def exchange(
+        self, request: bytes, complete: Callable[[bytes], bool], timeout_s: float, *, pause_s: float = 0.0
+    ) -> Exchange:
         """Write ``request`` and read until ``complete(buffer)``; raises :class:`NoReplyError`."""
         async with self._lock:
             if self._serial is None:
@@ -155,7 +180,9 @@ class SerialLine:
                     view = view[n:]
             except OSError as exc:
                 self.close()
-                raise NoReplyError("closed", f"no reply: cannot write to {self.path}: {exc.strerror or exc} (device unplugged?)") from None
+                raise NoReplyError(
+                    "closed", f"no reply: cannot write to {self.path}: {exc.strerror or exc} (device unplugged?)"
+                ) from None
             try:
                 reply = await self._read_until(fd, complete, started + timeout_s, timeout_s)
             finally:
@@ -192,14 +219,19 @@ class SerialLine:
                     return bytes(buf)
                 if broken:
                     self.close()
-                    raise NoReplyError("closed", f"no reply: port {self.path} closed ({broken[0]}; device unplugged?)", bytes(buf), time.monotonic() - started)
+                    raise NoReplyError(
+                        "closed",
+                        f"no reply: port {self.path} closed ({broken[0]}; device unplugged?)",
+                        bytes(buf),
+                        time.monotonic() - started,
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise NoReplyError("timeout", f"no reply: timeout after {timeout_s:g} s", bytes(buf), timeout_s)
                 arrived.clear()
                 try:
                     await asyncio.wait_for(arrived.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue  # the loop's deadline check turns this into the NoReplyError
         finally:
             loop.remove_reader(fd)  # no await since a close, so the fd number cannot have been reused
@@ -224,7 +256,9 @@ class SerialLines:
         if line is None:
             line = self.lines[key] = SerialLine(path, *settings, station_id=self.station_id)
         elif line.settings != settings:
-            raise ValueError(f"{path} is opened at {line.framing} by {', '.join(line.devices)}; device {device.id} asks for different settings")  # type: ignore[attr-defined]
+            raise ValueError(
+                f"{path} is opened at {line.framing} by {', '.join(line.devices)}; device {device.id} asks for different settings"
+            )  # type: ignore[attr-defined]
         line.devices.append(device.id)  # type: ignore[attr-defined]
         return line
 

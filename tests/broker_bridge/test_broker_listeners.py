@@ -17,7 +17,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from broker_bridge.broker_config import MAX_PACKET_SIZE, MESSAGE_SIZE_LIMIT, TlsListener, generate_broker_config
@@ -86,12 +85,16 @@ def test_every_listener_carries_its_own_security_options(broker: SecuredBroker) 
     lines = [line for line in broker.config.conf_file.read_text().splitlines() if line and not line.startswith("#")]
     starts = [i for i, line in enumerate(lines) if line.startswith("listener ")]
     assert len(starts) == 2
-    assert not any(line.startswith("use_username_as_clientid") for line in lines[: starts[0]])  # nothing on the default listener
+    assert not any(
+        line.startswith("use_username_as_clientid") for line in lines[: starts[0]]
+    )  # nothing on the default listener
     for begin, end in zip(starts, starts[1:] + [len(lines)]):
         assert "use_username_as_clientid true" in lines[begin:end], lines[begin]
 
 
-def test_a_station_cannot_kick_the_collector_or_take_over_its_session(broker: SecuredBroker, probes, listener: str) -> None:
+def test_a_station_cannot_kick_the_collector_or_take_over_its_session(
+    broker: SecuredBroker, probes, listener: str
+) -> None:
     """Station A's password and the collector's client id, on this listener: the
     collector stays connected, keeps its persistent session and every queued batch."""
     tls = listener == "tls"
@@ -101,9 +104,24 @@ def test_a_station_cannot_kick_the_collector_or_take_over_its_session(broker: Se
 
     # online: Debian's mosquitto_pub with the collector's id and a persistent session
     subprocess.run(
-        [mosquitto_tool("mosquitto_pub"), *tool_args(broker, STATION_A, tls), "-i", collector_id, "-c", "-x", "3600",
-         "-q", "1", "-t", status_topic(STATION_A), "-m", "takeover"],
-        check=True, timeout=10, capture_output=True,
+        [
+            mosquitto_tool("mosquitto_pub"),
+            *tool_args(broker, STATION_A, tls),
+            "-i",
+            collector_id,
+            "-c",
+            "-x",
+            "3600",
+            "-q",
+            "1",
+            "-t",
+            status_topic(STATION_A),
+            "-m",
+            "takeover",
+        ],
+        check=True,
+        timeout=10,
+        capture_output=True,
     )
     with pytest.raises(queue.Empty):
         collector.disconnects.get(timeout=0.5)  # not kicked
@@ -134,7 +152,9 @@ def test_a_station_cannot_join_the_collectors_shared_subscription(broker: Secure
 
     denied = subprocess.run(
         [mosquitto_tool("mosquitto_sub"), *tool_args(broker, STATION_B, tls), "-q", "1", "-t", SHARED, "-W", "5"],
-        timeout=10, capture_output=True, text=True,
+        timeout=10,
+        capture_output=True,
+        text=True,
     )
     assert "denied" in denied.stdout + denied.stderr, (denied.returncode, denied.stdout, denied.stderr)
 
@@ -155,34 +175,71 @@ def test_a_station_cannot_join_the_collectors_shared_subscription(broker: Secure
 # -- no retained messages on data topics ------------------------------------------------------
 
 
-def test_retained_data_is_refused_while_retained_status_and_wills_still_work(broker: SecuredBroker, probes, listener: str) -> None:
+def test_retained_data_is_refused_while_retained_status_and_wills_still_work(
+    broker: SecuredBroker, probes, listener: str
+) -> None:
     tls = listener == "tls"
     station = connected(probes, broker.address(STATION_A, tls=tls))
     assert publish_retained(station, data_topic(STATION_A), b"retained batch").value == NOT_AUTHORIZED
     station.close()
     denied = subprocess.run(
-        [mosquitto_tool("mosquitto_pub"), *tool_args(broker, STATION_A, tls), "-q", "1", "-r",
-         "-t", data_topic(STATION_A), "-m", "retained by mosquitto_pub"],
-        timeout=10, capture_output=True, text=True,
+        [
+            mosquitto_tool("mosquitto_pub"),
+            *tool_args(broker, STATION_A, tls),
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            data_topic(STATION_A),
+            "-m",
+            "retained by mosquitto_pub",
+        ],
+        timeout=10,
+        capture_output=True,
+        text=True,
     )
     assert "Not authorized" in denied.stdout + denied.stderr, (denied.stdout, denied.stderr)
     subprocess.run(
-        [mosquitto_tool("mosquitto_pub"), *tool_args(broker, STATION_A, tls), "-q", "1", "-r",
-         "-t", status_topic(STATION_A), "-m", "online"],
-        check=True, timeout=10, capture_output=True,
+        [
+            mosquitto_tool("mosquitto_pub"),
+            *tool_args(broker, STATION_A, tls),
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            status_topic(STATION_A),
+            "-m",
+            "online",
+        ],
+        check=True,
+        timeout=10,
+        capture_output=True,
     )
     # a retained will on the station's status topic (and one on its data topic), sent when the connection dies
     dying = {}
     for topic in (status_topic(STATION_B), data_topic(STATION_B)):
         seen = broker.server.log_path.read_text().count(f"u'{STATION_B}'")
         dying[topic] = subprocess.Popen(
-            [mosquitto_tool("mosquitto_sub"), *tool_args(broker, STATION_B, tls), "-t", command_topic(STATION_B),
-             "--will-topic", topic, "--will-payload", "offline", "--will-qos", "1", "--will-retain"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                mosquitto_tool("mosquitto_sub"),
+                *tool_args(broker, STATION_B, tls),
+                "-t",
+                command_topic(STATION_B),
+                "--will-topic",
+                topic,
+                "--will-payload",
+                "offline",
+                "--will-qos",
+                "1",
+                "--will-retain",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         wait_until(
             lambda: subscribed(broker, seen),
-            timeout=5, what="the will's client connected",
+            timeout=5,
+            what="the will's client connected",
         )
         dying[topic].send_signal(signal.SIGKILL)  # no DISCONNECT: the broker must publish the will
         dying[topic].wait(timeout=5)
@@ -205,7 +262,9 @@ def test_retained_data_is_refused_while_retained_status_and_wills_still_work(bro
 # -- bounded payloads ---------------------------------------------------------------------------
 
 
-def test_an_80_mb_publish_is_refused_and_reaches_nobody(broker: SecuredBroker, probes, listener: str, tmp_path: Path) -> None:
+def test_an_80_mb_publish_is_refused_and_reaches_nobody(
+    broker: SecuredBroker, probes, listener: str, tmp_path: Path
+) -> None:
     tls = listener == "tls"
     assert MESSAGE_SIZE_LIMIT == MAX_ENVELOPE_BYTES < MAX_PACKET_SIZE
     collector = connected(probes, broker.address(COLLECTOR, tls=tls))
@@ -220,9 +279,19 @@ def test_an_80_mb_publish_is_refused_and_reaches_nobody(broker: SecuredBroker, p
     over_file = tmp_path / "over.bin"
     over_file.write_bytes(largest + b"x")
     over = subprocess.run(
-        [mosquitto_tool("mosquitto_pub"), *tool_args(broker, STATION_B, tls), "-q", "1",
-         "-t", data_topic(STATION_B), "-f", str(over_file)],
-        timeout=20, capture_output=True, text=True,
+        [
+            mosquitto_tool("mosquitto_pub"),
+            *tool_args(broker, STATION_B, tls),
+            "-q",
+            "1",
+            "-t",
+            data_topic(STATION_B),
+            "-f",
+            str(over_file),
+        ],
+        timeout=20,
+        capture_output=True,
+        text=True,
     )
     assert "Publish 1 failed: Packet too large" in over.stdout + over.stderr, (over.stdout, over.stderr)
 
@@ -252,16 +321,26 @@ def test_a_tls_only_config_opens_no_plain_port(tmp_path: Path) -> None:
     pki = create_pki(tmp_path / "tls")
     tls_port = free_port()
     config = generate_broker_config(
-        tmp_path / "out", [STATION_A], plain_listener=None,
+        tmp_path / "out",
+        [STATION_A],
+        plain_listener=None,
         tls=TlsListener(pki.ca_cert, pki.server_cert, pki.server_key, port=tls_port, host="127.0.0.1"),
-        data_dir=tmp_path / "broker" / "data", log_file=tmp_path / "broker" / "mosquitto.log", run_as=None,
+        data_dir=tmp_path / "broker" / "data",
+        log_file=tmp_path / "broker" / "mosquitto.log",
+        run_as=None,
     )
     log = tmp_path / "broker" / "mosquitto.log"
     (tmp_path / "broker" / "data").mkdir(parents=True)
-    proc = subprocess.Popen([str(find_mosquitto()), "-c", str(config.conf_file)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(find_mosquitto()), "-c", str(config.conf_file)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     try:
         wait_until(lambda: "running" in log.read_text(), timeout=10, what="Mosquitto running")
-        opened = [line.rsplit("port ", 1)[-1].rstrip(".") for line in log.read_text().splitlines() if "listen socket on port" in line]
+        opened = [
+            line.rsplit("port ", 1)[-1].rstrip(".")
+            for line in log.read_text().splitlines()
+            if "listen socket on port" in line
+        ]
         assert opened and set(opened) == {str(tls_port)}, opened
     finally:
         proc.terminate()
@@ -273,7 +352,9 @@ def test_the_plugin_rules_survive_a_reload(broker: SecuredBroker, probes, listen
     tls = listener == "tls"
     reloads = broker.server.log_path.read_text().count("Reloading config.")
     os.kill(broker.server.pid, signal.SIGHUP)
-    wait_until(lambda: broker.server.log_path.read_text().count("Reloading config.") > reloads, timeout=5, what="the reload")
+    wait_until(
+        lambda: broker.server.log_path.read_text().count("Reloading config.") > reloads, timeout=5, what="the reload"
+    )
     intruder = connected(probes, broker.address(STATION_B, tls=tls))
     assert intruder.subscribe(SHARED)[0].value == NOT_AUTHORIZED
     collector = connected(probes, broker.address(COLLECTOR, tls=tls))

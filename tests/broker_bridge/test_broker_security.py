@@ -101,7 +101,9 @@ class SecuredBroker:
             run_as=None,  # the broker runs as the test's user, never as 'mosquitto'
         )
 
-    def address(self, user: str | None, *, tls: bool = False, ca: Path | None = None, client_cert: str | None = None) -> BrokerAddress:
+    def address(
+        self, user: str | None, *, tls: bool = False, ca: Path | None = None, client_cert: str | None = None
+    ) -> BrokerAddress:
         """Credentials exactly as an agent or collector reads them (--broker-password-file)."""
         port = self.tls_port if tls else self.port
         address = BrokerAddress("127.0.0.1", port)
@@ -139,7 +141,9 @@ class Probe:
         self.address = address
         self.persistent = persistent
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
         )
         if address.username is not None:
             self.client.username_pw_set(address.username, address.password)

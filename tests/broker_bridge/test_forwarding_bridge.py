@@ -63,10 +63,14 @@ class Pair:
         self.province = GeneratedConfigBroker(tmp / "province", self.province_port, self.province_config.conf_file)
 
     def national_address(self, user: str) -> BrokerAddress:
-        return BrokerAddress("127.0.0.1", self.national_port).with_credentials(user, self.national_config.credential_file(user))
+        return BrokerAddress("127.0.0.1", self.national_port).with_credentials(
+            user, self.national_config.credential_file(user)
+        )
 
     def province_address(self, user: str) -> BrokerAddress:
-        return BrokerAddress("127.0.0.1", self.province_port).with_credentials(user, self.province_config.credential_file(user))
+        return BrokerAddress("127.0.0.1", self.province_port).with_credentials(
+            user, self.province_config.credential_file(user)
+        )
 
 
 @pytest.fixture
@@ -129,16 +133,21 @@ def test_a_2_0_11_broker_refuses_bridge_session_expiry_so_the_generator_leaves_i
     broken = tmp_path / "broken.conf"
     broken.write_text(text.replace("bridge_outgoing_retain false", "bridge_session_expiry_interval 90000"))
     (tmp_path / "p" / "province" / "data").mkdir(parents=True, exist_ok=True)
-    process = ManagedProcess([find_mosquitto(), "-c", broken], log_path=tmp_path / "broken.log", name="mosquitto-broken")
+    process = ManagedProcess(
+        [find_mosquitto(), "-c", broken], log_path=tmp_path / "broken.log", name="mosquitto-broken"
+    )
     process.start()
     wait_until(lambda: not process.running, timeout=10, what="mosquitto to refuse the config")
     assert "bridge_session_expiry_interval" in (tmp_path / "broken.log").read_text()
 
 
-def test_bridge_carries_batches_out_holds_them_through_a_national_outage_and_brings_commands_in(pair: Pair, probes) -> None:
+def test_bridge_carries_batches_out_holds_them_through_a_national_outage_and_brings_commands_in(
+    pair: Pair, probes
+) -> None:
     wait_bridged(pair, probes)
-    national_collector = subscribed(probes, pair.national_address(COLLECTOR), data_subscription(), persistent=True,
-                                    client_id=COLLECTOR)
+    national_collector = subscribed(
+        probes, pair.national_address(COLLECTOR), data_subscription(), persistent=True, client_id=COLLECTOR
+    )
     station = connected(probes, pair.province_address(HN_1))
     payloads = [f"batch-{i}".encode() + bytes(range(256)) for i in range(20)]
     for payload in payloads[:10]:
@@ -155,10 +164,14 @@ def test_bridge_carries_batches_out_holds_them_through_a_national_outage_and_bri
         assert not station.publish(data_topic(HN_1), payload).is_failure
     time.sleep(3)  # the bridge retries meanwhile (restart_timeout 2 60)
     pair.national.start()
-    back = subscribed(probes, pair.national_address(COLLECTOR), data_subscription(), persistent=True, client_id=COLLECTOR)
+    back = subscribed(
+        probes, pair.national_address(COLLECTOR), data_subscription(), persistent=True, client_id=COLLECTOR
+    )
     rest = received(back, 10, timeout=90)
     caught_up = time.monotonic() - started
-    print(f"bridge: 10 batches queued on the province during a national outage reached national {caught_up:.1f} s after it began")
+    print(
+        f"bridge: 10 batches queued on the province during a national outage reached national {caught_up:.1f} s after it began"
+    )
     assert sorted(m.payload for m in rest) == sorted(payloads[10:]), "the bridge's queue lost nothing"
 
     # The national collector's re-send request reaches the station on the province broker.
@@ -180,7 +193,9 @@ def test_a_province_speaks_only_for_its_delegated_stations(pair: Pair, probes) -
     # Through the bridge too: the province broker knows HCM_1, national refuses it from Hanoi's user.
     on_province = connected(probes, pair.province_address(HCM_1))
     assert not on_province.publish(data_topic(HCM_1), b"bridged, not delegated").is_failure
-    assert not connected(probes, pair.province_address(HN_2)).publish(data_topic(HN_2), b"bridged, delegated").is_failure
+    assert (
+        not connected(probes, pair.province_address(HN_2)).publish(data_topic(HN_2), b"bridged, delegated").is_failure
+    )
     got = received(national_collector, 2, timeout=10)
     time.sleep(1)
     got += drain(national_collector.messages)

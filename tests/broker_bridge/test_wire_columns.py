@@ -37,7 +37,13 @@ GOOD_TS = st.one_of(st.integers(min_value=1, max_value=MAX_TIMESTAMP_NS), EDGE_I
 GOOD_NAME = st.one_of(st.sampled_from(["PM2,5", "SO2", "t400", "x" * 64]), st.text(min_size=1, max_size=64))
 GOOD_VALUE = st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([1e308, -1e308]))
 GOOD_READING = st.tuples(
-    GOOD_TS, GOOD_NAME, GOOD_NAME, GOOD_VALUE, st.text(max_size=64), st.sampled_from(["00", "01", "02"]), st.text(max_size=256)
+    GOOD_TS,
+    GOOD_NAME,
+    GOOD_NAME,
+    GOOD_VALUE,
+    st.text(max_size=64),
+    st.sampled_from(["00", "01", "02"]),
+    st.text(max_size=256),
 ).map(list)
 
 
@@ -65,9 +71,7 @@ def reference(items: list):
 
 
 def body_bytes(items: list) -> bytes:
-    return msgpack.packb(
-        {"station": "S1", "seq": 1, "sent_ns": 1, "hist": False, "readings": items}, use_bin_type=True
-    )
+    return msgpack.packb({"station": "S1", "seq": 1, "sent_ns": 1, "hist": False, "readings": items}, use_bin_type=True)
 
 
 def outcome(fn, *args):
@@ -103,7 +107,16 @@ def test_column_decoder_equals_per_reading_checks(items):
 
 @pytest.mark.parametrize(
     "value, accepted",
-    [(1.5, True), (None, True), (float("nan"), False), (float("inf"), False), (-float("inf"), False), (1e308, True), (3, False), (True, False)],
+    [
+        (1.5, True),
+        (None, True),
+        (float("nan"), False),
+        (float("inf"), False),
+        (-float("inf"), False),
+        (1e308, True),
+        (3, False),
+        (True, False),
+    ],
 )
 def test_values_at_the_edge(value, accepted):
     items = [[1, "d", "p", 1e308, "u", "00", ""], [2, "d", "p", value, "u", "00", ""]]

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker_bridge import topics
 from broker_bridge.envelope import (
     BatchBody,
-    EnvelopeError,
     Envelope,
+    EnvelopeError,
     Reading,
     decode_body,
     open_envelope,
@@ -52,8 +52,13 @@ def test_vectors_decode_and_verify(case):
 
 def sealed(**changes) -> bytes:
     case = VECTORS["cases"][0]
-    fields = {"station": case["station"], "seq": case["seq"], "sent_ns": case["sent_ns"], "hist": False,
-              "readings": case["readings"]}
+    fields = {
+        "station": case["station"],
+        "seq": case["seq"],
+        "sent_ns": case["sent_ns"],
+        "hist": False,
+        "readings": case["readings"],
+    }
     fields.update(changes)
     body = msgpack.packb(fields, use_bin_type=True)
     return Envelope(VECTORS["kid"], body, KEY.sign(body)).encode()

@@ -82,10 +82,14 @@ def test_vectors_parse_to_their_typed_message(name):
 
 def test_every_kind_has_a_vector_and_a_section_quoting_it():
     text = DOC.read_text()
-    assert set(KIND_OF_CASE.values()) == set(catalog.kinds()) - {"batch"}  # the batch: tests/broker_bridge/test_wire_contract.py
+    assert set(KIND_OF_CASE.values()) == set(catalog.kinds()) - {
+        "batch"
+    }  # the batch: tests/broker_bridge/test_wire_contract.py
     assert sorted(p.stem for p in VECTORS.iterdir()) == sorted(CASES)
     for name in CASES:
-        assert vector(name).decode() in text, f"docs/wire-format.md does not quote tests/broker_bridge/vectors/messages_v1/{name}.json"
+        assert vector(name).decode() in text, (
+            f"docs/wire-format.md does not quote tests/broker_bridge/vectors/messages_v1/{name}.json"
+        )
     for kind in catalog.kinds():
         assert f"`{kind}`" in text, f"docs/wire-format.md has no section for {kind}"
 

@@ -20,19 +20,30 @@ def _profiles(tmp: Path, name: str, text: str) -> Path:
     d = tmp / name
     d.mkdir()
     (d / "site-odo.yaml").write_text(text.replace("profile: xylem-odo-rtu", "profile: site-odo"))
-    (d / "site-t400.yaml").write_text((PROFILES_DIR / "teledyne-t400.yaml").read_text().replace("profile: teledyne-t400", "profile: site-t400"))
+    (d / "site-t400.yaml").write_text(
+        (PROFILES_DIR / "teledyne-t400.yaml").read_text().replace("profile: teledyne-t400", "profile: site-t400")
+    )
     return d
 
 
 def test_doctor_points_at_word_order_address_and_wiring_mistakes(tmp_path: Path) -> None:
     bus = tmp_path / "bus0"
-    devices = [rtu("odo", "site-odo", 1, bus), rtu("t400", "site-t400", 2, bus), rtu("ghost", "site-t400", 9, bus, timeout_s=0.2)]
+    devices = [
+        rtu("odo", "site-odo", 1, bus),
+        rtu("t400", "site-t400", 2, bus),
+        rtu("ghost", "site-t400", 9, bus, timeout_s=0.2),
+    ]
     served = _profiles(tmp_path, "served", RIGHT)
     # What the technician wrote: Temp's word order swapped, DO one register off.
-    wrong_text = RIGHT.replace("    address: 6\n    type: float32\n    word_order: ABCD", "    address: 6\n    type: float32\n    word_order: CDAB").replace("    address: 2\n", "    address: 3\n")
+    wrong_text = RIGHT.replace(
+        "    address: 6\n    type: float32\n    word_order: ABCD",
+        "    address: 6\n    type: float32\n    word_order: CDAB",
+    ).replace("    address: 2\n", "    address: 3\n")
     assert wrong_text.count("CDAB") == 1 and "address: 3" in wrong_text
     wrong = _profiles(tmp_path, "wrong", wrong_text)
-    sim_station = load_station(write_station(tmp_path, [d for d in devices if d["id"] != "ghost"], station_id="SIM"), served)
+    sim_station = load_station(
+        write_station(tmp_path, [d for d in devices if d["id"] != "ghost"], station_id="SIM"), served
+    )
     station_file = write_station(tmp_path, devices, station_id="SITE")
 
     ready, stop = threading.Event(), threading.Event()
@@ -64,13 +75,18 @@ def test_doctor_points_at_word_order_address_and_wiring_mistakes(tmp_path: Path)
     assert "PROBLEM" in sections["odo"].splitlines()[0] and "OK" in sections["t400"].splitlines()[0], text
     odo = sections["odo"]
     # DO at 3: the read 3..4 hits an undefined register -> exception 2 -> address_base hint
-    assert re.search(r"DO .*modbus exception 2 \(illegal data address\).*the address is wrong or off by one - check the profile's address_base", odo)
+    assert re.search(
+        r"DO .*modbus exception 2 \(illegal data address\).*the address is wrong or off by one - check the profile's address_base",
+        odo,
+    )
     # Temp decoded CDAB from ABCD registers: absurd, and the doctor finds the order that fits the range
     temp = next(line for line in odo.splitlines() if line.strip().startswith("Temp"))
     assert re.search(r"input_register 6\s+41EC 8F5C\s+-1\.086e-29\s", temp), temp
     assert "try word order ABCD (gives 29.57); compare with the analyzer's display" in temp, temp
     t400 = sections["t400"]
-    assert re.search(r"O3\s+input_register 18\s+[0-9A-F]{4} [0-9A-F]{4}\s+\d+(\.\d+)?\s+ppb\s+00\s+-\s+[0-9.]+$", t400, re.M), t400  # no hint for a low ambient value
+    assert re.search(
+        r"O3\s+input_register 18\s+[0-9A-F]{4} [0-9A-F]{4}\s+\d+(\.\d+)?\s+ppb\s+00\s+-\s+[0-9.]+$", t400, re.M
+    ), t400  # no hint for a low ambient value
     assert "(status)" in t400 and "0=0" in t400  # the discrete inputs, bit by bit
     assert "check unit id (9), baud/parity (19200 8N1), wiring" in sections["ghost"]
 
@@ -79,4 +95,7 @@ def test_doctor_rejects_a_bad_station_file(tmp_path: Path, capsys) -> None:
     bad = write_station(tmp_path, [rtu("odo", "xylem-odo-rtu", 1, "dev/ttyUSB0")])
     assert run_doctor(bad) == 2
     err = capsys.readouterr().err
-    assert "devices[0].port: port 'dev/ttyUSB0' is not a device path (fix: write the full path, preferably the stable one: /dev/serial/by-id/" in err
+    assert (
+        "devices[0].port: port 'dev/ttyUSB0' is not a device path (fix: write the full path, preferably the stable one: /dev/serial/by-id/"
+        in err
+    )

@@ -7,7 +7,7 @@ import csv
 import hashlib
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -39,12 +39,21 @@ def refused(tmp_path, mosquitto_server, make_collector, warehouse):
         bytes(flipped): "bad_signature",
         seal(body, key_id(stranger.public_key()), stranger): "unknown_key",
         # its detail holds commas and quotes: the CSV must quote them
-        seal(BatchBody(station, 2, now, (Reading(now, "dev1", "SO2", 1.0, "ug/m3", "07", ""),)), key.key_id, key.private_key): "schema",
+        seal(
+            BatchBody(station, 2, now, (Reading(now, "dev1", "SO2", 1.0, "ug/m3", "07", ""),)),
+            key.key_id,
+            key.private_key,
+        ): "schema",
     }
     publish_all(mosquitto_server.port, data_topic(station), list(payloads))
     publish_all(mosquitto_server.port, status_topic(station), [b"\xff\xfe not json"])
     payloads[b"\xff\xfe not json"] = "undecodable"
-    wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", len(payloads), params=(station,))
+    wait_for_count(
+        warehouse.pg_conninfo,
+        "SELECT count() FROM rejects WHERE claimed_station = %s",
+        len(payloads),
+        params=(station,),
+    )
     return station, payloads
 
 
@@ -61,7 +70,10 @@ def test_list_shows_the_newest_rejects_as_one_line_each(refused, warehouse):
         assert row.payload_b64 is None  # listing leaves the payloads in QuestDB
 
     lines.clear()
-    assert [r.reason for r in list_rejects(warehouse.pg_conninfo, station=station, reason="bad_signature", echo=lines.append)] == ["bad_signature"]
+    assert [
+        r.reason
+        for r in list_rejects(warehouse.pg_conninfo, station=station, reason="bad_signature", echo=lines.append)
+    ] == ["bad_signature"]
     newest = list_rejects(warehouse.pg_conninfo, station=station, limit=2, echo=lines.append)
     assert [r.received_ns for r in newest] == [r.received_ns for r in rows[:2]]
     lines.clear()
@@ -86,10 +98,12 @@ def test_export_writes_every_field_and_the_exact_payload(refused, warehouse, tmp
         assert row["payload_sha256"] == hashlib.sha256(payload).hexdigest()
         assert row["detail"] and row["topic"] in (data_topic(station), status_topic(station))
         at = datetime.fromisoformat(row["received_at"])
-        epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
         assert (at - epoch) // timedelta(microseconds=1) == int(row["received_ns"]) // 1000  # the same instant, in UTC
     assert [int(r["received_ns"]) for r in rows] == sorted(int(r["received_ns"]) for r in rows)  # oldest first
-    listed = {r.payload_sha256: r.detail for r in list_rejects(warehouse.pg_conninfo, station=station, echo=lambda _: None)}
+    listed = {
+        r.payload_sha256: r.detail for r in list_rejects(warehouse.pg_conninfo, station=station, echo=lambda _: None)
+    }
     assert {r["payload_sha256"]: r["detail"] for r in rows} == listed
     assert any("," in r["detail"] and "'" in r["detail"] for r in rows)
 
@@ -110,12 +124,12 @@ def test_export_filters_and_refuses_bad_arguments(refused, warehouse, tmp_path):
 
 
 def test_time_filters_read_iso_times_and_ages_in_utc():
-    now = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     assert parse_when("30m", now) == now - timedelta(minutes=30)
     assert parse_when("7d", now) == now - timedelta(days=7)
     assert parse_when("1.5h", now) == now - timedelta(hours=1.5)
-    assert parse_when("2026-05-01T08:00:00") == datetime(2026, 5, 1, 8, tzinfo=timezone.utc)
-    assert parse_when("2026-05-01T08:00:00+07:00") == datetime(2026, 5, 1, 1, tzinfo=timezone.utc)
+    assert parse_when("2026-05-01T08:00:00") == datetime(2026, 5, 1, 8, tzinfo=UTC)
+    assert parse_when("2026-05-01T08:00:00+07:00") == datetime(2026, 5, 1, 1, tzinfo=UTC)
     assert parse_when(None) is None
     with pytest.raises(RejectsError):
         parse_when("5 parsecs")

@@ -47,9 +47,14 @@ def test_same_batch_twice_leaves_n_rows(collector, station, warehouse, mosquitto
     station_id, key, _ = station
     payload = seal(batch(station_id, 1, 25, time.time_ns()), key.key_id, key.private_key)
     publish_all(mosquitto_server.port, data_topic(station_id), [payload, payload])
-    wait_until(lambda: collector.stats.messages >= 2 and collector.stats.flushes >= 1, timeout=15, what="both copies handled")
+    wait_until(
+        lambda: collector.stats.messages >= 2 and collector.stats.flushes >= 1, timeout=15, what="both copies handled"
+    )
     assert wait_for_count(warehouse.pg_conninfo, count(warehouse, station_id), 25) == 25
-    rows = sql(warehouse.pg_conninfo, f"SELECT value, status, seq, key_id FROM readings WHERE station='{station_id}' ORDER BY ts")
+    rows = sql(
+        warehouse.pg_conninfo,
+        f"SELECT value, status, seq, key_id FROM readings WHERE station='{station_id}' ORDER BY ts",
+    )
     assert [r[0] for r in rows] == [10.0 + i for i in range(25)]
     assert {(r[1], r[2], r[3]) for r in rows} == {("00", 1, key.key_id)}
 
@@ -73,7 +78,9 @@ def test_forged_batches_add_no_reading_and_one_reject(collector, station, wareho
     publish_all(mosquitto_server.port, data_topic(station_id), [payload])
     rejects = f"SELECT count() FROM rejects WHERE claimed_station = '{station_id}'"
     assert wait_for_count(warehouse.pg_conninfo, rejects, 1) == 1
-    row = sql(warehouse.pg_conninfo, f"SELECT reason, detail, topic FROM rejects WHERE claimed_station = '{station_id}'")[0]
+    row = sql(
+        warehouse.pg_conninfo, f"SELECT reason, detail, topic FROM rejects WHERE claimed_station = '{station_id}'"
+    )[0]
     assert row[0] == reason and row[1] and row[2] == data_topic(station_id)
     assert wal_applied(warehouse.pg_conninfo)
     assert sql(warehouse.pg_conninfo, count(warehouse, station_id))[0][0] == 0
@@ -103,9 +110,13 @@ def test_collector_restart_loses_nothing(mosquitto_server, warehouse, station, t
 
     collector = start_collector("collector-1.log")
     start = time.time_ns()
-    payloads = [seal(batch(station_id, seq, 10, start + seq * 10**8), key.key_id, key.private_key) for seq in range(1, 61)]
+    payloads = [
+        seal(batch(station_id, seq, 10, start + seq * 10**8), key.key_id, key.private_key) for seq in range(1, 61)
+    ]
     # The first connect creates the persistent session; wait for it before publishing.
-    wait_until(lambda: "mqtt_connected" in (tmp_path / "collector-1.log").read_text(), timeout=20, what="collector connected")
+    wait_until(
+        lambda: "mqtt_connected" in (tmp_path / "collector-1.log").read_text(), timeout=20, what="collector connected"
+    )
     publish_all(mosquitto_server.port, data_topic(station_id), payloads[:20])
     collector.kill()
     publish_all(mosquitto_server.port, data_topic(station_id), payloads[20:40])  # queued by the broker meanwhile
@@ -113,7 +124,9 @@ def test_collector_restart_loses_nothing(mosquitto_server, warehouse, station, t
     publish_all(mosquitto_server.port, data_topic(station_id), payloads[40:])
     try:
         assert wait_for_count(warehouse.pg_conninfo, count(warehouse, station_id), 600, timeout=60) == 600
-        distinct = sql(warehouse.pg_conninfo, f"SELECT count_distinct(seq) FROM readings WHERE station = '{station_id}'")
+        distinct = sql(
+            warehouse.pg_conninfo, f"SELECT count_distinct(seq) FROM readings WHERE station = '{station_id}'"
+        )
         assert distinct[0][0] == 60
     finally:
         collector.stop()

@@ -87,7 +87,10 @@ def make_fleet(tmp: Path, n: int, rng: random.Random) -> Fleet:
         st = Station(f"{prefix}_{i:04d}", key, key_id(key.public_key()), rng.sample(PARAMS, rng.randint(6, 16)))
         st.clock_ns = start + rng.randrange(60 * 10**9)
         stations.append(st)
-        doc["stations"][st.id] = {"enabled": True, "keys": [{"kid": st.kid, "public_key": public_key_b64(key.public_key()), "state": "active"}]}
+        doc["stations"][st.id] = {
+            "enabled": True,
+            "keys": [{"kid": st.kid, "public_key": public_key_b64(key.public_key()), "state": "active"}],
+        }
     registry = tmp / "registry.yaml"
     # One write instead of `add_station` per station (which re-reads the growing file each time);
     # the registry's own parser checks the result below.
@@ -137,7 +140,9 @@ class SteadyPublisher(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"load-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"load-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+        )
         client.max_inflight_messages_set(500)
         try:
             client.connect("127.0.0.1", self.port)
@@ -164,7 +169,9 @@ class SteadyPublisher(threading.Thread):
         assert not self.is_alive(), "publisher did not finish"
         if self.error is not None:
             raise self.error
-        assert self.acknowledged == len(self.messages), f"broker acknowledged {self.acknowledged} of {len(self.messages)}"
+        assert self.acknowledged == len(self.messages), (
+            f"broker acknowledged {self.acknowledged} of {len(self.messages)}"
+        )
 
 
 def rss_mb(pid: int) -> float:
@@ -187,15 +194,31 @@ def log_events(path: Path, event: str) -> int:
 
 
 def start_collector(
-    fleet: Fleet, broker_port: int, endpoints, log: Path, client_id: str, share_group: str | None = None,
+    fleet: Fleet,
+    broker_port: int,
+    endpoints,
+    log: Path,
+    client_id: str,
+    share_group: str | None = None,
     max_pending: int | None = None,
 ) -> ManagedProcess:
     connects_before = log_events(log, "mqtt_connected") if log.exists() else 0
     process = collector_process(
-        fleet.registry, f"127.0.0.1:{broker_port}", f"127.0.0.1:{endpoints.http_port}", f"127.0.0.1:{endpoints.pg_port}",
-        log, client_id=client_id, share_group=share_group, max_pending=max_pending,
+        fleet.registry,
+        f"127.0.0.1:{broker_port}",
+        f"127.0.0.1:{endpoints.http_port}",
+        f"127.0.0.1:{endpoints.pg_port}",
+        log,
+        client_id=client_id,
+        share_group=share_group,
+        max_pending=max_pending,
     ).start()
-    wait_until(lambda: log_events(log, "mqtt_connected") > connects_before, timeout=30, what=f"{client_id} connected", process=process)
+    wait_until(
+        lambda: log_events(log, "mqtt_connected") > connects_before,
+        timeout=30,
+        what=f"{client_id} connected",
+        process=process,
+    )
     time.sleep(0.3)  # the SUBACK follows the CONNACK
     return process
 
@@ -205,18 +228,29 @@ def assert_exactly_once(conninfo: str, fleet: Fleet, messages: list[Message], ti
     assert len(expected) == sum(len(m.body.readings) for m in messages), "test data must not repeat a reading's key"
     wait_for_count(conninfo, f"SELECT count() FROM readings WHERE {fleet.where}", len(expected), timeout=timeout)
     assert sql(conninfo, f"SELECT count() FROM readings WHERE {fleet.where}")[0][0] == len(expected)
-    distinct = sql(conninfo, f"SELECT count() FROM (SELECT DISTINCT ts, station, device, parameter FROM readings WHERE {fleet.where})")
+    distinct = sql(
+        conninfo,
+        f"SELECT count() FROM (SELECT DISTINCT ts, station, device, parameter FROM readings WHERE {fleet.where})",
+    )
     assert distinct[0][0] == len(expected)
     stored = {
         (ts, st, dev, par): value
-        for ts, st, dev, par, value in sql(conninfo, f"SELECT ts::long, station, device, parameter, value FROM readings WHERE {fleet.where}")
+        for ts, st, dev, par, value in sql(
+            conninfo, f"SELECT ts::long, station, device, parameter, value FROM readings WHERE {fleet.where}"
+        )
     }
     missing = expected.keys() - stored.keys()
     extra = stored.keys() - expected.keys()
-    assert not missing and not extra, f"{len(missing)} readings missing (e.g. {sorted(missing)[:3]}), {len(extra)} unexpected"
+    assert not missing and not extra, (
+        f"{len(missing)} readings missing (e.g. {sorted(missing)[:3]}), {len(extra)} unexpected"
+    )
     assert stored == expected, "a stored value differs from the published one"
     # The ledger holds each batch once: the collector judged every redelivery a duplicate or rewrote it onto its own key.
-    wait_until(lambda: sql(conninfo, f"SELECT count() FROM batches WHERE {fleet.where}")[0][0] >= len(messages), timeout=30, what="ledger")
+    wait_until(
+        lambda: sql(conninfo, f"SELECT count() FROM batches WHERE {fleet.where}")[0][0] >= len(messages),
+        timeout=30,
+        what="ledger",
+    )
     ledger = sql(conninfo, f"SELECT count(), count_distinct(payload_sha256) FROM batches WHERE {fleet.where}")[0]
     assert ledger == (len(messages), len(messages))
 
@@ -240,7 +274,9 @@ def test_questdb_outage_under_load_loses_nothing_and_memory_stays_bounded(make_q
         publisher = SteadyPublisher(mosquitto_server.port, messages, RATE)
         publisher.start()
         time.sleep(before_s)
-        assert sql(pg, f"SELECT count() FROM readings WHERE {fleet.where}")[0][0] > 0, "collector wrote nothing before the outage"
+        assert sql(pg, f"SELECT count() FROM readings WHERE {fleet.where}")[0][0] > 0, (
+            "collector wrote nothing before the outage"
+        )
 
         qdb.stop()
         stopped = time.monotonic()
@@ -262,9 +298,13 @@ def test_questdb_outage_under_load_loses_nothing_and_memory_stays_bounded(make_q
     probe = min(20.0, OUTAGE_S / 3)  # by then the broker's in-flight window is full
     at_probe = next(rss for t, rss in samples if t >= probe)
     last = samples[-1][1]
-    assert last < 1.5 * at_probe, f"RSS grew from {at_probe:.0f} MB at {probe:.0f} s to {last:.0f} MB at the outage's end"
-    print(f"\ncollector RSS during a {OUTAGE_S:.0f} s QuestDB outage: {samples[0][1]:.0f} MB at start, "
-          f"{at_probe:.0f} MB at {probe:.0f} s, {last:.0f} MB at the end, peak {peak:.0f} MB; {len(messages)} batches")
+    assert last < 1.5 * at_probe, (
+        f"RSS grew from {at_probe:.0f} MB at {probe:.0f} s to {last:.0f} MB at the outage's end"
+    )
+    print(
+        f"\ncollector RSS during a {OUTAGE_S:.0f} s QuestDB outage: {samples[0][1]:.0f} MB at start, "
+        f"{at_probe:.0f} MB at {probe:.0f} s, {last:.0f} MB at the end, peak {peak:.0f} MB; {len(messages)} batches"
+    )
 
 
 # -- b: SIGKILL under load, several times ------------------------------------------------------------
@@ -283,8 +323,14 @@ def test_collector_sigkilled_repeatedly_under_load_stores_every_reading_once(mos
             time.sleep(duration_s / (kills + 1))
             # Each collector must have committed something before it dies, or its death proves nothing.
             stored = wait_until(
-                lambda: (n := sql(warehouse.pg_conninfo, f"SELECT count() FROM readings WHERE {fleet.where}")[0][0]) > stored and n,
-                timeout=30, what="the restarted collector writing", process=collector,
+                lambda: (
+                    (n := sql(warehouse.pg_conninfo, f"SELECT count() FROM readings WHERE {fleet.where}")[0][0])
+                    > stored
+                    and n
+                ),
+                timeout=30,
+                what="the restarted collector writing",
+                process=collector,
             )
             collector.kill()
             collector = start_collector(fleet, mosquitto_server.port, warehouse, log, f"faults-kill-{fleet.prefix}")
@@ -292,10 +338,19 @@ def test_collector_sigkilled_repeatedly_under_load_stores_every_reading_once(mos
         assert_exactly_once(warehouse.pg_conninfo, fleet, messages, timeout=180)
         assert log_events(log, "mqtt_connected") >= kills + 1
         # A redelivered batch is a duplicate, never a forgery: nothing of this fleet may end as a reject.
-        rejects = sql(warehouse.pg_conninfo, f"SELECT reason, count() FROM rejects WHERE claimed_station LIKE '{fleet.prefix}%' GROUP BY reason")
+        rejects = sql(
+            warehouse.pg_conninfo,
+            f"SELECT reason, count() FROM rejects WHERE claimed_station LIKE '{fleet.prefix}%' GROUP BY reason",
+        )
         assert rejects == []
         # Nor may a crash invent missing batches: every station's numbers arrived without a hole.
-        assert sql(warehouse.pg_conninfo, f"SELECT station, first_missing, last_missing FROM sequence_gaps WHERE {fleet.where}") == []
+        assert (
+            sql(
+                warehouse.pg_conninfo,
+                f"SELECT station, first_missing, last_missing FROM sequence_gaps WHERE {fleet.where}",
+            )
+            == []
+        )
     finally:
         collector.stop()
 
@@ -320,7 +375,9 @@ def test_two_collectors_share_the_stream_and_store_every_reading_once(mosquitto_
         stream.insert((i + 1) * len(stream) // (len(bad) + 1), m)
     logs = [tmp_path / "collector-a.log", tmp_path / "collector-b.log"]
     collectors = [
-        start_collector(fleet, mosquitto_server.port, warehouse, log, f"faults-share-{fleet.prefix}-{n}", share_group="g")
+        start_collector(
+            fleet, mosquitto_server.port, warehouse, log, f"faults-share-{fleet.prefix}-{n}", share_group="g"
+        )
         for n, log in zip("ab", logs)
     ]
     try:
@@ -329,7 +386,9 @@ def test_two_collectors_share_the_stream_and_store_every_reading_once(mosquitto_
         publisher.start()
         publisher.finish(timeout=len(stream) / RATE + 120)
         assert_exactly_once(warehouse.pg_conninfo, fleet, messages, timeout=120)
-        rejects = f"SELECT count(), count_distinct(payload_sha256) FROM rejects WHERE claimed_station LIKE '{fleet.prefix}%'"
+        rejects = (
+            f"SELECT count(), count_distinct(payload_sha256) FROM rejects WHERE claimed_station LIKE '{fleet.prefix}%'"
+        )
         wait_until(lambda: sql(warehouse.pg_conninfo, rejects)[0][0] >= len(bad), timeout=30, what="rejects")
         assert sql(warehouse.pg_conninfo, rejects)[0] == (len(bad), len(bad))
         cpu = [cpu_seconds(c.pid) - before for c, before in zip(collectors, cpu_before)]
@@ -374,8 +433,12 @@ def test_suspended_table_is_reported_and_its_rows_appear_once_after_resume(make_
         sql(pg, "ALTER TABLE readings SUSPEND WAL")
         publisher = SteadyPublisher(mosquitto_server.port, second, 2)
         publisher.start()
-        wait_until(lambda: '"event": "wal_table_suspended"' in log.read_text(), timeout=WAL_CHECK_S + 30,
-                   what="the collector reporting the suspended table", process=collector)
+        wait_until(
+            lambda: '"event": "wal_table_suspended"' in log.read_text(),
+            timeout=WAL_CHECK_S + 30,
+            what="the collector reporting the suspended table",
+            process=collector,
+        )
         report = next(json.loads(line) for line in log.read_text().splitlines() if '"wal_table_suspended"' in line)
         assert report["table"] == "readings" and report["level"] == "critical" and "RESUME WAL" in report["fix"]
         # Meanwhile the collector committed and acknowledged: its ledger (another table) shows batches of the

@@ -30,7 +30,11 @@ def metric(port: int, name: str) -> float:
 
 def rejects(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("quantrac_rejects_total")}
+    return {
+        line.split(" ")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("quantrac_rejects_total")
+    }
 
 
 def test_metrics_count_messages_readings_rejects_and_flags(tmp_path, mosquitto_server, make_collector):
@@ -40,13 +44,21 @@ def test_metrics_count_messages_readings_rejects_and_flags(tmp_path, mosquitto_s
     port = free_port()
     make_collector(mosquitto_server.port, tmp_path / "r.yaml", f"c-{station_id}", metrics_port=port)
     now = time.time_ns() - 10**9
-    body = BatchBody(station_id, 1, time.time_ns(), (
-        Reading(now, "d", "SO2", 20.0, "ug/m3", "00", ""),
-        Reading(now, "d", "NO2", None, "ug/m3", "02", "no reply"),
-    ))
+    body = BatchBody(
+        station_id,
+        1,
+        time.time_ns(),
+        (
+            Reading(now, "d", "SO2", 20.0, "ug/m3", "00", ""),
+            Reading(now, "d", "NO2", None, "ug/m3", "02", "no reply"),
+        ),
+    )
     publish_all(mosquitto_server.port, data_topic(station_id), [seal(body, key.key_id, key.private_key), b"garbage"])
-    wait_until(lambda: metric(port, "quantrac_readings_written_total") == 2 and sum(rejects(port).values()) == 1,
-               timeout=15, what="metrics updated")
+    wait_until(
+        lambda: metric(port, "quantrac_readings_written_total") == 2 and sum(rejects(port).values()) == 1,
+        timeout=15,
+        what="metrics updated",
+    )
     assert metric(port, "quantrac_messages_received_total") == 2
     assert rejects(port) == {'quantrac_rejects_total{reason="undecodable"}': 1.0}
     assert metric(port, 'quantrac_qc_flags_total{check="device_status",flag="4"}') == 1
@@ -64,10 +76,16 @@ def test_a_suspended_wal_table_is_detected_and_reported(tmp_path, mosquitto_serv
     station_id = unique_station("WAL")
     key = write_new_key(tmp_path / "k.key")
     add_station(tmp_path / "r.yaml", station_id, key.public_key)
-    collector = Collector(CollectorConfig(
-        broker=BrokerAddress("127.0.0.1", mosquitto_server.port), client_id="c-wal", registry_path=str(tmp_path / "r.yaml"),
-        ilp_conf=questdb.endpoints.ilp_conf, pg_conninfo=questdb.endpoints.pg_conninfo, wal_check_interval_s=0.1,
-    ))
+    collector = Collector(
+        CollectorConfig(
+            broker=BrokerAddress("127.0.0.1", mosquitto_server.port),
+            client_id="c-wal",
+            registry_path=str(tmp_path / "r.yaml"),
+            ilp_conf=questdb.endpoints.ilp_conf,
+            pg_conninfo=questdb.endpoints.pg_conninfo,
+            wal_check_interval_s=0.1,
+        )
+    )
     stop = threading.Event()
     collector.start()
     thread = threading.Thread(target=collector.run, args=(stop,), daemon=True)
@@ -79,8 +97,11 @@ def test_a_suspended_wal_table_is_detected_and_reported(tmp_path, mosquitto_serv
         publish_all(mosquitto_server.port, data_topic(station_id), [seal(body, key.key_id, key.private_key)])
         wait_until(lambda: collector.metrics.suspended_tables._value.get() == 1, timeout=15, what="suspension reported")
         sql(questdb.endpoints.pg_conninfo, "ALTER TABLE readings RESUME WAL")
-        wait_until(lambda: sql(questdb.endpoints.pg_conninfo, "SELECT count() FROM readings")[0][0] == 1, timeout=20,
-                   what="the row becomes visible after RESUME WAL")
+        wait_until(
+            lambda: sql(questdb.endpoints.pg_conninfo, "SELECT count() FROM readings")[0][0] == 1,
+            timeout=20,
+            what="the row becomes visible after RESUME WAL",
+        )
     finally:
         stop.set()
         thread.join(10)

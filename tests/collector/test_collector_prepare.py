@@ -63,7 +63,9 @@ def test_admit_judges_each_message_on_arrival(station):
 
     stranger = Ed25519PrivateKey.generate()
     forged = message(data_topic(STATION), batch(stranger, kid, 2, now), registry, now)
-    assert isinstance(forged.outcome, Rejected) and forged.outcome.row.reason == "bad_signature" and forged.readings == 0
+    assert (
+        isinstance(forged.outcome, Rejected) and forged.outcome.row.reason == "bad_signature" and forged.readings == 0
+    )
 
     unknown = message(data_topic("PREP_NOBODY"), batch(key, kid, 1, now, station="PREP_NOBODY"), registry, now)
     assert isinstance(unknown.outcome, Rejected) and unknown.outcome.row.reason == "unknown_station"
@@ -81,7 +83,13 @@ def test_prepare_sequences_flags_and_lays_out_columns(station):
         message(data_topic(STATION), batch(key, kid, 1, now, values=(40.0, 41.0)), registry, now, mid=1),
         message(data_topic(STATION), batch(key, kid, 2, now + 1, values=(42.0,)), registry, now, mid=2),
         # 3 and 4 never came: a gap
-        message(data_topic(STATION), batch(key, kid, 5, now + 2, values=(-5.0,), measured_ago=10 * MIN), registry, now, mid=3),
+        message(
+            data_topic(STATION),
+            batch(key, kid, 5, now + 2, values=(-5.0,), measured_ago=10 * MIN),
+            registry,
+            now,
+            mid=3,
+        ),
     ]
     prepared = prep.prepare(first)
     assert prepared.new == first and prepared.duplicates == 0
@@ -122,7 +130,16 @@ def test_an_aborted_flush_is_judged_again_the_same_way(station):
 
 
 def test_rows_follow_the_schema():
-    assert set(READINGS.symbols) == {"station", "device", "parameter", "unit", "status", "key_id", "qc_check", "qc_checks"}
+    assert set(READINGS.symbols) == {
+        "station",
+        "device",
+        "parameter",
+        "unit",
+        "status",
+        "key_id",
+        "qc_check",
+        "qc_checks",
+    }
     symbols, fields, _ = ilp_row(BATCHES, 5, station="S", key_id="k", seq=3, received_at=7)
     assert symbols == {"station": "S", "key_id": "k"} and fields["seq"] == 3 and "received_at" in fields
     with pytest.raises(KeyError, match="no column 'sequence'"):

@@ -50,11 +50,11 @@ from broker_bridge.keys import key_id, write_new_key
 from broker_bridge.topics import data_topic, parse_topic, status_topic
 from cli.processes import collector_process
 from collector.admission import Accepted, Rejected, StationEvent, check_message
-from collector.registry import StationRegistry, add_station, retire_key, set_enabled
 from collector.intake import PendingMessage
 from collector.prepare import event_row, ledger_row, reading_columns
+from collector.registry import StationRegistry, add_station, retire_key, set_enabled
 from collector.service import Collector
-from store.ilp_writer import WarehouseRefused, WarehouseWriter
+from store.ilp_writer import WarehouseWriter
 from store.schema import BATCHES, STATION_EVENTS, ensure_schema
 from supervisor.process import wait_until
 from tests.helpers import sql, wal_applied
@@ -71,9 +71,11 @@ REASONS = {
 
 def fuzz(examples: int) -> settings:
     return settings(
-        max_examples=examples, deadline=None,
+        max_examples=examples,
+        deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     )
+
 
 # -- the stations the fuzzer writes as -----------------------------------------------------------------
 _RUN = uuid.uuid4().hex[:6]
@@ -119,7 +121,12 @@ def pack(obj) -> bytes:
 # -- strategies ---------------------------------------------------------------------------------------
 # Anything msgpack can carry: integers over the whole int64/uint64 range, every float, text and bytes, nesting.
 scalars = (
-    st.none() | st.booleans() | st.integers(-(2**63), UINT64_MAX) | st.floats() | st.text(max_size=40) | st.binary(max_size=40)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), UINT64_MAX)
+    | st.floats()
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
 )
 
 
@@ -134,7 +141,20 @@ EDGE_VALUES = [
 ]  # fmt: skip
 # Short random text (hypothesis's text is costly per character) plus the edges that matter: full length,
 # non-ASCII, ILP's separators and escapes, control characters, NUL.
-EDGE_TEXT = ["x" * 64, "é" * 64, "PM2,5", "a b=c,d", "line\nbreak", "nul\x00", "\\", '"q"', "🌫️", "\u2028", "\ufeff", "-"]
+EDGE_TEXT = [
+    "x" * 64,
+    "é" * 64,
+    "PM2,5",
+    "a b=c,d",
+    "line\nbreak",
+    "nul\x00",
+    "\\",
+    '"q"',
+    "🌫️",
+    "\u2028",
+    "\ufeff",
+    "-",
+]
 
 
 def short_text(min_size: int = 0):
@@ -145,8 +165,15 @@ names = short_text(1)
 
 
 def reading_strategy(ts):
-    return st.tuples(ts, names, names, st.none() | st.floats(allow_nan=False, allow_infinity=False),
-                     short_text(), st.sampled_from(STATUS_CODES), short_text() | st.just("c" * 256)).map(list)
+    return st.tuples(
+        ts,
+        names,
+        names,
+        st.none() | st.floats(allow_nan=False, allow_infinity=False),
+        short_text(),
+        st.sampled_from(STATUS_CODES),
+        short_text() | st.just("c" * 256),
+    ).map(list)
 
 
 @st.composite
@@ -235,7 +262,13 @@ def byte_mutations(draw, narrow=False):
 
 
 PLACEHOLDER = "\x01NONUTF8\x01"  # replaced in the packed bytes by invalid UTF-8 of the same length
-INVALID_UTF8 = [b"\xff", b"\xc0\x80", b"\xed\xa0\x80", b"\xe2\x82", b"\x80"]  # stray, overlong, surrogate, cut, continuation
+INVALID_UTF8 = [
+    b"\xff",
+    b"\xc0\x80",
+    b"\xed\xa0\x80",
+    b"\xe2\x82",
+    b"\x80",
+]  # stray, overlong, surrogate, cut, continuation
 BREAKS = [
     "drop_key", "extra_key", "field_any", "field_edge", "reading_any", "reading_edge", "reading_arity",
     "readings_container", "non_utf8", "non_finite", "ts_edge", "other_station", "not_a_map",
@@ -264,7 +297,9 @@ def break_body(body: dict, rnd: random.Random, pool: list, edges: list):
         elif kind == "reading_edge" and reading_ok:
             readings[i][j] = rnd.choice(edges)
         elif kind == "reading_arity" and i is not None and isinstance(readings[i], list):
-            readings[i] = readings[i][: rnd.randrange(7)] if rnd.random() < 0.5 else list(readings[i]) + [rnd.choice(pool)]
+            readings[i] = (
+                readings[i][: rnd.randrange(7)] if rnd.random() < 0.5 else list(readings[i]) + [rnd.choice(pool)]
+            )
         elif kind == "readings_container":
             body["readings"] = readings = rnd.choice([[], {}, "readings", None, 7, [None], [[]], "many"])
             if readings == "many":  # one over the contract's limit
@@ -311,7 +346,9 @@ def random_structures(draw, narrow=False):
         payload = pack(draw(anything))
     elif kind == "envelope_any_fields":
         fields = {"v": 1, "kid": kid("good"), "body": b"\x80", "sig": b"\x00" * 64}
-        for name in draw(st.lists(st.sampled_from(["v", "kid", "body", "sig", "extra", "drop"]), min_size=1, max_size=3)):
+        for name in draw(
+            st.lists(st.sampled_from(["v", "kid", "body", "sig", "extra", "drop"]), min_size=1, max_size=3)
+        ):
             if name == "drop":
                 fields.pop(draw(st.sampled_from(["v", "kid", "body", "sig"])), None)
             else:
@@ -321,7 +358,14 @@ def random_structures(draw, narrow=False):
         payload = envelope("good", pack(draw(anything)))
     else:
         # Over the 1 MiB limit, or a signed body of one 200 KiB string: size must not crash anything either.
-        payload = draw(st.sampled_from([b"\x00" * (MAX_ENVELOPE_BYTES + 1), envelope("good", pack({"station": GOOD, "readings": ["x" * 200_000]}))]))
+        payload = draw(
+            st.sampled_from(
+                [
+                    b"\x00" * (MAX_ENVELOPE_BYTES + 1),
+                    envelope("good", pack({"station": GOOD, "readings": ["x" * 200_000]})),
+                ]
+            )
+        )
     return [(topic, payload, f"random-{kind}")]
 
 
@@ -334,10 +378,18 @@ def trust_cases(draw, narrow=False):
     body = {name: pack({**fields, "station": name}) for name in (GOOD, ROTATED, DISABLED, UNKNOWN)}
     # Topics the collector's subscription matches (quantrac/v1/+/data) whose station id is not allowed;
     # no control characters (Mosquitto drops a publisher for them) and no MQTT separators or wildcards.
-    printable = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/+#"), min_size=1, max_size=70)
-    bad_station = draw((st.sampled_from(["-lead", "_x", ".", "a" * 65, "sp ace", "ü"]) | printable).filter(lambda s: not STATION_ID_PATTERN.match(s)))
+    printable = st.text(
+        st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="/+#"), min_size=1, max_size=70
+    )
+    bad_station = draw(
+        (st.sampled_from(["-lead", "_x", ".", "a" * 65, "sp ace", "ü"]) | printable).filter(
+            lambda s: not STATION_ID_PATTERN.match(s)
+        )
+    )
     version = draw(st.sampled_from([0, 2, -1, "1", "", None, UINT64_MAX, [1], 1.5]))
-    loose = draw(st.sampled_from([True, 1.0]))  # equal to 1 in Python, and open_envelope takes them: a finding, not a crash
+    loose = draw(
+        st.sampled_from([True, 1.0])
+    )  # equal to 1 in Python, and open_envelope takes them: a finding, not a crash
     return [
         (data_topic(GOOD), envelope("stranger", body[GOOD]), "stranger"),
         (data_topic(ROTATED), envelope("rot_old", body[ROTATED]), "retired"),
@@ -345,8 +397,16 @@ def trust_cases(draw, narrow=False):
         (data_topic(DISABLED), envelope("off", body[DISABLED]), "disabled"),
         (data_topic(UNKNOWN), envelope("stranger", body[UNKNOWN]), "unknown"),
         (f"quantrac/v1/{bad_station}/data", envelope("good", body[GOOD]), "bad_topic"),
-        (data_topic(GOOD), pack({"v": version, "kid": kid("good"), "body": body[GOOD], "sig": sign("good", body[GOOD])}), "version"),
-        (data_topic(GOOD), pack({"v": loose, "kid": kid("good"), "body": body[GOOD], "sig": sign("good", body[GOOD])}), "version-loose"),
+        (
+            data_topic(GOOD),
+            pack({"v": version, "kid": kid("good"), "body": body[GOOD], "sig": sign("good", body[GOOD])}),
+            "version",
+        ),
+        (
+            data_topic(GOOD),
+            pack({"v": loose, "kid": kid("good"), "body": body[GOOD], "sig": sign("good", body[GOOD])}),
+            "version-loose",
+        ),
     ]
 
 
@@ -355,7 +415,9 @@ def _json_nested(inner):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30), _json_nested, max_leaves=20
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30),
+    _json_nested,
+    max_leaves=20,
 )
 
 
@@ -480,7 +542,9 @@ def test_fuzzed_payloads_end_as_readings_events_or_rejects(registry, strategy, e
 
 # -- end to end: a few hundred through the real collector ----------------------------------------------
 @pytest.mark.slow  # a fuzz campaign through a collector process
-def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(registry, make_questdb, mosquitto_server, tmp_path):
+def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(
+    registry, make_questdb, mosquitto_server, tmp_path
+):
     """Every published message ends as a ledger entry (its readings stored), a station event, or a reject."""
     drawn: list[tuple[str, bytes, str]] = []
 
@@ -506,11 +570,20 @@ def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(registry
     ensure_schema(pg)
     log = tmp_path / "collector.log"
     collector = collector_process(
-        registry.path, f"127.0.0.1:{mosquitto_server.port}", f"127.0.0.1:{qdb.endpoints.http_port}",
-        f"127.0.0.1:{qdb.endpoints.pg_port}", log, client_id="fuzz-collector",
+        registry.path,
+        f"127.0.0.1:{mosquitto_server.port}",
+        f"127.0.0.1:{qdb.endpoints.http_port}",
+        f"127.0.0.1:{qdb.endpoints.pg_port}",
+        log,
+        client_id="fuzz-collector",
     ).start()
     try:
-        wait_until(lambda: '"event": "mqtt_connected"' in log.read_text(), timeout=30, what="collector connected", process=collector)
+        wait_until(
+            lambda: '"event": "mqtt_connected"' in log.read_text(),
+            timeout=30,
+            what="collector connected",
+            process=collector,
+        )
         time.sleep(0.3)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fuzz-pub-{_RUN}", protocol=mqtt.MQTTv5)
         client.connect("127.0.0.1", mosquitto_server.port)
@@ -531,7 +604,9 @@ def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(registry
             total = len(ledger) + len(rejects) + events
             return (ledger, rejects, events) if total >= len(messages) and wal_applied(pg) else None
 
-        ledger, rejects, events = wait_until(accounted, timeout=120, interval=0.5, what="every message stored", process=collector)
+        ledger, rejects, events = wait_until(
+            accounted, timeout=120, interval=0.5, what="every message stored", process=collector
+        )
         assert collector.running, "the collector crashed on a fuzzed payload"
     finally:
         collector.stop()
@@ -551,12 +626,19 @@ def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(registry
             reason = sql(pg, "SELECT reason FROM rejects WHERE payload_sha256 = %s", (digest,))
             assert reason and reason[0][0] in ("warehouse_refused", "sequence_reuse"), (reason, outcome.body)
     # and the readings of the stored batches are there, each key once.
-    keys = {(r.ts_ns, o.body.station, r.device, r.parameter) for d, o in outcomes.items() if d in ledger for r in o.body.readings()}
+    keys = {
+        (r.ts_ns, o.body.station, r.device, r.parameter)
+        for d, o in outcomes.items()
+        if d in ledger
+        for r in o.body.readings()
+    }
     stored = sql(pg, "SELECT ts::long, station, device, parameter FROM readings")
     assert len(stored) == len(set(stored)) and set(stored) == keys
     reasons = sql(pg, "SELECT reason, count() FROM rejects GROUP BY reason ORDER BY 2 DESC")
-    print(f"\n{len(messages)} fuzzed messages: {len(ledger)} batches stored ({len(stored)} readings), {events} station events, "
-          f"rejects by reason {reasons}")
+    print(
+        f"\n{len(messages)} fuzzed messages: {len(ledger)} batches stored ({len(stored)} readings), {events} station events, "
+        f"rejects by reason {reasons}"
+    )
 
 
 # -- the crashes found, one test each (fixed; kept so they stay fixed) ------------------------------------------------------------------
@@ -571,8 +653,13 @@ def flusher(registry, warehouse):
 
     collector = Collector(
         CollectorConfig(
-            BrokerAddress("127.0.0.1", 1), f"fuzz-flush-{_RUN}", str(registry.path), warehouse.ilp_conf, pg_conninfo=None,
-            flush_max_bytes=1 << 30, max_pending_bytes=1 << 31,  # a test hands its messages to one flush, however large
+            BrokerAddress("127.0.0.1", 1),
+            f"fuzz-flush-{_RUN}",
+            str(registry.path),
+            warehouse.ilp_conf,
+            pg_conninfo=None,
+            flush_max_bytes=1 << 30,
+            max_pending_bytes=1 << 31,  # a test hands its messages to one flush, however large
         )
     )
     yield collector
@@ -591,7 +678,9 @@ def held(collector: Collector, items: list[PendingMessage]) -> list[PendingMessa
 def flush_one(collector: Collector, topic: str, payload: bytes) -> None:
     """What the flush loop does with a message; an exception here ends ``Collector.run`` and the process."""
     before = collector.stats.rejects_written
-    collector.pipeline.flush_isolating(held(collector, [PendingMessage(collector.intake.generation, 1, 1, topic, payload, time.time_ns())]))
+    collector.pipeline.flush_isolating(
+        held(collector, [PendingMessage(collector.intake.generation, 1, 1, topic, payload, time.time_ns())])
+    )
     assert collector.stats.rejects_written == before + 1, "a payload outside the contract must end as a reject"
 
 
@@ -623,7 +712,9 @@ def test_a_flush_of_many_large_rejects_does_not_crash(flusher):
     # 700 undecodable payloads of 150 KiB: base64 in the rejects table makes one 140 MB request. A backlog
     # like it builds up whenever a station with a broken key or firmware sends while the collector is down.
     batch = [
-        PendingMessage(flusher.intake.generation, n, 1, data_topic(GOOD), random.Random(n).randbytes(150 * 1024), time.time_ns())
+        PendingMessage(
+            flusher.intake.generation, n, 1, data_topic(GOOD), random.Random(n).randbytes(150 * 1024), time.time_ns()
+        )
         for n in range(700)
     ]
     flusher.pipeline.flush_isolating(held(flusher, batch))

@@ -24,7 +24,9 @@ def test_delegation_round_trips_and_a_second_province_is_refused_with_its_line(t
     with pytest.raises(RegistryFileError) as duplicate:
         parse_registry(twice, "national.yaml")
     assert "national.yaml:4" in str(duplicate.value) and "fix:" in str(duplicate.value)
-    listed = f"stations:\n  HN_AIR_001:\n    province: [province-HN, province-HCM]\n    keys:\n    - public_key: {b64}\n"
+    listed = (
+        f"stations:\n  HN_AIR_001:\n    province: [province-HN, province-HCM]\n    keys:\n    - public_key: {b64}\n"
+    )
     with pytest.raises(RegistryFileError) as two:
         parse_registry(listed, "national.yaml")
     assert "national.yaml:3" in str(two.value) and "one province" in str(two.value)

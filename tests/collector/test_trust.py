@@ -30,14 +30,20 @@ def station(tmp_path):
 def sealed(station_id, key, seq, n=2, value=1.0):
     start = time.time_ns() - 10**9
     body = BatchBody(
-        station_id, seq, time.time_ns(),
+        station_id,
+        seq,
+        time.time_ns(),
         tuple(Reading(start + seq * 10**6 + i, "dev1", "SO2", value + i, "ug/m3", "00", "") for i in range(n)),
     )
     return seal(body, key.key_id, key.private_key)
 
 
 def rejects_of(warehouse, station_id):
-    return sql(warehouse.pg_conninfo, "SELECT reason, detail FROM rejects WHERE claimed_station = %s ORDER BY ts", (station_id,))
+    return sql(
+        warehouse.pg_conninfo,
+        "SELECT reason, detail FROM rejects WHERE claimed_station = %s ORDER BY ts",
+        (station_id,),
+    )
 
 
 def readings_of(warehouse, station_id):
@@ -51,28 +57,53 @@ def test_rotation_accepts_current_and_next_key_during_overlap_then_never_the_old
     new_key = write_new_key(tmp_path / "keys" / "next.key")
     rotate_key(registry, station_id, new_key.public_key, overlap=timedelta(seconds=4))
     collector = make_collector(mosquitto_server.port, registry, f"c-{station_id}")
-    publish_all(mosquitto_server.port, data_topic(station_id), [sealed(station_id, old_key, 1), sealed(station_id, new_key, 2)])
-    assert wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 4, params=(station_id,)) == 4
-    wait_until(lambda: time.time() > collector.registry.get(station_id).keys[old_key.key_id].not_after_ns / 1e9, timeout=10,
-               what="end of the overlap")
-    publish_all(mosquitto_server.port, data_topic(station_id), [sealed(station_id, old_key, 3), sealed(station_id, new_key, 4)])
-    wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", 1, params=(station_id,))
-    assert wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 6, params=(station_id,)) == 6
+    publish_all(
+        mosquitto_server.port, data_topic(station_id), [sealed(station_id, old_key, 1), sealed(station_id, new_key, 2)]
+    )
+    assert (
+        wait_for_count(
+            warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 4, params=(station_id,)
+        )
+        == 4
+    )
+    wait_until(
+        lambda: time.time() > collector.registry.get(station_id).keys[old_key.key_id].not_after_ns / 1e9,
+        timeout=10,
+        what="end of the overlap",
+    )
+    publish_all(
+        mosquitto_server.port, data_topic(station_id), [sealed(station_id, old_key, 3), sealed(station_id, new_key, 4)]
+    )
+    wait_for_count(
+        warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", 1, params=(station_id,)
+    )
+    assert (
+        wait_for_count(
+            warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 6, params=(station_id,)
+        )
+        == 6
+    )
     [(reason, detail)] = rejects_of(warehouse, station_id)
     assert reason == "retired_key" and old_key.key_id in detail and "rotation overlap" in detail
 
 
-def test_retired_key_and_disabled_station_are_rejected_with_reasons(station, mosquitto_server, make_collector, warehouse):
+def test_retired_key_and_disabled_station_are_rejected_with_reasons(
+    station, mosquitto_server, make_collector, warehouse
+):
     station_id, key, registry = station
     make_collector(mosquitto_server.port, registry, f"c-{station_id}")
     retire_key(registry, station_id, key.key_id)
     time.sleep(0.05)  # a distinct mtime for the registry reload
     publish_all(mosquitto_server.port, data_topic(station_id), [sealed(station_id, key, 1)])
-    wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", 1, params=(station_id,))
+    wait_for_count(
+        warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", 1, params=(station_id,)
+    )
     set_enabled(registry, station_id, False)
     time.sleep(0.05)
     publish_all(mosquitto_server.port, data_topic(station_id), [sealed(station_id, key, 2)])
-    wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", 2, params=(station_id,))
+    wait_for_count(
+        warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", 2, params=(station_id,)
+    )
     assert [r[0] for r in rejects_of(warehouse, station_id)] == ["retired_key", "disabled_station"]
     assert readings_of(warehouse, station_id) == 0
 
@@ -90,7 +121,9 @@ def test_redelivery_is_a_duplicate_but_an_old_replay_or_a_reused_seq_is_rejected
     wait_until(lambda: collector.stats.duplicates == 1, timeout=10, what="duplicate counted")
     time.sleep(2.5)
     publish_all(mosquitto_server.port, data_topic(station_id), [first, sealed(station_id, key, 1, value=99.0)])
-    wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", 2, params=(station_id,))
+    wait_for_count(
+        warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", 2, params=(station_id,)
+    )
     assert [r[0] for r in rejects_of(warehouse, station_id)] == ["replayed", "sequence_reuse"]
     values = sql(warehouse.pg_conninfo, "SELECT value FROM readings WHERE station = %s ORDER BY value", (station_id,))
     assert values == [(1.0,), (2.0,)]  # the forged content under seq 1 never reached the readings
@@ -100,9 +133,12 @@ def test_a_gap_in_sequence_numbers_is_recorded_with_its_range(station, mosquitto
     station_id, key, registry = station
     make_collector(mosquitto_server.port, registry, f"c-{station_id}")
     publish_all(mosquitto_server.port, data_topic(station_id), [sealed(station_id, key, s) for s in (1, 2, 6, 7)])
-    wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM sequence_gaps WHERE station = %s", 1, params=(station_id,))
-    assert sql(warehouse.pg_conninfo, "SELECT first_missing, last_missing FROM sequence_gaps WHERE station = %s",
-               (station_id,)) == [(3, 5)]
+    wait_for_count(
+        warehouse.pg_conninfo, "SELECT count() FROM sequence_gaps WHERE station = %s", 1, params=(station_id,)
+    )
+    assert sql(
+        warehouse.pg_conninfo, "SELECT first_missing, last_missing FROM sequence_gaps WHERE station = %s", (station_id,)
+    ) == [(3, 5)]
     wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM batches WHERE station = %s", 4, params=(station_id,))
     [overview] = [o for o in station_overview(warehouse.pg_conninfo) if o.station == station_id]
     assert overview.missing_batches == 3 and overview.readings == 8
@@ -118,21 +154,26 @@ def test_a_late_will_never_overrides_a_newer_birth(station, mosquitto_server, ma
 
     # Birth of session 2 arrives before the will of session 1 (a broker noticing a dead socket late).
     publish_all(mosquitto_server.port, topic, [status("online", 1), status("online", 2), status("offline", 1)])
-    wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM station_events WHERE station = %s", 3, params=(station_id,))
+    wait_for_count(
+        warehouse.pg_conninfo, "SELECT count() FROM station_events WHERE station = %s", 3, params=(station_id,)
+    )
     [overview] = [o for o in station_overview(warehouse.pg_conninfo) if o.station == station_id]
     assert (overview.state, overview.session) == ("online", 2)
     publish_all(mosquitto_server.port, topic, [status("offline", 2)])
-    wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM station_events WHERE station = %s", 4, params=(station_id,))
+    wait_for_count(
+        warehouse.pg_conninfo, "SELECT count() FROM station_events WHERE station = %s", 4, params=(station_id,)
+    )
     [overview] = [o for o in station_overview(warehouse.pg_conninfo) if o.station == station_id]
     assert (overview.state, overview.session) == ("offline", 2)
 
 
 def test_agent_will_is_published_by_the_broker_when_the_agent_dies(tmp_path, mosquitto_server, warehouse):
     """The real agent's will and birth carry the same session number; SIGKILL makes the broker publish the will."""
+    import yaml
+
     from cli.processes import agent_process, sim_process
     from station_profiles.loader import STATIONS_DIR
     from supervisor.process import free_port
-    import yaml
 
     doc = yaml.safe_load((STATIONS_DIR / "demo_ww_01.yaml").read_text())
     station_id = unique_station("WILL")
@@ -149,8 +190,14 @@ def test_agent_will_is_published_by_the_broker_when_the_agent_dies(tmp_path, mos
     watcher.subscribe(status_topic(station_id), qos=1)
     watcher.loop_start()
     sim = sim_process(station_file, tmp_path / "truth.jsonl", tmp_path / "sim.log", ports).start()
-    agent = agent_process(station_file, key_path, f"127.0.0.1:{mosquitto_server.port}", tmp_path / "o.sqlite",
-                          tmp_path / "agent.log", ports).start()
+    agent = agent_process(
+        station_file,
+        key_path,
+        f"127.0.0.1:{mosquitto_server.port}",
+        tmp_path / "o.sqlite",
+        tmp_path / "agent.log",
+        ports,
+    ).start()
     try:
         wait_until(lambda: any(s["state"] == "online" for s in seen), timeout=20, what="birth", process=agent)
         agent.kill()

@@ -30,8 +30,8 @@ values:
     unit: ug/m3
 """
 
-STATION = f"""\
-station: {{id: S1, name: "Station 1", kind: ambient_air}}
+STATION = """\
+station: {id: S1, name: "Station 1", kind: ambient_air}
 poll_interval_s: 2.0
 devices:
   - id: d1
@@ -87,23 +87,65 @@ KINDS: dict[str, tuple[str, str, Callable[[Path], None], type[Exception]]] = {
 # trap -> (replace this line fragment, with this, the line the error names, message fragment, fix fragment)
 TRAPS = {
     "profile": {
-        "duplicate": ("    unit: ug/m3\n", "    unit: ug/m3\n    unit: mg/m3\n", 13, "duplicate key 'unit'", "remove one of them"),
-        "yes_no": ('  - parameter: "PM10"\n', "  - parameter: NO\n", 8, "unquoted word 'NO' as the boolean False", 'put it in quotes, e.g. parameter: "NO"'),
+        "duplicate": (
+            "    unit: ug/m3\n",
+            "    unit: ug/m3\n    unit: mg/m3\n",
+            13,
+            "duplicate key 'unit'",
+            "remove one of them",
+        ),
+        "yes_no": (
+            '  - parameter: "PM10"\n',
+            "  - parameter: NO\n",
+            8,
+            "unquoted word 'NO' as the boolean False",
+            'put it in quotes, e.g. parameter: "NO"',
+        ),
         "tab": ("    address: 0\n", "\taddress: 0\n", 10, "a tab in the indentation", "indent with spaces"),
     },
     "station": {
-        "duplicate": ("    unit_id: 1\n", "    unit_id: 1\n    port: 15021\n", 10, "duplicate key 'port'", "remove one of them"),
-        "yes_no": ("    host: 127.0.0.1\n", "    host: on\n", 7, "unquoted word 'on' as the boolean True", 'put it in quotes, e.g. host: "on"'),
+        "duplicate": (
+            "    unit_id: 1\n",
+            "    unit_id: 1\n    port: 15021\n",
+            10,
+            "duplicate key 'port'",
+            "remove one of them",
+        ),
+        "yes_no": (
+            "    host: 127.0.0.1\n",
+            "    host: on\n",
+            7,
+            "unquoted word 'on' as the boolean True",
+            'put it in quotes, e.g. host: "on"',
+        ),
         "tab": ("    port: 15020\n", "  \tport: 15020\n", 8, "a tab in the indentation", "indent with spaces"),
     },
     "qc": {
-        "duplicate": ("  clock: {max_offset_s: 5}\n", "  clock: {max_offset_s: 5}\n  clock: {max_offset_s: 9}\n", 3, "duplicate key 'clock'", "remove one of them"),
+        "duplicate": (
+            "  clock: {max_offset_s: 5}\n",
+            "  clock: {max_offset_s: 5}\n  clock: {max_offset_s: 9}\n",
+            3,
+            "duplicate key 'clock'",
+            "remove one of them",
+        ),
         "yes_no": ("    PM10:\n", "    NO:\n", 4, "unquoted key 'NO' as the boolean False", 'put it in quotes: "NO":'),
         "tab": ("        spike", "\t\tspike", 6, "a tab in the indentation", "indent with spaces"),
     },
     "registry": {
-        "duplicate": ("    enabled: true\n", "    enabled: true\n    enabled: false\n", 4, "duplicate key 'enabled'", "remove one of them"),
-        "yes_no": ("    enabled: true\n", "    enabled: yes\n", 3, "unquoted word 'yes' as the boolean True", "for a yes/no setting write true"),
+        "duplicate": (
+            "    enabled: true\n",
+            "    enabled: true\n    enabled: false\n",
+            4,
+            "duplicate key 'enabled'",
+            "remove one of them",
+        ),
+        "yes_no": (
+            "    enabled: true\n",
+            "    enabled: yes\n",
+            3,
+            "unquoted word 'yes' as the boolean True",
+            "for a yes/no setting write true",
+        ),
         "tab": ("    keys:\n", "\tkeys:\n", 4, "a tab in the indentation", "indent with spaces"),
     },
 }
@@ -137,13 +179,17 @@ def test_a_yaml_trap_names_file_line_and_fix(tmp_path: Path, kind: str, trap: st
 def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path, kind: str) -> None:
     name, text, load, error = KINDS[kind]
     lines = text.splitlines(keepends=True)
-    raw = "".join(lines[:2]).encode() + "# Trâm quan trác\n".encode("cp1252") + "".join(lines[2:]).encode()  # saved by a Windows editor
+    raw = (
+        "".join(lines[:2]).encode() + "# Trâm quan trác\n".encode("cp1252") + "".join(lines[2:]).encode()
+    )  # saved by a Windows editor
     path = tmp_path / name
     path.write_bytes(raw)
     with pytest.raises(error) as exc:
         load(path)
     (issue,) = exc.value.issues
-    assert (issue.line, "not UTF-8" in issue.message, "save the file as UTF-8" in issue.fix) == (3, True, True), str(issue)
+    assert (issue.line, "not UTF-8" in issue.message, "save the file as UTF-8" in issue.fix) == (3, True, True), str(
+        issue
+    )
 
 
 def test_the_qc_files_off_is_not_a_trap(tmp_path: Path) -> None:

@@ -55,7 +55,15 @@ class SntpServer:
             origin = bytes(8) if self.mode == "wrong-origin" else data[40:48]
             time.sleep(0.002)  # some processing time: T3 != T2
             t3 = time.time() + self.offset_s
-            reply = bytes([leap << 6 | 4 << 3 | 4, stratum, 6, 0xEC]) + bytes(8) + b"LOCL" + ntp_timestamp(t2) + origin + ntp_timestamp(t2) + ntp_timestamp(t3)
+            reply = (
+                bytes([leap << 6 | 4 << 3 | 4, stratum, 6, 0xEC])
+                + bytes(8)
+                + b"LOCL"
+                + ntp_timestamp(t2)
+                + origin
+                + ntp_timestamp(t2)
+                + ntp_timestamp(t3)
+            )
             self.sock.sendto(reply, peer)
 
     def __enter__(self) -> SntpServer:
@@ -80,7 +88,12 @@ def test_sntp_measures_the_offset_of_a_real_server(offset: float) -> None:
 
 @pytest.mark.parametrize(
     ("mode", "needle"),
-    [("kiss", "not synchronised (leap 0, stratum 0)"), ("unsynced", "not synchronised (leap 3"), ("wrong-origin", "no answer"), ("silent", "no answer")],
+    [
+        ("kiss", "not synchronised (leap 0, stratum 0)"),
+        ("unsynced", "not synchronised (leap 3"),
+        ("wrong-origin", "no answer"),
+        ("silent", "no answer"),
+    ],
 )
 def test_sntp_refuses_bad_answers(mode: str, needle: str) -> None:
     with SntpServer(5.0, mode) as server:
@@ -100,19 +113,34 @@ def test_chrony_tracking_csv() -> None:
 
 
 def test_monitor_marks_readings_while_the_offset_is_too_large() -> None:
-    readings = [Reading(time.time_ns(), "aqms1", "PM10", 41.0, "ug/m3", "00", ""), Reading(time.time_ns(), "aqms1", "SO2", None, "ug/m3", "01", "zero calibration")]
+    readings = [
+        Reading(time.time_ns(), "aqms1", "PM10", 41.0, "ug/m3", "00", ""),
+        Reading(time.time_ns(), "aqms1", "SO2", None, "ug/m3", "01", "zero calibration"),
+    ]
 
     async def main() -> None:
         with SntpServer(-12.3) as server:  # the reference is 12.3 s behind: our clock is 12.3 s ahead
-            monitor = ClockMonitor(ClockConfig(source="sntp", server=f"127.0.0.1:{server.port}", max_offset_s=2.0, check_every_s=60, timeout_s=0.3), station_id="T")
+            monitor = ClockMonitor(
+                ClockConfig(
+                    source="sntp", server=f"127.0.0.1:{server.port}", max_offset_s=2.0, check_every_s=60, timeout_s=0.3
+                ),
+                station_id="T",
+            )
             await monitor.maybe_check()
             await monitor.maybe_check()  # not due again: one query
             assert server.requests == 1
             marked = monitor.mark(readings)
-            assert [r.cause for r in marked] == ["clock offset 12.3 s > 2 s", "zero calibration; clock offset 12.3 s > 2 s"]
+            assert [r.cause for r in marked] == [
+                "clock offset 12.3 s > 2 s",
+                "zero calibration; clock offset 12.3 s > 2 s",
+            ]
             assert [(r.value, r.status) for r in marked] == [(41.0, "00"), (None, "01")]  # only the cause changes
             state = monitor.state
-            assert state["ok"] is False and state["offset_s"] == pytest.approx(12.3, abs=0.02) and state["max_offset_s"] == 2.0
+            assert (
+                state["ok"] is False
+                and state["offset_s"] == pytest.approx(12.3, abs=0.02)
+                and state["max_offset_s"] == 2.0
+            )
             server.offset_s = 0.5  # the clock got fixed
             await monitor.check()
             assert monitor.mark(readings) == readings and monitor.state["ok"] is True

@@ -38,9 +38,21 @@ def test_pymodbus_serial_client_reads_two_slaves_on_the_simulated_bus(tmp_path: 
 
     async def main() -> None:
         async with StationSimulator(station, truth_path):
-            client = AsyncModbusSerialClient(str(bus), framer=FramerType.RTU, baudrate=19200, parity="N", stopbits=1, bytesize=8, timeout=0.5, retries=0)
+            client = AsyncModbusSerialClient(
+                str(bus),
+                framer=FramerType.RTU,
+                baudrate=19200,
+                parity="N",
+                stopbits=1,
+                bytesize=8,
+                timeout=0.5,
+                retries=0,
+            )
             assert await client.connect()
-            for unit, read, params in ((1, client.read_input_registers, ["PM2,5", "PM10", "SO2", "NO2", "CO", "O3"]), (2, client.read_holding_registers, ["pH", "COD", "TSS", "NH4", "Temp", "Flow"])):
+            for unit, read, params in (
+                (1, client.read_input_registers, ["PM2,5", "PM10", "SO2", "NO2", "CO", "O3"]),
+                (2, client.read_holding_registers, ["pH", "COD", "TSS", "NH4", "Temp", "Flow"]),
+            ):
                 t0 = time.time_ns()
                 reply = await read(0, count=12, device_id=unit)
                 t1 = time.time_ns()
@@ -50,7 +62,9 @@ def test_pymodbus_serial_client_reads_two_slaves_on_the_simulated_bus(tmp_path: 
                 assert [e["parameter"] for e in served] == params
                 assert [e["unit_id"] for e in served] == [unit] * 6
                 assert [e["value"] for e in served] == decoded  # exact: float32 both sides
-            by = {e["parameter"]: e["value"] for e in read_truth(truth_path) if e["kind"] == "value" and e["unit_id"] == 1}
+            by = {
+                e["parameter"]: e["value"] for e in read_truth(truth_path) if e["kind"] == "value" and e["unit_id"] == 1
+            }
             assert by["PM2,5"] <= by["PM10"]  # correlated: PM2,5 is part of PM10
             reply = await client.read_input_registers(100, count=1, device_id=1)
             assert reply.registers == [0]
@@ -79,7 +93,9 @@ def _station_for(tmp_path: Path, name: str):
     if profile.protocol == "serial_ascii":
         return field_station(tmp_path, [ascii_device("dev", name, tmp_path / "ttyS")]), profile
     # a neighbour on the same bus, so the profile is exercised on a shared line
-    return field_station(tmp_path, [rtu("dev", name, 7, tmp_path / "bus"), rtu("other", "generic-modbus-float", 8, tmp_path / "bus")]), profile
+    return field_station(
+        tmp_path, [rtu("dev", name, 7, tmp_path / "bus"), rtu("other", "generic-modbus-float", 8, tmp_path / "bus")]
+    ), profile
 
 
 @pytest.mark.parametrize("name", list_profiles())
@@ -133,7 +149,9 @@ def test_every_builtin_profile_decodes_against_its_simulator(name: str, tmp_path
                     sim.set_flags("dev", {flag.field: "0"})
             # sentinels and NaN: no value, the device status kept, the cause says why
             for spec in profile.values:
-                sentinels = list(spec.sentinels) + ([float("nan")] if getattr(spec, "type", "") in ("float32", "float64") else [])
+                sentinels = list(spec.sentinels) + (
+                    [float("nan")] if getattr(spec, "type", "") in ("float32", "float64") else []
+                )
                 for s in sentinels:
                     sim.force_raw("dev", spec.parameter, s)
                     by = {r.parameter: r for r in await poll_and_check()}
@@ -161,11 +179,14 @@ def test_every_builtin_profile_decodes_against_its_simulator(name: str, tmp_path
 
 def test_one_exchange_at_a_time_with_the_inter_frame_gap_and_turnaround(tmp_path: Path) -> None:
     bus = tmp_path / "bus0"
-    station = field_station(tmp_path, [
-        rtu("aqms1", "demo-ambient-air", 1, bus, baud=9600),
-        rtu("wq1", "demo-wastewater", 2, bus, baud=9600, turnaround_delay_s=0.02),
-        rtu("t400", "teledyne-t400", 3, bus, baud=9600),
-    ])
+    station = field_station(
+        tmp_path,
+        [
+            rtu("aqms1", "demo-ambient-air", 1, bus, baud=9600),
+            rtu("wq1", "demo-wastewater", 2, bus, baud=9600, turnaround_delay_s=0.02),
+            rtu("t400", "teledyne-t400", 3, bus, baud=9600),
+        ],
+    )
     gap = rtu_frame_gap_s(9600, "N", 1, 8)
     assert abs(gap - 3.5 * 10 / 9600) < 1e-9  # 3.646 ms: 10 bits per character with 8N1
 
@@ -183,7 +204,9 @@ def test_one_exchange_at_a_time_with_the_inter_frame_gap_and_turnaround(tmp_path
                 gaps.append((rx2 - tx1) / 1e9)
                 needed = gap + (0.02 if unit2 == 2 else 0.0)
                 assert (rx2 - tx1) / 1e9 >= needed * 0.98, (unit2, (rx2 - tx1) / 1e9, needed)
-            print(f"\nmeasured silence between frames: min {min(gaps) * 1000:.2f} ms (t3.5 = {gap * 1000:.2f} ms), max {max(gaps) * 1000:.2f} ms")
+            print(
+                f"\nmeasured silence between frames: min {min(gaps) * 1000:.2f} ms (t3.5 = {gap * 1000:.2f} ms), max {max(gaps) * 1000:.2f} ms"
+            )
             assert {u for _, u, _ in exchanges} == {1, 2, 3}
             for s in sources:
                 await s.close()
@@ -194,11 +217,14 @@ def test_one_exchange_at_a_time_with_the_inter_frame_gap_and_turnaround(tmp_path
 def test_a_dead_slave_is_isolated_and_never_delays_the_others_beyond_its_timeout(tmp_path: Path) -> None:
     bus = tmp_path / "bus0"
     timeout = 0.25
-    station = field_station(tmp_path, [
-        rtu("dead", "teledyne-t400", 1, bus, timeout_s=timeout, isolate_after=2, isolated_poll_every=3),
-        rtu("t300", "teledyne-t300", 2, bus, timeout_s=timeout),
-        rtu("odo", "xylem-odo-rtu", 3, bus, timeout_s=timeout),
-    ])
+    station = field_station(
+        tmp_path,
+        [
+            rtu("dead", "teledyne-t400", 1, bus, timeout_s=timeout, isolate_after=2, isolated_poll_every=3),
+            rtu("t300", "teledyne-t300", 2, bus, timeout_s=timeout),
+            rtu("odo", "xylem-odo-rtu", 3, bus, timeout_s=timeout),
+        ],
+    )
     truth_path = tmp_path / "truth.jsonl"
 
     async def main() -> None:
@@ -216,7 +242,9 @@ def test_a_dead_slave_is_isolated_and_never_delays_the_others_beyond_its_timeout
                 assert_matches_truth(healthy, read_truth(truth_path), time.time_ns())
                 delays.append(max(r.ts_ns - t0 for r in healthy) / 1e9)
                 dead_causes.append({r.cause for r in readings if r.device == "dead"})
-            print(f"\ncycle durations (s): {[round(d, 3) for d in durations]}; healthy slaves' request delay max {max(delays):.3f} s (timeout {timeout} s)")
+            print(
+                f"\ncycle durations (s): {[round(d, 3) for d in durations]}; healthy slaves' request delay max {max(delays):.3f} s (timeout {timeout} s)"
+            )
             assert all(d < timeout + 0.15 for d in durations)  # never more than the dead slave's one timeout
             assert all(d < timeout + 0.1 for d in delays)
             # tried on cycles 1, 2 (then isolated), 5, 8: four requests in eight cycles
@@ -279,7 +307,12 @@ def test_rtu_transport_faults_are_flagged_never_guessed(tmp_path: Path) -> None:
 
             sim.set_fault("t100", "truncated")
             r = (await polls())["SO2"]
-            assert (r.value, r.status) == (None, "02") and r.cause == "broken reply: truncated frame, 3 of 6 bytes in 0.3 s", r  # the status bits come first: a 6-byte reply
+            assert (r.value, r.status) == (
+                None,
+                "02",
+            ) and r.cause == "broken reply: truncated frame, 3 of 6 bytes in 0.3 s", (
+                r
+            )  # the status bits come first: a 6-byte reply
             sim.clear_fault("t100")
 
             sim.set_fault("t100", "slow", delay_s=0.1)  # slow but inside the timeout: fine
@@ -312,7 +345,11 @@ def test_rtu_value_faults_calibration_error_stuck_spike(tmp_path: Path) -> None:
             for _ in range(2):
                 readings = await t100.poll()
                 assert_matches_truth(readings, read_truth(truth_path), time.time_ns())
-                assert (readings[0].value, readings[0].status, readings[0].cause) == (before, "01", "span calibration")  # held
+                assert (readings[0].value, readings[0].status, readings[0].cause) == (
+                    before,
+                    "01",
+                    "span calibration",
+                )  # held
             sim.clear_fault("t100", "calibration")
             readings = await t100.poll()
             assert readings[0].status == "00" and readings[0].value != before
@@ -330,7 +367,9 @@ def test_rtu_value_faults_calibration_error_stuck_spike(tmp_path: Path) -> None:
             sim.set_fault("odo", "spike", parameter="Temp", factor=10.0, count=1)
             readings = await odo.poll()
             e = truth_for(readings[1], read_truth(truth_path), time.time_ns())
-            assert e["fault"] == "spike" and readings[1].value == e["value"] > 100  # passed on: the collector's QC flags spikes
+            assert (
+                e["fault"] == "spike" and readings[1].value == e["value"] > 100
+            )  # passed on: the collector's QC flags spikes
             for s in (t100, odo):
                 await s.close()
 
@@ -348,7 +387,9 @@ def test_serial_port_disconnect_and_reconnect(tmp_path: Path) -> None:
             r1, r2 = await asyncio.gather(t100.poll(), odo.poll())
             causes = {r.cause for r in r1 + r2}
             assert all(r.value is None and r.status == "02" for r in r1 + r2)
-            assert all(c.startswith(("no reply: port", "no reply: cannot write", "no connection: cannot open")) for c in causes), causes
+            assert all(
+                c.startswith(("no reply: port", "no reply: cannot write", "no connection: cannot open")) for c in causes
+            ), causes
             readings = await t100.poll()
             assert readings[0].cause == f"no connection: cannot open {tmp_path / 'bus0'}: No such file or directory"
             await sim.reconnect("t100")  # plugged back: a new pty behind the same path
@@ -397,7 +438,11 @@ def test_serial_ascii_checksum_letters_sentinels_and_faults(tmp_path: Path) -> N
     pdir = tmp_path / "profiles"
     pdir.mkdir()
     (pdir / "test-ascii-checked.yaml").write_text(CHECKED_PROFILE)
-    station = field_station(tmp_path, [ascii_device("gas", "test-ascii-checked", tmp_path / "ttyS1", retries=1, isolate_after=10)], profiles_dir=pdir)
+    station = field_station(
+        tmp_path,
+        [ascii_device("gas", "test-ascii-checked", tmp_path / "ttyS1", retries=1, isolate_after=10)],
+        profiles_dir=pdir,
+    )
     truth_path = tmp_path / "truth.jsonl"
 
     async def main() -> None:
@@ -429,7 +474,10 @@ def test_serial_ascii_checksum_letters_sentinels_and_faults(tmp_path: Path) -> N
 
             sim.set_fault("gas", "garbled")
             readings = await src.poll()
-            assert all(r.value is None and r.status == "02" and r.cause.startswith("broken reply: bad checksum") for r in readings), readings
+            assert all(
+                r.value is None and r.status == "02" and r.cause.startswith("broken reply: bad checksum")
+                for r in readings
+            ), readings
             sim.clear_fault("gas")
             sim.set_fault("gas", "truncated")
             readings = await src.poll()
@@ -456,7 +504,20 @@ def test_tcp_transport_faults_and_reconnect_backoff(tmp_path: Path) -> None:
     from supervisor.process import free_port
 
     port = free_port()
-    station = field_station(tmp_path, [{"id": "cems", "profile": "sick-marsic300", "transport": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout_s": 0.3}], kind="stack_emission")
+    station = field_station(
+        tmp_path,
+        [
+            {
+                "id": "cems",
+                "profile": "sick-marsic300",
+                "transport": "modbus_tcp",
+                "host": "127.0.0.1",
+                "port": port,
+                "timeout_s": 0.3,
+            }
+        ],
+        kind="stack_emission",
+    )
     truth_path = tmp_path / "truth.jsonl"
 
     async def main() -> None:
@@ -516,6 +577,9 @@ def test_float_encoding_of_the_rtu_simulator_matches_struct(tmp_path: Path) -> N
             regs = parse_rtu_reply(frame, 5, "input_register", 2)
             (value,) = struct.unpack(">f", frame[3:7])
             served = [e for e in read_truth(tmp_path / "truth.jsonl") if e["parameter"] == "DO"]
-            assert served[-1]["value"] == value and regs == [int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[5:7], "big")]
+            assert served[-1]["value"] == value and regs == [
+                int.from_bytes(frame[3:5], "big"),
+                int.from_bytes(frame[5:7], "big"),
+            ]
 
     run(main)

@@ -25,17 +25,49 @@ TYPES = ("int16", "uint16", "int32", "uint32", "float32", "float64")
 
 # Hand-computed vectors: (type, raw, {word order: registers})
 VECTORS = [
-    ("float32", 1.0, {"ABCD": [0x3F80, 0x0000], "CDAB": [0x0000, 0x3F80], "BADC": [0x803F, 0x0000], "DCBA": [0x0000, 0x803F]}),
+    (
+        "float32",
+        1.0,
+        {"ABCD": [0x3F80, 0x0000], "CDAB": [0x0000, 0x3F80], "BADC": [0x803F, 0x0000], "DCBA": [0x0000, 0x803F]},
+    ),
     # 0.1251 = 0x3E001ADB (qc-and-analyzers.md B.0 worked example)
-    ("float32", struct.unpack(">f", bytes.fromhex("3E001ADB"))[0], {"ABCD": [0x3E00, 0x1ADB], "CDAB": [0x1ADB, 0x3E00], "BADC": [0x003E, 0xDB1A], "DCBA": [0xDB1A, 0x003E]}),
-    ("float32", -9999.0, {"ABCD": [0xC61C, 0x3C00], "CDAB": [0x3C00, 0xC61C], "BADC": [0x1CC6, 0x003C], "DCBA": [0x003C, 0x1CC6]}),
-    ("int32", 0x12345678, {"ABCD": [0x1234, 0x5678], "CDAB": [0x5678, 0x1234], "BADC": [0x3412, 0x7856], "DCBA": [0x7856, 0x3412]}),
-    ("int32", -2, {"ABCD": [0xFFFF, 0xFFFE], "CDAB": [0xFFFE, 0xFFFF], "BADC": [0xFFFF, 0xFEFF], "DCBA": [0xFEFF, 0xFFFF]}),
-    ("uint32", 0xDEADBEEF, {"ABCD": [0xDEAD, 0xBEEF], "CDAB": [0xBEEF, 0xDEAD], "BADC": [0xADDE, 0xEFBE], "DCBA": [0xEFBE, 0xADDE]}),
+    (
+        "float32",
+        struct.unpack(">f", bytes.fromhex("3E001ADB"))[0],
+        {"ABCD": [0x3E00, 0x1ADB], "CDAB": [0x1ADB, 0x3E00], "BADC": [0x003E, 0xDB1A], "DCBA": [0xDB1A, 0x003E]},
+    ),
+    (
+        "float32",
+        -9999.0,
+        {"ABCD": [0xC61C, 0x3C00], "CDAB": [0x3C00, 0xC61C], "BADC": [0x1CC6, 0x003C], "DCBA": [0x003C, 0x1CC6]},
+    ),
+    (
+        "int32",
+        0x12345678,
+        {"ABCD": [0x1234, 0x5678], "CDAB": [0x5678, 0x1234], "BADC": [0x3412, 0x7856], "DCBA": [0x7856, 0x3412]},
+    ),
+    (
+        "int32",
+        -2,
+        {"ABCD": [0xFFFF, 0xFFFE], "CDAB": [0xFFFE, 0xFFFF], "BADC": [0xFFFF, 0xFEFF], "DCBA": [0xFEFF, 0xFFFF]},
+    ),
+    (
+        "uint32",
+        0xDEADBEEF,
+        {"ABCD": [0xDEAD, 0xBEEF], "CDAB": [0xBEEF, 0xDEAD], "BADC": [0xADDE, 0xEFBE], "DCBA": [0xEFBE, 0xADDE]},
+    ),
     ("int16", -2, {"ABCD": [0xFFFE], "CDAB": [0xFFFE], "BADC": [0xFEFF], "DCBA": [0xFEFF]}),
     ("uint16", 0x1234, {"ABCD": [0x1234], "CDAB": [0x1234], "BADC": [0x3412], "DCBA": [0x3412]}),
-    ("float64", 1.0, {"ABCD": [0x3FF0, 0, 0, 0], "CDAB": [0, 0, 0, 0x3FF0], "BADC": [0xF03F, 0, 0, 0], "DCBA": [0, 0, 0, 0xF03F]}),
-    ("float64", -2.5, {"ABCD": [0xC004, 0, 0, 0], "CDAB": [0, 0, 0, 0xC004], "BADC": [0x04C0, 0, 0, 0], "DCBA": [0, 0, 0, 0x04C0]}),
+    (
+        "float64",
+        1.0,
+        {"ABCD": [0x3FF0, 0, 0, 0], "CDAB": [0, 0, 0, 0x3FF0], "BADC": [0xF03F, 0, 0, 0], "DCBA": [0, 0, 0, 0xF03F]},
+    ),
+    (
+        "float64",
+        -2.5,
+        {"ABCD": [0xC004, 0, 0, 0], "CDAB": [0, 0, 0, 0xC004], "BADC": [0x04C0, 0, 0, 0], "DCBA": [0, 0, 0, 0x04C0]},
+    ),
 ]
 
 
@@ -176,16 +208,30 @@ def test_bit_reads_respect_2000_bits() -> None:
 
 
 def test_gaps_split_reads_unless_allowed() -> None:
-    points = [Point("a", "input_register", 0, 2), Point("b", "input_register", 3, 2), Point("c", "input_register", 10, 1)]
+    points = [
+        Point("a", "input_register", 0, 2),
+        Point("b", "input_register", 3, 2),
+        Point("c", "input_register", 10, 1),
+    ]
     assert [(r.address, r.count) for r in plan_reads(points)] == [(0, 2), (3, 2), (10, 1)]
     assert [(r.address, r.count) for r in plan_reads(points, max_gap=1)] == [(0, 5), (10, 1)]
     assert [(r.address, r.count) for r in plan_reads(points, max_gap=5)] == [(0, 11)]
 
 
 def test_tables_are_never_mixed() -> None:
-    points = [Point("h", "holding_register", 0, 2), Point("i", "input_register", 0, 2), Point("c", "coil", 0, 1), Point("d", "discrete_input", 1, 1)]
+    points = [
+        Point("h", "holding_register", 0, 2),
+        Point("i", "input_register", 0, 2),
+        Point("c", "coil", 0, 1),
+        Point("d", "discrete_input", 1, 1),
+    ]
     plan = plan_reads(points)
-    assert [(r.table, r.address, r.count) for r in plan] == [("coil", 0, 1), ("discrete_input", 1, 1), ("input_register", 0, 2), ("holding_register", 0, 2)]
+    assert [(r.table, r.address, r.count) for r in plan] == [
+        ("coil", 0, 1),
+        ("discrete_input", 1, 1),
+        ("input_register", 0, 2),
+        ("holding_register", 0, 2),
+    ]
 
 
 def test_plan_limits_are_checked() -> None:
@@ -199,10 +245,12 @@ def test_plan_limits_are_checked() -> None:
 # Issue 3: RTU framing, serial ASCII lines, 4-20 mA loops
 # --------------------------------------------------------------------------- #
 
+from pymodbus.framer import FramerRTU  # noqa: E402
+
 from edge_agent.codec import (  # noqa: E402
     FrameError,
-    UnusableLineError,
     ModbusExceptionReply,
+    UnusableLineError,
     ascii_checksum,
     check_line_checksum,
     crc16_modbus,
@@ -213,7 +261,6 @@ from edge_agent.codec import (  # noqa: E402
     rtu_reply_length,
     split_fields,
 )
-from pymodbus.framer import FramerRTU  # noqa: E402
 
 
 def test_crc16_modbus_known_vectors() -> None:
@@ -238,7 +285,18 @@ def test_parse_rtu_replies() -> None:
     assert rtu_reply_length(frame[:2]) is None and rtu_reply_length(frame[:3]) == 9
     assert parse_rtu_reply(frame, 1, "input_register", 2) == [0x3F80, 0x0000]
     bits = _reply(bytes.fromhex("0202" + "02" + "0501"))  # 10 bits: 1,0,1,0,0,0,0,0, 1,0
-    assert parse_rtu_reply(bits, 2, "discrete_input", 10) == [True, False, True, False, False, False, False, False, True, False]
+    assert parse_rtu_reply(bits, 2, "discrete_input", 10) == [
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
     with pytest.raises(ModbusExceptionReply) as exc:
         parse_rtu_reply(_reply(bytes.fromhex("018402")), 1, "input_register", 2)
     assert exc.value.code == 2 and str(exc.value) == "modbus exception 2 (illegal data address)"
@@ -274,13 +332,20 @@ def test_ascii_checksums() -> None:
     line = "12.5,7.1;" + ascii_checksum("sum8-hex", b"12.5,7.1")
     assert check_line_checksum(line, "sum8-hex", ";") == "12.5,7.1"
     assert check_line_checksum(line.lower(), "sum8-hex", ";") == "12.5,7.1"  # hex digits in either case
-    for bad, needle in [(nmea.replace("4807", "4808"), "bad checksum '47', computed 48"), (nmea.replace("*47", "47"), "line too short|no checksum separator"), ("*4", "line too short")]:
+    for bad, needle in [
+        (nmea.replace("4807", "4808"), "bad checksum '47', computed 48"),
+        (nmea.replace("*47", "47"), "line too short|no checksum separator"),
+        ("*4", "line too short"),
+    ]:
         with pytest.raises(UnusableLineError, match=needle):
             check_line_checksum(bad, "xor8-hex", "*", 1)
 
 
 def test_split_fields_and_text_values() -> None:
-    assert split_fields(" 0.023, 0.834,  -", delimiter=",", fields=["conc", "_", "err"]) == {"conc": " 0.023", "err": "  -"}
+    assert split_fields(" 0.023, 0.834,  -", delimiter=",", fields=["conc", "_", "err"]) == {
+        "conc": " 0.023",
+        "err": "  -",
+    }
     with pytest.raises(UnusableLineError, match="expected 3 fields separated by ',', got 2"):
         split_fields("1,2", delimiter=",", fields=["a", "b", "c"])
     with pytest.raises(UnusableLineError, match="expected 2 fields"):
@@ -304,9 +369,17 @@ def test_a_broken_loop_is_a_fault_not_a_value() -> None:
     ok = decode_value([65535 * 12 // 20], vtype="uint16", scale=scale, offset=offset, loop=loop)
     assert ok.value == pytest.approx(50.0, abs=0.01) and ok.status is None
     open_loop = decode_value([0], vtype="uint16", scale=scale, offset=offset, loop=loop)
-    assert (open_loop.value, open_loop.status, open_loop.cause) == (None, "02", "loop current 0.00 mA < 3.8 mA (sensor burn-out or open loop)")
+    assert (open_loop.value, open_loop.status, open_loop.cause) == (
+        None,
+        "02",
+        "loop current 0.00 mA < 3.8 mA (sensor burn-out or open loop)",
+    )
     full = decode_value([65535], vtype="uint16", scale=scale, offset=offset, loop=loop)
     assert full.value == pytest.approx(100.0)  # 20 mA: the top of the span
     wide = LoopSpec(raw=(0, 65535), ma=(0, 24), span=(0, 100))  # a module that can see up to 24 mA
     high = decode_value([65535], vtype="uint16", scale=wide.scale_offset[0], offset=wide.scale_offset[1], loop=wide)
-    assert (high.value, high.status, high.cause) == (None, "02", "loop current 24.00 mA > 20.5 mA (sensor fault current)")
+    assert (high.value, high.status, high.cause) == (
+        None,
+        "02",
+        "loop current 24.00 mA > 20.5 mA (sensor fault current)",
+    )

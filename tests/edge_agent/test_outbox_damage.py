@@ -24,7 +24,12 @@ def fill(path, key, batches=300, per_batch=20):
     box = Outbox(path, "S1")
     start = time.time_ns()
     for b in range(batches):
-        box.append([Reading(start + b * 1000 + i, "d1", "NO2", float(b * per_batch + i), "ug/m3", "00", "") for i in range(per_batch)])
+        box.append(
+            [
+                Reading(start + b * 1000 + i, "d1", "NO2", float(b * per_batch + i), "ug/m3", "00", "")
+                for i in range(per_batch)
+            ]
+        )
         box.seal_next(key, per_batch, historical_after_s=3600)
     box.mark_acked(range(1, batches // 2))
     box.close()  # checkpoints: everything is in the main file

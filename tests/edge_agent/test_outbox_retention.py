@@ -11,7 +11,7 @@ import pytest
 from broker_bridge.envelope import Reading, decode_body, open_envelope
 from broker_bridge.keys import write_new_key
 from edge_agent.group_commit import GroupCommitter
-from edge_agent.outbox import BACKLOG, LIVE, DAY_NS, Outbox, OutboxFull, RetentionPolicy
+from edge_agent.outbox import BACKLOG, DAY_NS, LIVE, Outbox, OutboxFull, RetentionPolicy
 
 
 @pytest.fixture
@@ -75,7 +75,11 @@ def test_when_unsent_data_alone_fills_the_cap_drop_oldest_is_recorded(tmp_path, 
     assert removed["over_cap_unsent"] > 0
     first_kept = box.unacked(limit=1)[0].seq
     assert first_kept > seqs[0]
-    dropped = sqlite3.connect(tmp_path / "o.sqlite").execute("SELECT first_seq, last_seq, readings, reason FROM dropped").fetchall()
+    dropped = (
+        sqlite3.connect(tmp_path / "o.sqlite")
+        .execute("SELECT first_seq, last_seq, readings, reason FROM dropped")
+        .fetchall()
+    )
     assert dropped[0][0] == seqs[0] and dropped[-1][1] == first_kept - 1
     assert sum(r[2] for r in dropped) == removed["over_cap_unsent"]
     assert box.status()["dropped_readings"] == removed["over_cap_unsent"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-
 from broker_bridge import session
 from broker_bridge.envelope import Reading
 from broker_bridge.keys import write_new_key
@@ -37,7 +36,9 @@ def test_a_batch_no_collector_could_receive_stays_unsent_and_is_retried(tmp_path
         received = []
         collector = session.new_client("collector-late", manual_ack=False)
         collector.on_message = lambda c, u, m: received.append(m.payload)
-        collector.connect("127.0.0.1", mosquitto_server.port, clean_start=False, properties=session.connect_properties())
+        collector.connect(
+            "127.0.0.1", mosquitto_server.port, clean_start=False, properties=session.connect_properties()
+        )
         collector.subscribe(data_subscription(), qos=1)
         collector.loop_start()
         time.sleep(0.5)

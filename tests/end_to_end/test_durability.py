@@ -80,8 +80,11 @@ def run_outage(station, values_per_poll: int, stop, start) -> tuple[list[tuple],
     served_by_return = sum(1 for t in station.served_values() if t["t_ns"] < up_ns)
     station.wait_stored(served_by_return, timeout=180)
     served_at_return = len(station.served_values())
-    wait_until(lambda: len(station.served_values()) >= served_at_return + 5 * values_per_poll, timeout=60,
-               what="polls after the return")
+    wait_until(
+        lambda: len(station.served_values()) >= served_at_return + 5 * values_per_poll,
+        timeout=60,
+        what="polls after the return",
+    )
     agent.stop(timeout=60)
     committed = station.outbox_readings()
     assert station.wait_stored(len(committed), timeout=120) == len(committed)

@@ -15,6 +15,7 @@ import pytest
 from supervisor.process import wait_until
 from tests.station_rig import make_station  # noqa: F401  (fixture)
 
+
 def assert_matches_truth(stored: list[tuple], served: list[dict]) -> None:
     """Pair the k-th stored and k-th served value of each parameter: same value and status, timestamps in the request window."""
     by_param_stored: dict[str, list[tuple]] = {}

@@ -30,7 +30,9 @@ def warehouse(questdb_server):
     return questdb_server.endpoints
 
 
-def test_rtu_bus_and_serial_ascii_station_arrives_in_questdb_as_served(tmp_path: Path, mosquitto_server, warehouse) -> None:
+def test_rtu_bus_and_serial_ascii_station_arrives_in_questdb_as_served(
+    tmp_path: Path, mosquitto_server, warehouse
+) -> None:
     station_id = unique_station("FIELD")
     bus = tmp_path / "serial" / "rs485-0"
     bam = tmp_path / "serial" / "bam"
@@ -55,21 +57,48 @@ def test_rtu_bus_and_serial_ascii_station_arrives_in_questdb_as_served(tmp_path:
         started.append(sim.start())
         wait_until(lambda: "sim.ready" in sim.log_path.read_text(), timeout=20, what="simulator ready", process=sim)
         assert bus.is_symlink() and str(bus.resolve()).startswith("/dev/pts/")
-        collector = collector_process(registry, broker, f"127.0.0.1:{warehouse.http_port}", f"127.0.0.1:{warehouse.pg_port}", tmp_path / "collector.log", client_id=f"collector-{station_id}")
+        collector = collector_process(
+            registry,
+            broker,
+            f"127.0.0.1:{warehouse.http_port}",
+            f"127.0.0.1:{warehouse.pg_port}",
+            tmp_path / "collector.log",
+            client_id=f"collector-{station_id}",
+        )
         started.append(collector.start())
-        wait_until(lambda: "mqtt_connected" in collector.log_path.read_text(), timeout=20, what="collector connected", process=collector)
+        wait_until(
+            lambda: "mqtt_connected" in collector.log_path.read_text(),
+            timeout=20,
+            what="collector connected",
+            process=collector,
+        )
         agent = agent_process(station_file, key, broker, tmp_path / "outbox.sqlite", tmp_path / "agent.log")
         started.append(agent.start())
 
         def served() -> list[dict]:
             return [t for t in read_truth(truth) if t["kind"] == "value"] if truth.exists() else []
 
-        wait_until(lambda: len({t["device"] for t in served()}) == 3 and len(served()) >= 4 * 4, timeout=30, what="a few polls of every device", process=agent)
+        wait_until(
+            lambda: len({t["device"] for t in served()}) == 3 and len(served()) >= 4 * 4,
+            timeout=30,
+            what="a few polls of every device",
+            process=agent,
+        )
         assert agent.stop(timeout=20) == 0  # graceful: finishes the cycle, drains the outbox
         values = served()
-        count = wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", len(values), timeout=60, params=(station_id,))
+        count = wait_for_count(
+            warehouse.pg_conninfo,
+            "SELECT count() FROM readings WHERE station = %s",
+            len(values),
+            timeout=60,
+            params=(station_id,),
+        )
         assert count == len(values)
-        stored = sql(warehouse.pg_conninfo, "SELECT ts::long, device, parameter, value, status, cause FROM readings WHERE station = %s ORDER BY ts, device, parameter", (station_id,))
+        stored = sql(
+            warehouse.pg_conninfo,
+            "SELECT ts::long, device, parameter, value, status, cause FROM readings WHERE station = %s ORDER BY ts, device, parameter",
+            (station_id,),
+        )
         assert len({(r[0], r[1], r[2]) for r in stored}) == len(stored)
         by_stored: dict[tuple[str, str], list[tuple]] = {}
         for row in stored:
@@ -77,7 +106,9 @@ def test_rtu_bus_and_serial_ascii_station_arrives_in_questdb_as_served(tmp_path:
         by_served: dict[tuple[str, str], list[dict]] = {}
         for t in sorted(values, key=lambda t: t["t_ns"]):
             by_served.setdefault((t["device"], t["parameter"]), []).append(t)
-        assert sorted(by_stored) == sorted(by_served) == [("bam", "PM10"), ("odo", "DO"), ("odo", "Temp"), ("t400", "O3")]
+        assert (
+            sorted(by_stored) == sorted(by_served) == [("bam", "PM10"), ("odo", "DO"), ("odo", "Temp"), ("t400", "O3")]
+        )
         for key_, rows in by_stored.items():
             truth_rows = by_served[key_]
             assert len(rows) == len(truth_rows), key_

@@ -3,8 +3,6 @@ station to re-send it from the 60 days it keeps, and the gap closes."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from supervisor.process import wait_until
@@ -24,18 +22,26 @@ def test_batches_lost_by_a_crashed_broker_are_re_sent_on_request(tmp_path, make_
         wait_until(lambda: station.stored(), timeout=30, what="first readings stored")
         broker.stop()  # a clean stop saves the collector's persistent session
         broker.start()
-        wait_until(lambda: "mqtt_connected" in collector.log_path.read_text().split("mqtt_disconnected")[-1],
-                   timeout=60, what="collector back on the broker")
+        wait_until(
+            lambda: "mqtt_connected" in collector.log_path.read_text().split("mqtt_disconnected")[-1],
+            timeout=60,
+            what="collector back on the broker",
+        )
         collector.stop()
         served = len(station.served_values())
-        wait_until(lambda: len(station.served_values()) >= served + 6 * 8, timeout=30, what="batches queued for the collector")
+        wait_until(
+            lambda: len(station.served_values()) >= served + 6 * 8, timeout=30, what="batches queued for the collector"
+        )
         broker.kill()  # the queued, already acknowledged batches are gone
         broker.start()
         station.collector()
         served = len(station.served_values())
         wait_until(lambda: len(station.served_values()) >= served + 6 * 8, timeout=60, what="polls after the crash")
-        gaps = sql(warehouse.pg_conninfo, "SELECT first_missing, last_missing FROM sequence_gaps WHERE station = %s",
-                   (station.id,))
+        gaps = sql(
+            warehouse.pg_conninfo,
+            "SELECT first_missing, last_missing FROM sequence_gaps WHERE station = %s",
+            (station.id,),
+        )
         assert gaps, "the lost batches should have left a recorded gap"
         agent.stop(timeout=30)
         committed = station.outbox_readings()

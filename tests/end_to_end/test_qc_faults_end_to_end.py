@@ -25,7 +25,7 @@ class SimulatorThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> "SimulatorThread":
+    def __enter__(self) -> SimulatorThread:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(10)
         return self
@@ -52,15 +52,23 @@ def station(tmp_path, mosquitto_server, warehouse):
 @pytest.mark.slow  # waits for the windowed checks (stuck sensor) on live polls
 def test_simulator_faults_arrive_with_their_flags(tmp_path, station, warehouse):
     thresholds = tmp_path / "qc.yaml"  # a flat line within seconds instead of an hour, for the test
-    thresholds.write_text("qc:\n  parameters:\n    NO2:\n      ug/m3:\n        flat_line: {suspect_s: 4, fail_s: 8, min_count: 3}\n")
+    thresholds.write_text(
+        "qc:\n  parameters:\n    NO2:\n      ug/m3:\n        flat_line: {suspect_s: 4, fail_s: 8, min_count: 3}\n"
+    )
     w = warehouse
     collector = collector_process(
-        station.registry, station.broker, f"127.0.0.1:{w.http_port}", f"127.0.0.1:{w.pg_port}", tmp_path / "collector.log",
+        station.registry,
+        station.broker,
+        f"127.0.0.1:{w.http_port}",
+        f"127.0.0.1:{w.pg_port}",
+        tmp_path / "collector.log",
         client_id=f"c-{station.id}",
     )
     collector.argv += ["--qc-thresholds", str(thresholds)]
     station.start(collector)
-    wait_until(lambda: "mqtt_connected" in collector.log_path.read_text(), timeout=20, what="collector up", process=collector)
+    wait_until(
+        lambda: "mqtt_connected" in collector.log_path.read_text(), timeout=20, what="collector up", process=collector
+    )
 
     def served_polls() -> int:
         return sum(1 for t in read_truth(station.truth) if t.get("kind") == "status")
@@ -89,8 +97,12 @@ def test_simulator_faults_arrive_with_their_flags(tmp_path, station, warehouse):
         station.started[-1].stop(timeout=20)  # the agent, drained
     served = [t for t in read_truth(station.truth) if t.get("kind") == "value"]
     assert station.wait_stored(len(served), timeout=60) == len(served)
-    rows = sql(w.pg_conninfo, "SELECT parameter, value, status, cause, qc_flag, qc_check, qc_checks, qc_cause FROM readings"
-                              " WHERE station = %s ORDER BY ts, parameter", (station.id,))
+    rows = sql(
+        w.pg_conninfo,
+        "SELECT parameter, value, status, cause, qc_flag, qc_check, qc_checks, qc_cause FROM readings"
+        " WHERE station = %s ORDER BY ts, parameter",
+        (station.id,),
+    )
     by_param: dict[str, list] = {}
     for row in rows:
         by_param.setdefault(row[0], []).append(row)

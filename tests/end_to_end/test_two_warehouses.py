@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from broker_bridge.envelope import decode_body, open_envelope
 from broker_bridge.keys import key_id, load_public_key
 from cli.processes import collector_process, relay_process
 from collector.registry import add_station, set_province
@@ -40,14 +39,19 @@ def relay_held(outbox_dir: Path) -> tuple[int, int]:
     batches = readings = 0
     for path in outbox_dir.glob("*.sqlite"):
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            b, r = db.execute("SELECT count(*), coalesce(sum(readings), 0) FROM batches WHERE acked_ns IS NULL").fetchone()
+            b, r = db.execute(
+                "SELECT count(*), coalesce(sum(readings), 0) FROM batches WHERE acked_ns IS NULL"
+            ).fetchone()
         batches, readings = batches + b, readings + r
     return batches, readings
 
 
 def outbox_batches(station: Station) -> list[tuple[int, str, bytes]]:
     with sqlite3.connect(station.outbox) as db:
-        return [(seq, hashlib.sha256(p).hexdigest(), p) for seq, p in db.execute("SELECT seq, payload FROM batches ORDER BY seq")]
+        return [
+            (seq, hashlib.sha256(p).hexdigest(), p)
+            for seq, p in db.execute("SELECT seq, payload FROM batches ORDER BY seq")
+        ]
 
 
 def run_two_warehouses(tmp_path: Path, make_mosquitto, make_questdb, warehouse, outage: float) -> None:
@@ -87,12 +91,30 @@ def run_two_warehouses(tmp_path: Path, make_mosquitto, make_questdb, warehouse, 
         return process
 
     try:
-        connected(started(collector_process(
-            province_registry, f"127.0.0.1:{province_broker.port}", f"127.0.0.1:{warehouse.http_port}",
-            f"127.0.0.1:{warehouse.pg_port}", tmp_path / "province-collector.log", client_id="collector-province")))
-        connected(started(collector_process(
-            national_registry, f"127.0.0.1:{national_broker.port}", f"127.0.0.1:{national.http_port}",
-            f"127.0.0.1:{national.pg_port}", tmp_path / "national-collector.log", client_id="collector-national")))
+        connected(
+            started(
+                collector_process(
+                    province_registry,
+                    f"127.0.0.1:{province_broker.port}",
+                    f"127.0.0.1:{warehouse.http_port}",
+                    f"127.0.0.1:{warehouse.pg_port}",
+                    tmp_path / "province-collector.log",
+                    client_id="collector-province",
+                )
+            )
+        )
+        connected(
+            started(
+                collector_process(
+                    national_registry,
+                    f"127.0.0.1:{national_broker.port}",
+                    f"127.0.0.1:{national.http_port}",
+                    f"127.0.0.1:{national.pg_port}",
+                    tmp_path / "national-collector.log",
+                    client_id="collector-national",
+                )
+            )
+        )
         relay = connected(started(relay_process(relay_file, tmp_path / "relay.log")), times=2)
         for s in stations:
             s.sim()
@@ -107,8 +129,12 @@ def run_two_warehouses(tmp_path: Path, make_mosquitto, make_questdb, warehouse, 
         held_batches, held_readings = relay_held(relay_dir)
         national_broker.start()
         up_at = time.monotonic()
-        wait_until(lambda: relay.log_path.read_text().count('"side": "national"') >= 3, timeout=60, interval=0.05,
-                   what="the relay back on national")  # fmt: skip (connected, disconnected, connected)
+        wait_until(
+            lambda: relay.log_path.read_text().count('"side": "national"') >= 3,
+            timeout=60,
+            interval=0.05,
+            what="the relay back on national",
+        )  # fmt: skip (connected, disconnected, connected)
         reconnect_s = time.monotonic() - up_at
         wait_until(lambda: relay_held(relay_dir)[0] == 0, timeout=outage + 120, interval=0.05,
                    what="the relay to send what it held")  # fmt: skip
@@ -126,15 +152,20 @@ def run_two_warehouses(tmp_path: Path, make_mosquitto, make_questdb, warehouse, 
 
         for name, endpoints in (("province", warehouse), ("national", national)):
             for s in stations:
-                stored = sql(endpoints.pg_conninfo,
-                             "SELECT ts::long, device, parameter, value, status FROM readings WHERE station = %s", (s.id,))
+                stored = sql(
+                    endpoints.pg_conninfo,
+                    "SELECT ts::long, device, parameter, value, status FROM readings WHERE station = %s",
+                    (s.id,),
+                )
                 assert sorted(stored) == sorted(committed[s.id]), f"{name} warehouse differs from {s.id}'s outbox"
                 assert len(set((r[0], r[1], r[2]) for r in stored)) == len(stored), f"{name}: a reading twice"
         rejects = sql(national.pg_conninfo, "SELECT claimed_station, reason, detail FROM rejects")
         assert rejects == [], f"the national collector rejected forwarded batches: {rejects[:5]}"
         for s in stations:
             own_key = key_id(load_public_key(s.key.with_suffix(".pub")))
-            ledger = sql(national.pg_conninfo, "SELECT seq, payload_sha256, key_id FROM batches WHERE station = %s", (s.id,))
+            ledger = sql(
+                national.pg_conninfo, "SELECT seq, payload_sha256, key_id FROM batches WHERE station = %s", (s.id,)
+            )
             sent = {seq: digest for seq, digest, _ in outbox_batches(s)}
             assert {k for _, _, k in ledger} == {own_key}, "every national batch verified with the station's own key"
             assert {seq: digest for seq, digest, _ in ledger} == sent, "national holds the station's exact bytes"

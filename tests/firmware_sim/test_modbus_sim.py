@@ -39,8 +39,18 @@ DEVICE = {"demo_air_01.yaml": "aqms1", "demo_ww_01.yaml": "wq1", "demo_stack_01.
 # independent masters do not depend on the project's loader.
 F32 = ModbusTcpClient.DATATYPE.FLOAT32
 MAPS: dict[str, dict[str, Any]] = {
-    "demo_air_01.yaml": {"fc": "input", "params": ["PM2,5", "PM10", "SO2", "NO2", "CO", "O3"], "orders": ["big"] * 6, "status": 100},
-    "demo_ww_01.yaml": {"fc": "holding", "params": ["pH", "COD", "TSS", "NH4", "Temp", "Flow"], "orders": ["big"] * 6, "status": None},
+    "demo_air_01.yaml": {
+        "fc": "input",
+        "params": ["PM2,5", "PM10", "SO2", "NO2", "CO", "O3"],
+        "orders": ["big"] * 6,
+        "status": 100,
+    },
+    "demo_ww_01.yaml": {
+        "fc": "holding",
+        "params": ["pH", "COD", "TSS", "NH4", "Temp", "Flow"],
+        "orders": ["big"] * 6,
+        "status": None,
+    },
     "demo_stack_01.yaml": {
         "fc": "holding",
         "params": ["PM", "SO2", "NOx", "CO", "O2", "Temp", "Flow"],
@@ -148,7 +158,9 @@ def test_values_are_plausible_and_change(tmp_path: Path) -> None:
 
 
 async def mbpoll(*args: str) -> dict[int, str]:
-    proc = await asyncio.create_subprocess_exec(require_tool("mbpoll", package="mbpoll"), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        require_tool("mbpoll", package="mbpoll"), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await proc.communicate()
     assert proc.returncode == 0, (out + err).decode()
     return {int(m.group(1)): m.group(2) for m in re.finditer(r"^\[(\d+)\]:\s+(\S+)\s*$", out.decode(), re.M)}
@@ -176,10 +188,14 @@ def test_mbpoll_reads_what_the_truth_log_says(tmp_path: Path) -> None:
             await s.start()
         try:
             # air: input registers, ABCD, 0-based reference
-            got = await check(air, ["-t", "3:float", "-B", "-0", "-r", "0", "-c", "6"], ["PM2,5", "PM10", "SO2", "NO2", "CO", "O3"])
+            got = await check(
+                air, ["-t", "3:float", "-B", "-0", "-r", "0", "-c", "6"], ["PM2,5", "PM10", "SO2", "NO2", "CO", "O3"]
+            )
             assert list(got) == [0, 2, 4, 6, 8, 10]
             # wastewater: holding registers, ABCD, 1-based reference (register 1 = PDU address 0)
-            got = await check(ww, ["-t", "4:float", "-B", "-r", "1", "-c", "6"], ["pH", "COD", "TSS", "NH4", "Temp", "Flow"])
+            got = await check(
+                ww, ["-t", "4:float", "-B", "-r", "1", "-c", "6"], ["pH", "COD", "TSS", "NH4", "Temp", "Flow"]
+            )
             assert list(got) == [1, 3, 5, 7, 9, 11]
             # stack gases: CDAB = mbpoll's default word order; 1-based reference 3 = PDU address 2
             await check(stack, ["-t", "4:float", "-r", "3", "-c", "4"], ["SO2", "NOx", "CO", "O2"])
@@ -188,7 +204,21 @@ def test_mbpoll_reads_what_the_truth_log_says(tmp_path: Path) -> None:
             # the status register, forced to "sample line fault"
             sims[2].set_status("cems1", 8)
             t0 = time.time_ns()
-            got = await mbpoll("-m", "tcp", "-p", str(stack.devices[0].port), "-a", "1", "-1", "-t", "4", "-0", "-r", "100", "127.0.0.1")
+            got = await mbpoll(
+                "-m",
+                "tcp",
+                "-p",
+                str(stack.devices[0].port),
+                "-a",
+                "1",
+                "-1",
+                "-t",
+                "4",
+                "-0",
+                "-r",
+                "100",
+                "127.0.0.1",
+            )
             (entry,) = [e for e in read_truth(truth_path) if e["kind"] == "status" and e["t_ns"] >= t0]
             assert got == {100: "8"}
             assert (entry["raw"], entry["status"], entry["cause"]) == (8, "02", "sample line fault")
@@ -206,7 +236,14 @@ def test_mbpoll_reads_what_the_truth_log_says(tmp_path: Path) -> None:
 
 def assert_readings_match_truth(readings: list, truth: list[dict[str, Any]], t_end: int, device: str) -> None:
     for r in readings:
-        matches = [e for e in truth if e["kind"] == "value" and e["device"] == device and e["parameter"] == r.parameter and r.ts_ns <= e["t_ns"] <= t_end]
+        matches = [
+            e
+            for e in truth
+            if e["kind"] == "value"
+            and e["device"] == device
+            and e["parameter"] == r.parameter
+            and r.ts_ns <= e["t_ns"] <= t_end
+        ]
         assert len(matches) == 1, (r, matches)
         (e,) = matches
         assert r.value == e["value"], (r, e)
@@ -216,7 +253,9 @@ def assert_readings_match_truth(readings: list, truth: list[dict[str, Any]], t_e
             assert isinstance(r.value, float) and math.isfinite(r.value)
 
 
-@pytest.mark.parametrize(("fname", "requests"), [("demo_air_01.yaml", 2), ("demo_ww_01.yaml", 1), ("demo_stack_01.yaml", 2)])
+@pytest.mark.parametrize(
+    ("fname", "requests"), [("demo_air_01.yaml", 2), ("demo_ww_01.yaml", 1), ("demo_stack_01.yaml", 2)]
+)
 def test_source_poll_matches_truth(fname: str, requests: int, tmp_path: Path) -> None:
     station = station_on_free_port(fname)
     truth_path = tmp_path / "truth.jsonl"
@@ -353,20 +392,32 @@ def test_exception_reply_flags_only_that_request(tmp_path: Path) -> None:
     async def main() -> None:
         async with StationSimulator(station, truth_path):
             by = {r.parameter: r for r in await source.poll()}
-            assert (by["PM1"].value, by["PM1"].status, by["PM1"].cause) == (None, "02", "modbus exception 2 (illegal data address)")
+            assert (by["PM1"].value, by["PM1"].status, by["PM1"].cause) == (
+                None,
+                "02",
+                "modbus exception 2 (illegal data address)",
+            )
             assert all(by[p].value is not None and by[p].status == "00" for p in good.parameters)
             assert source.connects == 1
             # wrong unit id: the simulator answers like a gateway with no such target
             other = ModbusTcpSource(station.id, station.device("aqms1").model_copy(update={"unit_id": 9}), good)
             readings = await other.poll()
-            assert all((r.value, r.status, r.cause) == (None, "02", "modbus exception 11 (gateway target device failed to respond)") for r in readings)
+            assert all(
+                (r.value, r.status, r.cause)
+                == (None, "02", "modbus exception 11 (gateway target device failed to respond)")
+                for r in readings
+            )
             await other.close()
             # an unreadable status register makes every value unknown, even those read fine
             data2 = good.model_dump()
             data2["status"]["address"] = 101
             blind = ModbusTcpSource(station.id, station.device("aqms1"), AnalyzerProfile.model_validate(data2))
             readings = await blind.poll()
-            assert all((r.value, r.status, r.cause) == (None, "02", "status unreadable: modbus exception 2 (illegal data address)") for r in readings)
+            assert all(
+                (r.value, r.status, r.cause)
+                == (None, "02", "status unreadable: modbus exception 2 (illegal data address)")
+                for r in readings
+            )
             await blind.close()
             await source.close()
 
@@ -382,7 +433,17 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
     truth_path = tmp_path / "truth.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_sim.modbus_tcp", "--station", str(STATIONS_DIR / "demo_air_01.yaml"), "--port-override", f"aqms1={port}", "--truth", str(truth_path)],
+        [
+            sys.executable,
+            "-m",
+            "firmware_sim.modbus_tcp",
+            "--station",
+            str(STATIONS_DIR / "demo_air_01.yaml"),
+            "--port-override",
+            f"aqms1={port}",
+            "--truth",
+            str(truth_path),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -416,9 +477,16 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
 def test_cli_reports_a_bad_station_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text((STATIONS_DIR / "demo_air_01.yaml").read_text().replace("port: 15020", "port: many"))
-    proc = subprocess.run([sys.executable, "-m", "firmware_sim.modbus_tcp", "--station", str(bad), "--truth", str(tmp_path / "t.jsonl")], cwd=REPO, capture_output=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "firmware_sim.modbus_tcp", "--station", str(bad), "--truth", str(tmp_path / "t.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        timeout=30,
+    )
     assert proc.returncode == 2
-    assert re.search(r"bad\.yaml:\d+: devices\[0\]\.port: expected a whole number, got 'many' \(fix: ", proc.stderr.decode()), proc.stderr.decode()
+    assert re.search(
+        r"bad\.yaml:\d+: devices\[0\]\.port: expected a whole number, got 'many' \(fix: ", proc.stderr.decode()
+    ), proc.stderr.decode()
 
 
 MIXED_PROFILE = """\

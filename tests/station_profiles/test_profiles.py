@@ -19,7 +19,9 @@ from station_profiles.loader import (
 from station_profiles.profile_model import AnalyzerProfile, SemanticErrors
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_STATIONS = [REPO / "edge_agent" / "sources" / t / "sample.yaml" for t in ("modbus_tcp", "modbus_rtu", "serial_ascii")]
+SAMPLE_STATIONS = [
+    REPO / "edge_agent" / "sources" / t / "sample.yaml" for t in ("modbus_tcp", "modbus_rtu", "serial_ascii")
+]
 
 
 # --------------------------------------------------------------------------- #
@@ -48,9 +50,21 @@ def test_every_shipped_station_file_loads(path: Path) -> None:
 
 def test_demo_stations() -> None:
     expected = {
-        "demo_air_01.yaml": ("DEMO_AIR_01", "aqms1", 15020, "demo-ambient-air", ["PM2,5", "PM10", "SO2", "NO2", "CO", "O3"]),
+        "demo_air_01.yaml": (
+            "DEMO_AIR_01",
+            "aqms1",
+            15020,
+            "demo-ambient-air",
+            ["PM2,5", "PM10", "SO2", "NO2", "CO", "O3"],
+        ),
         "demo_ww_01.yaml": ("DEMO_WW_01", "wq1", 15021, "demo-wastewater", ["pH", "COD", "TSS", "NH4", "Temp", "Flow"]),
-        "demo_stack_01.yaml": ("DEMO_STACK_01", "cems1", 15022, "demo-stack-cems", ["PM", "SO2", "NOx", "CO", "O2", "Temp", "Flow"]),
+        "demo_stack_01.yaml": (
+            "DEMO_STACK_01",
+            "cems1",
+            15022,
+            "demo-stack-cems",
+            ["PM", "SO2", "NOx", "CO", "O2", "Temp", "Flow"],
+        ),
     }
     for fname, (sid, dev, port, profile, params) in expected.items():
         st = load_station(STATIONS_DIR / fname)
@@ -89,7 +103,16 @@ def _profile(address_base: object, *values: tuple[str, object], status: dict | N
         "model": "m",
         "source": "test",
         "address_base": address_base,
-        "values": [{"parameter": f"P{i}", "table": t, "address": a, "type": "bool" if t in ("coil", "discrete_input") else "uint16", "unit": "-"} for i, (t, a) in enumerate(values)],
+        "values": [
+            {
+                "parameter": f"P{i}",
+                "table": t,
+                "address": a,
+                "type": "bool" if t in ("coil", "discrete_input") else "uint16",
+                "unit": "-",
+            }
+            for i, (t, a) in enumerate(values)
+        ],
     }
     if status:
         data["status"] = status
@@ -123,7 +146,12 @@ def test_address_conversion(base: object, table: str, address: object, wire: int
 @pytest.mark.parametrize(
     ("base", "table", "address", "needle"),
     [
-        ("4xxxx", "holding_register", 30001, "address 30001 is an input_register number (3xxxx) but table is holding_register"),
+        (
+            "4xxxx",
+            "holding_register",
+            30001,
+            "address 30001 is an input_register number (3xxxx) but table is holding_register",
+        ),
         ("4xxxx", "input_register", 40001, "is a holding_register number (4xxxx) but table is input_register"),
         ("4xxxx", "coil", 10001, "is a discrete_input number (1xxxx) but table is coil"),
         ("4xxxx", "holding_register", 40000, "outside 40001..49999"),
@@ -140,10 +168,18 @@ def test_bad_addresses(base: object, table: str, address: object, needle: str) -
 
 
 def test_status_address_is_converted_and_checked_for_overlap() -> None:
-    p = _profile("4xxxx", ("input_register", 30001), status={"table": "input_register", "address": 30101, "codes": {0: ["00", ""]}})
+    p = _profile(
+        "4xxxx",
+        ("input_register", 30001),
+        status={"table": "input_register", "address": 30101, "codes": {0: ["00", ""]}},
+    )
     assert p.status is not None and p.status.wire_address == 100
     with pytest.raises(SemanticErrors, match=r"values\[0\] \(P0\) at input_register 0 overlaps status"):
-        _profile("4xxxx", ("input_register", 30001), status={"table": "input_register", "address": 30001, "codes": {0: ["00", ""]}})
+        _profile(
+            "4xxxx",
+            ("input_register", 30001),
+            status={"table": "input_register", "address": 30001, "codes": {0: ["00", ""]}},
+        )
 
 
 # --------------------------------------------------------------------------- #
@@ -225,12 +261,21 @@ def test_good_test_files_load(tmp_path: Path) -> None:
 
 def test_word_order_typo(tmp_path: Path) -> None:
     err = _profile_error(tmp_path, GOOD_PROFILE.format(name="p").replace("word_order: ABCD", "word_order: ABDC"))
-    _assert_issue(err, "profiles/p.yaml", 11, "values[0].word_order", "'ABDC' is not one of ABCD, CDAB, BADC, DCBA", "use one of ABCD, CDAB, BADC, DCBA")
+    _assert_issue(
+        err,
+        "profiles/p.yaml",
+        11,
+        "values[0].word_order",
+        "'ABDC' is not one of ABCD, CDAB, BADC, DCBA",
+        "use one of ABCD, CDAB, BADC, DCBA",
+    )
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     err = _profile_error(tmp_path, GOOD_PROFILE.format(name="p").replace("word_order: ABCD", "wordorder: ABCD"))
-    _assert_issue(err, "profiles/p.yaml", 11, "values[0].wordorder", "unknown key 'wordorder'", "did you mean 'word_order'?")
+    _assert_issue(
+        err, "profiles/p.yaml", 11, "values[0].wordorder", "unknown key 'wordorder'", "did you mean 'word_order'?"
+    )
 
 
 def test_missing_key(tmp_path: Path) -> None:
@@ -250,7 +295,14 @@ def test_duplicate_parameter(tmp_path: Path) -> None:
 
 def test_overlapping_addresses(tmp_path: Path) -> None:
     err = _profile_error(tmp_path, GOOD_PROFILE.format(name="p").replace("address: 2", "address: 1"))
-    _assert_issue(err, "profiles/p.yaml", 16, "values[1].address", "overlaps values[0] (PM2,5) (registers 0..1)", "leaves 2 as the next free address")
+    _assert_issue(
+        err,
+        "profiles/p.yaml",
+        16,
+        "values[1].address",
+        "overlaps values[0] (PM2,5) (registers 0..1)",
+        "leaves 2 as the next free address",
+    )
 
 
 def test_range_low_must_be_below_high(tmp_path: Path) -> None:
@@ -259,24 +311,45 @@ def test_range_low_must_be_below_high(tmp_path: Path) -> None:
 
 
 def test_modicon_prefix_must_match_table(tmp_path: Path) -> None:
-    text = GOOD_PROFILE.format(name="p").replace("address_base: 0", 'address_base: "4xxxx"').replace("address: 0", "address: 40001").replace("address: 2", "address: 30003")
+    text = (
+        GOOD_PROFILE.format(name="p")
+        .replace("address_base: 0", 'address_base: "4xxxx"')
+        .replace("address: 0", "address: 40001")
+        .replace("address: 2", "address: 30003")
+    )
     err = _profile_error(tmp_path, text)
-    _assert_issue(err, "profiles/p.yaml", 9, "values[0].address", "40001 is a holding_register number (4xxxx) but table is input_register", "use 3xxxx numbers")
+    _assert_issue(
+        err,
+        "profiles/p.yaml",
+        9,
+        "values[0].address",
+        "40001 is a holding_register number (4xxxx) but table is input_register",
+        "use 3xxxx numbers",
+    )
 
 
 def test_unquoted_no_is_explained(tmp_path: Path) -> None:
     err = _profile_error(tmp_path, GOOD_PROFILE.format(name="p").replace("parameter: PM10", "parameter: NO"))
-    _assert_issue(err, "profiles/p.yaml", 14, "values[1].parameter", "as the boolean False", 'quotes, e.g. parameter: "NO"')
+    _assert_issue(
+        err, "profiles/p.yaml", 14, "values[1].parameter", "as the boolean False", 'quotes, e.g. parameter: "NO"'
+    )
 
 
 def test_bare_dash_unit_is_explained(tmp_path: Path) -> None:
-    err = _profile_error(tmp_path, GOOD_PROFILE.format(name="p").replace("    unit: ug/m3\n    range", "    unit: -\n    range"))
+    err = _profile_error(
+        tmp_path, GOOD_PROFILE.format(name="p").replace("    unit: ug/m3\n    range", "    unit: -\n    range")
+    )
     (issue,) = err.issues
     assert issue.line == 12 and "not valid YAML" in issue.message and 'unit: "-"' in issue.fix
 
 
 def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
-    err = _profile_error(tmp_path, GOOD_PROFILE.format(name="p").replace("    type: float32\n    word_order", "    type: [float32\n    word_order"))
+    err = _profile_error(
+        tmp_path,
+        GOOD_PROFILE.format(name="p").replace(
+            "    type: float32\n    word_order", "    type: [float32\n    word_order"
+        ),
+    )
     (issue,) = err.issues
     assert issue.line > 0 and "not valid YAML" in str(issue) and "(fix:" in str(issue)
 
@@ -288,10 +361,21 @@ def test_duplicate_yaml_key(tmp_path: Path) -> None:
 
 def test_bad_port_and_unknown_transport(tmp_path: Path) -> None:
     # (before issue 3 this used modbus_rtu, which is a transport now)
-    text = GOOD_STATION.format(profile="p").replace("port: 15020", "port: 70000") + "  - id: a2\n    profile: p\n    transport: modbus_rtv\n    host: x\n"
+    text = (
+        GOOD_STATION.format(profile="p").replace("port: 15020", "port: 70000")
+        + "  - id: a2\n    profile: p\n    transport: modbus_rtv\n    host: x\n"
+    )
     err = _station_error(tmp_path, text)
     _assert_issue(err, "stations/s.yaml", 8, "devices[0].port", "70000", "less than or equal to 65535")
-    _assert_issue(err, "stations/s.yaml", 12, "devices[1].transport", "transport 'modbus_rtv' is not supported", "did you mean modbus_rtu?", "modbus_tcp, modbus_rtu, serial_ascii")
+    _assert_issue(
+        err,
+        "stations/s.yaml",
+        12,
+        "devices[1].transport",
+        "transport 'modbus_rtv' is not supported",
+        "did you mean modbus_rtu?",
+        "modbus_tcp, modbus_rtu, serial_ascii",
+    )
 
 
 def test_missing_transport(tmp_path: Path) -> None:
@@ -300,7 +384,10 @@ def test_missing_transport(tmp_path: Path) -> None:
 
 
 def test_duplicate_device_ids(tmp_path: Path) -> None:
-    text = GOOD_STATION.format(profile="p") + "  - id: a1\n    profile: p\n    transport: modbus_tcp\n    host: 127.0.0.1\n    port: 15021\n"
+    text = (
+        GOOD_STATION.format(profile="p")
+        + "  - id: a1\n    profile: p\n    transport: modbus_tcp\n    host: 127.0.0.1\n    port: 15021\n"
+    )
     err = _station_error(tmp_path, text)
     _assert_issue(err, "stations/s.yaml", 10, "devices[1].id", "'a1' is already used by devices[0]")
 
@@ -317,7 +404,11 @@ def test_errors_in_a_used_profile_point_at_the_profile(tmp_path: Path) -> None:
 
 
 def test_several_problems_are_reported_together(tmp_path: Path) -> None:
-    text = GOOD_PROFILE.format(name="p").replace("word_order: ABCD", "word_order: ABDC").replace("table: input_register\n    address: 2", "table: input_registers\n    address: 2")
+    text = (
+        GOOD_PROFILE.format(name="p")
+        .replace("word_order: ABCD", "word_order: ABDC")
+        .replace("table: input_register\n    address: 2", "table: input_registers\n    address: 2")
+    )
     err = _profile_error(tmp_path, text)
     assert len(err.issues) == 2
     assert [i.line for i in err.issues] == [11, 15]
@@ -345,29 +436,75 @@ devices:
 
 
 def test_rtu_devices_on_one_port_must_agree_on_line_settings(tmp_path: Path) -> None:
-    text = RTU_STATION.format(profile="p") + "  - {id: a2, profile: p, transport: modbus_rtu, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0, baud: 19200, parity: E, unit_id: 1}\n"
+    text = (
+        RTU_STATION.format(profile="p")
+        + "  - {id: a2, profile: p, transport: modbus_rtu, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0, baud: 19200, parity: E, unit_id: 1}\n"
+    )
     err = _station_error(tmp_path, text)
-    _assert_issue(err, "stations/s.yaml", 10, "devices[1].baud", "baud 19200 differs from devices[0] (a1) on the same port", "set baud: 9600")
-    _assert_issue(err, "stations/s.yaml", 10, "devices[1].unit_id", "devices[0] already is unit 1 on /dev/serial/by-id/", "different unit ids")
+    _assert_issue(
+        err,
+        "stations/s.yaml",
+        10,
+        "devices[1].baud",
+        "baud 19200 differs from devices[0] (a1) on the same port",
+        "set baud: 9600",
+    )
+    _assert_issue(
+        err,
+        "stations/s.yaml",
+        10,
+        "devices[1].unit_id",
+        "devices[0] already is unit 1 on /dev/serial/by-id/",
+        "different unit ids",
+    )
 
 
 def test_a_serial_ascii_device_needs_its_own_port(tmp_path: Path) -> None:
-    _write(tmp_path / "profiles" / "bam.yaml", (PROFILES_DIR / "metone-bam-1020.yaml").read_text().replace("profile: metone-bam-1020", "profile: bam"))
-    text = RTU_STATION.format(profile="p") + "  - {id: b1, profile: bam, transport: serial_ascii, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0, baud: 9600, parity: E}\n"
+    _write(
+        tmp_path / "profiles" / "bam.yaml",
+        (PROFILES_DIR / "metone-bam-1020.yaml").read_text().replace("profile: metone-bam-1020", "profile: bam"),
+    )
+    text = (
+        RTU_STATION.format(profile="p")
+        + "  - {id: b1, profile: bam, transport: serial_ascii, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0, baud: 9600, parity: E}\n"
+    )
     err = _station_error(tmp_path, text)
-    _assert_issue(err, "stations/s.yaml", 10, "devices[1].port", "already uses /dev/serial/by-id/usb-FTDI_FT232R-if00-port0", "needs a port of its own")
+    _assert_issue(
+        err,
+        "stations/s.yaml",
+        10,
+        "devices[1].port",
+        "already uses /dev/serial/by-id/usb-FTDI_FT232R-if00-port0",
+        "needs a port of its own",
+    )
 
 
 def test_profile_protocol_must_fit_the_transport(tmp_path: Path) -> None:
-    _write(tmp_path / "profiles" / "bam.yaml", (PROFILES_DIR / "metone-bam-1020.yaml").read_text().replace("profile: metone-bam-1020", "profile: bam"))
+    _write(
+        tmp_path / "profiles" / "bam.yaml",
+        (PROFILES_DIR / "metone-bam-1020.yaml").read_text().replace("profile: metone-bam-1020", "profile: bam"),
+    )
     err = _station_error(tmp_path, RTU_STATION.format(profile="bam"))
-    _assert_issue(err, "stations/s.yaml", 4, "devices[0].profile", "profile 'bam' speaks serial_ascii but transport modbus_rtu needs a modbus profile", "transport: serial_ascii")
+    _assert_issue(
+        err,
+        "stations/s.yaml",
+        4,
+        "devices[0].profile",
+        "profile 'bam' speaks serial_ascii but transport modbus_rtu needs a modbus profile",
+        "transport: serial_ascii",
+    )
 
 
 @pytest.mark.parametrize(
     ("old", "new", "line", "path", "needle"),
     [
-        ("port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0", "port: ttyUSB0", 6, "devices[0].port", "is not a device path"),
+        (
+            "port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0",
+            "port: ttyUSB0",
+            6,
+            "devices[0].port",
+            "is not a device path",
+        ),
         ("parity: E", "parity: X", 8, "devices[0].parity", "'X' is not one of N, E, O"),
         ("unit_id: 1", "unit_id: 0", 9, "devices[0].unit_id", "greater than or equal to 1"),
         ("    baud: 9600\n", "", 3, "devices[0].baud", "required key 'baud' is missing"),
@@ -381,13 +518,20 @@ def test_rtu_device_fields(tmp_path: Path, old: str, new: str, line: int, path: 
 def test_clock_sntp_needs_a_server(tmp_path: Path) -> None:
     err = _station_error(tmp_path, RTU_STATION.format(profile="p") + "clock: {source: sntp, max_offset_s: 2}\n")
     _assert_issue(err, "stations/s.yaml", 10, "clock.server", "needs a server", "server: pool.ntp.org")
-    st = load_station(_write(tmp_path / "stations" / "ok.yaml", RTU_STATION.format(profile="p") + "clock: {server: 127.0.0.1:12300}\n"), tmp_path / "profiles")
+    st = load_station(
+        _write(
+            tmp_path / "stations" / "ok.yaml", RTU_STATION.format(profile="p") + "clock: {server: 127.0.0.1:12300}\n"
+        ),
+        tmp_path / "profiles",
+    )
     assert st.clock is not None and st.clock.max_offset_s == 2.0
     with pytest.raises(ValueError, match="port overrides move TCP devices only"):
         st.with_port_overrides({"a1": 1502})
 
 
-STATUS_BITS_PROFILE = GOOD_PROFILE.format(name="p") + """\
+STATUS_BITS_PROFILE = (
+    GOOD_PROFILE.format(name="p")
+    + """\
 status:
   bits:
     - {table: discrete_input, address: 16, status: "01", cause: zero calibration}
@@ -395,33 +539,65 @@ status:
     - {table: holding_register, address: 20, bit: 4, status: "00", cause: filter change due}
     - {table: discrete_input, address: 19, active: 0, status: "02", cause: system not OK}
 """
+)
 
 
 def test_status_bits_load_and_combine() -> None:
-    p = _profile(0, ("input_register", 0), status={"bits": [
-        {"table": "discrete_input", "address": 16, "status": "01", "cause": "zero calibration"},
-        {"table": "holding_register", "address": 20, "bit": 3, "status": "02", "cause": "lamp fault"},
-        {"table": "holding_register", "address": 20, "bit": 4, "status": "00", "cause": "filter change due"},
-        {"table": "discrete_input", "address": 19, "active": 0, "status": "02", "cause": "system not OK"},
-    ]})
+    p = _profile(
+        0,
+        ("input_register", 0),
+        status={
+            "bits": [
+                {"table": "discrete_input", "address": 16, "status": "01", "cause": "zero calibration"},
+                {"table": "holding_register", "address": 20, "bit": 3, "status": "02", "cause": "lamp fault"},
+                {"table": "holding_register", "address": 20, "bit": 4, "status": "00", "cause": "filter change due"},
+                {"table": "discrete_input", "address": 19, "active": 0, "status": "02", "cause": "system not OK"},
+            ]
+        },
+    )
     st = p.status
     assert st is not None and not st.has_register and st.normal_bits == (0, 0, 0, 1)
     assert st.evaluate(None, (0, 0, 0, 1)) == ("00", "")
     assert st.evaluate(None, (1, 0, 1, 1)) == ("01", "zero calibration; filter change due")
-    assert st.evaluate(None, (1, 1, 0, 0)) == ("02", "zero calibration; lamp fault; system not OK")  # worst wins, causes kept
-    both = _profile(0, ("input_register", 0), status={"table": "input_register", "address": 100, "codes": {0: ["00", ""], 1: ["01", "span"]}, "bits": [{"table": "coil", "address": 5, "status": "02", "cause": "fault"}]})
+    assert st.evaluate(None, (1, 1, 0, 0)) == (
+        "02",
+        "zero calibration; lamp fault; system not OK",
+    )  # worst wins, causes kept
+    both = _profile(
+        0,
+        ("input_register", 0),
+        status={
+            "table": "input_register",
+            "address": 100,
+            "codes": {0: ["00", ""], 1: ["01", "span"]},
+            "bits": [{"table": "coil", "address": 5, "status": "02", "cause": "fault"}],
+        },
+    )
     assert both.status.evaluate(1, (1,)) == ("02", "span; fault")
 
 
 def test_status_bit_mistakes(tmp_path: Path) -> None:
-    text = STATUS_BITS_PROFILE.replace("address: 20, bit: 3,", "address: 20,").replace("address: 16, status", "address: 16, bit: 2, status")
+    text = STATUS_BITS_PROFILE.replace("address: 20, bit: 3,", "address: 20,").replace(
+        "address: 16, status", "address: 16, bit: 2, status"
+    )
     err = _profile_error(tmp_path, text)
     _assert_issue(err, "profiles/p.yaml", 21, "status.bits[0].bit", "applies to registers", "remove bit:")
     _assert_issue(err, "profiles/p.yaml", 22, "status.bits[1].bit", "which bit of holding_register 20?", "add bit: N")
     err = _profile_error(tmp_path, STATUS_BITS_PROFILE.replace("address: 19, active: 0", "address: 16, active: 0"))
     _assert_issue(err, "profiles/p.yaml", 24, "status.bits[3].address", "status.bits[0] already reads this bit")
-    err = _profile_error(tmp_path, STATUS_BITS_PROFILE.replace("{table: holding_register, address: 20, bit: 3", "{table: input_register, address: 1, bit: 3"))
-    _assert_issue(err, "profiles/p.yaml", 22, "status.bits[1].address", "status.bits[1] at input_register 1 overlaps values[0] (PM2,5)")
+    err = _profile_error(
+        tmp_path,
+        STATUS_BITS_PROFILE.replace(
+            "{table: holding_register, address: 20, bit: 3", "{table: input_register, address: 1, bit: 3"
+        ),
+    )
+    _assert_issue(
+        err,
+        "profiles/p.yaml",
+        22,
+        "status.bits[1].address",
+        "status.bits[1] at input_register 1 overlaps values[0] (PM2,5)",
+    )
 
 
 def test_loop_scaling_and_its_mistakes(tmp_path: Path) -> None:
@@ -434,7 +610,9 @@ def test_loop_scaling_and_its_mistakes(tmp_path: Path) -> None:
     assert flow.loop.fault(65535 * 3.7 / 20).startswith("loop current 3.70 mA < 3.8 mA")
     assert flow.loop.fault(65535 * 12 / 20) == ""
     loop = "    loop: {raw: [0, 65535], ma: [0, 20], span: [0, 100]}\n"
-    text = GOOD_PROFILE.format(name="p").replace("    range: [0, 1000]\n", "    range: [0, 1000]\n    scale: 2.0\n" + loop)
+    text = GOOD_PROFILE.format(name="p").replace(
+        "    range: [0, 1000]\n", "    range: [0, 1000]\n    scale: 2.0\n" + loop
+    )
     err = _profile_error(tmp_path, text)
     _assert_issue(err, "profiles/p.yaml", 15, "values[0].loop", "would apply it twice", "remove scale: and offset:")
 
@@ -454,15 +632,27 @@ values:
 
 
 def test_serial_ascii_profile_checks(tmp_path: Path) -> None:
-    assert load_profile(_write(tmp_path / "profiles" / "ok.yaml", ASCII_PROFILE.format(name="ok"))).parameters == ["PM10", "PM2,5"]
+    assert load_profile(_write(tmp_path / "profiles" / "ok.yaml", ASCII_PROFILE.format(name="ok"))).parameters == [
+        "PM10",
+        "PM2,5",
+    ]
     err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("field: b", "field: c"))
     _assert_issue(err, "profiles/p.yaml", 11, "values[1].field", "no field 'c' in the parsed line", "use one of a, b")
     err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("[0-9.]+),(?P<b>", "[0-9.]+,(?P<b>"))
     _assert_issue(err, "profiles/p.yaml", 8, "parse.regex", "not a valid regular expression")
-    err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("parse:\n", "parse:\n  delimiter: \",\"\n"))
+    err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("parse:\n", 'parse:\n  delimiter: ","\n'))
     _assert_issue(err, "profiles/p.yaml", 7, "parse", "give either regex: (named groups) or delimiter: with fields:")
-    err = _profile_error(tmp_path, ASCII_PROFILE.format(name="p").replace("protocol: serial_ascii", "protocol: serial-ascii"))
-    _assert_issue(err, "profiles/p.yaml", 5, "protocol", "'serial-ascii' is not one of modbus, serial_ascii", "did you mean serial_ascii?")
+    err = _profile_error(
+        tmp_path, ASCII_PROFILE.format(name="p").replace("protocol: serial_ascii", "protocol: serial-ascii")
+    )
+    _assert_issue(
+        err,
+        "profiles/p.yaml",
+        5,
+        "protocol",
+        "'serial-ascii' is not one of modbus, serial_ascii",
+        "did you mean serial_ascii?",
+    )
 
 
 def test_every_builtin_profile_cites_its_source_and_says_what_is_unverified() -> None:

@@ -66,8 +66,7 @@ def test_worked_example_nowcast_is_20_3():
 
 
 def test_worked_example_hourly_is_60_with_rounding_up():
-    result = aqi_from_concentrations({"O3 1h": 136.1, "NO2": 118.7, "PM2,5": 20.3},
-                                     kind="hourly", start_ns=0, end_ns=H)
+    result = aqi_from_concentrations({"O3 1h": 136.1, "NO2": 118.7, "PM2,5": 20.3}, kind="hourly", start_ns=0, end_ns=H)
     # O3 50/160 × 136.1 = 42.53 -> 43; NO2 50 + 0.5 × 18.7 = 59.35 -> 60 (printed 60);
     # PM2,5 2 × 20.3 = 40.6 -> 41.
     assert {p: s.value for p, s in result.sub_indices.items()} == {"O3": 43, "NO2": 60, "PM2,5": 41}
@@ -90,8 +89,13 @@ def test_worked_example_hourly_from_hourly_series():
 
 
 def test_worked_example_daily_is_110():
-    result = aqi_from_concentrations({"O3 8h": 89.3, "O3 1h": 114.6, "NO2": 130.8, "PM2,5": 55.7},
-                                     kind="daily", start_ns=0, end_ns=24 * H, local_day=DAY)
+    result = aqi_from_concentrations(
+        {"O3 8h": 89.3, "O3 1h": 114.6, "NO2": 130.8, "PM2,5": 55.7},
+        kind="daily",
+        start_ns=0,
+        end_ns=24 * H,
+        local_day=DAY,
+    )
     parts = {c.scale: c.value for c in result.components}
     # O3 8h 0.5 × 89.3 = 44.65 -> 45; O3 1h 50/160 × 114.6 = 35.8 -> 36;
     # NO2 50 + 0.5 × 30.8 = 65.4 -> 66 (the decision prints 65: its examples disagree, module doc);
@@ -102,11 +106,65 @@ def test_worked_example_daily_is_110():
 
 
 # O3 hourly means of §2.2.2 a, 18:00 of the day before to 00:00 at the end of the day.
-O3_EXAMPLE = [15.7, 14.2, 17.7, 18.9, 19.3, 15.7, 19.7,
-              22.6, 27.1, 29.0, 31.9, 25.3, 34.7, 35.2, 41.6, 45.7, 49.2, 55.8, 69.6,
-              78.3, 91.5, 97.7, 81.2, 71.8, 43.5, 34.3, 21.5, 20.5, 19.4, 20.4, 21.3]
-O3_EXAMPLE_8H = [18.0, 19.4, 21.2, 23.0, 23.8, 25.8, 28.2, 30.9, 33.8, 36.6, 39.9, 44.7, 51.3,
-                 58.4, 66.2, 71.1, 74.4, 73.7, 71.0, 65.0, 57.8, 48.7, 39.1, 31.6]
+O3_EXAMPLE = [
+    15.7,
+    14.2,
+    17.7,
+    18.9,
+    19.3,
+    15.7,
+    19.7,
+    22.6,
+    27.1,
+    29.0,
+    31.9,
+    25.3,
+    34.7,
+    35.2,
+    41.6,
+    45.7,
+    49.2,
+    55.8,
+    69.6,
+    78.3,
+    91.5,
+    97.7,
+    81.2,
+    71.8,
+    43.5,
+    34.3,
+    21.5,
+    20.5,
+    19.4,
+    20.4,
+    21.3,
+]
+O3_EXAMPLE_8H = [
+    18.0,
+    19.4,
+    21.2,
+    23.0,
+    23.8,
+    25.8,
+    28.2,
+    30.9,
+    33.8,
+    36.6,
+    39.9,
+    44.7,
+    51.3,
+    58.4,
+    66.2,
+    71.1,
+    74.4,
+    73.7,
+    71.0,
+    65.0,
+    57.8,
+    48.7,
+    39.1,
+    31.6,
+]
 
 
 def o3_example_series() -> dict[int, HourlyMean]:
@@ -155,10 +213,10 @@ def test_nowcast_weight_above_one_half_is_used_as_is():
 
 def test_nowcast_one_half_divides_even_where_the_decision_prints_no_division():
     values = [100.0] + [10.0] * 11  # w* = 0.1 -> 1/2, all 12 hours present
-    printed_form = 0.5 * 100 + sum(0.5 ** i * 10 for i in range(2, 13))  # 54.9976
-    divided = (100 + 10 * (1 - 2 ** -11)) / (2 - 2 ** -11)                # 55.0110
+    printed_form = 0.5 * 100 + sum(0.5**i * 10 for i in range(2, 13))  # 54.9976
+    divided = (100 + 10 * (1 - 2**-11)) / (2 - 2**-11)  # 55.0110
     assert nowcast(values) == pytest.approx(divided)
-    assert nowcast(values) == pytest.approx(printed_form / (1 - 2 ** -12))
+    assert nowcast(values) == pytest.approx(printed_form / (1 - 2**-12))
 
 
 @pytest.mark.parametrize("latest_first", [[10, None, None, 20, 20, 20], [None, None, 10, 10, 10], [None, 5], []])
@@ -179,8 +237,10 @@ def test_nowcast_of_zeros_is_zero_and_of_too_many_hours_an_error():
 
 def test_hourly_without_nowcast_and_no_pm10_has_no_aqi():
     end = local_ns(DAY, 12)
-    series = {"PM2,5": hours_ending(end, [10, None, None, 30, 30]),  # only 1 of c1..c3
-              "NO2": {end: HourlyMean(150.0, True)}}
+    series = {
+        "PM2,5": hours_ending(end, [10, None, None, 30, 30]),  # only 1 of c1..c3
+        "NO2": {end: HourlyMean(150.0, True)},
+    }
     result = hourly_aqi(series, end)
     assert result.aqi is None and result.category is None and result.dominant is None
     assert "2 of the 3 latest hours, 1 valid" in result.missing["PM2,5"]
@@ -190,7 +250,7 @@ def test_hourly_without_nowcast_and_no_pm10_has_no_aqi():
 def test_hourly_ignores_invalid_hours_and_older_than_twelve():
     end = local_ns(DAY, 12)
     pm = hours_ending(end, [20, 20] + [None] * 10 + [400])  # the 13th hour is outside the window
-    pm[end - H] = HourlyMean(999.0, False)                  # c2 invalid: its value must not count
+    pm[end - H] = HourlyMean(999.0, False)  # c2 invalid: its value must not count
     pm[end - 2 * H] = HourlyMean(20.0, True)
     result = hourly_aqi({"PM10": pm}, end)
     # c1 = 20, c3 = 20 -> NowCast 20; PM10 50/50 × 20 = 20.
@@ -200,8 +260,10 @@ def test_hourly_ignores_invalid_hours_and_older_than_twelve():
 
 def test_hourly_gas_needs_its_own_hour():
     end = local_ns(DAY, 12)
-    series = {"PM10": hours_ending(end, [60, 60, 60]),
-              "SO2": {end - H: HourlyMean(500.0, True), end: HourlyMean(None, False)}}
+    series = {
+        "PM10": hours_ending(end, [60, 60, 60]),
+        "SO2": {end - H: HourlyMean(500.0, True), end: HourlyMean(None, False)},
+    }
     result = hourly_aqi(series, end)
     assert result.missing["SO2"] == "no valid mean for this hour"
     assert result.aqi == 55  # PM10: 50 + 50/100 × 10
@@ -213,7 +275,7 @@ def test_no_pm_means_no_aqi_even_with_high_gases():
 
 
 def test_datetime_and_ns_keys_agree():
-    end = dt.datetime(2025, 3, 10, 5, tzinfo=dt.timezone.utc)
+    end = dt.datetime(2025, 3, 10, 5, tzinfo=dt.UTC)
     by_dt = hourly_aqi({"PM2,5": {end: HourlyMean(30.0), end - dt.timedelta(hours=1): HourlyMean(30.0)}}, end)
     end_ns = int(end.timestamp()) * 1_000_000_000
     by_ns = hourly_aqi({"PM2,5": {end_ns: (30.0, True), end_ns - H: (30.0, True)}}, end_ns)
@@ -224,16 +286,16 @@ def test_datetime_and_ns_keys_agree():
 def test_local_day_is_hours_ending_0100_to_2400_local():
     ends = local_day_hour_ends(DAY)
     assert len(ends) == 24
-    assert ends[0] == int(dt.datetime(2025, 3, 9, 18, tzinfo=dt.timezone.utc).timestamp()) * 10**9
-    assert ends[-1] == int(dt.datetime(2025, 3, 10, 17, tzinfo=dt.timezone.utc).timestamp()) * 10**9
-    assert local_day_of(local_ns(DAY, 24)) == DAY                      # 00:00 local on the 11th
-    assert local_day_of(local_ns(DAY, 25)) == DAY + dt.timedelta(1)    # 01:00 local on the 11th
-    assert local_day_of(local_ns(DAY, 0)) == DAY - dt.timedelta(1)     # 00:00 local on the 10th
+    assert ends[0] == int(dt.datetime(2025, 3, 9, 18, tzinfo=dt.UTC).timestamp()) * 10**9
+    assert ends[-1] == int(dt.datetime(2025, 3, 10, 17, tzinfo=dt.UTC).timestamp()) * 10**9
+    assert local_day_of(local_ns(DAY, 24)) == DAY  # 00:00 local on the 11th
+    assert local_day_of(local_ns(DAY, 25)) == DAY + dt.timedelta(1)  # 01:00 local on the 11th
+    assert local_day_of(local_ns(DAY, 0)) == DAY - dt.timedelta(1)  # 00:00 local on the 10th
 
 
 def test_daily_day_boundary_at_0100_local():
-    series = day_series([20.0] * 23 + [116.0])           # the hour ending 00:00 on the 11th
-    series[local_ns(DAY, 0)] = HourlyMean(500.0, True)   # ends 00:00 on the 10th: the day before
+    series = day_series([20.0] * 23 + [116.0])  # the hour ending 00:00 on the 11th
+    series[local_ns(DAY, 0)] = HourlyMean(500.0, True)  # ends 00:00 on the 10th: the day before
     series[local_ns(DAY, 25)] = HourlyMean(500.0, True)  # ends 01:00 on the 11th: the day after
     result = daily_aqi({"PM2,5": series}, DAY)
     # (23 × 20 + 116) / 24 = 576 / 24 = 24 -> 2 × 24 = 48.
@@ -270,9 +332,9 @@ def test_daily_minimum_is_configurable_per_parameter():
 
 
 def test_daily_pm_mean_and_gas_maximum():
-    pm10 = day_series([10.0, 20.0, 30.0, 40.0] * 6)               # mean 25 -> 25
-    no2 = day_series([50.0] * 10 + [130.8] + [80.0] * 13)        # max 130.8 -> 65.4 -> 66
-    co = day_series([None] * 3 + [12000.0] * 21)                 # max 12000 -> 50 + 50/20000 × 2000 = 55
+    pm10 = day_series([10.0, 20.0, 30.0, 40.0] * 6)  # mean 25 -> 25
+    no2 = day_series([50.0] * 10 + [130.8] + [80.0] * 13)  # max 130.8 -> 65.4 -> 66
+    co = day_series([None] * 3 + [12000.0] * 21)  # max 12000 -> 50 + 50/20000 × 2000 = 55
     result = daily_aqi({"PM10": pm10, "NO2": no2, "CO": co}, DAY)
     assert {p: s.value for p, s in result.sub_indices.items()} == {"CO": 55, "NO2": 66, "PM10": 25}
     assert result.aqi == 66 and result.dominant == "NO2"
@@ -296,25 +358,26 @@ def test_daily_o3_8h_at_exactly_400_is_kept():
     result = daily_aqi({"O3": o3_flat(400.0), "PM2,5": day_series([20.0] * 24)}, DAY)
     # 8h: 400 is the scale's top, index 300; 1h: 400 -> 200.
     assert not result.dropped and result.sub_indices["O3"].scale == "O3 8h" and result.aqi == 300
-    dropped_too = aqi_from_concentrations({"O3 8h": 400.5, "O3 1h": 300.0, "PM10": 10.0},
-                                          kind="daily", start_ns=0, end_ns=24 * H)
+    dropped_too = aqi_from_concentrations(
+        {"O3 8h": 400.5, "O3 1h": 300.0, "PM10": 10.0}, kind="daily", start_ns=0, end_ns=24 * H
+    )
     assert "O3 8h" in dropped_too.dropped and dropped_too.aqi == 150
 
 
 def test_eight_hour_mean_needs_six_of_eight_hours():
     end = local_ns(DAY, 10)
     values = {end - i * H: 80.0 for i in range(8)}
-    del values[end - H], values[end - 3 * H]                # 6 of 8 left
+    del values[end - H], values[end - 3 * H]  # 6 of 8 left
     assert eight_hour_means(values, DAY, min_hours=6)[end] == pytest.approx(80.0)
-    del values[end - 5 * H]                                 # 5 of 8
+    del values[end - 5 * H]  # 5 of 8
     assert end not in eight_hour_means(values, DAY, min_hours=6)
 
 
 def test_daily_o3_without_enough_8h_means_uses_the_1h_scale():
-    hours = [None] * 7 + [150.0] * 17                       # 17 O3 hours: no 1h max either
+    hours = [None] * 7 + [150.0] * 17  # 17 O3 hours: no 1h max either
     result = daily_aqi({"O3": day_series(hours), "PM10": day_series([10.0] * 24)}, DAY)
     assert "O3 1h" in result.missing and "O3 8h" in result.missing and "O3" not in result.sub_indices
-    hours = [None] * 6 + [150.0] * 18                       # 18 hours valid; 8h means ending 06..24h
+    hours = [None] * 6 + [150.0] * 18  # 18 hours valid; 8h means ending 06..24h
     result = daily_aqi({"O3": day_series(hours), "PM10": day_series([10.0] * 24)}, DAY)
     # 8h means: ending 12:00 .. 24:00 have 6+ hours: 13 of 24 < 18 -> no 8h part.
     assert "13 of 24 eight-hour means" in result.missing["O3 8h"]
@@ -322,10 +385,23 @@ def test_daily_o3_without_enough_8h_means_uses_the_1h_scale():
 
 
 # ------------------------------------------------------------------ sub-index, categories, scale top
-@pytest.mark.parametrize(("aqi", "name_en"), [
-    (0, "Good"), (50, "Good"), (51, "Moderate"), (100, "Moderate"), (101, "Poor"), (150, "Poor"),
-    (151, "Bad"), (200, "Bad"), (201, "Very bad"), (300, "Very bad"), (301, "Hazardous"), (500, "Hazardous"),
-])
+@pytest.mark.parametrize(
+    ("aqi", "name_en"),
+    [
+        (0, "Good"),
+        (50, "Good"),
+        (51, "Moderate"),
+        (100, "Moderate"),
+        (101, "Poor"),
+        (150, "Poor"),
+        (151, "Bad"),
+        (200, "Bad"),
+        (201, "Very bad"),
+        (300, "Very bad"),
+        (301, "Hazardous"),
+        (500, "Hazardous"),
+    ],
+)
 def test_category_boundaries(aqi, name_en):
     assert category(aqi).name_en == name_en
 
@@ -347,11 +423,21 @@ def test_category_refuses_what_is_not_an_index(bad):
         category(bad)
 
 
-@pytest.mark.parametrize(("concentration", "aqi", "name_en"), [
-    (25.0, 50, "Good"), (25.2, 51, "Moderate"), (50.0, 100, "Moderate"), (50.1, 101, "Poor"),
-    (80.0, 150, "Poor"), (80.5, 151, "Bad"), (150.0, 200, "Bad"), (150.5, 201, "Very bad"),
-    (250.0, 300, "Very bad"), (250.5, 301, "Hazardous"),
-])
+@pytest.mark.parametrize(
+    ("concentration", "aqi", "name_en"),
+    [
+        (25.0, 50, "Good"),
+        (25.2, 51, "Moderate"),
+        (50.0, 100, "Moderate"),
+        (50.1, 101, "Poor"),
+        (80.0, 150, "Poor"),
+        (80.5, 151, "Bad"),
+        (150.0, 200, "Bad"),
+        (150.5, 201, "Very bad"),
+        (250.0, 300, "Very bad"),
+        (250.5, 301, "Hazardous"),
+    ],
+)
 def test_pm25_concentration_boundaries(concentration, aqi, name_en):
     result = aqi_from_concentrations({"PM2,5": concentration}, kind="daily", start_ns=0, end_ns=24 * H)
     assert (result.aqi, result.category.name_en) == (aqi, name_en)
@@ -364,11 +450,15 @@ def test_every_breakpoint_gives_its_level():
 
 
 def test_above_the_top_breakpoint_is_capped_at_500():
-    assert sub_index("PM2,5", 425.0) == pytest.approx(450.0)   # 400 + 100/150 × 75
+    assert sub_index("PM2,5", 425.0) == pytest.approx(450.0)  # 400 + 100/150 × 75
     assert sub_index("PM2,5", 900.0) == 500.0
     result = aqi_from_concentrations({"PM2,5": 900.0}, kind="hourly", start_ns=0, end_ns=H)
     assert result.aqi == 500 and result.sub_indices["PM2,5"].above_scale
-    assert not aqi_from_concentrations({"PM2,5": 500.0}, kind="hourly", start_ns=0, end_ns=H).sub_indices["PM2,5"].above_scale
+    assert (
+        not aqi_from_concentrations({"PM2,5": 500.0}, kind="hourly", start_ns=0, end_ns=H)
+        .sub_indices["PM2,5"]
+        .above_scale
+    )
     assert sub_index("CO", 150000.0) == 500.0
     with pytest.raises(ValueError, match="above the scale's top"):
         sub_index("O3 8h", 400.1)
@@ -400,7 +490,10 @@ def test_input_errors_are_clear():
     with pytest.raises(AqiInputError, match="'PM2.5'"):
         hourly_aqi({"PM2.5": {end: HourlyMean(1.0)}}, end)
     with pytest.raises(AqiInputError, match="given twice"):
-        hourly_aqi({"PM10": {end: HourlyMean(1.0), dt.datetime.fromtimestamp(end / 1e9, dt.timezone.utc): HourlyMean(2.0)}}, end)
+        hourly_aqi(
+            {"PM10": {end: HourlyMean(1.0), dt.datetime.fromtimestamp(end / 1e9, dt.UTC): HourlyMean(2.0)}},
+            end,
+        )
 
 
 def test_the_model_file_is_checked(tmp_path: Path):
@@ -416,6 +509,7 @@ def test_the_model_file_is_checked(tmp_path: Path):
 
 def test_parameters_are_the_regulation_symbols():
     from vocabulary.parameters import REGULATION_SYMBOLS
+
     assert set(vn_aqi.PARAMETERS) == {"O3", "CO", "SO2", "NO2", "PM10", "PM2,5"} <= set(REGULATION_SYMBOLS)
 
 
@@ -426,17 +520,20 @@ def test_dominant_tie_goes_to_the_first_column_of_bang_2():
 
 # ------------------------------------------------------------------ unit conversion
 # Vm = R·T/P = 8.314462618 × 298.15 / 101325 = 0.0244654 m³/mol = 24.4654 L/mol (25 °C, 760 mmHg).
-@pytest.mark.parametrize(("value", "unit", "parameter", "expected"), [
-    (100, "ppb", "SO2", 261.83),      # 100 × 64.058 / 24.4654
-    (1, "ppm", "NO2", 1880.41),       # 1000 × 46.005 / 24.4654
-    (1, "ppm", "CO", 1144.88),        # 1000 × 28.010 / 24.4654
-    (50, "ppb", "O3", 98.09),         # 50 × 47.997 / 24.4654
-    (1.5, "mg/m3", "CO", 1500.0),
-    (2.0, "mg/Nm³", "SO2", 2000.0),
-    (12.5, "µg/m³", "PM2,5", 12.5),   # micro sign
-    (12.5, "μg/m3", "PM10", 12.5),    # Greek mu
-    (12.5, "ug/m3", "PM10", 12.5),
-])
+@pytest.mark.parametrize(
+    ("value", "unit", "parameter", "expected"),
+    [
+        (100, "ppb", "SO2", 261.83),  # 100 × 64.058 / 24.4654
+        (1, "ppm", "NO2", 1880.41),  # 1000 × 46.005 / 24.4654
+        (1, "ppm", "CO", 1144.88),  # 1000 × 28.010 / 24.4654
+        (50, "ppb", "O3", 98.09),  # 50 × 47.997 / 24.4654
+        (1.5, "mg/m3", "CO", 1500.0),
+        (2.0, "mg/Nm³", "SO2", 2000.0),
+        (12.5, "µg/m³", "PM2,5", 12.5),  # micro sign
+        (12.5, "μg/m3", "PM10", 12.5),  # Greek mu
+        (12.5, "ug/m3", "PM10", 12.5),
+    ],
+)
 def test_unit_conversion(value, unit, parameter, expected):
     assert to_ugm3(value, unit, parameter) == pytest.approx(expected, abs=0.01)
 

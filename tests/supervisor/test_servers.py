@@ -68,7 +68,7 @@ class _V5Client:
         self.session_present = flags.session_present
         self._connected.set()
 
-    def connect(self, *, clean_start: bool, session_expiry: int = 3600) -> "_V5Client":
+    def connect(self, *, clean_start: bool, session_expiry: int = 3600) -> _V5Client:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = session_expiry
         self.client.connect(self.broker.host, self.broker.port, clean_start=clean_start, properties=props)
@@ -135,7 +135,10 @@ def test_questdb_ilp_auto_create_is_off(questdb_server: QuestDBServer) -> None:
     assert not _table_exists(questdb_server, unknown)
 
     known = f"ilp_known_{uuid.uuid4().hex[:8]}"
-    _sql(questdb_server, f"CREATE TABLE {known} (station SYMBOL, v DOUBLE, ts TIMESTAMP) TIMESTAMP(ts) PARTITION BY DAY WAL")
+    _sql(
+        questdb_server,
+        f"CREATE TABLE {known} (station SYMBOL, v DOUBLE, ts TIMESTAMP) TIMESTAMP(ts) PARTITION BY DAY WAL",
+    )
     with Sender.from_conf(questdb_server.endpoints.ilp_conf) as sender:
         sender.row(known, symbols={"station": "s1"}, columns={"v": 1.0, "surprise": 2.0}, at=TimestampNanos.now())
         with pytest.raises(QuestDBError):

@@ -34,7 +34,14 @@ from typing import Any
 import structlog
 
 from broker_bridge.envelope import Reading
-from edge_agent.codec import FrameError, ModbusExceptionReply, ReadRequest, parse_rtu_reply, rtu_read_request, rtu_reply_length
+from edge_agent.codec import (
+    FrameError,
+    ModbusExceptionReply,
+    ReadRequest,
+    parse_rtu_reply,
+    rtu_read_request,
+    rtu_reply_length,
+)
 from edge_agent.sources.modbus_map import ModbusMap
 from edge_agent.sources.polling import Isolation, PollReport, RequestReport, clip
 from edge_agent.sources.serial_line import NoReplyError, SerialLine, join_line
@@ -51,7 +58,9 @@ def _reply_complete(buf: bytes) -> bool:
 class ModbusRtuSource:
     transport = "modbus_rtu"
 
-    def __init__(self, station_id: str, device: ModbusRtuDevice, profile: AnalyzerProfile, line: SerialLine | None = None) -> None:
+    def __init__(
+        self, station_id: str, device: ModbusRtuDevice, profile: AnalyzerProfile, line: SerialLine | None = None
+    ) -> None:
         if device.profile != profile.profile:
             raise ValueError(f"device {device.id} uses profile {device.profile!r}, got {profile.profile!r}")
         self.station_id = station_id
@@ -98,7 +107,9 @@ class ModbusRtuSource:
             rr.attempts = attempt + 1
             self.requests_sent += 1
             try:
-                ex = await self.line.exchange(frame, _reply_complete, self.timeout_s, pause_s=self.device.turnaround_delay_s)
+                ex = await self.line.exchange(
+                    frame, _reply_complete, self.timeout_s, pause_s=self.device.turnaround_delay_s
+                )
             except NoReplyError as exc:
                 rr.latency_s = exc.latency_s
                 if exc.kind == "timeout" and exc.partial:
@@ -159,7 +170,12 @@ class ModbusRtuSource:
         self.last_poll = report
         change = self.isolation.record(transport_failure)
         if change == "isolated":
-            self.log.warning("modbus.device_isolated", cause=transport_failure, failed_polls=self.isolation.failed_polls, poll_every=self.isolation.every)
+            self.log.warning(
+                "modbus.device_isolated",
+                cause=transport_failure,
+                failed_polls=self.isolation.failed_polls,
+                poll_every=self.isolation.every,
+            )
         elif change == "recovered":
             self.log.info("modbus.device_recovered")
         self._note(first_failure)

@@ -148,7 +148,7 @@ class ModbusTcpSource:
         self.connect_attempts += 1
         try:
             ok = await asyncio.wait_for(client.connect(), timeout=self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ok = False
         if ok and client.connected:
             self._lost = asyncio.Event()
@@ -187,7 +187,11 @@ class ModbusTcpSource:
             raise _Failure(f"no reply: {type(exc).__name__}: {exc}"[:200], transport=True) from None
         lost = asyncio.ensure_future(self._lost.wait()) if self._lost is not None else None
         try:
-            done, _ = await asyncio.wait([t for t in (request, lost) if t is not None], timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [t for t in (request, lost) if t is not None],
+                timeout=self.timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             if lost is not None:
                 lost.cancel()
@@ -248,7 +252,9 @@ class ModbusTcpSource:
                     if f.transport:
                         self._get_client().close()  # a late reply must not answer the next request
                         for later in self.plan[i + 1 :]:
-                            report.requests.append(RequestReport(later.table, later.address, later.count, cause=f.cause))
+                            report.requests.append(
+                                RequestReport(later.table, later.address, later.count, cause=f.cause)
+                            )
                             for p in later.points:
                                 failed[p.key] = (ts, f.cause)
                         break
@@ -267,12 +273,20 @@ class ModbusTcpSource:
         """Log failures on change, not on every poll of a long outage."""
         if cause is None:
             if self._failing_cause is not None:
-                self.log.info("modbus.recovered", failed_polls=self._failed_polls, host=self.device.host, port=self.device.port)
+                self.log.info(
+                    "modbus.recovered", failed_polls=self._failed_polls, host=self.device.host, port=self.device.port
+                )
             self._failing_cause, self._failed_polls = None, 0
             return
         self._failed_polls += 1
         if cause != self._failing_cause:
-            self.log.warning("modbus.read_failed", cause=cause, host=self.device.host, port=self.device.port, unit_id=self.device.unit_id)
+            self.log.warning(
+                "modbus.read_failed",
+                cause=cause,
+                host=self.device.host,
+                port=self.device.port,
+                unit_id=self.device.unit_id,
+            )
         else:
             self.log.debug("modbus.read_failed", cause=cause, failed_polls=self._failed_polls)
         self._failing_cause = cause

@@ -31,8 +31,7 @@ import time
 import structlog
 
 from broker_bridge.envelope import Reading
-from edge_agent.codec import UnusableLineError
-from edge_agent.codec import check_line_checksum, decode_text_value, split_fields
+from edge_agent.codec import UnusableLineError, check_line_checksum, decode_text_value, split_fields
 from edge_agent.sources.polling import Isolation, PollReport, RequestReport, clip, join
 from edge_agent.sources.serial_line import NoReplyError, SerialLine, join_line
 from station_profiles.profile_model import SerialAsciiDevice, SerialAsciiProfile, combine_conditions
@@ -43,7 +42,9 @@ log = structlog.get_logger("edge_agent.sources.serial_ascii")
 class SerialAsciiSource:
     transport = "serial_ascii"
 
-    def __init__(self, station_id: str, device: SerialAsciiDevice, profile: SerialAsciiProfile, line: SerialLine | None = None) -> None:
+    def __init__(
+        self, station_id: str, device: SerialAsciiDevice, profile: SerialAsciiProfile, line: SerialLine | None = None
+    ) -> None:
         if device.profile != profile.profile:
             raise ValueError(f"device {device.id} uses profile {device.profile!r}, got {profile.profile!r}")
         self.station_id = station_id
@@ -158,7 +159,9 @@ class SerialAsciiSource:
             d = decode_text_value(fields[v.field], scale=v.scale, offset=v.offset, sentinels=v.sentinels)
             if d.value is None:
                 code = combine_conditions([(status, ""), (d.status or "00", "")])[0]
-                out.append(Reading(ts, self.device.id, v.parameter, None, v.unit, code, clip(join(status_cause, d.cause))))
+                out.append(
+                    Reading(ts, self.device.id, v.parameter, None, v.unit, code, clip(join(status_cause, d.cause)))
+                )
             else:
                 out.append(Reading(ts, self.device.id, v.parameter, d.value, v.unit, status, clip(status_cause)))
         return out
@@ -167,13 +170,26 @@ class SerialAsciiSource:
         p = self.profile
         covered = text
         if p.checksum is not None:
-            covered = check_line_checksum(text, p.checksum.algorithm, p.checksum.separator, p.checksum.skip_start, p.encoding)
-        return split_fields(covered, regex=p.parse.regex, delimiter=p.parse.delimiter, fields=p.parse.fields, allow_extra=p.parse.allow_extra_fields)
+            covered = check_line_checksum(
+                text, p.checksum.algorithm, p.checksum.separator, p.checksum.skip_start, p.encoding
+            )
+        return split_fields(
+            covered,
+            regex=p.parse.regex,
+            delimiter=p.parse.delimiter,
+            fields=p.parse.fields,
+            allow_extra=p.parse.allow_extra_fields,
+        )
 
     def _after(self, failure: str | None) -> None:
         change = self.isolation.record(failure)
         if change == "isolated":
-            self.log.warning("serial.device_isolated", cause=failure, failed_polls=self.isolation.failed_polls, poll_every=self.isolation.every)
+            self.log.warning(
+                "serial.device_isolated",
+                cause=failure,
+                failed_polls=self.isolation.failed_polls,
+                poll_every=self.isolation.every,
+            )
         elif change == "recovered":
             self.log.info("serial.device_recovered")
         if failure is None:

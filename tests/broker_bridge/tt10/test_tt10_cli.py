@@ -30,7 +30,10 @@ def test_clean_file_exits_0_and_shows_vietnam_and_utc_times():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "station HN_BKHN_KHIKXQ (tỉnh HN, cơ sở BKHN, trạm KHIKXQ)" in out
-    assert "line 1  read     PM2,5 = 23.4 ug/m3 | 25/03/2026 00:05:00 giờ VN = 2026-03-24 17:05:00 UTC | 00 Đang đo (measuring)" in out
+    assert (
+        "line 1  read     PM2,5 = 23.4 ug/m3 | 25/03/2026 00:05:00 giờ VN = 2026-03-24 17:05:00 UTC | 00 Đang đo (measuring)"
+        in out
+    )
     assert "line 4  read     CO = no value (missing) mg/m3" in out and "02 Báo lỗi thiết bị (device error)" in out
     assert "RESULT: 4 readings read, 0 lines refused; file complete" in out
 
@@ -58,17 +61,33 @@ def test_json_one_object_per_line():
     objects = [json.loads(line) for line in done.stdout.splitlines()]
     readings = [o for o in objects if o["kind"] == "reading"]
     assert readings[0] == {
-        "kind": "reading", "file": str(fixture("empty_value_00")), "line": 2, "station": "HN_BKHN_KHIKXQ",
-        "parameter": "NO2", "value": 18.2, "unit": "ug/m3", "status": "00", "ts": "2026-03-24T17:05:00Z",
-        "local_time": "2026-03-25T00:05:00+07:00", "sent_as": "NO2", "notes": [],
+        "kind": "reading",
+        "file": str(fixture("empty_value_00")),
+        "line": 2,
+        "station": "HN_BKHN_KHIKXQ",
+        "parameter": "NO2",
+        "value": 18.2,
+        "unit": "ug/m3",
+        "status": "00",
+        "ts": "2026-03-24T17:05:00Z",
+        "local_time": "2026-03-25T00:05:00+07:00",
+        "sent_as": "NO2",
+        "notes": [],
     }
     (refused,) = [o for o in objects if o["kind"] == "refused"]
-    assert refused["line"] == 1 and refused["raw"] == "SO2\t\tug/m3\t20260325000500\t00" and "status is 00" in refused["reason"]
+    assert (
+        refused["line"] == 1
+        and refused["raw"] == "SO2\t\tug/m3\t20260325000500\t00"
+        and "status is 00" in refused["reason"]
+    )
     mismatch = [o for o in objects if o["kind"] == "finding" and o["code"] == "name_time_mismatch"]
     assert len(mismatch) == 1 and mismatch[0]["file"] == str(fixture("name_time_mismatch"))
     files = {o["file"]: o for o in objects if o["kind"] == "file"}
     assert files[str(fixture("empty_value_00"))]["refused"] == 1 and files[str(fixture("empty_value_00"))]["complete"]
-    assert files[str(fixture("name_time_mismatch"))]["complete"] is False and files[str(fixture("name_time_mismatch"))]["clean"]
+    assert (
+        files[str(fixture("name_time_mismatch"))]["complete"] is False
+        and files[str(fixture("name_time_mismatch"))]["clean"]
+    )
 
 
 def test_missing_value_is_json_null():
@@ -83,9 +102,18 @@ def test_map_file(tmp_path):
     mapping.write_text("PM25: 'PM2,5'\n'Vinyl chloride': Vinyl_chloride\n", encoding="utf-8")
     done = run("--json", "--map", mapping, fixture("unlisted_parameters"))
     assert done.returncode == 0, done.stdout
-    params = [(o["sent_as"], o["parameter"]) for o in map(json.loads, done.stdout.splitlines()) if o["kind"] == "reading"]
-    assert params == [("Nhiệtđộ", "Nhiệtđộ"), ("PM25", "PM2,5"), ("m,p-Xylene", "m,p-Xylene"), ("Vinyl chloride", "Vinyl_chloride")]
-    assert run("--json", fixture("unlisted_parameters")).returncode == 1  # without the mapping the spaced name is refused
+    params = [
+        (o["sent_as"], o["parameter"]) for o in map(json.loads, done.stdout.splitlines()) if o["kind"] == "reading"
+    ]
+    assert params == [
+        ("Nhiệtđộ", "Nhiệtđộ"),
+        ("PM25", "PM2,5"),
+        ("m,p-Xylene", "m,p-Xylene"),
+        ("Vinyl chloride", "Vinyl_chloride"),
+    ]
+    assert (
+        run("--json", fixture("unlisted_parameters")).returncode == 1
+    )  # without the mapping the spaced name is refused
 
 
 def test_bad_map_file_fails_with_file_and_line(tmp_path):

@@ -6,7 +6,7 @@ The fixture files' bytes are spelled out in tests.broker_bridge.tt10.tt10_fixtur
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ T_UTC = "2026-03-24T17:05:00"  # the fixtures' 20260325000500 in Vietnam
 
 
 def ns(iso_utc: str) -> int:
-    return int(datetime.fromisoformat(iso_utc).replace(tzinfo=timezone.utc).timestamp()) * S
+    return int(datetime.fromisoformat(iso_utc).replace(tzinfo=UTC).timestamp()) * S
 
 
 def fixture(variation: str):
@@ -141,7 +141,9 @@ def test_empty_value_with_status_00_is_refused():
 def test_several_times_of_one_parameter():
     f = fixture("several_times")
     assert [(r.value, r.ts_ns) for r in f.readings] == [
-        (20.1, ns("2026-03-24T17:01:00")), (21.7, ns("2026-03-24T17:03:00")), (22.9, ns("2026-03-24T17:05:00")),
+        (20.1, ns("2026-03-24T17:01:00")),
+        (21.7, ns("2026-03-24T17:03:00")),
+        (22.9, ns("2026-03-24T17:05:00")),
     ]
     assert "several_times" in codes(f) and f.clean and f.complete
 
@@ -164,7 +166,9 @@ def test_decimal_comma_read_thousands_separator_refused():
 def test_unlisted_parameters_kept_as_sent():
     f = fixture("unlisted_parameters")
     assert [(r.parameter, r.sent_as) for r in f.readings] == [
-        ("Nhiệtđộ", "Nhiệtđộ"), ("PM25", "PM25"), ("m,p-Xylene", "m,p-Xylene"),
+        ("Nhiệtđộ", "Nhiệtđộ"),
+        ("PM25", "PM25"),
+        ("m,p-Xylene", "m,p-Xylene"),
     ]
     (refused,) = f.refused
     assert refused.line == 4 and refused.raw.startswith("Vinyl chloride\t") and "has a space" in refused.reason
@@ -175,7 +179,10 @@ def test_unlisted_parameters_mapped_by_a_dict():
     data = FIXTURES[f"unlisted_parameters/{NAME}"]
     f = read_file(data, NAME, mapping={"PM25": "PM2,5", "Nhiệtđộ": "Temp", "Vinyl chloride": "Vinyl_chloride"})
     assert [(r.parameter, r.sent_as) for r in f.readings] == [
-        ("Temp", "Nhiệtđộ"), ("PM2,5", "PM25"), ("m,p-Xylene", "m,p-Xylene"), ("Vinyl_chloride", "Vinyl chloride"),
+        ("Temp", "Nhiệtđộ"),
+        ("PM2,5", "PM25"),
+        ("m,p-Xylene", "m,p-Xylene"),
+        ("Vinyl_chloride", "Vinyl chloride"),
     ]
     assert f.clean and f.readings[1].notes == ("'PM25' mapped to 'PM2,5'",)
 
@@ -241,13 +248,20 @@ def test_repeated_line_read_once_conflicting_line_refused():
     f = fixture("repeated_lines")
     assert rows(f) == [(1, "PM2,5", 23.4, "ug/m3", ns(T_UTC), "00")]
     (conflict,) = f.refused
-    assert conflict.line == 3 and conflict.raw == "PM2,5\t99.9\tug/m3\t20260325000500\t00" and "line 1 is kept" in conflict.reason
+    assert (
+        conflict.line == 3
+        and conflict.raw == "PM2,5\t99.9\tug/m3\t20260325000500\t00"
+        and "line 1 is kept" in conflict.reason
+    )
     assert "repeated_line" in codes(f)
 
 
 def test_bad_times_refused():
     f = fixture("bad_time")
-    assert [(x.line, "not a real date" in x.reason or "14 digits" in x.reason) for x in f.refused] == [(1, True), (2, True)]
+    assert [(x.line, "not a real date" in x.reason or "14 digits" in x.reason) for x in f.refused] == [
+        (1, True),
+        (2, True),
+    ]
 
 
 def test_empty_file_is_incomplete():
@@ -281,7 +295,12 @@ def test_wrong_separator_said_so():
         ("TH_BSON_KHILO2__20260325000500.txt", "TH_BSON_KHILO2", "doubled_underscore", "20260325000500"),
         ("KCNDiemThuy20170228145700.txt", "KCNDiemThuy", "no_separator", "20170228145700"),
         ("LS_LSOS_KHIKHO_20260325000500.TXT", "LS_LSOS_KHIKHO", "tinh_coso_tram", "20260325000500"),
-        ("/srv/ftp/HN/2026/03/25/HN_BKHN_KHIKXQ_20260325000500.txt", "HN_BKHN_KHIKXQ", "tinh_coso_tram", "20260325000500"),
+        (
+            "/srv/ftp/HN/2026/03/25/HN_BKHN_KHIKXQ_20260325000500.txt",
+            "HN_BKHN_KHIKXQ",
+            "tinh_coso_tram",
+            "20260325000500",
+        ),
     ],
 )
 def test_file_names(name, prefix, form, stamp):
@@ -341,7 +360,10 @@ def test_writer_options_and_refusals():
     r = Reading(ts_ns=ns(T_UTC), device="d", parameter="pH", value=7.0, unit="", status="00")
     assert write_lines([r]) == b"pH\t7.0\t\t20260325000500\t00\r\n"
     assert write_lines([r], line_ending="\n", decimals=2) == b"pH\t7.00\t\t20260325000500\t00\n"
-    assert write_lines([Reading(ns(T_UTC), "d", "COD", 1e-7, "mg/L", "00")]) == b"COD\t0.0000001\tmg/L\t20260325000500\t00\r\n"
+    assert (
+        write_lines([Reading(ns(T_UTC), "d", "COD", 1e-7, "mg/L", "00")])
+        == b"COD\t0.0000001\tmg/L\t20260325000500\t00\r\n"
+    )
     for bad, why in [
         (Reading(ns(T_UTC), "d", "pH", math.nan, "", "00"), "not finite"),
         (Reading(ns(T_UTC), "d", "pH", None, "", "00"), "missing value needs status 01 or 02"),
@@ -359,11 +381,18 @@ def test_to_reading_gives_the_wire_reading():
     assert r.to_reading("tt10", cause="file x") == Reading(ns(T_UTC), "tt10", "CO", None, "mg/m3", "02", "file x")
 
 
-_names = st.one_of(st.sampled_from(REGULATION_SYMBOLS), st.text(st.characters(blacklist_categories=("Z", "C")), min_size=1, max_size=64))
-_units = st.one_of(st.sampled_from(["", "ug/m3", "mg/Nm3", "mg/L", "oC", "%", "µS/cm", "-"]), st.text(
-    st.characters(blacklist_categories=("C",)), max_size=12).map(str.strip))
+_names = st.one_of(
+    st.sampled_from(REGULATION_SYMBOLS),
+    st.text(st.characters(blacklist_categories=("Z", "C")), min_size=1, max_size=64),
+)
+_units = st.one_of(
+    st.sampled_from(["", "ug/m3", "mg/Nm3", "mg/L", "oC", "%", "µS/cm", "-"]),
+    st.text(st.characters(blacklist_categories=("C",)), max_size=12).map(str.strip),
+)
 _values = st.floats(allow_nan=False, allow_infinity=False)
-_times = st.integers(min_value=ns("1990-01-01T00:00:00") // S, max_value=ns("2200-01-01T00:00:00") // S).map(lambda s: s * S)
+_times = st.integers(min_value=ns("1990-01-01T00:00:00") // S, max_value=ns("2200-01-01T00:00:00") // S).map(
+    lambda s: s * S
+)
 
 
 @st.composite
@@ -382,7 +411,11 @@ def test_random_readings_written_and_read_back_identically(readings, line_ending
     assert [(r.parameter, r.value, r.unit, r.ts_ns, r.status) for r in parsed.readings] == [
         (r.parameter, r.value, r.unit, r.ts_ns, r.status) for r in readings
     ]
-    assert all(math.copysign(1, a.value) == math.copysign(1, b.value) for a, b in zip(parsed.readings, readings) if a.value is not None)
+    assert all(
+        math.copysign(1, a.value) == math.copysign(1, b.value)
+        for a, b in zip(parsed.readings, readings)
+        if a.value is not None
+    )
     assert write_lines(parsed.readings, line_ending=line_ending) == data
 
 

@@ -13,9 +13,19 @@ from pathlib import Path
 import pytest
 
 from broker_bridge.envelope import Reading
-from collector.qc import FAIL, MISSING, NOT_EVALUATED, PASS, SUSPECT, QualityControl, SeriesState, ThresholdSource, worst
+from collector.qc import (
+    FAIL,
+    MISSING,
+    NOT_EVALUATED,
+    PASS,
+    SUSPECT,
+    QualityControl,
+    SeriesState,
+    ThresholdSource,
+    worst,
+)
 
-T0 = int(dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc).timestamp()) * 10**9
+T0 = int(dt.datetime(2025, 1, 1, tzinfo=dt.UTC).timestamp()) * 10**9
 S = 10**9
 MIN = 60 * S
 RECEIVED = T0 + 86400 * S  # every test reading lies in the past of this, unless a test says otherwise
@@ -56,7 +66,15 @@ def only(check: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.strip().startswith("_"))
 
 
-def R(minute: float, value: float | None, parameter: str = "TST", status: str = "00", cause: str = "", device: str = "d1", unit: str = "u") -> Reading:
+def R(
+    minute: float,
+    value: float | None,
+    parameter: str = "TST",
+    status: str = "00",
+    cause: str = "",
+    device: str = "d1",
+    unit: str = "u",
+) -> Reading:
     return Reading(T0 + int(minute * MIN), device, parameter, value, unit, status, cause)
 
 
@@ -138,9 +156,13 @@ def test_empty_batch_gives_empty_results(qc):
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize(("status", "flag", "word"), [("00", PASS, None), ("01", FAIL, "calibrating"), ("02", FAIL, "device error")])
+@pytest.mark.parametrize(
+    ("status", "flag", "word"), [("00", PASS, None), ("01", FAIL, "calibrating"), ("02", FAIL, "device error")]
+)
 def test_device_status(qc, status, flag, word):
-    (res,) = qc.evaluate("ST1", [R(1, 20.0, status=status, cause="span calibration" if status == "01" else "")], RECEIVED)
+    (res,) = qc.evaluate(
+        "ST1", [R(1, 20.0, status=status, cause="span calibration" if status == "01" else "")], RECEIVED
+    )
     assert res.flag == flag
     if word:
         assert res.check == "device_status" and word in res.cause and f"status {status}" in res.cause
@@ -152,7 +174,9 @@ def test_values_of_a_calibrating_analyzer_are_not_range_checked(qc):
     assert res.checks == ("device_status",)
 
 
-@pytest.mark.parametrize(("value", "text"), [(None, "no value (sentinel -9999.0)"), (float("nan"), "no value"), (float("inf"), "not finite")])
+@pytest.mark.parametrize(
+    ("value", "text"), [(None, "no value (sentinel -9999.0)"), (float("nan"), "no value"), (float("inf"), "not finite")]
+)
 def test_missing(qc, value, text):
     (res,) = qc.evaluate("ST1", [R(1, value, cause="sentinel -9999.0" if value is None else "")], RECEIVED)
     assert (res.flag, res.check) == (MISSING, "missing")
@@ -222,7 +246,16 @@ def test_clock_sync(qc, cause, flag):
 
 @pytest.mark.parametrize(
     ("value", "flag"),
-    [(0.0, SUSPECT), (-0.001, FAIL), (10.0, PASS), (9.99, SUSPECT), (50.0, PASS), (50.5, SUSPECT), (100.0, SUSPECT), (100.0001, FAIL)],
+    [
+        (0.0, SUSPECT),
+        (-0.001, FAIL),
+        (10.0, PASS),
+        (9.99, SUSPECT),
+        (50.0, PASS),
+        (50.5, SUSPECT),
+        (100.0, SUSPECT),
+        (100.0001, FAIL),
+    ],
 )
 def test_gross_range_bounds_are_inclusive(tmp_path, value, flag):
     qc = make_qc(tmp_path, only("none"))
@@ -255,7 +288,9 @@ def test_spike_fires_with_the_cause_of_the_window(tmp_path):
     assert res[2].cause == "spike: |31.0 - median(20.0, 20.0)| = 11.0 > 10.0 u"
 
 
-@pytest.mark.parametrize(("value", "flag"), [(30.0, PASS), (30.01, SUSPECT), (50.0, SUSPECT), (50.01, FAIL), (9.99, SUSPECT)])
+@pytest.mark.parametrize(
+    ("value", "flag"), [(30.0, PASS), (30.01, SUSPECT), (50.0, SUSPECT), (50.01, FAIL), (9.99, SUSPECT)]
+)
 def test_spike_boundaries(tmp_path, value, flag):
     qc = make_qc(tmp_path, only("spike").replace("suspect: [10, 50]", "suspect: [0, 100]"))
     res = qc.evaluate("ST1", series([(0, 20.0), (1, 20.0), (2, value)]), RECEIVED)
@@ -298,11 +333,15 @@ def test_a_level_shift_is_flagged_for_at_most_window_points(tmp_path):
 
 
 def test_a_lone_spike_does_not_make_its_successor_a_spike_with_a_median_of_three(tmp_path):
-    qc = make_qc(tmp_path, only("spike").replace("window: 2", "window: 3").replace("suspect: [10, 50]", "suspect: [0, 100]"))
+    qc = make_qc(
+        tmp_path, only("spike").replace("window: 2", "window: 3").replace("suspect: [10, 50]", "suspect: [0, 100]")
+    )
     res = qc.evaluate("ST1", series([(0, 20.0), (1, 21.0), (2, 20.0), (3, 90.0), (4, 21.0), (5, 20.0)]), RECEIVED)
     assert [r.flag for r in res] == [PASS, PASS, PASS, FAIL, PASS, PASS]
     assert res[3].cause == "spike: |90.0 - median(20.0, 21.0, 20.0)| = 70.0 > 30.0 u"
-    shift = make_qc(tmp_path, only("spike").replace("window: 2", "window: 3").replace("suspect: [10, 50]", "suspect: [0, 100]"))
+    shift = make_qc(
+        tmp_path, only("spike").replace("window: 2", "window: 3").replace("suspect: [10, 50]", "suspect: [0, 100]")
+    )
     res = shift.evaluate("ST1", series([(0, 20.0), (1, 20.0), (2, 20.0), (3, 40.0), (4, 40.0), (5, 40.0)]), RECEIVED)
     assert [r.flag for r in res] == [PASS, PASS, PASS, SUSPECT, SUSPECT, PASS]
 
@@ -400,7 +439,11 @@ def test_flat_line_needs_min_count_and_duration(tmp_path):
 
 
 def test_flat_line_at_the_floor_is_exempt(tmp_path):
-    text = only("flat_line").replace("flat_line: {tolerance: 0.25,", "flat_line: {floor: 0.0, tolerance: 0.25,").replace("fail: [0, 100], suspect: [10, 50]", "fail: [0, 100]")
+    text = (
+        only("flat_line")
+        .replace("flat_line: {tolerance: 0.25,", "flat_line: {floor: 0.0, tolerance: 0.25,")
+        .replace("fail: [0, 100], suspect: [10, 50]", "fail: [0, 100]")
+    )
     qc = make_qc(tmp_path, text)
     assert flags(qc, series([(m, 0.0) for m in range(11)])) == [PASS] * 11
     assert flags(qc, series([(m, 0.5) for m in range(11, 22)]))[-1] == FAIL
@@ -438,10 +481,17 @@ def test_consistency_quiet(qc, readings):
 
 
 def test_consistency_across_devices_and_with_tolerance(tmp_path):
-    qc = make_qc(tmp_path, THRESHOLDS.replace("{lesser: A, greater: B}", "{lesser: A, greater: B, rel_tolerance: 0.1, abs_tolerance: 5}"))
-    ok = qc.evaluate("ST1", [R(1, 16.0, parameter="A", device="bam25"), R(1, 10.0, parameter="B", device="bam10")], RECEIVED)
+    qc = make_qc(
+        tmp_path,
+        THRESHOLDS.replace("{lesser: A, greater: B}", "{lesser: A, greater: B, rel_tolerance: 0.1, abs_tolerance: 5}"),
+    )
+    ok = qc.evaluate(
+        "ST1", [R(1, 16.0, parameter="A", device="bam25"), R(1, 10.0, parameter="B", device="bam10")], RECEIVED
+    )
     assert [r.flag for r in ok] == [PASS, PASS]  # 16 = 10 x 1.1 + 5
-    bad = qc.evaluate("ST1", [R(2, 16.01, parameter="A", device="bam25"), R(2, 10.0, parameter="B", device="bam10")], RECEIVED)
+    bad = qc.evaluate(
+        "ST1", [R(2, 16.01, parameter="A", device="bam25"), R(2, 10.0, parameter="B", device="bam10")], RECEIVED
+    )
     assert [r.flag for r in bad] == [SUSPECT, SUSPECT]
 
 

@@ -11,7 +11,6 @@ from broker_bridge.envelope import BatchBody, Reading, seal
 from broker_bridge.keys import write_new_key
 from broker_bridge.topics import data_topic
 from collector.registry import add_station
-from supervisor.process import wait_until
 from tests.helpers import publish_all, sql, unique_station, wait_for_count
 
 MINUTE = 60 * 10**9
@@ -44,10 +43,14 @@ def flags(warehouse, station_id, parameter="SO2"):
     )
 
 
-def test_faults_arrive_flagged_with_their_check_and_cause(tmp_path, station, mosquitto_server, make_collector, warehouse):
+def test_faults_arrive_flagged_with_their_check_and_cause(
+    tmp_path, station, mosquitto_server, make_collector, warehouse
+):
     station_id, key, registry = station
     thresholds = tmp_path / "qc.yaml"
-    thresholds.write_text("qc:\n  parameters:\n    SO2:\n      ug/m3:\n        flat_line: {suspect_s: 240, fail_s: 480}\n")
+    thresholds.write_text(
+        "qc:\n  parameters:\n    SO2:\n      ug/m3:\n        flat_line: {suspect_s: 240, fail_s: 480}\n"
+    )
     make_collector(mosquitto_server.port, registry, f"c-{station_id}", qc_thresholds_path=str(thresholds))
     t0 = time.time_ns() - 40 * MINUTE
     normal = [so2(t0 + i * MINUTE, v) for i, v in enumerate([20.0, 21.0, 22.0, 21.0, 20.0, 22.0])]
@@ -56,7 +59,10 @@ def test_faults_arrive_flagged_with_their_check_and_cause(tmp_path, station, mos
     error = so2(t0 + 9 * MINUTE, None, "02", "no reply: timeout after 1.0 s")
     stuck = [so2(t0 + (10 + i) * MINUTE, 35.0) for i in range(11)]
     pm_t = t0 + 5 * MINUTE
-    pm = [Reading(pm_t, "dust1", "PM2,5", 60.0, "ug/m3", "00", ""), Reading(pm_t, "dust1", "PM10", 40.0, "ug/m3", "00", "")]
+    pm = [
+        Reading(pm_t, "dust1", "PM2,5", 60.0, "ug/m3", "00", ""),
+        Reading(pm_t, "dust1", "PM10", 40.0, "ug/m3", "00", ""),
+    ]
     send(mosquitto_server.port, station_id, key, 1, normal + [spike] + pm)
     send(mosquitto_server.port, station_id, key, 2, [so2(t0 + 7 * MINUTE, 21.0), calibrating, error] + stuck)
     wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 23, params=(station_id,))
@@ -69,8 +75,11 @@ def test_faults_arrive_flagged_with_their_check_and_cause(tmp_path, station, mos
     assert stuck_flags[:4] == [1, 1, 1, 1]
     assert 3 in stuck_flags and stuck_flags[-1] == 4, f"flat line should go suspect then fail: {stuck_flags}"
     assert rows[stuck[-1].ts_ns][3] == "flat_line"
-    pm_rows = sql(warehouse.pg_conninfo, "SELECT parameter, qc_flag, qc_check FROM readings WHERE station = %s AND device = 'dust1'",
-                  (station_id,))
+    pm_rows = sql(
+        warehouse.pg_conninfo,
+        "SELECT parameter, qc_flag, qc_check FROM readings WHERE station = %s AND device = 'dust1'",
+        (station_id,),
+    )
     assert sorted(pm_rows) == [("PM10", 3, "consistency"), ("PM2,5", 3, "consistency")]
 
 
@@ -79,12 +88,16 @@ def test_thresholds_change_without_restart_and_history_survives_a_restart(
 ):
     station_id, key, registry = station
     thresholds = tmp_path / "qc.yaml"
-    thresholds.write_text("qc:\n  parameters:\n    SO2:\n      ug/m3:\n        gross_range: {fail: [-10, 2620], suspect: [0, 1600]}\n")
+    thresholds.write_text(
+        "qc:\n  parameters:\n    SO2:\n      ug/m3:\n        gross_range: {fail: [-10, 2620], suspect: [0, 1600]}\n"
+    )
     collector = make_collector(mosquitto_server.port, registry, f"c1-{station_id}", qc_thresholds_path=str(thresholds))
     t0 = time.time_ns() - 30 * MINUTE
     send(mosquitto_server.port, station_id, key, 1, [so2(t0 + i * MINUTE, 20.0 + i % 2) for i in range(5)])
     wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 5, params=(station_id,))
-    thresholds.write_text("qc:\n  parameters:\n    SO2:\n      ug/m3:\n        gross_range: {fail: [-10, 2620], suspect: [0, 15]}\n")
+    thresholds.write_text(
+        "qc:\n  parameters:\n    SO2:\n      ug/m3:\n        gross_range: {fail: [-10, 2620], suspect: [0, 15]}\n"
+    )
     send(mosquitto_server.port, station_id, key, 2, [so2(t0 + 5 * MINUTE, 21.0)])
     wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 6, params=(station_id,))
     assert flags(warehouse, station_id)[-1][2:4] == (3, "gross_range"), "the edited file applies at once"

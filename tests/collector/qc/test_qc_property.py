@@ -10,7 +10,17 @@ from collector.qc import QualityControl, SeriesState, ThresholdSource
 from tests.collector.qc.test_qc_checks import RECEIVED, T0
 
 INT64_MAX = (1 << 63) - 1
-CHECK_NAMES = {"device_status", "missing", "timestamp", "clock_sync", "gross_range", "spike", "rate_of_change", "flat_line", "consistency"}
+CHECK_NAMES = {
+    "device_status",
+    "missing",
+    "timestamp",
+    "clock_sync",
+    "gross_range",
+    "spike",
+    "rate_of_change",
+    "flat_line",
+    "consistency",
+}
 
 timestamps = st.one_of(
     st.integers(1, INT64_MAX),  # anything the wire allows
@@ -31,7 +41,11 @@ readings = st.builds(
     value=values,
     unit=st.sampled_from(["ug/m3", "-", "m3/h", "", "mg/L"]),
     status=st.sampled_from(["00", "00", "00", "01", "02"]),
-    cause=st.one_of(st.just(""), st.text(max_size=40), st.sampled_from(["clock offset +9 s", "clock offset -1e3 ms", "clock unsynchronised", "sentinel -9999.0"])),
+    cause=st.one_of(
+        st.just(""),
+        st.text(max_size=40),
+        st.sampled_from(["clock offset +9 s", "clock offset -1e3 ms", "clock unsynchronised", "sentinel -9999.0"]),
+    ),
 )
 SOURCE = ThresholdSource()  # parsing the defaults once: QualityControl only reads it
 

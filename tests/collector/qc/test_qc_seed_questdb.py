@@ -10,9 +10,9 @@ import time
 from broker_bridge.envelope import Reading
 from store.ilp_writer import ReadingColumns, WarehouseWriter
 from store.queries import recent_readings
-from tests.helpers import sql, unique_station, wait_for_count
 from tests.collector.qc.test_qc_checks import MIN, T0, make_qc
 from tests.collector.qc.test_qc_state import STREAM_THRESHOLDS, stream
+from tests.helpers import unique_station, wait_for_count
 
 
 def test_seeding_from_questdb_reproduces_the_uninterrupted_verdicts(warehouse, tmp_path):
@@ -21,7 +21,10 @@ def test_seeding_from_questdb_reproduces_the_uninterrupted_verdicts(warehouse, t
     now = time.time_ns()
     # Minute `split` of the stream is "now"; a few odd nanoseconds prove the times survive exactly.
     shift = now - split * MIN - T0 + 123_457
-    cycles = [[Reading(r.ts_ns + shift, r.device, r.parameter, r.value, r.unit, r.status, r.cause) for r in c] for c in stream(stations=stations, minutes=150)]
+    cycles = [
+        [Reading(r.ts_ns + shift, r.device, r.parameter, r.value, r.unit, r.status, r.cause) for r in c]
+        for c in stream(stations=stations, minutes=150)
+    ]
 
     def station_of(i: int) -> str:
         return stations[i // 2]  # stream() lists both devices of the first station, then the second's
@@ -42,7 +45,11 @@ def test_seeding_from_questdb_reproduces_the_uninterrupted_verdicts(warehouse, t
         rows = [(station_of(i), r) for cycle in cycles[:split] for i, r in enumerate(cycle)]
         n = len(rows)
         columns = ReadingColumns(
-            [st for st, _ in rows], [1] * n, [False] * n, ["test"] * n, [now] * n,
+            [st for st, _ in rows],
+            [1] * n,
+            [False] * n,
+            ["test"] * n,
+            [now] * n,
             *(list(c) for c in zip(*(r.as_wire() for _, r in rows))),
         )
         assert writer.write_reading_columns(columns) == n

@@ -107,7 +107,9 @@ def rows_of(cycles, stations=("S1", "S2")):
     for cycle in cycles:
         n = len(cycle) // len(stations)
         for i, st in enumerate(stations):
-            rows += [(st, r.device, r.parameter, r.ts_ns, r.value, r.status, r.unit) for r in cycle[i * n : (i + 1) * n]]
+            rows += [
+                (st, r.device, r.parameter, r.ts_ns, r.value, r.status, r.unit) for r in cycle[i * n : (i + 1) * n]
+            ]
     return rows
 
 
@@ -149,7 +151,9 @@ def test_rebuild_from_the_lookback_window_gives_the_same_flags(fresh):
     restarted.seed(rows_of(cycles[split - lookback_min : split]))
     after = run_cycles(restarted, cycles[split:])
     # Same flags and deciding checks; a flat-line cause may count fewer values (the run is cut at the window).
-    assert {k: (v.flag, v.check, v.checks) for k, v in after.items()} == {k: (v.flag, v.check, v.checks) for k, v in uninterrupted.items() if k in after}
+    assert {k: (v.flag, v.check, v.checks) for k, v in after.items()} == {
+        k: (v.flag, v.check, v.checks) for k, v in uninterrupted.items() if k in after
+    }
 
 
 def test_no_seed_loses_history(fresh):
@@ -205,7 +209,9 @@ def test_a_redelivered_message_gets_the_same_verdicts(fresh):
 def test_a_redelivery_repeats_a_spike_and_is_not_kept_twice(tmp_path):
     from tests.collector.qc.test_qc_checks import only
 
-    qc = make_qc(tmp_path, only("spike").replace("window: 2", "window: 3").replace("suspect: [10, 50]", "suspect: [0, 100]"))
+    qc = make_qc(
+        tmp_path, only("spike").replace("window: 2", "window: 3").replace("suspect: [10, 50]", "suspect: [0, 100]")
+    )
     for m, v in [(0, 20.0), (1, 20.0)]:
         qc.evaluate("S1", [R(m, v)], RECEIVED)
     (first,) = qc.evaluate("S1", [R(2, 40.0)], RECEIVED)
@@ -325,7 +331,9 @@ def test_history_ring_keeps_the_newest_points():
     state.push(np.full(10, slot), ts, ts * 1.0, ts, np.ones(10, dtype=np.int64), zeros, zeros)
     h = state.gather(np.array([slot]), np.array([0]))
     assert h.ts.tolist() == [7, 8, 9, 10]
-    state.push(np.array([slot]), np.array([11]), np.array([11.0]), np.array([11]), np.array([1]), np.zeros(1), np.zeros(1))
+    state.push(
+        np.array([slot]), np.array([11]), np.array([11.0]), np.array([11]), np.array([1]), np.zeros(1), np.zeros(1)
+    )
     h = state.gather(np.array([slot]), np.array([0]), depth=np.array([2]))
     assert h.ts.tolist() == [10, 11] and h.value.tolist() == [10.0, 11.0]
     assert state.newest(np.array([slot, -1])).tolist() == [11, -1]
@@ -334,5 +342,11 @@ def test_history_ring_keeps_the_newest_points():
 def test_default_thresholds_run_the_stream(tmp_path):
     qc = QualityControl(ThresholdSource())
     cycles = stream(stations=("S1",))
-    res = [q for cycle in cycles for q in qc.evaluate("S1", [Reading(r.ts_ns, r.device, "PM2,5", r.value, "ug/m3", r.status, r.cause) for r in cycle], RECEIVED)]
+    res = [
+        q
+        for cycle in cycles
+        for q in qc.evaluate(
+            "S1", [Reading(r.ts_ns, r.device, "PM2,5", r.value, "ug/m3", r.status, r.cause) for r in cycle], RECEIVED
+        )
+    ]
     assert len(res) == sum(len(c) for c in cycles)

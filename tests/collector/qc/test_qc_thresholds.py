@@ -5,17 +5,49 @@ from __future__ import annotations
 import os
 import re
 import textwrap
-from types import MappingProxyType
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import yaml
 
 import station_profiles.loader as loader
-from collector.qc import DEFAULTS_PATH, PASS, SUSPECT, QualityControl, ThresholdsError, ThresholdSource, parse_thresholds
+from collector.qc import (
+    DEFAULTS_PATH,
+    PASS,
+    SUSPECT,
+    QualityControl,
+    ThresholdsError,
+    ThresholdSource,
+    parse_thresholds,
+)
 from tests.collector.qc.test_qc_checks import RECEIVED, R
 
-BANG_34 = ["Flow", "Temp", "Color", "pH", "TSS", "COD", "NH4", "TP", "TN", "TOC", "Cl", "RH", "NO", "NO2", "CO", "SO2", "O2", "H2S", "NH3", "PM", "O3", "PM10", "PM2,5"]
+BANG_34 = [
+    "Flow",
+    "Temp",
+    "Color",
+    "pH",
+    "TSS",
+    "COD",
+    "NH4",
+    "TP",
+    "TN",
+    "TOC",
+    "Cl",
+    "RH",
+    "NO",
+    "NO2",
+    "CO",
+    "SO2",
+    "O2",
+    "H2S",
+    "NH3",
+    "PM",
+    "O3",
+    "PM10",
+    "PM2,5",
+]
 
 
 def write(path: Path, text: str) -> Path:
@@ -143,7 +175,12 @@ def test_a_check_switched_off_can_be_switched_on_again_lower_down(tmp_path):
     """
     src = ThresholdSource(write(tmp_path / "qc.yaml", text))
     assert src.param("S0", "d", "PM2,5", "ug/m3").spike is None
-    assert src.param("S1", "d", "PM2,5", "ug/m3").spike == {"suspect": 9.0, "fail": float("inf"), "window": 3, "max_gap_s": 3600.0}
+    assert src.param("S1", "d", "PM2,5", "ug/m3").spike == {
+        "suspect": 9.0,
+        "fail": float("inf"),
+        "window": 3,
+        "max_gap_s": 3600.0,
+    }
 
 
 def test_an_override_may_set_one_key_and_inherit_the_rest(tmp_path):
@@ -167,9 +204,16 @@ def test_an_override_may_set_one_key_and_inherit_the_rest(tmp_path):
 
 def test_overrides_change_verdicts(tmp_path):
     qc = QualityControl(ThresholdSource(write(tmp_path / "qc.yaml", OVERRIDES), station_kinds=lambda: KINDS))
-    pm = [R(0, 40.0, parameter="PM2,5", unit="ug/m3"), R(1, 40.0, parameter="PM2,5", unit="ug/m3"), R(2, 65.0, parameter="PM2,5", unit="ug/m3")]
+    pm = [
+        R(0, 40.0, parameter="PM2,5", unit="ug/m3"),
+        R(1, 40.0, parameter="PM2,5", unit="ug/m3"),
+        R(2, 65.0, parameter="PM2,5", unit="ug/m3"),
+    ]
     assert [q.flag for q in qc.evaluate("OTHER", pm, RECEIVED)] == [PASS, PASS, SUSPECT]  # 25 > 20 (file)
-    assert qc.evaluate("HN_AIR_001", [R(1, 400.0, parameter="PM2,5", unit="ug/m3", device="bam1")], RECEIVED)[0].check == "gross_range"
+    assert (
+        qc.evaluate("HN_AIR_001", [R(1, 400.0, parameter="PM2,5", unit="ug/m3", device="bam1")], RECEIVED)[0].check
+        == "gross_range"
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -191,7 +235,9 @@ def test_changed_file_applies_without_restart(tmp_path):
 
 
 def test_broken_file_keeps_the_last_good_thresholds(tmp_path):
-    path = write(tmp_path / "qc.yaml", "qc:\n  parameters:\n    X: {u: {gross_range: {fail: [0, 100], suspect: [0, 50]}}}\n")
+    path = write(
+        tmp_path / "qc.yaml", "qc:\n  parameters:\n    X: {u: {gross_range: {fail: [0, 100], suspect: [0, 50]}}}\n"
+    )
     src = ThresholdSource(path)
     qc = QualityControl(src)
     write(path, "qc:\n  parameters:\n    X: {u: {gross_range: {fail: [0, 100], suspect: [0, 500]}}}\n")
@@ -216,7 +262,9 @@ def test_empty_file_means_defaults(tmp_path):
 
 
 def test_lookback_is_the_longest_flat_line_window(tmp_path):
-    src = ThresholdSource(write(tmp_path / "qc.yaml", "qc:\n  parameters:\n    X: {u: {flat_line: {suspect_s: 10, fail_s: 200000}}}\n"))
+    src = ThresholdSource(
+        write(tmp_path / "qc.yaml", "qc:\n  parameters:\n    X: {u: {flat_line: {suspect_s: 10, fail_s: 200000}}}\n")
+    )
     assert src.lookback_s() == 200000.0
 
 
@@ -227,24 +275,84 @@ def test_lookback_is_the_longest_flat_line_window(tmp_path):
 
 BROKEN = [
     # (text, line, fragment of the message, fragment of the fix)
-    ("qc:\n  parameters:\n    X:\n      u:\n        spkie: {suspect: 1}\n", 5, "unknown key 'spkie'", "did you mean 'spike'?"),
-    ("qc:\n  consistency:\n    - {lesser: NO, greater: NOx}\n", 3, "as the boolean False", 'put it in quotes, e.g. lesser: "NO"'),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        spkie: {suspect: 1}\n",
+        5,
+        "unknown key 'spkie'",
+        "did you mean 'spike'?",
+    ),
+    (
+        "qc:\n  consistency:\n    - {lesser: NO, greater: NOx}\n",
+        3,
+        "as the boolean False",
+        'put it in quotes, e.g. lesser: "NO"',
+    ),
     ("qc:\n  parameters:\n    NO:\n      u: {spike: {suspect: 1}}\n", 3, "as the boolean False", '"NO":'),
-    ("qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: '12'}\n", 5, "expected a number, got '12'", "without quotes"),
-    ("qc:\n  parameters:\n    X:\n      u:\n        gross_range:\n          fail: [0, 100]\n          suspect: [0, 200]\n", 7, "not inside the fail span", "narrow the suspect span"),
-    ("qc:\n  parameters:\n    X:\n      u:\n        spike: {fail: 5}\n", 5, "spike needs `suspect`", "add suspect: ..."),
-    ("qc:\n  parameters:\n    X:\n      spike: {suspect: 1}\n", 4, "'spike' is a check, but this level names the unit", "put the unit first"),
-    ("qc:\n  parameters:\n    X:\n      u:\n        gross_range: {fail: [100, 0]}\n", 5, "low 100 is not below high 0", "low < high"),
-    ("qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: 1, window: 20}\n", 5, "spike window 20 is more than 8", "use a window of 1 to 8"),
-    ("qc:\n  parameters:\n    X:\n      u:\n        rate_of_change: {suspect_per_s: -1}\n", 5, "must be greater than 0", "positive number"),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: '12'}\n",
+        5,
+        "expected a number, got '12'",
+        "without quotes",
+    ),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        gross_range:\n          fail: [0, 100]\n          suspect: [0, 200]\n",
+        7,
+        "not inside the fail span",
+        "narrow the suspect span",
+    ),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        spike: {fail: 5}\n",
+        5,
+        "spike needs `suspect`",
+        "add suspect: ...",
+    ),
+    (
+        "qc:\n  parameters:\n    X:\n      spike: {suspect: 1}\n",
+        4,
+        "'spike' is a check, but this level names the unit",
+        "put the unit first",
+    ),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        gross_range: {fail: [100, 0]}\n",
+        5,
+        "low 100 is not below high 0",
+        "low < high",
+    ),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: 1, window: 20}\n",
+        5,
+        "spike window 20 is more than 8",
+        "use a window of 1 to 8",
+    ),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        rate_of_change: {suspect_per_s: -1}\n",
+        5,
+        "must be greater than 0",
+        "positive number",
+    ),
     ("qc:\n  stations:\n    'bad id!':\n      clock: {max_offset_s: 1}\n", 3, "is not a station id", "A-Z a-z 0-9"),
     ("qc:\n  kinds:\n    ambient: {}\n", 3, "'ambient' is not a station kind", "did you mean ambient_air?"),
-    ("qc:\n  stations:\n    S1:\n      kind: ambient_air\n", 4, "kind is no longer set in the QC file", "set the kind in the registry: quantrac station set-kind S1 ambient_air"),
+    (
+        "qc:\n  stations:\n    S1:\n      kind: ambient_air\n",
+        4,
+        "kind is no longer set in the QC file",
+        "set the kind in the registry: quantrac station set-kind S1 ambient_air",
+    ),
     ("qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: 1\n", 6, "not valid YAML", "fix the YAML syntax"),
-    ("qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: 1}\n        spike: {suspect: 2}\n", 6, "duplicate key 'spike'", "remove one"),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        spike: {suspect: 1}\n        spike: {suspect: 2}\n",
+        6,
+        "duplicate key 'spike'",
+        "remove one",
+    ),
     ("parameters:\n  X: {}\n", 1, "unknown key 'parameters'", "allowed keys here: qc"),
     ("qc:\n  timestamps: {not_before: yesterday}\n", 2, "expected a date", "2020-01-01"),
-    ("qc:\n  parameters:\n    X:\n      u:\n        flat_line: {suspect_s: 600, fail_s: 60}\n", 5, "fail_s 60 is below suspect_s 600", "make fail_s at least suspect_s"),
+    (
+        "qc:\n  parameters:\n    X:\n      u:\n        flat_line: {suspect_s: 600, fail_s: 60}\n",
+        5,
+        "fail_s 60 is below suspect_s 600",
+        "make fail_s at least suspect_s",
+    ),
 ]
 
 
@@ -264,14 +372,17 @@ def test_config_errors_name_file_line_and_fix(tmp_path, text, line, message, fix
 
 
 def test_every_issue_is_reported_at_once(tmp_path):
-    path = write(tmp_path / "qc.yaml", """
+    path = write(
+        tmp_path / "qc.yaml",
+        """
     qc:
       parameters:
         X:
           u:
             spkie: {suspect: 1}
             rate_of_change: {suspect_per_s: 0}
-    """)
+    """,
+    )
     with pytest.raises(ThresholdsError) as err:
         ThresholdSource(path)
     assert [i.line for i in err.value.issues] == [6, 7]
@@ -279,7 +390,9 @@ def test_every_issue_is_reported_at_once(tmp_path):
 
 def test_merge_error_between_file_and_defaults_points_at_the_override(tmp_path):
     # the defaults' PM2,5 fail span is [-10, 1000]; a suspect span beyond it is wrong only in combination
-    path = write(tmp_path / "qc.yaml", """
+    path = write(
+        tmp_path / "qc.yaml",
+        """
     qc:
       stations:
         S1:
@@ -288,7 +401,8 @@ def test_merge_error_between_file_and_defaults_points_at_the_override(tmp_path):
               ug/m3:
                 gross_range:
                   suspect: [0, 5000]
-    """)
+    """,
+    )
     with pytest.raises(ThresholdsError) as err:
         ThresholdSource(path)
     (issue,) = err.value.issues
@@ -299,5 +413,7 @@ def test_merge_error_between_file_and_defaults_points_at_the_override(tmp_path):
 
 def test_parse_thresholds_accepts_a_station_file_section():
     """The layout station files will embed: the same keys under qc.stations.<id>."""
-    f = parse_thresholds("qc:\n  stations:\n    S1:\n      parameters:\n        COD: {mg/L: {spike: {suspect: 40}}}\n", "station.yaml")
+    f = parse_thresholds(
+        "qc:\n  stations:\n    S1:\n      parameters:\n        COD: {mg/L: {spike: {suspect: 40}}}\n", "station.yaml"
+    )
     assert f.stations["S1"].parameters["COD"]["mg/L"]["spike"]["suspect"].line == 5

@@ -39,7 +39,9 @@ def test_station_add_kind_and_set_kind_on_the_command_line(tmp_path: Path) -> No
     reg = tmp_path / "registry.yaml"
     write_new_key(tmp_path / "s1.key")
     runner = CliRunner()
-    added = runner.invoke(app, ["station", "add", "S1", str(tmp_path / "s1.pub"), "--registry", str(reg), "--kind", "wastewater"])
+    added = runner.invoke(
+        app, ["station", "add", "S1", str(tmp_path / "s1.pub"), "--registry", str(reg), "--kind", "wastewater"]
+    )
     assert added.exit_code == 0, added.output
     assert StationRegistry(reg).get("S1").kind == "wastewater"
     changed = runner.invoke(app, ["station", "set-kind", "S1", "groundwater", "--registry", str(reg)])

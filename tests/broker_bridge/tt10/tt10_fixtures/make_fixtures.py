@@ -32,16 +32,25 @@ FIXTURES: dict[str, bytes] = {
     ),
     f"spaces_around_fields/{NAME}": b" PM2,5 \t 23.4\tug/m3 \t" + T + b" \t 00 \r\n",
     # pH has no unit: an empty third field.
-    f"empty_unit_ph/{NAME.replace('KHIKXQ', 'NUOSXL')}": b"pH\t7.12\t\t" + T + b"\t00\r\nCOD\t45.3\tmg/L\t" + T + b"\t00\r\n",
+    f"empty_unit_ph/{NAME.replace('KHIKXQ', 'NUOSXL')}": b"pH\t7.12\t\t"
+    + T
+    + b"\t00\r\nCOD\t45.3\tmg/L\t"
+    + T
+    + b"\t00\r\n",
     # A missing value: empty field with status 02 (stored as None, never 0); with 00 it is refused.
     f"missing_value_02/{NAME}": b"SO2\t\tug/m3\t" + T + b"\t02\r\nNO2\t\tug/m3\t" + T + b"\t01\r\n",
     f"empty_value_00/{NAME}": b"SO2\t\tug/m3\t" + T + b"\t00\r\nNO2\t18.2\tug/m3\t" + T + b"\t00\r\n",
     # One line per reading of the interval, sorted by time (one logger does this).
     f"several_times/{NAME}": b"".join(
-        b"PM2,5\t" + v + b"\tug/m3\t2026032500" + m + b"\t00\r\n" for v, m in ((b"20.1", b"0100"), (b"21.7", b"0300"), (b"22.9", b"0500"))
+        b"PM2,5\t" + v + b"\tug/m3\t2026032500" + m + b"\t00\r\n"
+        for v, m in ((b"20.1", b"0100"), (b"21.7", b"0300"), (b"22.9", b"0500"))
     ),
     f"negative_value/{NAME}": b"Radiation\t-1.60\tw/m2\t" + T + b"\t00\r\nTemp\t-0.5\toC\t" + T + b"\t00\r\n",
-    f"decimal_comma/{NAME.replace('KHIKXQ', 'NUOSXL')}": b"pH\t7,12\t\t" + T + b"\t00\r\nCOD\t1,234.5\tmg/L\t" + T + b"\t00\r\n",
+    f"decimal_comma/{NAME.replace('KHIKXQ', 'NUOSXL')}": b"pH\t7,12\t\t"
+    + T
+    + b"\t00\r\nCOD\t1,234.5\tmg/L\t"
+    + T
+    + b"\t00\r\n",
     # Names outside the regulation's table: kept as sent, mapped where a mapping says so.
     f"unlisted_parameters/{NAME}": (
         "Nhiệtđộ\t31.2\toC\t".encode() + T + b"\t00\r\n"
@@ -49,18 +58,40 @@ FIXTURES: dict[str, bytes] = {
         b"m,p-Xylene\t0.8\tppb\t" + T + b"\t00\r\n"
         b"Vinyl chloride\t0.1\tppb\t" + T + b"\t00\r\n"
     ),
-    f"status_03/{NAME}": b"PM2,5\t23.4\tug/m3\t" + T + b"\t03\r\nPM10\t41.0\tug/m3\t" + T + b"\t0\r\nSO2\t12.5\tug/m3\t" + T + b"\t00\r\n",
+    f"status_03/{NAME}": b"PM2,5\t23.4\tug/m3\t"
+    + T
+    + b"\t03\r\nPM10\t41.0\tug/m3\t"
+    + T
+    + b"\t0\r\nSO2\t12.5\tug/m3\t"
+    + T
+    + b"\t00\r\n",
     # The name says 00:05 but the lines say 23:00 the day before.
     f"name_time_mismatch/{NAME}": b"PM2,5\t23.4\tug/m3\t20260324230000\t00\r\n",
     # An upload cut off inside the last line (the value of NO2).
-    f"truncated_last_line/{NAME}": b"PM2,5\t23.4\tug/m3\t" + T + b"\t00\r\nPM10\t41.0\tug/m3\t" + T + b"\t00\r\nNO2\t18",
+    f"truncated_last_line/{NAME}": b"PM2,5\t23.4\tug/m3\t"
+    + T
+    + b"\t00\r\nPM10\t41.0\tug/m3\t"
+    + T
+    + b"\t00\r\nNO2\t18",
     # A single-byte (cp1258 / latin-1) 0xD2 where UTF-8 was expected: the line is refused with the byte offset.
     f"non_utf8/{NAME}": b"PM2,5\t23.4\tug/m3\t" + T + b"\t00\r\nNhi\xd2t\t31.2\toC\t" + T + b"\t00\r\n",
     f"not_finite/{NAME}": (
-        b"PM2,5\tNaN\tug/m3\t" + T + b"\t00\r\nPM10\tinf\tug/m3\t" + T + b"\t00\r\nSO2\t1e999\tug/m3\t" + T + b"\t00\r\n"
+        b"PM2,5\tNaN\tug/m3\t"
+        + T
+        + b"\t00\r\nPM10\tinf\tug/m3\t"
+        + T
+        + b"\t00\r\nSO2\t1e999\tug/m3\t"
+        + T
+        + b"\t00\r\n"
     ),
     f"repeated_lines/{NAME}": (
-        b"PM2,5\t23.4\tug/m3\t" + T + b"\t00\r\nPM2,5\t23.4\tug/m3\t" + T + b"\t00\r\nPM2,5\t99.9\tug/m3\t" + T + b"\t00\r\n"
+        b"PM2,5\t23.4\tug/m3\t"
+        + T
+        + b"\t00\r\nPM2,5\t23.4\tug/m3\t"
+        + T
+        + b"\t00\r\nPM2,5\t99.9\tug/m3\t"
+        + T
+        + b"\t00\r\n"
     ),
     "doubled_underscore/TH_BSON_KHILO2__20260325000500.txt": b"SO2\t12.5\tmg/Nm3\t" + T + b"\t00\r\n",
     "old_name/KCNDiemThuy20170228145700.txt": b"Flow\t38.5\tm3/h\t20170228145700\t00\r\n",
