@@ -16,6 +16,7 @@ import structlog
 
 from broker_bridge.broker_config import (
     DEFAULT_COLLECTOR_USER,
+    BridgeSettings,
     BrokerConfigError,
     GeneratedBrokerConfig,
     Pki,
@@ -25,7 +26,7 @@ from broker_bridge.broker_config import (
     generate_broker_config,
 )
 from broker_bridge.session import SESSION_EXPIRY_S
-from collector.registry import RegistryError, parse_registry
+from collector.registry import RegistryError, delegations, parse_registry
 
 log = structlog.get_logger("cli.broker")
 
@@ -53,6 +54,12 @@ def _is_loopback(host: str | None) -> bool:
 
 def stations_from_registry(registry: Path) -> tuple[list[str], list[str]]:
     """(enabled, disabled) station ids of a registry file."""
+    enabled, disabled, _ = registry_users(registry)
+    return enabled, disabled
+
+
+def registry_users(registry: Path) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """(enabled, disabled) station ids and province user -> delegated stations of a registry file."""
     try:
         text = Path(registry).read_text()
     except FileNotFoundError as exc:
@@ -63,7 +70,7 @@ def stations_from_registry(registry: Path) -> tuple[list[str], list[str]]:
         raise BrokerConfigError(str(exc)) from exc
     enabled = sorted(s for s, e in entries.items() if e.enabled)
     disabled = sorted(s for s, e in entries.items() if not e.enabled)
-    return enabled, disabled
+    return enabled, disabled, delegations(entries)
 
 
 def broker_config(
@@ -89,6 +96,12 @@ def broker_config(
     log_file: Path = Path("/var/log/mosquitto/mosquitto.log"),
     run_as: str = "mosquitto",
     acl_plugin: Path | None = None,
+    bridge_to: str | None = None,
+    bridge_user: str | None = None,
+    bridge_password_file: Path | None = None,
+    bridge_ca: Path | None = None,
+    bridge_cert: Path | None = None,
+    bridge_key: Path | None = None,
     echo: Echo = print,
 ) -> GeneratedBrokerConfig:
     """Generate the broker's files for the registry's enabled stations plus ``stations``.
@@ -97,11 +110,15 @@ def broker_config(
     the outbox until re-enabled); their credential files are kept so that
     re-enabling restores the same password.  ``acl_plugin``: quantrac_acl.so as
     the broker host sees it (default: this checkout's build from scripts/bootstrap.sh).
+    A national registry's ``province:`` delegations give each province a user that speaks
+    only for its stations.  ``bridge_to`` (a province broker) adds a bridge to the national
+    broker, logging in as ``bridge_user`` (the province's user there), TLS verified by ``bridge_ca``.
     """
     ids: list[str] = []
     disabled: list[str] = []
+    provinces: dict[str, list[str]] = {}
     if registry is not None:
-        ids, disabled = stations_from_registry(registry)
+        ids, disabled, provinces = registry_users(registry)
     ids += [s for s in stations if s not in ids]
     if not ids:
         raise BrokerConfigError("no stations: give --registry and/or --station")
@@ -131,6 +148,29 @@ def broker_config(
         host, port = parse_listen(listen, "--listen")
         plain = (host or "0.0.0.0", port)
 
+    bridge = None
+    if bridge_to is not None:
+        bridge_host, bridge_port = parse_listen(bridge_to, "--bridge-to")
+        if bridge_host is None or bridge_user is None or bridge_password_file is None or bridge_ca is None:
+            raise BrokerConfigError(
+                "--bridge-to HOST:PORT needs --bridge-user, --bridge-password-file and --bridge-ca"
+                " (the bridge always uses TLS and verifies the national broker's certificate)"
+            )
+        bridge = BridgeSettings(
+            bridge_host,
+            bridge_port,
+            bridge_user,
+            Path(bridge_password_file),
+            Path(bridge_ca).resolve(),
+            Path(bridge_cert).resolve() if bridge_cert else None,
+            Path(bridge_key).resolve() if bridge_key else None,
+            outage_hours=outage_hours,
+        )
+    elif any((bridge_user, bridge_password_file, bridge_ca, bridge_cert, bridge_key)):
+        raise BrokerConfigError(
+            "--bridge-user/--bridge-password-file/--bridge-ca/--bridge-cert/--bridge-key need --bridge-to"
+        )
+
     sizing = QueueSizing(
         stations=len(ids),
         batches_per_minute=batches_per_minute,
@@ -152,6 +192,8 @@ def broker_config(
         log_file=log_file,
         run_as=run_as,
         acl_plugin=acl_plugin,
+        province_users=provinces,
+        bridge=bridge,
     )
     log.info(
         "broker_config_written",
@@ -166,6 +208,13 @@ def broker_config(
     for label, users in (("new", result.created), ("rotated", result.rotated), ("unchanged", result.kept)):
         if users:
             echo(f"  {label}: {', '.join(users)}")
+    for province, delegated in provinces.items():
+        echo(f"  province {province} may forward {len(delegated)} delegated station(s): {', '.join(delegated)}")
+    if bridge is not None:
+        echo(
+            f"bridge to {bridge.host}:{bridge.port} as {bridge.remote_user}: data and status out, commands in (QoS 1);"
+            f" mosquitto.conf holds its password (0600); the province queues up to {outage_hours:g} h of batches"
+        )
     if disabled:
         echo(f"  disabled in the registry, no broker access: {', '.join(disabled)}")
     if result.without_access:

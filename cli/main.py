@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from cli.bridge import bridge_app
 from cli.logging_setup import configure_logging
 from cli.tt10 import tt10_app
 from vocabulary.stations import STATION_KINDS
@@ -25,6 +26,7 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(collector_app, name="collector")
 app.add_typer(sim_app, name="sim")
 app.add_typer(tt10_app, name="tt10")
+app.add_typer(bridge_app, name="bridge")
 
 LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")
 BROKER_USER = typer.Option(None, "--broker-user", help="MQTT user name")
@@ -406,6 +408,18 @@ def broker_config_cmd(
         "--acl-plugin",
         help="quantrac_acl.so on the broker host (no $share for stations, no retained data); default: this checkout's build",
     ),
+    bridge_to: str | None = typer.Option(
+        None, "--bridge-to", help="province broker: bridge to the national broker HOST:PORT (TLS)"
+    ),
+    bridge_user: str | None = typer.Option(None, "--bridge-user", help="the province's user on the national broker"),
+    bridge_password_file: Path | None = typer.Option(None, "--bridge-password-file", help="its password file there"),
+    bridge_ca: Path | None = typer.Option(
+        None, "--bridge-ca", help="CA the national broker's certificate chains to"
+    ),
+    bridge_cert: Path | None = typer.Option(
+        None, "--bridge-cert", help="client certificate for the national broker"
+    ),
+    bridge_key: Path | None = typer.Option(None, "--bridge-key", help="its private key"),
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Write the broker's config, hashed password file, ACL and one password file per user (0600).
@@ -439,6 +453,12 @@ def broker_config_cmd(
             log_file=log_file,
             run_as=run_as,
             acl_plugin=acl_plugin,
+            bridge_to=bridge_to,
+            bridge_user=bridge_user,
+            bridge_password_file=bridge_password_file,
+            bridge_ca=bridge_ca,
+            bridge_cert=bridge_cert,
+            bridge_key=bridge_key,
             echo=typer.echo,
         )
     except (BrokerConfigError, OSError) as exc:

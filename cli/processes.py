@@ -59,3 +59,9 @@ def collector_process(
         *(["--max-pending", str(max_pending)] if max_pending else []),
     )
     return ManagedProcess(argv, log_path=log, name=f"collector:{client_id}")
+
+
+def relay_process(config: Path, log: Path) -> ManagedProcess:
+    return ManagedProcess(
+        quantrac("bridge", "forward", "--config", config), log_path=log, name=f"relay:{Path(config).stem}"
+    )

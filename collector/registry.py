@@ -69,6 +69,9 @@ class StationEntry:
     enabled: bool
     keys: dict[str, StationKey]
     kind: str | None = None  # the station's kind (vocabulary.stations.STATION_KINDS): the QC's kind layer
+    # National registry: the province whose relay or bridge forwards this station (its broker user).
+    # One scalar per station, so a station delegated to two provinces cannot be written.
+    province: str | None = None
 
 
 # --------------------------------------------------------------------------- #
@@ -136,9 +139,21 @@ class RegistryKeyRecord(_Strict):
         return self
 
 
+def _province(value: Any) -> str:
+    if isinstance(value, list):
+        raise config_error(
+            f"a station is delegated to one province, not {len(value)}: {value!r}",
+            "keep the one province the national operator delegated it to",
+        )
+    if not isinstance(value, str) or not STATION_ID_PATTERN.match(value):
+        raise config_error(f"{value!r} is not a province user name", "use the province broker user, e.g. province-HN")
+    return value
+
+
 class RegistryStationRecord(_Strict):
     enabled: bool = True
     kind: StationKind | None = None
+    province: Annotated[str | None, BeforeValidator(_province)] = None
     keys: list[RegistryKeyRecord]
 
 
@@ -155,7 +170,7 @@ def _entries(model: RegistryFile) -> dict[str, StationEntry]:
             derived = key_id(public_key)
             not_after_ns = int(item.not_after.timestamp() * 1e9) if item.not_after is not None else None
             keys[derived] = StationKey(derived, public_key, item.state, not_after_ns)
-        entries[station_id] = StationEntry(station_id, spec.enabled, keys, spec.kind)
+        entries[station_id] = StationEntry(station_id, spec.enabled, keys, spec.kind, spec.province)
     return entries
 
 
@@ -260,6 +275,34 @@ def _station(doc: dict, station_id: str, path: Path) -> dict:
     return entry
 
 
+def delegations(entries: Mapping[str, StationEntry]) -> dict[str, list[str]]:
+    """Province user -> its enabled delegated stations (sorted): the national broker's province ACL."""
+    by_province: dict[str, list[str]] = {}
+    for station_id in sorted(entries):
+        entry = entries[station_id]
+        if entry.province is not None and entry.enabled:
+            by_province.setdefault(entry.province, []).append(station_id)
+    return by_province
+
+
+def set_province(path: Path, station_id: str, province: str | None) -> None:
+    """Delegate a registered station to one province (None: take the delegation back)."""
+    if province is not None:
+        check_station_id(province)
+    _set_field(Path(path), station_id, "province", province)
+
+
+def _set_field(path: Path, station_id: str, name: str, value: str | None) -> None:
+    """Set (None: remove) one optional field of a registered station's entry."""
+    doc = _load_doc(path)
+    entry = _station(doc, station_id, path)
+    if value is None:
+        entry.pop(name, None)
+    else:
+        entry[name] = value
+    _save_doc(path, doc)
+
+
 def _check_kind(kind: str) -> None:
     if kind not in STATION_KINDS:
         raise RegistryError(f"{kind!r} is not a station kind; use one of {', '.join(STATION_KINDS)}")
@@ -328,11 +371,4 @@ def set_kind(path: Path, station_id: str, kind: str | None) -> None:
     """Set (or with None remove) a registered station's kind; the QC's kind layer follows it."""
     if kind is not None:
         _check_kind(kind)
-    path = Path(path)
-    doc = _load_doc(path)
-    entry = _station(doc, station_id, path)
-    if kind is None:
-        entry.pop("kind", None)
-    else:
-        entry["kind"] = kind
-    _save_doc(path, doc)
+    _set_field(Path(path), station_id, "kind", kind)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from broker_bridge.envelope import BatchBody, Reading, seal
+from broker_bridge.envelope import BatchBody, Reading, decode_body, open_envelope, seal
 from broker_bridge.keys import SigningKey
 from edge_agent.wal_check import inspect_wal
 from vocabulary.status import STATUS_CODES
@@ -346,6 +346,46 @@ class Outbox:
             self._db.execute("DELETE FROM staged WHERE historical=? AND id <= ?", (chosen, rows[-1][0]))
             self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
         return SealedBatch(seq, payload, len(rows))
+
+    def keep_sealed(self, payloads: Iterable[bytes]) -> list[SealedBatch]:
+        """Keep batches this station signed elsewhere, byte for byte, in one transaction (a relay's outbox).
+
+        Each payload must be one of this station's envelopes; the signature is the
+        receiver's to check, not ours (the relay holds no keys).  A sequence number
+        already kept is left as it was (a redelivery).  Returns the batches that were new.
+        """
+        now = time.time_ns()
+        rows, kept = [], []
+        for payload in payloads:
+            body = decode_body(open_envelope(payload).body)  # EnvelopeError for anything else
+            if body.station != self.station_id:
+                raise ValueError(
+                    f"{self.path}: a batch of station {body.station} cannot go into {self.station_id}'s outbox"
+                )
+            ts = [r.ts_ns for r in body.readings] or [body.sent_ns]
+            rows.append(
+                (
+                    body.seq,
+                    now,
+                    len(body.readings),
+                    min(ts),
+                    max(ts),
+                    int(body.historical),
+                    payload,
+                    zlib.crc32(payload),
+                )
+            )
+        with self._transaction():
+            for row in rows:
+                if self._db.execute(
+                    "INSERT OR IGNORE INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload,"
+                    " payload_crc) VALUES (?,?,?,?,?,?,?,?)",
+                    row,
+                ).rowcount:
+                    kept.append(SealedBatch(row[0], row[6], row[2]))
+            if rows:
+                self._db.execute("UPDATE meta SET value=max(value, ?) WHERE key='last_seq'", (max(r[0] for r in rows),))
+        return kept
 
     def staged_lanes(self) -> tuple[bool, bool]:
         """(live readings staged, backlog readings staged)."""

@@ -49,17 +49,23 @@ CONNECTIONS_PER_START = 1_000_000
 
 
 class BatchPublisher:
+    """Publishes one station's outbox.  ``key`` None: the outbox only holds batches sealed
+    elsewhere (``Outbox.keep_sealed``, a relay) and nothing is sealed here.  ``connection``:
+    share a client another object owns (a relay forwarding many stations over one session);
+    the owner connects, sets ``connected``, and feeds PUBACKs to ``resolve_acks``."""
+
     def __init__(
         self,
         outbox: Outbox,
-        key: SigningKey,
-        broker: session.BrokerAddress,
+        key: SigningKey | None,
+        broker: session.BrokerAddress | None,
         *,
         window: int = 20,
         max_readings_per_batch: int = 1000,
         historical_after_s: float = 60.0,
         description: StationDescription | None = None,
         unheard_retry_s: float = 30.0,
+        connection: tuple[mqtt.Client, threading.Event] | None = None,
     ) -> None:
         self.outbox = outbox
         self.key = key
@@ -92,6 +98,9 @@ class BatchPublisher:
         self._connection = 0
         self._failed_attempts = 0
         self.refused: list[tuple[int, str]] = []  # (seq, reason) the broker refused
+        if connection is not None:
+            self._client, self.connected = connection
+            return
         self._client = session.new_client(f"quantrac-agent-{self.station_id}")
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -178,12 +187,21 @@ class BatchPublisher:
         return len(self._in_flight)
 
     def pump_acks(self) -> int:
-        seqs = []
+        acks = []
         while True:
             try:
-                mid, reason_code = self._pubacks.get_nowait()
+                acks.append(self._pubacks.get_nowait())
             except queue.Empty:
                 break
+        return self.resolve_acks(acks)
+
+    def owns(self, mid: int) -> bool:
+        return mid in self._in_flight
+
+    def resolve_acks(self, acks: list[tuple[int, Any]]) -> int:
+        """Record PUBACKs (mid, reason code): acknowledged batches are marked, the rest retried or reported."""
+        seqs = []
+        for mid, reason_code in acks:
             seq = self._in_flight.pop(mid, None)
             if seq is None:
                 continue  # a status message
@@ -206,6 +224,10 @@ class BatchPublisher:
     def pump(self) -> int:
         """Record PUBACKs, then fill the in-flight window: old unacknowledged batches first, then new ones."""
         self.pump_acks()
+        return self.send()
+
+    def send(self) -> int:
+        """Fill the in-flight window (and answer re-send requests) without reading PUBACKs."""
         if not self.connected.is_set():
             return 0
         sent = self._retry_unheard() + self._answer_resend_requests()
@@ -247,6 +269,12 @@ class BatchPublisher:
                 )
             )
 
+    def resend(self, batches: list[SealedBatch]) -> None:
+        """Publish kept batches again now, whatever the window (a re-send request answered elsewhere)."""
+        for batch in batches:
+            self._publish(batch, resend=True)
+        self.resent_batches += len(batches)
+
     def _retry_unheard(self) -> int:
         now = time.monotonic()
         due = [seq for when, seq in self._retry_due if when <= now]
@@ -262,6 +290,8 @@ class BatchPublisher:
         resend = self.outbox.unacked(limit=1, after_seq=self._published_upto)
         if resend:
             return resend[0]
+        if self.key is None:
+            return None  # an outbox of batches sealed elsewhere: nothing to seal here
         # Alternate lanes when both have data; otherwise take whichever has.
         preferred = LIVE if self._last_lane == BACKLOG else BACKLOG
         for lane in (preferred, 1 - preferred):

@@ -1,0 +1,1 @@
+"""Province-to-national store-and-forward relay (README.md beside this file)."""
