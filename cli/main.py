@@ -413,12 +413,8 @@ def broker_config_cmd(
     ),
     bridge_user: str | None = typer.Option(None, "--bridge-user", help="the province's user on the national broker"),
     bridge_password_file: Path | None = typer.Option(None, "--bridge-password-file", help="its password file there"),
-    bridge_ca: Path | None = typer.Option(
-        None, "--bridge-ca", help="CA the national broker's certificate chains to"
-    ),
-    bridge_cert: Path | None = typer.Option(
-        None, "--bridge-cert", help="client certificate for the national broker"
-    ),
+    bridge_ca: Path | None = typer.Option(None, "--bridge-ca", help="CA the national broker's certificate chains to"),
+    bridge_cert: Path | None = typer.Option(None, "--bridge-cert", help="client certificate for the national broker"),
     bridge_key: Path | None = typer.Option(None, "--bridge-key", help="its private key"),
     log_level: str = LOG_LEVEL,
 ) -> None:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
