@@ -244,7 +244,10 @@ RAW_FLUSH_BYTES = 32 * 1024 * 1024  # well below QuestDB's 100 MiB request limit
 def raw_ilp_rows(
     ilp_conf: str, bodies: list[BatchBody], kids: dict[str, str], rows_per_flush: int, qc_flag: bool
 ) -> None:
-    """The same rows the collector writes (symbols, columns, designated ts), straight over ILP/HTTP, a row() call each."""
+    """The same rows the collector writes (symbols, columns, designated ts), straight over ILP/HTTP.
+
+    One ``row()`` call per reading.
+    """
     received = time.time_ns()
     with Sender.from_conf(ilp_conf) as sender:
         buffer, rows = sender.new_buffer(), 0
@@ -376,7 +379,8 @@ def profile_round(
     finally:
         threading.Thread.run = original_run
     print(
-        f"\nprofiled round (in-process, cProfile on): {expected:,} readings in {t1 - t0:.2f} s = {expected / (t1 - t0):,.0f} readings/s"
+        f"\nprofiled round (in-process, cProfile on): {expected:,} readings in {t1 - t0:.2f} s "
+        f"= {expected / (t1 - t0):,.0f} readings/s"
     )
     combined = None
     for name, prof in profiles:
@@ -465,7 +469,9 @@ def main() -> None:
                 ).start()
             )
         for log, process in zip(logs, collectors):
-            wait_until(lambda: connected_count(log) >= 1, timeout=60, what="collector connected", process=process)
+            wait_until(
+                lambda log=log: connected_count(log) >= 1, timeout=60, what="collector connected", process=process
+            )
         time.sleep(0.5)  # the SUBACK follows the CONNACK
         print(
             f"{args.collectors} collector process(es){' sharing the subscription' if share else ''}; "
@@ -515,7 +521,8 @@ def main() -> None:
             print(
                 f"round {run + 1}: {len(backlog):,} batches, {expected:,} readings (avg {avg:.1f}/batch; "
                 f"signed in {sign_s:.1f} s, pre-published in {pub_s:.1f} s)\n"
-                f"  collector {coll_rates[-1]:>9,.0f} readings/s ({coll_rates[-1] / avg:,.0f} batches/s)   CPU: {coll_cpu}\n"
+                f"  collector {coll_rates[-1]:>9,.0f} readings/s ({coll_rates[-1] / avg:,.0f} batches/s)   "
+                f"CPU: {coll_cpu}\n"
                 + "".join(
                     f"  raw ILP, {how:<17} {rate:>9,.0f} readings/s   CPU: {raw_cpu[how]}\n"
                     for how, rate in raw_round.items()
@@ -526,11 +533,13 @@ def main() -> None:
         reconnects = sum(connected_count(log) - 1 for log in logs)
         c, r = statistics.median(coll_rates), statistics.median(raw_rates)
         print(
-            f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, raw ILP (the faster way, per round) {r:,.0f} readings/s, ratio {c / r:.2f}"
+            f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, "
+            f"raw ILP (the faster way, per round) {r:,.0f} readings/s, ratio {c / r:.2f}"
         )
         print(
             f"targets: collector >= 100,000 readings/s: {'MET' if c >= 100_000 else 'NOT MET'}; "
-            f">= 0.5 x raw ILP: {'MET' if c >= 0.5 * r else 'NOT MET'}  (collector MQTT reconnects during the run: {reconnects})"
+            f">= 0.5 x raw ILP: {'MET' if c >= 0.5 * r else 'NOT MET'}  "
+            f"(collector MQTT reconnects during the run: {reconnects})"
         )
 
         if args.profile:

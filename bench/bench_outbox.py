@@ -67,7 +67,8 @@ def append_group_commit(path: Path, total: int, pollers: int = 2000, per_call: i
     assert box.counts()["staged_readings"] == total
     box.close()
     print(
-        f"  group commit run: {committer.commits} commits, {total / committer.commits:,.0f} readings each, {elapsed:.2f} s"
+        f"  group commit run: {committer.commits} commits, "
+        f"{total / committer.commits:,.0f} readings each, {elapsed:.2f} s"
     )
     return total / elapsed
 

@@ -106,13 +106,16 @@ def main() -> None:
         rates.append(n / cpu)
         walls.append(n / wall)
         print(
-            f"round: {n} readings in {len(batches)} messages (avg {n / len(batches):.0f}/message), {flagged} not passed: "
+            f"round: {n} readings in {len(batches)} messages (avg {n / len(batches):.0f}/message), "
+            f"{flagged} not passed: "
             f"{n / cpu:,.0f} readings per CPU-second ({n / wall:,.0f}/s wall)"
         )
     mode = f"evaluate_many, {args.flush} messages per call" if args.flush else "evaluate per message"
     print(
-        f"median ({mode}): {statistics.median(rates):,.0f} readings per CPU-second, {statistics.median(walls):,.0f}/s wall; "
-        f"best round {max(rates):,.0f} per CPU-second  (series kept: {len(qc.state)}, state arrays {qc.state.nbytes() / 1e6:.1f} MB)"
+        f"median ({mode}): {statistics.median(rates):,.0f} readings per CPU-second, "
+        f"{statistics.median(walls):,.0f}/s wall; "
+        f"best round {max(rates):,.0f} per CPU-second  "
+        f"(series kept: {len(qc.state)}, state arrays {qc.state.nbytes() / 1e6:.1f} MB)"
     )
 
 

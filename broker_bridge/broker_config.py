@@ -254,10 +254,16 @@ class QueueSizing:
         return [
             f"queue sizing: {self.stations} stations x {self.batches_per_minute:g} batches/min x "
             f"{self.outage_hours:g} h collector outage = {self.expected_messages:,} messages",
-            f"  x margin {self.margin:g} (at least {self.min_messages:,}): max_queued_messages {self.max_queued_messages:,}",
-            f"  x {self.batch_bytes:,} bytes per batch: max_queued_bytes {self.max_queued_bytes:,} ({size(self.max_queued_bytes)})",
-            f"  a full outage keeps about {size(self.expected_messages * self.batch_bytes)} per collector session in the"
-            " broker's RAM and in every autosave of mosquitto.db; size the host for it",
+            (
+                f"  x margin {self.margin:g} (at least {self.min_messages:,}): "
+                f"max_queued_messages {self.max_queued_messages:,}"
+            ),
+            (
+                f"  x {self.batch_bytes:,} bytes per batch: "
+                f"max_queued_bytes {self.max_queued_bytes:,} ({size(self.max_queued_bytes)})"
+            ),
+            f"  a full outage keeps about {size(self.expected_messages * self.batch_bytes)} per collector session"
+            " in the broker's RAM and in every autosave of mosquitto.db; size the host for it",
         ]
 
 

@@ -45,7 +45,8 @@ DATA = TopicContract(
 )  # fmt: skip
 # Retained, so a collector that (re)subscribes learns every station's last word at once.
 STATUS = TopicContract(
-    STATUS_SUFFIX, "json", QOS, True, "the station's agent (the will: the broker)", "the collector; `quantrac status` reads what it stored",
+    STATUS_SUFFIX, "json", QOS, True, "the station's agent (the will: the broker)",
+    "the collector; `quantrac status` reads what it stored",
     (MessageKind("birth", Birth.parse), MessageKind("will", Will.parse), MessageKind("status", Status.parse),
      MessageKind("resend_report", ResendReport.parse)),
 )  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from broker_bridge.json_message import MessageError, as_int, as_object, encode_json, load_json_object, require
 
@@ -54,7 +54,7 @@ class ResendRequest:
         return ResendRequest(self.from_seq, min(self.to_seq, self.from_seq + MAX_RESEND_BATCHES - 1))
 
 
-Command = Union[ResendRequest]
+Command = ResendRequest  # the one kind so far; the next joins as `ResendRequest | Other`
 COMMANDS: dict[str, Callable[[Any], Command]] = {ResendRequest.NAME: ResendRequest._from_json}
 
 

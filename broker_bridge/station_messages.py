@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 from broker_bridge.json_message import (
     MessageError,
@@ -266,7 +266,10 @@ class DeviceStatus:
 
 @dataclass(frozen=True, slots=True)
 class ClockStatus:
-    """The station clock's last check (``edge_agent.clock.ClockMonitor.state``); measurements None until one succeeds."""
+    """The station clock's last check (``edge_agent.clock.ClockMonitor.state``).
+
+    The measurements are None until one check succeeds.
+    """
 
     source: str  # "sntp <host>" or "chrony"
     offset_s: float | None
@@ -420,7 +423,7 @@ def ranges_of(seqs: list[int]) -> tuple[tuple[int, int], ...]:
 
 # -- one parse for the topic ----------------------------------------------------------------------------
 
-StationMessage = Union[Birth, Will, Status, ResendReport]
+StationMessage = Birth | Will | Status | ResendReport
 
 
 def parse_station_message(payload: bytes) -> StationMessage:

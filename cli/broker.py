@@ -230,7 +230,8 @@ def broker_config(
         )
     if plain is not None and not _is_loopback(plain[0]):
         echo(
-            f"WARNING: the plain listener {plain[0]}:{plain[1]} is not loopback; passwords would cross the network in clear"
+            f"WARNING: the plain listener {plain[0]}:{plain[1]} is not loopback; "
+            "passwords would cross the network in clear"
         )
     if tls is None:
         echo("WARNING: no TLS listener; use --tls-ca/--tls-cert/--tls-key for stations outside this host")

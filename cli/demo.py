@@ -142,7 +142,8 @@ def _print_report(conninfo: str, console_url: str) -> None:
         value = "-" if s.latest_value is None else f"{s.latest_value:.3f}"
         qc = "-" if s.latest_qc_flag is None else str(s.latest_qc_flag)
         typer.echo(
-            f"{s.station:<15} {s.device:<7} {s.parameter:<9} {s.rows:>6} {value:>12} {s.latest_unit:<7} {s.latest_status:<3} "
+            f"{s.station:<15} {s.device:<7} {s.parameter:<9} {s.rows:>6} {value:>12} "
+            f"{s.latest_unit:<7} {s.latest_status:<3} "
             f"{qc:<3} {s.latest_ts:%H:%M:%S.%f} {s.latest_qc_check}"
         )
     rejects = reject_counts(conninfo)

@@ -40,7 +40,10 @@ def run_doctor(
     unknown = sorted(set(devices or ()) - {d.id for d in station.devices})
     if unknown:
         print(
-            f"error: station {station.id} has no device(s) {', '.join(unknown)}; it has {', '.join(d.id for d in station.devices)}",
+            (
+                f"error: station {station.id} has no device(s) {', '.join(unknown)}; "
+                f"it has {', '.join(d.id for d in station.devices)}"
+            ),
             file=sys.stderr,
         )
         return 2

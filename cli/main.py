@@ -191,13 +191,15 @@ def status(
 
     rows = station_overview(QuestDBEndpoints.at(questdb_pg).pg_conninfo)
     typer.echo(
-        f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} {'backlog':>8} {'age s':>7} {'missing':>8} {'rejects':>8}"
+        f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} "
+        f"{'backlog':>8} {'age s':>7} {'missing':>8} {'rejects':>8}"
     )
     for r in rows:
         last = r.last_reading.strftime("%Y-%m-%d %H:%M:%S") if r.last_reading else "-"
         backlog, age = backlog_of(r.latest_payload)
         typer.echo(
-            f"{r.station:<16} {r.state:<8} {r.session if r.session is not None else '-':>14} {last:<20} {r.readings:>9} "
+            f"{r.station:<16} {r.state:<8} {r.session if r.session is not None else '-':>14} "
+            f"{last:<20} {r.readings:>9} "
             f"{backlog if backlog is not None else '-':>8} "
             f"{age if age is not None else '-':>7} {r.missing_batches:>8} {r.rejects:>8}"
         )
@@ -406,7 +408,10 @@ def broker_config_cmd(
     acl_plugin: Path | None = typer.Option(
         None,
         "--acl-plugin",
-        help="quantrac_acl.so on the broker host (no $share for stations, no retained data); default: this checkout's build",
+        help=(
+            "quantrac_acl.so on the broker host (no $share for stations, no retained data); "
+            "default: this checkout's build"
+        ),
     ),
     bridge_to: str | None = typer.Option(
         None, "--bridge-to", help="province broker: bridge to the national broker HOST:PORT (TLS)"

@@ -119,7 +119,8 @@ def list_rejects(
         echo(line)
     more = " (the newest; raise --limit for more)" if len(rows) == limit else ""
     echo(
-        f"{len(rows)} reject{'s' if len(rows) != 1 else ''}{more}; `quantrac rejects export` writes them with their payloads"
+        f"{len(rows)} reject{'s' if len(rows) != 1 else ''}{more}; "
+        "`quantrac rejects export` writes them with their payloads"
     )
     return rows
 

@@ -57,7 +57,7 @@ def check(
             mapping = load_mapping(map_file)
         except MappingError as exc:
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(code=2)
+            raise typer.Exit(code=2) from None
     ok = check_files(
         files, mapping=mapping, as_json=as_json, name_time_tolerance_s=name_time_tolerance_s, echo=typer.echo
     )
@@ -190,7 +190,8 @@ def text_lines(file: str, parsed: Tt10File) -> list[str]:
             unit = f" {event.unit}" if event.unit else ""
             vn, en = STATUS_MEANING[event.status]
             out.append(
-                f"{label}  read     {event.parameter} = {value}{unit} | {_vn(event.ts_ns)} = {_utc(event.ts_ns)} | {event.status} {vn} ({en})"
+                f"{label}  read     {event.parameter} = {value}{unit} | "
+                f"{_vn(event.ts_ns)} = {_utc(event.ts_ns)} | {event.status} {vn} ({en})"
             )
             out.extend(f"{' ' * len(label)}           ({note})" for note in event.notes)
         else:
@@ -205,7 +206,8 @@ def text_lines(file: str, parsed: Tt10File) -> list[str]:
     )
     refused = f"{len(parsed.refused)} line{'s' if len(parsed.refused) != 1 else ''} refused"
     out.append(
-        f"   RESULT: {len(parsed.readings)} reading{'s' if len(parsed.readings) != 1 else ''} read, {refused}; file {verdict}"
+        f"   RESULT: {len(parsed.readings)} reading{'s' if len(parsed.readings) != 1 else ''} read, "
+        f"{refused}; file {verdict}"
     )
     out.append("")
     return out

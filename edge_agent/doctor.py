@@ -127,7 +127,11 @@ def word_order_hint(spec: Any, registers: list[int]) -> str:
 def failure_hint(cause: str, device: Any, exception_code: int | None) -> str:
     tcp = isinstance(device, ModbusTcpDevice)
     if exception_code == 2 or "exception 2 " in cause:
-        return 'the address is wrong or off by one - check the profile\'s address_base (1-based manual numbers need address_base: 1, 40001-style need "4xxxx") and the table (input vs holding)'
+        return (
+            "the address is wrong or off by one - check the profile's address_base "
+            '(1-based manual numbers need address_base: 1, 40001-style need "4xxxx") '
+            "and the table (input vs holding)"
+        )
     if exception_code == 1 or "exception 1 " in cause:
         return "the device does not support this function - check table: (input_register vs holding_register)"
     if exception_code == 11 or "exception 11 " in cause:
@@ -143,15 +147,24 @@ def failure_hint(cause: str, device: Any, exception_code: int | None) -> str:
     if cause.startswith("no reply"):
         if tcp:
             return "check unit_id (gateways route by it), and that the device answers Modbus TCP (not RTU over TCP)"
-        return f"check unit id ({getattr(device, 'unit_id', '-')}), baud/parity ({getattr(device, 'framing', '')}), wiring (A/B swapped?), termination, and that nothing else polls this bus"
+        return (
+            f"check unit id ({getattr(device, 'unit_id', '-')}), baud/parity ({getattr(device, 'framing', '')}), "
+            "wiring (A/B swapped?), termination, and that nothing else polls this bus"
+        )
     if "bad CRC" in cause or "bad checksum" in cause:
         return "garbled on the line - check baud and parity against the analyzer's menu, termination and grounding"
     if "answer from unit" in cause:
         return "another slave answered - two devices with the same unit id on this bus?"
     if "truncated" in cause or "incomplete line" in cause:
-        return "the reply stops early - check the timeout (timeout_s), the line terminator, and an RS-485 converter that turns around too slowly"
+        return (
+            "the reply stops early - check the timeout (timeout_s), the line terminator, "
+            "and an RS-485 converter that turns around too slowly"
+        )
     if "does not match" in cause or "fields separated" in cause:
-        return "the line does not fit the profile - compare with the analyzer's header output and fix parse: in the profile"
+        return (
+            "the line does not fit the profile - compare with the analyzer's header output "
+            "and fix parse: in the profile"
+        )
     if cause.startswith("device isolated"):
         return "the device stopped answering; see the last cause"
     return ""

@@ -339,8 +339,8 @@ class Outbox:
             payload = seal(body, key.key_id, key.private_key)
             ts = [r.ts_ns for r in readings]
             self._db.execute(
-                "INSERT INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload, payload_crc)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload,"
+                " payload_crc) VALUES (?,?,?,?,?,?,?,?)",
                 (seq, now, len(rows), min(ts), max(ts), int(chosen == BACKLOG), payload, zlib.crc32(payload)),
             )
             self._db.execute("DELETE FROM staged WHERE historical=? AND id <= ?", (chosen, rows[-1][0]))

@@ -223,7 +223,10 @@ def _parse_override(text: str) -> tuple[str, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m firmware_sim.modbus_tcp",
-        description="Serve a station file's analyzers (Modbus TCP servers, Modbus RTU buses and serial ASCII devices on pseudo-terminals).",
+        description=(
+            "Serve a station file's analyzers "
+            "(Modbus TCP servers, Modbus RTU buses and serial ASCII devices on pseudo-terminals)."
+        ),
     )
     parser.add_argument("--station", required=True, type=Path, help="station file (station_profiles/stations/*.yaml)")
     parser.add_argument("--truth", required=True, type=Path, help="ground-truth JSON-lines log to append to")

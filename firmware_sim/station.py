@@ -160,7 +160,8 @@ class StationSimulator:
                     await sim.start()
                 except OSError as exc:
                     raise OSError(
-                        f"cannot create the simulated serial port {sim.link.link_path}: {exc.strerror or exc} (fix: name a writable path in the station file, e.g. port: /tmp/quantrac-sim/bus0)"
+                        f"cannot create the simulated serial port {sim.link.link_path}: {exc.strerror or exc} "
+                        "(fix: name a writable path in the station file, e.g. port: /tmp/quantrac-sim/bus0)"
                     ) from None
         except BaseException:
             await self.stop()

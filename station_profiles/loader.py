@@ -138,7 +138,10 @@ def load_station(path: str | os.PathLike[str], profiles_dir: Path | str | None =
             issues.append(
                 doc.issue(
                     ("devices", i, "profile"),
-                    f"profile {device.profile!r} speaks {profile.protocol} but transport {device.transport} needs a {needed} profile",
+                    (
+                        f"profile {device.profile!r} speaks {profile.protocol} "
+                        f"but transport {device.transport} needs a {needed} profile"
+                    ),
                     f"use a {needed} profile here, or transport: {' / '.join(fitting)}",
                 )
             )
@@ -172,7 +175,10 @@ def _explain(err: dict[str, Any], root: type[BaseModel], loc: Loc, data: Any, re
     if kind == "string_pattern_mismatch" and last == "port":
         return (
             f"port {short(value)} is not a device path",
-            "write the full path, preferably the stable one: /dev/serial/by-id/usb-...-if00-port0 (ls -l /dev/serial/by-id/)",
+            (
+                "write the full path, preferably the stable one: /dev/serial/by-id/usb-...-if00-port0 "
+                "(ls -l /dev/serial/by-id/)"
+            ),
         )
     if kind == "string_pattern_mismatch" and last == "parameter":
         return (

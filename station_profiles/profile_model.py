@@ -634,7 +634,7 @@ def _check_overlaps(p: AnalyzerProfile, issues: list[DocumentProblem]) -> None:
     for table in TABLES:
         items = sorted((s for s in spans if s[0] == table), key=lambda s: (s[1], s[3]))
         unit = "bit" if table in BIT_TABLES else "register"
-        for (_, a1, w1, _, name1), (_, a2, w2, loc2, name2) in zip(items, items[1:]):
+        for (_, a1, w1, _, name1), (_, a2, _w2, loc2, name2) in zip(items, items[1:]):
             if a2 < a1 + w1:
                 issues.append(
                     DocumentProblem(
@@ -1052,7 +1052,10 @@ class StationConfig(_Strict):
                     DocumentProblem(
                         ("devices", i, "port"),
                         f"devices[{first}] ({other.id}, {other.transport}) already uses {d.port}",
-                        "a serial ASCII analyzer needs a port of its own; several devices may share a port only as Modbus RTU slaves",
+                        (
+                            "a serial ASCII analyzer needs a port of its own; "
+                            "several devices may share a port only as Modbus RTU slaves"
+                        ),
                     )
                 )
                 continue
@@ -1063,8 +1066,14 @@ class StationConfig(_Strict):
                     issues.append(
                         DocumentProblem(
                             ("devices", i, field),
-                            f"{field} {mine} differs from devices[{first}] ({other.id}) on the same port {d.port} ({other.framing})",
-                            f"every slave on one RS-485 bus uses the bus's settings: set {field}: {theirs} here and in the analyzer's menu",
+                            (
+                                f"{field} {mine} differs from devices[{first}] ({other.id}) "
+                                f"on the same port {d.port} ({other.framing})"
+                            ),
+                            (
+                                "every slave on one RS-485 bus uses the bus's settings: "
+                                f"set {field}: {theirs} here and in the analyzer's menu"
+                            ),
                         )
                     )
             assert isinstance(d, ModbusRtuDevice)
@@ -1135,7 +1144,8 @@ class StationConfig(_Strict):
         serial = sorted(d.id for d in self.devices if d.id in ports and not isinstance(d, ModbusTcpDevice))
         if serial:
             raise ValueError(
-                f"device(s) {', '.join(serial)} of station {self.station.id} are on serial ports; port overrides move TCP devices only"
+                f"device(s) {', '.join(serial)} of station {self.station.id} are on serial ports; "
+                "port overrides move TCP devices only"
             )
         devices = []
         for d in self.devices:

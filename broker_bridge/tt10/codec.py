@@ -315,7 +315,8 @@ def _read_line(
             bad = next((c for c in value if unicodedata.category(c) in ("Cc", "Cf")), None)
             if bad is not None:
                 return refuse(
-                    f"contains the invisible character U+{ord(bad):04X} ({unicodedata.name(bad, 'control')}) in {value!r}"
+                    f"contains the invisible character U+{ord(bad):04X} "
+                    f"({unicodedata.name(bad, 'control')}) in {value!r}"
                 )
     sent_as, value_text, unit, stamp, status = stripped
 
@@ -342,7 +343,8 @@ def _read_line(
     if not value_text:
         if status not in MISSING_VALUE_STATUSES:
             return refuse(
-                f"the value is empty but the status is {status} ({STATUS_MEANING[status][1]}): a measurement needs a value; "
+                f"the value is empty but the status is {status} ({STATUS_MEANING[status][1]}): "
+                "a measurement needs a value; "
                 f"a missing value is sent empty with status {DEVICE_ERROR} ({STATUS_MEANING[DEVICE_ERROR][1]})"
             )
         value = None
@@ -363,7 +365,10 @@ def _whole(fields: list[str]) -> bool:
 
 
 def _field_count_reason(text: str, count: int) -> str:
-    reason = f"{count} field{'s' if count != 1 else ''} where TT10 has {FIELD_COUNT} separated by TAB (symbol, value, unit, time, status)"
+    reason = (
+        f"{count} field{'s' if count != 1 else ''} where TT10 has {FIELD_COUNT} separated by TAB "
+        "(symbol, value, unit, time, status)"
+    )
     if count == 1:
         for sep, what in ((";", "semicolons"), (",", "commas"), ("  ", "spaces")):
             if sep in text:
@@ -427,8 +432,11 @@ def _keep(
             RefusedLine(
                 where.line,
                 where.raw,
-                f"{reading.parameter} at {reading.stamp} is already on line {first.line} with value {_shown_value(first.value)} "
-                f"{first.unit} status {first.status}; two different values for one reading: line {first.line} is kept",
+                (
+                    f"{reading.parameter} at {reading.stamp} is already on line {first.line} "
+                    f"with value {_shown_value(first.value)} {first.unit} status {first.status}; "
+                    f"two different values for one reading: line {first.line} is kept"
+                ),
                 where.byte_offset,
             )
         )

@@ -84,7 +84,10 @@ def parse_file_name(name: str) -> FileName:
 
 
 def format_file_name(prefix: str, ts_ns: int, form: NameForm = "tinh_coso_tram") -> str:
-    """The name of the file a station sends for the cycle at ``ts_ns`` (UTC), e.g. ``HN_BKHN_KHIKXQ_20260325000500.txt``."""
+    """The name of the file a station sends for the cycle at ``ts_ns`` (UTC).
+
+    E.g. ``HN_BKHN_KHIKXQ_20260325000500.txt``.
+    """
     if form not in _SEPARATOR:
         raise FileNameError(f"name form {form!r} is not one of {NAME_FORMS}")
     if not STATION_ID_PATTERN.match(prefix) or prefix.endswith("_"):

@@ -222,10 +222,16 @@ class TimestampCheck(Check):
         def cause(i: int) -> str:
             s, t, rec = b.setting(i), int(b.ts[i]), int(b.received[i])
             if t > rec + s.future_skew_ns:
-                return f"{self.name}: {when(t)} is {secs(t - rec)} after receipt at {when(rec)} (limit {secs(s.future_skew_ns)})"
+                return (
+                    f"{self.name}: {when(t)} is {secs(t - rec)} after receipt at {when(rec)} "
+                    f"(limit {secs(s.future_skew_ns)})"
+                )
             if t < s.not_before_ns:
                 return f"{self.name}: {when(t)} is before {s.not_before_text} (station clock reset?)"
-            return f"{self.name}: {when(t)} is {num((rec - t) / NS / 86400)} days old at receipt (limit {num(s.max_age_ns / NS / 86400)} days)"
+            return (
+                f"{self.name}: {when(t)} is {num((rec - t) / NS / 86400)} days old at receipt "
+                f"(limit {num(s.max_age_ns / NS / 86400)} days)"
+            )
 
         return Output(flags, cause)
 
@@ -305,7 +311,10 @@ class GrossRangeCheck(Check):
             lo, hi = row[C["fail_lo"]], row[C["fail_hi"]]
             if v < lo or v > hi:
                 return f"{self.name}: {num(v)} {u} outside the analyzer range [{num(lo)}, {num(hi)}]"
-            return f"{self.name}: {num(v)} {u} outside the operator range [{num(row[C['suspect_lo']])}, {num(row[C['suspect_hi']])}]"
+            return (
+                f"{self.name}: {num(v)} {u} outside the operator range "
+                f"[{num(row[C['suspect_lo']])}, {num(row[C['suspect_hi']])}]"
+            )
 
         return Output(flags, cause)
 
@@ -618,7 +627,10 @@ class RateOfChangeCheck(Check):
             dt_s = (b.ts[i] - w.prev_ts[i]) / NS
             rate = abs(b.value[i] - w.prev_value[i]) / dt_s
             u = b.unit(i)
-            return f"{self.name}: |{num(b.value[i])} - {num(w.prev_value[i])}| / {num(dt_s)} s = {num(rate)} {u}/s > {num(row[C['roc_per_s']])} {u}/s"
+            return (
+                f"{self.name}: |{num(b.value[i])} - {num(w.prev_value[i])}| / {num(dt_s)} s "
+                f"= {num(rate)} {u}/s > {num(row[C['roc_per_s']])} {u}/s"
+            )
 
         return Output(w.roc, cause)
 
@@ -728,7 +740,8 @@ class ConsistencyCheck(Check):
             for l_, g_i in zip(L[bad].tolist(), G[bad].tolist()):
                 text = (
                     f"{self.name}: {rule.lesser} {num(b.value[l_])} > {rule.greater} {num(b.value[g_i])} {b.unit(l_)} "
-                    f"at the same time (allowed: {rule.greater} x {num(1 + rule.rel_tolerance)} + {num(rule.abs_tolerance)})"
+                    "at the same time "
+                    f"(allowed: {rule.greater} x {num(1 + rule.rel_tolerance)} + {num(rule.abs_tolerance)})"
                 )
                 why.setdefault(l_, text)
                 why.setdefault(g_i, text)

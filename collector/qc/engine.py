@@ -147,7 +147,8 @@ class QualityControl:
             chunk.sort(key=itemgetter(3))
             if newest is not None and chunk[0][3] < newest:
                 raise ValueError(
-                    f"seed rows must come in time order (ORDER BY ts): a row at {chunk[0][3]} ns follows one at {newest} ns"
+                    "seed rows must come in time order (ORDER BY ts): "
+                    f"a row at {chunk[0][3]} ns follows one at {newest} ns"
                 )
             newest = chunk[-1][3]
             st, dev, par, ts, val, status, unit = zip(*chunk)

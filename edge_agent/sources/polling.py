@@ -82,7 +82,10 @@ class Isolation:
         return False
 
     def skipped_cause(self) -> str:
-        return f"device isolated after {self.failed_polls} polls without an answer, tried every {self.every} polls (last: {self.last_cause})"
+        return (
+            f"device isolated after {self.failed_polls} polls without an answer, "
+            f"tried every {self.every} polls (last: {self.last_cause})"
+        )
 
     def record(self, failure: str | None) -> str | None:
         """Note one poll's outcome; returns "isolated" / "recovered" when that changes."""

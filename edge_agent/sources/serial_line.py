@@ -257,7 +257,8 @@ class SerialLines:
             line = self.lines[key] = SerialLine(path, *settings, station_id=self.station_id)
         elif line.settings != settings:
             raise ValueError(
-                f"{path} is opened at {line.framing} by {', '.join(line.devices)}; device {device.id} asks for different settings"
+                f"{path} is opened at {line.framing} by {', '.join(line.devices)}; "
+                f"device {device.id} asks for different settings"
             )  # type: ignore[attr-defined]
         line.devices.append(device.id)  # type: ignore[attr-defined]
         return line

@@ -237,7 +237,7 @@ def test_retained_data_is_refused_while_retained_status_and_wills_still_work(
             stderr=subprocess.PIPE,
         )
         wait_until(
-            lambda: subscribed(broker, seen),
+            lambda seen=seen: subscribed(broker, seen),
             timeout=5,
             what="the will's client connected",
         )

@@ -40,7 +40,8 @@ EMPTY_OUTBOX = OutboxStatus(0, 0, 0, 0, 0, 0, 1073741824, 0.0, 0.0, 0, 0, 0)
 CASES = {
     "birth": Birth(ST, SESSION, TS, StationDescription(
         "Hà Nội - Nguyễn Văn Cừ", "ambient_air",
-        (DeviceDescription("aqms1", "demo-aqms", "modbus_tcp"), DeviceDescription("wx1", "demo-weather", "serial_ascii")),
+        (DeviceDescription("aqms1", "demo-aqms", "modbus_tcp"),
+         DeviceDescription("wx1", "demo-weather", "serial_ascii")),
         "9f2c" + "0" * 56 + "beef",
     )),
     "will": Will(ST, SESSION),
@@ -59,7 +60,8 @@ CASES = {
     "resend_report": ResendReport(ST, SESSION, TS, 120, 135, 12, ((120, 121), (130, 131))),
     "resend_request": ResendRequest(120, 135),
 }  # fmt: skip
-KIND_OF_CASE = {"birth": "birth", "will": "will", "will_planned": "will", "status": "status", "status_minimal": "status",
+KIND_OF_CASE = {"birth": "birth", "will": "will", "will_planned": "will",
+                "status": "status", "status_minimal": "status",
                 "resend_report": "resend_report", "resend_request": "resend_request"}  # fmt: skip
 
 
@@ -223,8 +225,9 @@ def test_a_real_clock_state_and_recovery_encode_as_the_agent_always_sent_them():
     recovery = Recovery(wal_cut_bytes=4096, wal_reason="torn frame", errors=["row 3: not a reading"])
     state = StationState(EMPTY_OUTBOX, RecoveryStatus(**{**recovery.__dict__, "errors": tuple(recovery.errors)}), {}, 0,
                          ClockStatus(**clock), 0)  # fmt: skip
-    old = {"state": "online", "station": ST, "session": SESSION, "ts_ns": TS, "outbox": json.loads(vector("status_minimal"))["outbox"],
-           "recovery": recovery.__dict__, "devices": {}, "refused_readings": 0, "clock": clock, "broker_refused_batches": 0}  # fmt: skip
+    old = {"state": "online", "station": ST, "session": SESSION, "ts_ns": TS,
+           "outbox": json.loads(vector("status_minimal"))["outbox"], "recovery": recovery.__dict__, "devices": {},
+           "refused_readings": 0, "clock": clock, "broker_refused_batches": 0}  # fmt: skip
     encoded = Status(ST, SESSION, TS, state).encode()
     assert encoded == json.dumps(old).encode()
     assert Status.parse(encoded).state == state

@@ -76,7 +76,8 @@ def test_doctor_points_at_word_order_address_and_wiring_mistakes(tmp_path: Path)
     odo = sections["odo"]
     # DO at 3: the read 3..4 hits an undefined register -> exception 2 -> address_base hint
     assert re.search(
-        r"DO .*modbus exception 2 \(illegal data address\).*the address is wrong or off by one - check the profile's address_base",
+        r"DO .*modbus exception 2 \(illegal data address\)"
+        r".*the address is wrong or off by one - check the profile's address_base",
         odo,
     )
     # Temp decoded CDAB from ABCD registers: absurd, and the doctor finds the order that fits the range
@@ -96,6 +97,6 @@ def test_doctor_rejects_a_bad_station_file(tmp_path: Path, capsys) -> None:
     assert run_doctor(bad) == 2
     err = capsys.readouterr().err
     assert (
-        "devices[0].port: port 'dev/ttyUSB0' is not a device path (fix: write the full path, preferably the stable one: /dev/serial/by-id/"
-        in err
+        "devices[0].port: port 'dev/ttyUSB0' is not a device path "
+        "(fix: write the full path, preferably the stable one: /dev/serial/by-id/" in err
     )

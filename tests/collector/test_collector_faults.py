@@ -245,7 +245,8 @@ def assert_exactly_once(conninfo: str, fleet: Fleet, messages: list[Message], ti
         f"{len(missing)} readings missing (e.g. {sorted(missing)[:3]}), {len(extra)} unexpected"
     )
     assert stored == expected, "a stored value differs from the published one"
-    # The ledger holds each batch once: the collector judged every redelivery a duplicate or rewrote it onto its own key.
+    # The ledger holds each batch once: the collector judged every redelivery a duplicate or
+    # rewrote it onto its own key.
     wait_until(
         lambda: sql(conninfo, f"SELECT count() FROM batches WHERE {fleet.where}")[0][0] >= len(messages),
         timeout=30,
@@ -323,7 +324,7 @@ def test_collector_sigkilled_repeatedly_under_load_stores_every_reading_once(mos
             time.sleep(duration_s / (kills + 1))
             # Each collector must have committed something before it dies, or its death proves nothing.
             stored = wait_until(
-                lambda: (
+                lambda stored=stored: (
                     (n := sql(warehouse.pg_conninfo, f"SELECT count() FROM readings WHERE {fleet.where}")[0][0])
                     > stored
                     and n

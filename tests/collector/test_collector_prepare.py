@@ -149,8 +149,8 @@ def test_rows_follow_the_schema():
 def intake(max_messages: int) -> Intake:
     limits = FlushLimits(interval_s=1.0, max_messages=max_messages, max_bytes=1 << 20, max_readings=10_000,
                          max_pending=5, max_pending_bytes=1 << 20)  # fmt: skip
-    return Intake(BrokerAddress("127.0.0.1", 1), "prep-test", None, 5, limits, CollectorMetrics(), admit=lambda item: None,
-                  flush_here=lambda: None)  # fmt: skip
+    return Intake(BrokerAddress("127.0.0.1", 1), "prep-test", None, 5, limits, CollectorMetrics(),
+                  admit=lambda item: None, flush_here=lambda: None)  # fmt: skip
 
 
 def test_in_flight_messages_count_against_memory_and_come_back_in_order():

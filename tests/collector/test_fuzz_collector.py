@@ -44,8 +44,6 @@ from questdb import Sender
 
 from broker_bridge import session
 from broker_bridge.envelope import INT64_MAX, MAX_ENVELOPE_BYTES, Envelope, open_envelope
-
-UINT64_MAX = (1 << 64) - 1  # msgpack can carry it; the contract stops at 2^63-1
 from broker_bridge.keys import key_id, write_new_key
 from broker_bridge.topics import data_topic, parse_topic, status_topic
 from cli.processes import collector_process
@@ -61,6 +59,7 @@ from tests.helpers import sql, wal_applied
 from vocabulary.stations import STATION_ID_PATTERN
 from vocabulary.status import STATUS_CODES
 
+UINT64_MAX = (1 << 64) - 1  # msgpack can carry it; the contract stops at 2^63-1
 # QuestDB refuses a designated timestamp above this (ILP answers "designated timestamp overflow").
 QDB_MAX_TS = 9_214_646_399_999_999_999
 REASONS = {
@@ -137,7 +136,8 @@ def _nested(inner):
 anything = st.recursive(scalars, _nested, max_leaves=25)
 EDGE_VALUES = [
     0, -1, 1, -(2**63), 2**31, 2**32, 2**53 + 1, INT64_MAX, INT64_MAX + 1, UINT64_MAX, QDB_MAX_TS, QDB_MAX_TS + 1,
-    math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324, "", "0", "x" * 300, True, False, None, b"", b"\x00" * 65, [], {},
+    math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324,
+    "", "0", "x" * 300, True, False, None, b"", b"\x00" * 65, [], {},
 ]  # fmt: skip
 # Short random text (hypothesis's text is costly per character) plus the edges that matter: full length,
 # non-ASCII, ILP's separators and escapes, control characters, NUL.
@@ -555,7 +555,7 @@ def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(
 
     collect()
     messages, outcomes, seen = [], {}, set()
-    for topic, payload, kind in drawn:
+    for topic, payload, _kind in drawn:
         digest = hashlib.sha256(payload).hexdigest()
         if digest in seen:  # identical bytes are a redelivery: acknowledged, rightly, without a new row
             continue
@@ -636,12 +636,13 @@ def test_fuzzed_payloads_through_a_real_collector_are_all_accounted_for(
     assert len(stored) == len(set(stored)) and set(stored) == keys
     reasons = sql(pg, "SELECT reason, count() FROM rejects GROUP BY reason ORDER BY 2 DESC")
     print(
-        f"\n{len(messages)} fuzzed messages: {len(ledger)} batches stored ({len(stored)} readings), {events} station events, "
+        f"\n{len(messages)} fuzzed messages: {len(ledger)} batches stored ({len(stored)} readings), "
+        f"{events} station events, "
         f"rejects by reason {reasons}"
     )
 
 
-# -- the crashes found, one test each (fixed; kept so they stay fixed) ------------------------------------------------------------------
+# -- the crashes found, one test each (fixed; kept so they stay fixed) ----------------------------------------------
 @pytest.fixture
 def flusher(registry, warehouse):
     """A Collector that is never connected, so its real ``_flush`` can be handed one message at a time.

@@ -103,7 +103,8 @@ def test_sntp_refuses_bad_answers(mode: str, needle: str) -> None:
 
 
 def test_chrony_tracking_csv() -> None:
-    line = "A29FC87B,ntp1.example.net,3,1732170000.123456,0.000012345,-0.000001,0.000020,-1.234,-0.001,0.020,0.012345,0.001234,64.4,Normal\n"
+    # one line of `chronyc -c tracking` output, kept whole as chronyc prints it
+    line = "A29FC87B,ntp1.example.net,3,1732170000.123456,0.000012345,-0.000001,0.000020,-1.234,-0.001,0.020,0.012345,0.001234,64.4,Normal\n"  # noqa: E501
     sample = parse_chrony_tracking(line)
     assert sample.offset_s == pytest.approx(-0.000012345) and sample.stratum == 3 and sample.source == "chrony"
     with pytest.raises(ClockCheckError, match="not synchronised"):

@@ -199,13 +199,14 @@ def test_one_exchange_at_a_time_with_the_inter_frame_gap_and_turnaround(tmp_path
             exchanges = list(sim.bus("aqms1").exchanges)
             assert len(exchanges) == 4 * (2 + 1 + 2)
             gaps = []
-            for (rx1, _, tx1), (rx2, unit2, _) in zip(exchanges, exchanges[1:]):
+            for (_rx1, _, tx1), (rx2, unit2, _) in zip(exchanges, exchanges[1:]):
                 assert tx1 is not None and rx2 > tx1  # the next request only after the reply: never two at once
                 gaps.append((rx2 - tx1) / 1e9)
                 needed = gap + (0.02 if unit2 == 2 else 0.0)
                 assert (rx2 - tx1) / 1e9 >= needed * 0.98, (unit2, (rx2 - tx1) / 1e9, needed)
             print(
-                f"\nmeasured silence between frames: min {min(gaps) * 1000:.2f} ms (t3.5 = {gap * 1000:.2f} ms), max {max(gaps) * 1000:.2f} ms"
+                f"\nmeasured silence between frames: min {min(gaps) * 1000:.2f} ms "
+                f"(t3.5 = {gap * 1000:.2f} ms), max {max(gaps) * 1000:.2f} ms"
             )
             assert {u for _, u, _ in exchanges} == {1, 2, 3}
             for s in sources:
@@ -243,7 +244,8 @@ def test_a_dead_slave_is_isolated_and_never_delays_the_others_beyond_its_timeout
                 delays.append(max(r.ts_ns - t0 for r in healthy) / 1e9)
                 dead_causes.append({r.cause for r in readings if r.device == "dead"})
             print(
-                f"\ncycle durations (s): {[round(d, 3) for d in durations]}; healthy slaves' request delay max {max(delays):.3f} s (timeout {timeout} s)"
+                f"\ncycle durations (s): {[round(d, 3) for d in durations]}; "
+                f"healthy slaves' request delay max {max(delays):.3f} s (timeout {timeout} s)"
             )
             assert all(d < timeout + 0.15 for d in durations)  # never more than the dead slave's one timeout
             assert all(d < timeout + 0.1 for d in delays)
@@ -421,7 +423,8 @@ parse:
   regex: '^(?P<no2>[-0-9.]+|-----) (?P<o3>[-0-9.]+) (?P<err>[-A-Z]+)$'
 checksum: {algorithm: xor8-hex, separator: "*", skip_start: 1}
 values:
-  - {parameter: NO2, field: no2, unit: ug/m3, range: [0, 500], sentinels: ["-----", -9999], decimals: 1, signal: {base: 40.0, noise: 3.0, min: 0.0}}
+  - {parameter: NO2, field: no2, unit: ug/m3, range: [0, 500], sentinels: ["-----", -9999], decimals: 1,
+     signal: {base: 40.0, noise: 3.0, min: 0.0}}
   - {parameter: O3, field: o3, unit: ug/m3, range: [0, 500], decimals: 1, signal: {base: 60.0, noise: 4.0, min: 0.0}}
 status:
   letters:

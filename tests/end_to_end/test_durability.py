@@ -65,7 +65,10 @@ def test_fifty_sigkills_lose_no_committed_reading_and_duplicate_none(make_statio
 
 
 def run_outage(station, values_per_poll: int, stop, start) -> tuple[list[tuple], int, int]:
-    """Poll a while, stop a server for OUTAGE_S, start it, poll a while more, drain; check nothing is lost or doubled."""
+    """Poll a while, stop a server for OUTAGE_S, start it, poll a while more, drain.
+
+    Then check that nothing is lost or doubled.
+    """
     station.sim()
     station.collector()
     agent = station.agent()

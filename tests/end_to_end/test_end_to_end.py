@@ -17,7 +17,10 @@ from tests.station_rig import make_station  # noqa: F401  (fixture)
 
 
 def assert_matches_truth(stored: list[tuple], served: list[dict]) -> None:
-    """Pair the k-th stored and k-th served value of each parameter: same value and status, timestamps in the request window."""
+    """Pair the k-th stored and k-th served value of each parameter.
+
+    Each pair has the same value and status, and the stored timestamp lies in the request window.
+    """
     by_param_stored: dict[str, list[tuple]] = {}
     for row in stored:
         by_param_stored.setdefault(row[2], []).append(row)

@@ -96,7 +96,8 @@ def test_rtu_bus_and_serial_ascii_station_arrives_in_questdb_as_served(
         assert count == len(values)
         stored = sql(
             warehouse.pg_conninfo,
-            "SELECT ts::long, device, parameter, value, status, cause FROM readings WHERE station = %s ORDER BY ts, device, parameter",
+            "SELECT ts::long, device, parameter, value, status, cause FROM readings"
+            " WHERE station = %s ORDER BY ts, device, parameter",
             (station_id,),
         )
         assert len({(r[0], r[1], r[2]) for r in stored}) == len(stored)
@@ -112,7 +113,7 @@ def test_rtu_bus_and_serial_ascii_station_arrives_in_questdb_as_served(
         for key_, rows in by_stored.items():
             truth_rows = by_served[key_]
             assert len(rows) == len(truth_rows), key_
-            for (ts, device, parameter, value, status, cause), t in zip(rows, truth_rows):
+            for (ts, _device, _parameter, value, status, cause), t in zip(rows, truth_rows):
                 assert (value, status, cause or "") == (t["value"], t["status"], t["cause"]), (key_, t)
                 assert 0 <= t["t_ns"] - ts < 500_000_000  # stamped before the request, served after
         agent_log = agent.log_path.read_text()

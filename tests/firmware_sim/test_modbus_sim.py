@@ -496,13 +496,20 @@ model: every type, word order and table
 source: test
 address_base: 1
 values:
-  - {parameter: Temp, table: holding_register, address: 1, type: int16, scale: 0.1, unit: oC, signal: {base: 25.0, noise: 3.0}}
-  - {parameter: Flow, table: holding_register, address: 2, type: uint32, word_order: DCBA, scale: 0.01, unit: m3/h, signal: {base: 380.0, noise: 40.0}}
-  - {parameter: COD, table: holding_register, address: 4, type: float64, word_order: CDAB, unit: mg/L, signal: {base: 45.0, noise: 3.0}}
-  - {parameter: NH4, table: holding_register, address: 8, type: int32, word_order: BADC, scale: 0.001, offset: -1.0, unit: mg/L, signal: {base: 3.5, noise: 1.0}}
-  - {parameter: pH, table: input_register, address: 1, type: float32, word_order: BADC, unit: "-", signal: {base: 7.0, noise: 0.2}}
-  - {parameter: TSS, table: input_register, address: 3, type: float32, word_order: DCBA, unit: mg/L, sentinels: [-1.0], signal: {base: 20.0, noise: 2.0}}
-  - {parameter: Color, table: input_register, address: 5, type: uint16, unit: Pt-Co, sentinels: [65535], signal: {base: 30.0, noise: 5.0}}
+  - {parameter: Temp, table: holding_register, address: 1, type: int16, scale: 0.1, unit: oC,
+     signal: {base: 25.0, noise: 3.0}}
+  - {parameter: Flow, table: holding_register, address: 2, type: uint32, word_order: DCBA, scale: 0.01, unit: m3/h,
+     signal: {base: 380.0, noise: 40.0}}
+  - {parameter: COD, table: holding_register, address: 4, type: float64, word_order: CDAB, unit: mg/L,
+     signal: {base: 45.0, noise: 3.0}}
+  - {parameter: NH4, table: holding_register, address: 8, type: int32, word_order: BADC, scale: 0.001, offset: -1.0,
+     unit: mg/L, signal: {base: 3.5, noise: 1.0}}
+  - {parameter: pH, table: input_register, address: 1, type: float32, word_order: BADC, unit: "-",
+     signal: {base: 7.0, noise: 0.2}}
+  - {parameter: TSS, table: input_register, address: 3, type: float32, word_order: DCBA, unit: mg/L,
+     sentinels: [-1.0], signal: {base: 20.0, noise: 2.0}}
+  - {parameter: Color, table: input_register, address: 5, type: uint16, unit: Pt-Co, sentinels: [65535],
+     signal: {base: 30.0, noise: 5.0}}
   - {parameter: TP, table: coil, address: 1, type: bool, unit: "-", signal: {base: 0.5, noise: 0.5}}
   - {parameter: TN, table: coil, address: 2, type: bool, unit: "-", signal: {base: 0.5, noise: 0.5}}
 status:

@@ -438,7 +438,8 @@ devices:
 def test_rtu_devices_on_one_port_must_agree_on_line_settings(tmp_path: Path) -> None:
     text = (
         RTU_STATION.format(profile="p")
-        + "  - {id: a2, profile: p, transport: modbus_rtu, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0, baud: 19200, parity: E, unit_id: 1}\n"
+        + "  - {id: a2, profile: p, transport: modbus_rtu, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0,"
+        " baud: 19200, parity: E, unit_id: 1}\n"
     )
     err = _station_error(tmp_path, text)
     _assert_issue(
@@ -466,7 +467,8 @@ def test_a_serial_ascii_device_needs_its_own_port(tmp_path: Path) -> None:
     )
     text = (
         RTU_STATION.format(profile="p")
-        + "  - {id: b1, profile: bam, transport: serial_ascii, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0, baud: 9600, parity: E}\n"
+        + "  - {id: b1, profile: bam, transport: serial_ascii, port: /dev/serial/by-id/usb-FTDI_FT232R-if00-port0,"
+        " baud: 9600, parity: E}\n"
     )
     err = _station_error(tmp_path, text)
     _assert_issue(

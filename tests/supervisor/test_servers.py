@@ -237,7 +237,10 @@ def test_mosquitto_bad_config_reports_log_tail(make_mosquitto) -> None:
 
 
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ar' + 'med', flush=True); time.sleep(60)"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ar' + 'med', flush=True); time.sleep(60)"
+    )
     proc = ManagedProcess([sys.executable, "-c", code], log_path=tmp_path / "p.log").start()
     wait_until(lambda: "\narmed" in proc.log_path.read_text(), timeout=10, what="child ready", process=proc)
     t0 = time.monotonic()
@@ -251,7 +254,9 @@ def test_child_dies_with_parent(tmp_path: Path) -> None:
         f"""
         import sys, time
         from supervisor import ManagedProcess
-        p = ManagedProcess([sys.executable, "-c", "import time; time.sleep(60)"], log_path={str(tmp_path / "c.log")!r}).start()
+        p = ManagedProcess(
+            [sys.executable, "-c", "import time; time.sleep(60)"], log_path={str(tmp_path / "c.log")!r}
+        ).start()
         print(p.pid, flush=True)
         time.sleep(60)
         """

@@ -109,7 +109,10 @@ class ModbusRtuSource(DeviceSource):
                 rr.latency_s = exc.latency_s
                 if exc.kind == "timeout" and exc.partial:
                     need = rtu_reply_length(exc.partial)
-                    broken = f"broken reply: truncated frame, {len(exc.partial)} of {need or '?'} bytes in {self.timeout_s:g} s"
+                    broken = (
+                        f"broken reply: truncated frame, {len(exc.partial)} of {need or '?'} bytes "
+                        f"in {self.timeout_s:g} s"
+                    )
                     continue
                 raise
             rr.latency_s = ex.latency_s

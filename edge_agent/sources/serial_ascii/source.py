@@ -126,7 +126,10 @@ class SerialAsciiSource(DeviceSource):
                 except NoReplyError as exc:
                     rr.latency_s = exc.latency_s
                     if exc.kind == "timeout" and exc.partial.strip():
-                        failure = f"broken reply: incomplete line {self._decode(exc.partial).strip()!r} (no terminator in {self.timeout_s:g} s)"
+                        failure = (
+                            f"broken reply: incomplete line {self._decode(exc.partial).strip()!r} "
+                            f"(no terminator in {self.timeout_s:g} s)"
+                        )
                         continue
                     raise
                 ts, rr.latency_s = ex.ts_ns, ex.latency_s

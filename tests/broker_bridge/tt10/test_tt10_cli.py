@@ -30,8 +30,9 @@ def test_clean_file_exits_0_and_shows_vietnam_and_utc_times():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "station HN_BKHN_KHIKXQ (tỉnh HN, cơ sở BKHN, trạm KHIKXQ)" in out
+    # the CLI's exact output line, kept whole so that it reads as the user sees it
     assert (
-        "line 1  read     PM2,5 = 23.4 ug/m3 | 25/03/2026 00:05:00 giờ VN = 2026-03-24 17:05:00 UTC | 00 Đang đo (measuring)"
+        "line 1  read     PM2,5 = 23.4 ug/m3 | 25/03/2026 00:05:00 giờ VN = 2026-03-24 17:05:00 UTC | 00 Đang đo (measuring)"  # noqa: E501
         in out
     )
     assert "line 4  read     CO = no value (missing) mg/m3" in out and "02 Báo lỗi thiết bị (device error)" in out

@@ -295,7 +295,10 @@ BROKEN = [
         "without quotes",
     ),
     (
-        "qc:\n  parameters:\n    X:\n      u:\n        gross_range:\n          fail: [0, 100]\n          suspect: [0, 200]\n",
+        (
+            "qc:\n  parameters:\n    X:\n      u:\n"
+            "        gross_range:\n          fail: [0, 100]\n          suspect: [0, 200]\n"
+        ),
         7,
         "not inside the fail span",
         "narrow the suspect span",
