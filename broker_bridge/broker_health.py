@@ -39,8 +39,12 @@ class SysCounter:
 
 SYS_COUNTERS: tuple[SysCounter, ...] = (
     SysCounter(DROPPED, "quantrac_broker_messages_dropped", "messages the broker dropped (queue limits, since start)"),
-    SysCounter("$SYS/broker/store/messages/count", "quantrac_broker_stored_messages", "messages held in the broker's store"),
-    SysCounter("$SYS/broker/store/messages/bytes", "quantrac_broker_stored_bytes", "payload bytes held in the broker's store"),
+    SysCounter(
+        "$SYS/broker/store/messages/count", "quantrac_broker_stored_messages", "messages held in the broker's store"
+    ),
+    SysCounter(
+        "$SYS/broker/store/messages/bytes", "quantrac_broker_stored_bytes", "payload bytes held in the broker's store"
+    ),
     SysCounter("$SYS/broker/clients/connected", "quantrac_broker_clients_connected", "clients connected"),
     SysCounter(
         "$SYS/broker/clients/disconnected", "quantrac_broker_clients_disconnected",

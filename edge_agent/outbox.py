@@ -378,8 +378,8 @@ class Outbox:
         with self._transaction():
             for row in rows:
                 if self._db.execute(
-                    "INSERT OR IGNORE INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload,"
-                    " payload_crc) VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical,"
+                    " payload, payload_crc) VALUES (?,?,?,?,?,?,?,?)",
                     row,
                 ).rowcount:
                     kept.append(SealedBatch(row[0], row[6], row[2]))

@@ -170,7 +170,8 @@ def test_bridge_carries_batches_out_holds_them_through_a_national_outage_and_bri
     rest = received(back, 10, timeout=90)
     caught_up = time.monotonic() - started
     print(
-        f"bridge: 10 batches queued on the province during a national outage reached national {caught_up:.1f} s after it began"
+        "bridge: 10 batches queued on the province during a national outage reached national"
+        f" {caught_up:.1f} s after it began"
     )
     assert sorted(m.payload for m in rest) == sorted(payloads[10:]), "the bridge's queue lost nothing"
 

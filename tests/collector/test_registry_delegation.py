@@ -20,7 +20,10 @@ def test_delegation_round_trips_and_a_second_province_is_refused_with_its_line(t
     assert delegations(entries) == {"province-HN": ["HN_AIR_001"]}
 
     b64 = public_key_b64(key.public_key)
-    twice = f"stations:\n  HN_AIR_001:\n    province: province-HN\n    province: province-HCM\n    keys:\n    - public_key: {b64}\n"
+    twice = (
+        "stations:\n  HN_AIR_001:\n    province: province-HN\n    province: province-HCM\n"
+        f"    keys:\n    - public_key: {b64}\n"
+    )
     with pytest.raises(RegistryFileError) as duplicate:
         parse_registry(twice, "national.yaml")
     assert "national.yaml:4" in str(duplicate.value) and "fix:" in str(duplicate.value)
@@ -35,6 +38,9 @@ def test_delegation_round_trips_and_a_second_province_is_refused_with_its_line(t
 def test_the_broker_config_refuses_a_station_given_to_two_provinces(tmp_path) -> None:
     with pytest.raises(BrokerConfigError, match="delegated to both"):
         generate_broker_config(
-            tmp_path / "out", ["HN_AIR_001"], province_users={"province-HN": ["HN_AIR_001"], "province-HCM": ["HN_AIR_001"]},
-            acl_plugin=tmp_path / "quantrac_acl.so", run_as=None,
-        )  # fmt: skip
+            tmp_path / "out",
+            ["HN_AIR_001"],
+            province_users={"province-HN": ["HN_AIR_001"], "province-HCM": ["HN_AIR_001"]},
+            acl_plugin=tmp_path / "quantrac_acl.so",
+            run_as=None,
+        )

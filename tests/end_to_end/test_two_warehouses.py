@@ -174,7 +174,8 @@ def run_two_warehouses(tmp_path: Path, make_mosquitto, make_questdb, warehouse, 
         print(
             f"\ntwo warehouses via relay: {len(stations)} stations, {total} readings in each warehouse, "
             f"national down {outage:.0f} s (relay held {held_batches} batches / {held_readings} readings on disk); "
-            f"relay reconnected {reconnect_s:.1f} s after national came back (paho back-off) and sent its backlog in {drained_s:.2f} s ({held_batches / max(drained_s, 1e-9):.0f} batches/s, "
+            f"relay reconnected {reconnect_s:.1f} s after national came back (paho back-off) and sent its backlog"
+            f" in {drained_s:.2f} s ({held_batches / max(drained_s, 1e-9):.0f} batches/s, "
             f"{rate:.0f} readings/s, {readings_per_batch:.1f} readings/batch); national caught up "
             f"{caught_up_s:.1f} s after it came back; outage began {up_at - down_at:.0f} s before"
         )
