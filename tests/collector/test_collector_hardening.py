@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
-import yaml
-
 from broker_bridge.envelope import BatchBody, Envelope, Reading, seal
 from broker_bridge.keys import SigningKey, write_new_key
-from broker_bridge.session import BrokerAddress
 from broker_bridge.station_messages import (
     Birth,
     OutboxStatus,
@@ -27,7 +23,6 @@ from broker_bridge.station_messages import (
 from broker_bridge.topics import data_topic, status_topic
 from cli.processes import quantrac
 from collector.registry import add_station
-from collector.service import Collector, CollectorConfig
 from supervisor.process import ManagedProcess, free_port, wait_until
 from tests.broker_bridge.test_broker_security import (  # noqa: F401  (fixtures)
     COLLECTOR,
@@ -123,13 +118,29 @@ def test_forged_and_malformed_status_become_rejects_and_quantrac_status_still_sh
         forged = {
             "unsigned_pinned_will": (Will(victim, PINNED).encode(), "undecodable"),
             "unsigned_string_outbox": (bad_outbox, "undecodable"),
-            "stranger_signed_will": (seal_station_message(Will(victim, PINNED), keys[victim].key_id, stranger.private_key), "bad_signature"),
+            "stranger_signed_will": (
+                seal_station_message(Will(victim, PINNED), keys[victim].key_id, stranger.private_key),
+                "bad_signature",
+            ),
             # The victim's own key (a stolen one, or a buggy tool): out of shape, or a session jump.
-            "signed_string_outbox": (Envelope(keys[victim].key_id, bad_outbox, keys[victim].private_key.sign(bad_outbox)).encode(), "schema"),
+            "signed_string_outbox": (
+                Envelope(keys[victim].key_id, bad_outbox, keys[victim].private_key.sign(bad_outbox)).encode(),
+                "schema",
+            ),
             "signed_pinned_will": (signed(Will(victim, PINNED), keys[victim]), "session_jump"),
-            "signed_pinned_status": (signed(Status(victim, PINNED, None, StationState(
-                OutboxStatus(0, 0, 0, 0, 0, 0, 1 << 30, 0.0, 0.0, 0, 0, 0), None, {}, 0, None, 0)), keys[victim]), "session_jump"),
-        }  # fmt: skip
+            "signed_pinned_status": (
+                signed(
+                    Status(
+                        victim,
+                        PINNED,
+                        None,
+                        StationState(OutboxStatus(0, 0, 0, 0, 0, 0, 1 << 30, 0.0, 0.0, 0, 0, 0), None, {}, 0, None, 0),
+                    ),
+                    keys[victim],
+                ),
+                "session_jump",
+            ),
+        }
         for payload, _ in forged.values():
             assert attacker.publish(status_topic(victim), payload).value == 0  # the broker cannot tell
         wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", len(forged),
@@ -160,7 +171,9 @@ def test_forged_and_malformed_status_become_rejects_and_quantrac_status_still_sh
 # -- 2: the collector never gets a retained message on a data topic -----------------------------------
 
 
-def test_the_collector_subscribes_to_data_with_retain_handling_do_not_send(tmp_path, make_secured, probes, warehouse):
+def test_the_collector_subscribes_to_data_with_retain_handling_do_not_send(
+    tmp_path, make_secured, probes, warehouse, make_collector
+):
     """A broker without the quantrac_acl plugin (an older or hand-made one) keeps a retained batch:
     the collector must still never receive it, while the retained birth tells it the station's state."""
     (station,), keys = keyed_stations(tmp_path, "RETAIN")
@@ -172,8 +185,10 @@ def test_the_collector_subscribes_to_data_with_retain_handling_do_not_send(tmp_p
     broker.server.start()
     try:
         agent = connected(probes, broker.address(station, tls=True))
-        for topic, payload in ((data_topic(station), batch(station, keys[station], 1)),
-                               (status_topic(station), signed(Birth(station, SESSION, None), keys[station]))):  # fmt: skip
+        for topic, payload in (
+            (data_topic(station), batch(station, keys[station], 1)),
+            (status_topic(station), signed(Birth(station, SESSION, None), keys[station])),
+        ):
             info = agent.client.publish(topic, payload, qos=1, retain=True)
             info.wait_for_publish(timeout=5)
         watcher = connected(probes, broker.address(COLLECTOR, tls=True))
@@ -181,32 +196,18 @@ def test_the_collector_subscribes_to_data_with_retain_handling_do_not_send(tmp_p
         assert watcher.messages.get(timeout=5).retain, "the broker holds a retained batch (no plugin)"
         watcher.close()  # its client id is the collector's user name (use_username_as_clientid)
 
-        collector = Collector(CollectorConfig(
-            broker=broker.address(COLLECTOR, tls=True), client_id=f"c-{station}", registry_path=str(registry),
-            ilp_conf=warehouse.ilp_conf, pg_conninfo=warehouse.pg_conninfo, flush_interval_s=0.2,
-        ))  # fmt: skip
-        stop = threading.Event()
-        collector.start()
-        runner = threading.Thread(target=collector.run, args=(stop,), daemon=True)
-        runner.start()
-        try:
-            assert collector.connected.wait(10)
-            wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM station_events WHERE station = %s", 1,
-                           params=(station,))  # fmt: skip
-            time.sleep(1.0)
-            assert collector.stats.messages == 1, "only the retained birth: the retained batch was not sent"
-            assert readings(warehouse, station) == 0
-            assert sql(warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", (station,)) == [
-                (0,)
-            ]
-            assert agent.publish(data_topic(station), batch(station, keys[station], 2)).value == 0  # live data flows
-            wait_for_count(
-                warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 1, params=(station,)
-            )
-        finally:
-            stop.set()
-            runner.join(10)
-            collector.stop()
+        collector = make_collector(0, registry, f"c-{station}", broker=broker.address(COLLECTOR, tls=True),
+                                   flush_interval_s=0.2)  # fmt: skip
+        wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM station_events WHERE station = %s", 1,
+                       params=(station,))  # fmt: skip
+        time.sleep(1.0)
+        assert collector.stats.messages == 1, "only the retained birth: the retained batch was not sent"
+        assert readings(warehouse, station) == 0
+        assert sql(warehouse.pg_conninfo, "SELECT count() FROM rejects WHERE claimed_station = %s", (station,)) == [
+            (0,)
+        ]
+        assert agent.publish(data_topic(station), batch(station, keys[station], 2)).value == 0  # live data flows
+        wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 1, params=(station,))
     finally:
         broker.server.stop()
 
