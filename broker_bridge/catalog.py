@@ -43,10 +43,11 @@ DATA = TopicContract(
     DATA_SUFFIX, "msgpack", QOS, False, "the station's agent", "the collector",
     (MessageKind("batch", open_envelope),),  # then broker_bridge.envelope.verify and decode_body
 )  # fmt: skip
-# Retained, so a collector that (re)subscribes learns every station's last word at once.
+# Retained, so a collector that subscribes learns every station's last word at once. Signed: the
+# kinds' parse reads the JSON body of station_messages.open_station_envelope's envelope, after verify.
 STATUS = TopicContract(
-    STATUS_SUFFIX, "json", QOS, True, "the station's agent (the will: the broker)",
-    "the collector; `quantrac status` reads what it stored",
+    STATUS_SUFFIX, "json body in the signed msgpack envelope", QOS, True,
+    "the station's agent (the will: the broker)", "the collector; `quantrac status` reads what it stored",
     (MessageKind("birth", Birth.parse), MessageKind("will", Will.parse), MessageKind("status", Status.parse),
      MessageKind("resend_report", ResendReport.parse)),
 )  # fmt: skip

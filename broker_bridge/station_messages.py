@@ -1,6 +1,11 @@
 """What a station says about itself on ``quantrac/v1/<station>/status``: birth, will, status, re-send report.
 
-All four are JSON objects, retained, QoS 1, and share a header: ``state``
+All four are JSON objects, signed by the station like a batch: on the wire
+each is the batch's envelope (``broker_bridge.envelope``: msgpack ``v``,
+``kid``, ``body``, ``sig``, Ed25519) with the JSON bytes as its body
+(``seal_station_message``, ``open_station_envelope``; the collector verifies
+with the station's registered key and then parses the body with
+``parse_station_message``). Retained, QoS 1; they share a header: ``state``
 (``online``/``offline``), ``station`` and ``session``. Every MQTT connection of
 an agent has a session number that only grows, and its will and birth carry
 the same one (Sparkplug's bdSeq), so a will that arrives late is recognised
@@ -20,6 +25,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker_bridge.envelope import Envelope, EnvelopeError, open_envelope
 from broker_bridge.json_message import (
     MessageError,
     as_bool,
@@ -37,7 +45,14 @@ from broker_bridge.json_message import (
 )
 from vocabulary.stations import STATION_KINDS
 
-MAX_STATUS_BYTES = 64 * 1024  # collectors refuse a larger status unread
+MAX_STATUS_BYTES = 64 * 1024  # collectors refuse a larger status body unread
+# The envelope around a status body: its keys, the 16-digit kid, bin headers and the 64-byte signature.
+MAX_SIGNED_STATUS_BYTES = MAX_STATUS_BYTES + 256
+# How far one accepted, signed message may raise a station's session above the highest one its
+# accepted messages proved before (collector/sessions.py). An agent's session grows by 1,000,000
+# per start (edge_agent.publisher.CONNECTIONS_PER_START): this allows a million restarts unheard,
+# and a key holder needs over eight million signed messages to push a station to 2^63-1.
+MAX_SESSION_JUMP = 1 << 40
 MAX_DEVICES = 1024
 MAX_NOT_KEPT_RANGES = 10_000
 State = Literal["online", "offline"]
@@ -437,6 +452,27 @@ def parse_station_message(payload: bytes) -> StationMessage:
     if "outbox" in doc:
         return Status._from_json(header, doc)
     return Birth._from_json(header, doc)
+
+
+def seal_station_message(message: StationMessage, key_id: str, private_key: Ed25519PrivateKey) -> bytes:
+    """The bytes on the status topic: the message's JSON signed in the batch's envelope.
+
+    The agent seals its will when it arms it, before connecting: the broker
+    publishes those bytes unchanged, so the will carries the station's signature
+    and the session number of the connection it belongs to.
+    """
+    body = message.encode()
+    return Envelope(key_id, body, private_key.sign(body)).encode()
+
+
+def open_station_envelope(payload: bytes) -> Envelope:
+    """The envelope of a status-topic message, nothing in it trusted yet; ``EnvelopeError`` says why not.
+
+    Then ``envelope.verify`` with the station's key, then ``parse_station_message(envelope.body)``.
+    """
+    if len(payload) > MAX_SIGNED_STATUS_BYTES:
+        raise EnvelopeError("oversized", f"signed status of {len(payload)} bytes > {MAX_SIGNED_STATUS_BYTES}")
+    return open_envelope(payload)
 
 
 def header_of(message: StationMessage) -> Header:

@@ -2,7 +2,9 @@
 
 The order matters: nothing in a body is trusted before its signature has
 been verified with a key the registry holds for the station named by the
-topic, and the body must then name that same station.
+topic, and the body must then name that same station. That holds for both
+topics: a batch and a status-topic message (birth, will, status, re-send
+report) come in the same signed envelope.
 """
 
 from __future__ import annotations
@@ -11,11 +13,19 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
-from broker_bridge.envelope import BodyColumns, EnvelopeError, decode_body_columns, open_envelope, verify
+from broker_bridge.envelope import (
+    BodyColumns,
+    Envelope,
+    EnvelopeError,
+    decode_body_columns,
+    open_envelope,
+    verify,
+)
 from broker_bridge.json_message import MessageError
-from broker_bridge.station_messages import Will, header_of, parse_station_message
+from broker_bridge.station_messages import Will, header_of, open_station_envelope, parse_station_message
 from broker_bridge.topics import STATUS_SUFFIX, parse_topic
-from collector.registry import StationRegistry
+from collector.registry import StationEntry, StationRegistry
+from collector.sessions import SessionGuard
 from store.ilp_writer import RejectRow
 
 # A reading that reaches the warehouse this long after it was measured is
@@ -60,8 +70,13 @@ def reject(topic: str, claimed: str, payload: bytes, received_ns: int, reason: s
 
 
 def check_message(
-    topic: str, payload: bytes, registry: StationRegistry, received_ns: int
+    topic: str,
+    payload: bytes,
+    registry: StationRegistry,
+    received_ns: int,
+    sessions: SessionGuard | None = None,
 ) -> Accepted | StationEvent | Rejected:
+    """``sessions``: the stations' proven sessions; None judges a status as if nothing were known yet."""
     parsed = parse_topic(topic)
     if parsed is None:
         return reject(
@@ -75,27 +90,17 @@ def check_message(
         )
     if not station.enabled:
         return reject(topic, claimed, payload, received_ns, "disabled_station", f"station {claimed} is disabled")
-    if kind == STATUS_SUFFIX:
-        return _check_status(topic, claimed, payload, received_ns)
+    status = kind == STATUS_SUFFIX
     try:
-        envelope = open_envelope(payload)
+        envelope = open_station_envelope(payload) if status else open_envelope(payload)
     except EnvelopeError as exc:
         return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
-    key = station.keys.get(envelope.key_id)
-    if key is None:
-        return reject(
-            topic,
-            claimed,
-            payload,
-            received_ns,
-            "unknown_key",
-            f"key {envelope.key_id} is not registered for {claimed}",
-        )
-    refusal = key.refusal(received_ns)
-    if refusal is not None:
-        return reject(topic, claimed, payload, received_ns, "retired_key", f"{claimed}: {refusal}")
+    refused = _signature_refusal(envelope, station, received_ns)
+    if refused is not None:
+        return reject(topic, claimed, payload, received_ns, *refused)
+    if status:
+        return _check_status(topic, claimed, payload, envelope, received_ns, sessions or SessionGuard())
     try:
-        verify(envelope, key.verify_key)
         body = decode_body_columns(envelope.body)
     except EnvelopeError as exc:
         return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
@@ -111,9 +116,26 @@ def check_message(
     return Accepted(body, envelope.key_id, hashlib.sha256(payload).hexdigest())
 
 
-def _check_status(topic: str, claimed: str, payload: bytes, received_ns: int) -> StationEvent | Rejected:
+def _signature_refusal(envelope: Envelope, station: StationEntry, received_ns: int) -> tuple[str, str] | None:
+    """(reason, detail) when the envelope is not signed by a key the station may sign with now."""
+    key = station.keys.get(envelope.key_id)
+    if key is None:
+        return "unknown_key", f"key {envelope.key_id} is not registered for {station.station_id}"
+    refusal = key.refusal(received_ns)
+    if refusal is not None:
+        return "retired_key", f"{station.station_id}: {refusal}"
     try:
-        message = parse_station_message(payload)
+        verify(envelope, key.verify_key)
+    except EnvelopeError as exc:
+        return exc.reason, exc.detail
+    return None
+
+
+def _check_status(
+    topic: str, claimed: str, payload: bytes, envelope: Envelope, received_ns: int, sessions: SessionGuard
+) -> StationEvent | Rejected:
+    try:
+        message = parse_station_message(envelope.body)
     except MessageError as exc:
         return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
     header = header_of(message)
@@ -126,5 +148,9 @@ def _check_status(topic: str, claimed: str, payload: bytes, received_ns: int) ->
             "topic_mismatch",
             f"status names {header.station!r}, topic names {claimed}",
         )
+    refusal = sessions.admit(claimed, header.session)
+    if refusal is not None:
+        return reject(topic, claimed, payload, received_ns, "session_jump", refusal)
     planned = isinstance(message, Will) and message.planned
-    return StationEvent(claimed, header.state, header.session, planned, payload.decode("utf-8"), received_ns)
+    # What is stored is the verified JSON body: `quantrac status` reads it with parse_station_message.
+    return StationEvent(claimed, header.state, header.session, planned, envelope.body.decode("utf-8"), received_ns)

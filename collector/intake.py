@@ -20,6 +20,7 @@ from operator import attrgetter
 
 import paho.mqtt.client as mqtt
 import structlog
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from broker_bridge import session
 from broker_bridge.topics import data_subscription, status_subscription
@@ -28,6 +29,19 @@ from collector.metrics import CollectorMetrics
 from collector.qc.flags import QcColumns
 
 log = structlog.get_logger("collector")
+
+
+# Data: never a retained message (MQTT v5 Retain Handling 2, "do not send"), whatever the broker holds:
+# batches are never retained by the contract, and a retained one would be re-delivered, and re-rejected,
+# at every subscribe. Status: retained birth and will are how the collector learns each station's state
+# at its first start, so they are sent, but only when the subscription is new (Retain Handling 1): a
+# resumed persistent session does not get every station's last word again at each reconnect.
+DATA_OPTIONS = SubscribeOptions(qos=session.QOS, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+STATUS_OPTIONS = SubscribeOptions(qos=session.QOS, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+
+
+def subscriptions(share_group: str | None) -> list[tuple[str, SubscribeOptions]]:
+    return [(data_subscription(share_group), DATA_OPTIONS), (status_subscription(share_group), STATUS_OPTIONS)]
 
 
 @dataclass(slots=True)
@@ -125,9 +139,7 @@ class Intake:
         self._disconnects = 0
         # Subscribing again on a resumed session is harmless and covers the
         # case where the broker lost it.
-        client.subscribe(
-            [(data_subscription(self.share_group), session.QOS), (status_subscription(self.share_group), session.QOS)]
-        )
+        client.subscribe(subscriptions(self.share_group))
         self.connected.set()
         log.info("mqtt_connected", session_present=flags.session_present, client_id=self.client_id)
 

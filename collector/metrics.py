@@ -7,8 +7,10 @@ Everything is counted once, in a metric; ``CollectorMetrics.stats()`` reads the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,13 @@ class CollectorMetrics:
             registry=r,
         )
 
+        self.config_files = ReloadedFiles()
+        r.register(self.config_files)
+
+    def watch_config_file(self, path: str, source: ReloadedFile) -> None:
+        """Export a file the collector reloads: its broken versions seen, and whether the last good one applies."""
+        self.config_files.sources[path] = source
+
     def stats(self) -> CollectorStats:
         """The counters now, as numbers."""
         return CollectorStats(
@@ -84,6 +93,35 @@ class CollectorMetrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class ReloadedFile(Protocol):
+    """What the registry and the QC thresholds say about their file (collector/registry.py, qc/thresholds.py)."""
+
+    reload_errors: int  # broken versions of the file seen while running, one per change
+    last_error: Exception | None  # not None while the file as saved is broken and the last good version applies
+
+
+class ReloadedFiles:
+    """A Prometheus collector reading the reloaded files' own counts at scrape time: they count, this shows."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, ReloadedFile] = {}
+
+    def collect(self):
+        errors = CounterMetricFamily(
+            "quantrac_config_reload_errors", "broken versions of a reloaded file (one per change)", labels=["file"]
+        )
+        stale = GaugeMetricFamily(
+            "quantrac_config_stale",
+            "1 while the file as saved is broken and its last good version applies",
+            labels=["file"],
+        )
+        for path, source in self.sources.items():
+            errors.add_metric([path], source.reload_errors)
+            stale.add_metric([path], 0 if source.last_error is None else 1)
+        yield errors
+        yield stale
 
 
 def _samples(counter: Counter):

@@ -22,6 +22,7 @@ from collector.metrics import CollectorMetrics
 from collector.qc.engine import QualityControl
 from collector.registry import StationRegistry
 from collector.sequence import DUPLICATE, NEW, FlushToken, SequenceTracker
+from collector.sessions import SessionGuard
 from store.commit import FlushRecords
 from store.ilp_writer import IlpRow, ReadingColumns, ilp_row
 from store.schema import BATCHES, SEQUENCE_GAPS, STATION_EVENTS
@@ -41,13 +42,13 @@ class PreparedFlush:
     columns: ReadingColumns
 
 
-def admit(item: PendingMessage, registry: StationRegistry) -> None:
+def admit(item: PendingMessage, registry: StationRegistry, sessions: SessionGuard | None = None) -> None:
     """Judge one message on arrival: accepted readings, a station event, or a reject."""
     try:
         # A stat per message (about 1 us): a station added, disabled or rotated
         # counts from the next message on, as it did when the flush checked.
         registry.reload_if_changed()
-        item.outcome = check_message(item.topic, item.payload, registry, item.received_ns)
+        item.outcome = check_message(item.topic, item.payload, registry, item.received_ns, sessions)
     except Exception as exc:  # a bug must not kill the network thread; the message is kept as a reject
         log.exception("check_failed", topic=item.topic, error=repr(exc))
         item.outcome = reject(
@@ -58,9 +59,15 @@ def admit(item: PendingMessage, registry: StationRegistry) -> None:
 
 class Preparation:
     def __init__(
-        self, registry: StationRegistry, sequences: SequenceTracker, qc: QualityControl, metrics: CollectorMetrics
+        self,
+        registry: StationRegistry,
+        sequences: SequenceTracker,
+        qc: QualityControl,
+        metrics: CollectorMetrics,
+        sessions: SessionGuard | None = None,
     ) -> None:
         self.registry, self.sequences, self.qc, self.metrics = registry, sequences, qc, metrics
+        self.sessions = sessions if sessions is not None else SessionGuard()
 
     def prepare(self, batch: list[PendingMessage]) -> PreparedFlush:
         """Sequence and flag a flush's messages and lay out their readings as columns.
@@ -72,7 +79,7 @@ class Preparation:
         self.qc.reload_thresholds()
         for item in batch:
             if item.outcome is None:
-                item.outcome = check_message(item.topic, item.payload, self.registry, item.received_ns)
+                item.outcome = check_message(item.topic, item.payload, self.registry, item.received_ns, self.sessions)
         token = self.sequences.begin_flush()
         try:
             new, gaps, duplicates = [], [], 0

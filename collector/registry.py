@@ -1,7 +1,10 @@
 """The station registry: which stations exist and which public keys they sign with.
 
 A YAML file that operators manage (``quantrac station ...``); the collector
-re-reads it when it changes, so adding a station needs no restart.
+re-reads it when it changes, so adding a station needs no restart. A file
+broken at start-up stops the collector with its file:line:fix; one broken
+while the collector runs is logged once per change, the last good registry
+stays in force, and the mended file is picked up when it is saved.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
+import structlog
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, field_validator, model_validator
@@ -25,6 +29,8 @@ from broker_bridge.topics import check_station_id
 from configuration.errors import ConfigError, ConfigIssue, config_error
 from configuration.yaml_source import YamlDocument, parse_yaml, read_yaml, validate
 from vocabulary.stations import STATION_ID_PATTERN, STATION_KINDS, StationKind
+
+log = structlog.get_logger("collector.registry")
 
 KEY_STATES = ("active", "retired")
 README = "collector/README.md"
@@ -212,7 +218,11 @@ class StationRegistry:
         self._stamp: tuple[int, int] | None = None
         self._entries: dict[str, StationEntry] = {}
         self._kinds: Mapping[str, str] = MappingProxyType({})
+        self.last_error: RegistryFileError | None = None  # the file as saved now is broken: the last good one applies
+        self.reload_errors = 0  # broken versions of the file seen while running (one per change)
+        self._loaded = False
         self.reload_if_changed()
+        self._loaded = True
         if not self._entries and not self.path.exists():
             raise RegistryError(f"{self.path}: registry file not found; add stations with `quantrac station add`")
 
@@ -224,7 +234,25 @@ class StationRegistry:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
             return False
-        entries = _entries(_read(self.path))
+        try:
+            entries = _entries(_read(self.path))
+        except RegistryFileError as exc:
+            if not self._loaded:
+                raise  # at start-up a broken registry stops the collector with file:line:fix
+            self._stamp = stamp  # judged once per change of the file, not once per message
+            self.last_error = exc
+            self.reload_errors += 1
+            log.error(
+                "registry_invalid",
+                file=str(self.path),
+                issues=[str(i) for i in exc.issues],
+                kept="the last good registry, until the file is mended",
+                stations=len(self._entries),
+            )
+            return False
+        if self.last_error is not None:
+            log.info("registry_mended", file=str(self.path), stations=len(entries))
+        self.last_error = None
         kinds = MappingProxyType({sid: e.kind for sid, e in entries.items() if e.kind is not None})
         with self._lock:
             self._entries, self._stamp = entries, stamp

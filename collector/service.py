@@ -36,9 +36,10 @@ from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, SequenceTracker
+from collector.sessions import SessionGuard
 from store.commit import Warehouse
 from store.ilp_writer import WarehouseUnavailable
-from store.queries import recent_readings, suspended_wal_tables
+from store.queries import highest_station_sessions, recent_readings, suspended_wal_tables
 
 log = structlog.get_logger("collector")
 SWITCH_INTERVAL_S = 0.0002
@@ -89,7 +90,11 @@ class Collector:
             ThresholdSource(config.qc_thresholds_path, station_kinds=self.registry.kinds),
             SeriesState(max_series=config.qc_max_series),
         )
-        self.preparation = Preparation(self.registry, self.sequences, self.qc, self.metrics)
+        self.metrics.watch_config_file(config.registry_path, self.registry)
+        if config.qc_thresholds_path is not None:
+            self.metrics.watch_config_file(config.qc_thresholds_path, self.qc.thresholds)
+        self.sessions = SessionGuard()
+        self.preparation = Preparation(self.registry, self.sequences, self.qc, self.metrics, self.sessions)
         self.warehouse = Warehouse(config.ilp_conf)
         limits = FlushLimits(
             config.flush_interval_s,
@@ -106,7 +111,7 @@ class Collector:
             config.receive_maximum,
             limits,
             self.metrics,
-            admit=lambda item: admit(item, self.registry),
+            admit=lambda item: admit(item, self.registry, self.sessions),
             flush_here=self._flush_inline,
         )
         self.pipeline = FlushPipeline(
@@ -139,6 +144,8 @@ class Collector:
         seeded = self.sequences.seed()
         log.info("sequence_state_seeded", stations=seeded, client_id=self.config.client_id)
         if self.config.pg_conninfo is not None:
+            stations = self.sessions.seed(highest_station_sessions(self.config.pg_conninfo))
+            log.info("station_sessions_seeded", stations=stations, client_id=self.config.client_id)
             lookback = min(self.qc.thresholds.lookback_s(), self.config.qc_seed_lookback_s)
             rows = self.qc.seed(recent_readings(self.config.pg_conninfo, lookback))
             log.info("qc_history_seeded", readings=rows, lookback_s=lookback, client_id=self.config.client_id)

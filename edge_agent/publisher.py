@@ -35,6 +35,7 @@ from broker_bridge.station_messages import (
     Status,
     Will,
     ranges_of,
+    seal_station_message,
 )
 from broker_bridge.topics import command_topic, data_topic, status_topic
 from edge_agent.outbox import BACKLOG, LIVE, Outbox, SealedBatch
@@ -116,7 +117,12 @@ class BatchPublisher:
     def _arm_will(self) -> None:
         self._connection += 1
         will = Will(self.station_id, self.session_number)
-        self._client.will_set(self.status_topic, will.encode(), qos=STATUS.qos, retain=STATUS.retain)
+        # Signed now, before the connection it belongs to: the broker publishes these bytes as they are.
+        self._client.will_set(self.status_topic, self._signed(will), qos=STATUS.qos, retain=STATUS.retain)
+
+    def _signed(self, message: Birth | Will | Status | ResendReport) -> bytes:
+        """A status-topic message as it goes on the wire: signed with the station's key, like a batch."""
+        return seal_station_message(message, self.key.key_id, self.key.private_key)
 
     # -- network thread -------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -127,7 +133,7 @@ class BatchPublisher:
         self._failed_attempts = 0
         self.connected.set()
         birth = Birth(self.station_id, self.session_number, time.time_ns(), self.description)
-        client.publish(self.status_topic, birth.encode(), qos=STATUS.qos, retain=STATUS.retain)
+        client.publish(self.status_topic, self._signed(birth), qos=STATUS.qos, retain=STATUS.retain)
         client.subscribe(self.command_topic, qos=session.QOS)
         log.info(
             "mqtt_connected",
@@ -171,7 +177,7 @@ class BatchPublisher:
             # A planned stop is not a crash: say so ourselves, since the broker
             # sends no will after a clean DISCONNECT.
             goodbye = Will(self.station_id, self.session_number, planned=True)
-            info = self._client.publish(self.status_topic, goodbye.encode(), qos=STATUS.qos, retain=STATUS.retain)
+            info = self._client.publish(self.status_topic, self._signed(goodbye), qos=STATUS.qos, retain=STATUS.retain)
             info.wait_for_publish(timeout=2)
         self._client.disconnect()
         self._client.loop_stop()
@@ -181,7 +187,7 @@ class BatchPublisher:
         self._publish_station_message(Status(self.station_id, self.session_number, time.time_ns(), state))
 
     def _publish_station_message(self, message: Status | ResendReport) -> None:
-        self._client.publish(self.status_topic, message.encode(), qos=STATUS.qos, retain=STATUS.retain)
+        self._client.publish(self.status_topic, self._signed(message), qos=STATUS.qos, retain=STATUS.retain)
 
     def in_flight(self) -> int:
         return len(self._in_flight)

@@ -66,6 +66,16 @@ class StationOverview:
     rejects: int
 
 
+def highest_station_sessions(conninfo: str) -> dict[str, int]:
+    """Each station's highest stored session: where the collector's session bound starts (collector/sessions.py)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return {
+            station: session
+            for station, session in conn.execute("SELECT station, max(session) FROM station_events GROUP BY station")
+            if session is not None
+        }
+
+
 def station_overview(conninfo: str) -> list[StationOverview]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         readings = {

@@ -118,9 +118,10 @@ def make_collector(warehouse):
 
     running = []
 
-    def _make(broker_port: int, registry: Path, client_id: str, **overrides) -> Collector:
+    def _make(broker_port: int, registry: Path, client_id: str, broker=None, **overrides) -> Collector:
+        """``broker``: a BrokerAddress (credentials, TLS) instead of the plain ``broker_port``."""
         config = CollectorConfig(
-            broker=BrokerAddress("127.0.0.1", broker_port),
+            broker=broker or BrokerAddress("127.0.0.1", broker_port),
             client_id=client_id,
             registry_path=str(registry),
             ilp_conf=warehouse.ilp_conf,

@@ -895,6 +895,8 @@ class ThresholdSource:
         self._stamp: tuple[int, int] | None = None
         self.generation = 0
         self.last_error: ThresholdsError | None = None
+        self.reload_errors = 0  # broken versions seen while running (one per change of the file or the kinds)
+        self._refused_kinds: Mapping[str, str] | None = None  # kinds found invalid: judged once, not per flush
         self._install(None, self._kinds)
         if self.path is not None:
             if not self.path.exists():
@@ -935,7 +937,7 @@ class ThresholdSource:
         if self._station_kinds is None:
             return False
         kinds = self._station_kinds()
-        if kinds is self._kinds:
+        if kinds is self._kinds or kinds is self._refused_kinds:
             return False
         try:
             self._install(self._overrides, kinds)
@@ -943,6 +945,8 @@ class ThresholdSource:
             self.last_error = exc
             if raise_errors:
                 raise
+            self._refused_kinds = kinds
+            self.reload_errors += 1
             log.error(
                 "qc_thresholds_invalid",
                 reason="station kinds changed in the registry",
@@ -970,6 +974,7 @@ class ThresholdSource:
             self.last_error = exc
             if raise_errors:
                 raise
+            self.reload_errors += 1
             log.error(
                 "qc_thresholds_invalid",
                 file=str(self.path),
@@ -978,6 +983,7 @@ class ThresholdSource:
             )
             return False
         self.last_error = None
+        self._refused_kinds = None  # try the registry's kinds again against the mended file
         log.info("qc_thresholds_loaded", file=str(self.path), generation=self.generation)
         return True
 

@@ -231,3 +231,53 @@ def test_a_real_clock_state_and_recovery_encode_as_the_agent_always_sent_them():
     encoded = Status(ST, SESSION, TS, state).encode()
     assert encoded == json.dumps(old).encode()
     assert Status.parse(encoded).state == state
+
+
+# -- signed: what travels on the status topic ---------------------------------------------------------
+
+SIGNED = json.loads((VECTORS.parent / "signed_status_v1.json").read_text())
+SIGNED_CASES = {case["name"]: case for case in SIGNED["cases"]}
+
+
+def published_test_key():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(SIGNED["private_seed_hex"]))
+
+
+def test_every_status_topic_kind_has_a_signed_vector_quoted_in_the_doc():
+    status_cases = {name for name, kind in KIND_OF_CASE.items() if catalog.kinds()[kind][0] is catalog.STATUS}
+    assert set(SIGNED_CASES) == status_cases
+    assert SIGNED_CASES["will"]["envelope_hex"] in DOC.read_text(), "docs/wire-format.md quotes the signed will"
+
+
+@pytest.mark.parametrize("name", sorted(SIGNED_CASES))
+def test_signed_messages_match_their_vectors_and_open_to_the_typed_message(name):
+    from broker_bridge.envelope import verify
+    from broker_bridge.keys import key_id
+    from broker_bridge.station_messages import open_station_envelope, seal_station_message
+
+    case = SIGNED_CASES[name]
+    key = published_test_key()
+    assert key_id(key.public_key()) == SIGNED["kid"]
+    wire = bytes.fromhex(case["envelope_hex"])
+    assert seal_station_message(CASES[name], SIGNED["kid"], key) == wire
+    envelope = open_station_envelope(wire)
+    assert envelope.body == (VECTORS.parent / case["body"]).read_bytes() and envelope.key_id == SIGNED["kid"]
+    verify(envelope, key.public_key())
+    assert parse_station_message(envelope.body) == CASES[name]
+
+
+def test_a_signed_status_over_its_bound_or_not_an_envelope_is_refused_with_a_reason():
+    from broker_bridge.envelope import EnvelopeError
+    from broker_bridge.station_messages import MAX_SIGNED_STATUS_BYTES, open_station_envelope
+
+    for payload, reason in [
+        (b"\x00" * (MAX_SIGNED_STATUS_BYTES + 1), "oversized"),
+        (vector("will"), "undecodable"),  # the unsigned JSON of agents before signing
+        (b"\xc1", "undecodable"),
+        (b"\x93\x01\x02\x03", "schema"),
+    ]:
+        with pytest.raises(EnvelopeError) as caught:
+            open_station_envelope(payload)
+        assert caught.value.reason == reason, (payload[:20], caught.value)

@@ -9,8 +9,17 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from broker_bridge.envelope import BatchBody, Reading, seal
+from broker_bridge.envelope import BatchBody, Envelope, Reading, seal
 from broker_bridge.session import BrokerAddress
+from broker_bridge.station_messages import (
+    MAX_SESSION_JUMP,
+    Birth,
+    OutboxStatus,
+    StationState,
+    Status,
+    Will,
+    seal_station_message,
+)
 from broker_bridge.topics import data_topic, status_topic
 from collector.admission import Accepted, Rejected, StationEvent
 from collector.intake import FlushLimits, Intake, PendingMessage
@@ -21,11 +30,13 @@ from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry, add_station
 from collector.sequence import SequenceTracker
+from collector.sessions import SessionGuard
 from store.ilp_writer import ilp_row
 from store.schema import BATCHES, READINGS
 
 STATION = "PREP_ST1"
 MIN = 60 * 10**9
+EMPTY_STATE = StationState(OutboxStatus(0, 0, 0, 0, 0, 0, 1 << 30, 0.0, 0.0, 0, 0, 0), None, {}, 0, None, 0)
 
 
 @pytest.fixture
@@ -70,9 +81,52 @@ def test_admit_judges_each_message_on_arrival(station):
     unknown = message(data_topic("PREP_NOBODY"), batch(key, kid, 1, now, station="PREP_NOBODY"), registry, now)
     assert isinstance(unknown.outcome, Rejected) and unknown.outcome.row.reason == "unknown_station"
 
-    status = json.dumps({"state": "online", "station": STATION, "session": 7}).encode()
+    status = seal_station_message(Birth(STATION, 7, now), kid, key)
     event = message(status_topic(STATION), status, registry, now)
     assert isinstance(event.outcome, StationEvent) and event.outcome.session == 7 and event.outcome.state == "online"
+    assert json.loads(event.outcome.payload) == {"state": "online", "station": STATION, "session": 7, "ts_ns": now}
+
+
+def status_reason(payload: bytes, registry, sessions: SessionGuard | None = None) -> str | None:
+    """The reject reason of a status-topic message, or None when it became a station event."""
+    item = PendingMessage(1, 1, 1, status_topic(STATION), payload, time.time_ns())
+    admit(item, registry, sessions)
+    return item.outcome.row.reason if isinstance(item.outcome, Rejected) else None
+
+
+def test_status_birth_and_will_must_be_signed_by_the_station(station):
+    registry, key, kid = station
+    will = Will(STATION, 5)
+    assert status_reason(seal_station_message(will, kid, key), registry) is None
+    assert status_reason(will.encode(), registry) == "undecodable"  # the unsigned JSON of before
+    stranger = Ed25519PrivateKey.generate()
+    assert status_reason(seal_station_message(will, kid, stranger), registry) == "bad_signature"
+    assert status_reason(seal_station_message(will, "0123456789abcdef", stranger), registry) == "unknown_key"
+    tampered = bytearray(seal_station_message(will, kid, key))
+    tampered[tampered.index(b"5}")] = ord("9")  # session 5 -> 9 after signing
+    assert status_reason(bytes(tampered), registry) == "bad_signature"
+    out_of_shape = b'{"state": "online", "station": "PREP_ST1", "session": 1, "outbox": "full"}'
+    assert status_reason(Envelope(kid, out_of_shape, key.sign(out_of_shape)).encode(), registry) == "schema"
+    other = Birth("PREP_OTHER", 1, None)
+    assert status_reason(seal_station_message(other, kid, key), registry) == "topic_mismatch"
+
+
+def test_a_session_grows_only_by_a_bounded_step_above_what_the_station_proved(station):
+    registry, key, kid = station
+    sessions = SessionGuard()
+    sessions.seed({STATION: 3_000_001})
+    signed = lambda message: seal_station_message(message, kid, key)  # noqa: E731
+    pinned = 2**63 - 2
+    assert status_reason(signed(Will(STATION, pinned)), registry, sessions) == "session_jump"
+    assert status_reason(signed(Status(STATION, pinned, None, EMPTY_STATE)), registry, sessions) == "session_jump"
+    assert sessions.highest(STATION) == 3_000_001  # a refused message proves nothing
+    assert status_reason(signed(Birth(STATION, 4_000_001, None)), registry, sessions) is None
+    assert sessions.highest(STATION) == 4_000_001
+    ahead = 4_000_001 + MAX_SESSION_JUMP
+    assert status_reason(signed(Will(STATION, ahead)), registry, sessions) is None  # the bound itself is allowed
+    assert status_reason(signed(Will(STATION, ahead + MAX_SESSION_JUMP + 1)), registry, sessions) == "session_jump"
+    # Without history (a new station, or no warehouse): the bound counts from 0.
+    assert status_reason(signed(Birth(STATION, pinned, None)), registry) == "session_jump"
 
 
 def test_prepare_sequences_flags_and_lays_out_columns(station):

@@ -64,7 +64,7 @@ UINT64_MAX = (1 << 64) - 1  # msgpack can carry it; the contract stops at 2^63-1
 QDB_MAX_TS = 9_214_646_399_999_999_999
 REASONS = {
     "bad_topic", "unknown_station", "disabled_station", "oversized", "undecodable", "schema", "version",
-    "unknown_key", "retired_key", "bad_signature", "topic_mismatch",
+    "unknown_key", "retired_key", "bad_signature", "topic_mismatch", "session_jump",
 }  # fmt: skip
 
 
@@ -433,13 +433,21 @@ def status_messages(draw, narrow=False):
         optional={"planned": json_values, "outbox": json_values, "devices": json_values},
     )  # fmt: skip
     doc = draw(st.one_of(docs, docs, docs, json_values))
-    payload = json.dumps(doc).encode(draw(st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-16", "utf-32"])))
+    text = json.dumps(doc).encode(draw(st.sampled_from(["utf-8", "utf-8", "utf-8", "utf-16", "utf-32"])))
     rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
     huge = json.dumps({"state": "online", "station": station, "session": 1, "pad": "x" * 70_000}).encode()
+    # Signed with the good station's key, as on the wire: so that the body's checks are reached.
+    payload = envelope("good", text)
     return [
         (status_topic(station), payload, "status-json"),
         (status_topic(station), mutate_bytes(payload, rnd), "status-mutated"),
-        (status_topic(station), draw(st.binary(max_size=300)) if rnd.random() < 0.9 else huge, "status-bytes"),
+        (status_topic(station), envelope("good", mutate_bytes(text, rnd)), "status-body-mutated"),
+        (status_topic(station), text, "status-unsigned"),
+        (
+            status_topic(station),
+            draw(st.binary(max_size=300)) if rnd.random() < 0.9 else envelope("good", huge),
+            "status-bytes",
+        ),
     ]
 
 
@@ -509,7 +517,7 @@ def judge(topic: str, payload: bytes, registry: StationRegistry) -> Accepted | S
 # (strategy, hypothesis examples, payloads per example)
 IN_PROCESS = [
     (valid_batches, 1000, 1), (byte_mutations, 800, 5), (broken_bodies, 800, 3),
-    (random_structures, 1000, 1), (trust_cases, 200, 8), (status_messages, 300, 3),
+    (random_structures, 1000, 1), (trust_cases, 200, 8), (status_messages, 300, 5),
 ]  # fmt: skip
 assert sum(n * k for _, n, k in IN_PROCESS) >= 10_000
 EXPECTED_REASON = {
@@ -701,12 +709,12 @@ def test_sent_ns_beyond_questdb_range_is_rejected_not_a_crash(flusher):
 
 def test_utf16_status_is_rejected_not_a_crash(flusher):
     doc = {"state": "online", "station": GOOD, "session": 1}
-    flush_one(flusher, status_topic(GOOD), json.dumps(doc).encode("utf-16"))
+    flush_one(flusher, status_topic(GOOD), envelope("good", json.dumps(doc).encode("utf-16")))
 
 
 def test_status_session_above_int64_is_rejected_not_a_crash(flusher):
     doc = {"state": "online", "station": GOOD, "session": 2**63}
-    flush_one(flusher, status_topic(GOOD), json.dumps(doc).encode())
+    flush_one(flusher, status_topic(GOOD), envelope("good", json.dumps(doc).encode()))
 
 
 def test_a_flush_of_many_large_rejects_does_not_crash(flusher):

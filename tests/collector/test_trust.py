@@ -9,8 +9,9 @@ from datetime import timedelta
 import paho.mqtt.client as mqtt
 import pytest
 
-from broker_bridge.envelope import BatchBody, Reading, seal
+from broker_bridge.envelope import BatchBody, Reading, seal, verify
 from broker_bridge.keys import write_new_key
+from broker_bridge.station_messages import Birth, Will, open_station_envelope, seal_station_message
 from broker_bridge.topics import data_topic, status_topic
 from collector.registry import add_station, retire_key, rotate_key, set_enabled
 from store.queries import station_overview
@@ -145,12 +146,13 @@ def test_a_gap_in_sequence_numbers_is_recorded_with_its_range(station, mosquitto
 
 
 def test_a_late_will_never_overrides_a_newer_birth(station, mosquitto_server, make_collector, warehouse):
-    station_id, _, registry = station
+    station_id, key, registry = station
     make_collector(mosquitto_server.port, registry, f"c-{station_id}")
     topic = status_topic(station_id)
 
     def status(state, session):
-        return json.dumps({"state": state, "station": station_id, "session": session}).encode()
+        message = Birth(station_id, session, None) if state == "online" else Will(station_id, session)
+        return seal_station_message(message, key.key_id, key.private_key)
 
     # Birth of session 2 arrives before the will of session 1 (a broker noticing a dead socket late).
     publish_all(mosquitto_server.port, topic, [status("online", 1), status("online", 2), status("offline", 1)])
@@ -182,10 +184,17 @@ def test_agent_will_is_published_by_the_broker_when_the_agent_dies(tmp_path, mos
     station_file.write_text(yaml.safe_dump(doc))
     ports = {d["id"]: free_port() for d in doc["devices"]}
     key_path = tmp_path / "k.key"
-    write_new_key(key_path)
+    signing = write_new_key(key_path)
     seen: list[dict] = []
+
+    def signed_json(payload: bytes) -> dict:
+        envelope = open_station_envelope(payload)
+        assert envelope.key_id == signing.key_id
+        verify(envelope, signing.public_key)  # the will too: signed by the agent when it armed it
+        return json.loads(envelope.body)
+
     watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher", protocol=mqtt.MQTTv5)
-    watcher.on_message = lambda c, u, m: seen.append(json.loads(m.payload))
+    watcher.on_message = lambda c, u, m: seen.append(signed_json(m.payload))
     watcher.connect("127.0.0.1", mosquitto_server.port)
     watcher.subscribe(status_topic(station_id), qos=1)
     watcher.loop_start()
