@@ -253,6 +253,13 @@ def make_stations(n: int, root: Path, registry: Path, poll_s: float, run_tag: st
     return stations
 
 
+def wait_logged(process: ManagedProcess, event: str) -> None:
+    """Started all at once, then waited for: the processes start in parallel."""
+    wait_until(
+        lambda: event in process.log_path.read_text(), timeout=60, what=f"{event} from {process.name}", process=process
+    )
+
+
 class Rig:
     """The whole system as real processes, each killable and restartable."""
 
@@ -284,12 +291,7 @@ class Rig:
         for st in self.stations:
             st.sim = sim_process(st.file, st.root / "truth.jsonl", st.root / "sim.log", st.ports).start()
         for st in self.stations:
-            wait_until(
-                lambda st=st: "sim.listening" in st.sim.log_path.read_text(),
-                timeout=60,
-                what=f"simulator of {st.id} listening",
-                process=st.sim,
-            )
+            wait_logged(st.sim, "sim.listening")
         e = self.questdb.endpoints
         for i in range(self.args.collectors):
             process = collector_process(
@@ -310,12 +312,7 @@ class Rig:
             victim.target.start()
             self.collectors.append(victim)
         for victim in self.collectors:
-            wait_until(
-                lambda v=victim: "mqtt_connected" in v.target.log_path.read_text(),
-                timeout=60,
-                what=f"{victim.name} connected",
-                process=victim.target,
-            )
+            wait_logged(victim.target, "mqtt_connected")
         for st in self.stations:
             process = agent_process(
                 st.file,
