@@ -1,11 +1,30 @@
-"""Read-side SQL over QuestDB's PostgreSQL wire (psycopg)."""
+"""Read-side SQL over QuestDB's PostgreSQL wire (psycopg).
+
+Every read goes through ``connect``: a warehouse that cannot be reached (refused, dropped mid-query,
+restarting) raises ``WarehouseUnavailable``, the one error the collector holds messages for and
+retries, never a driver error that would make a message look like poison.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+
+from store.ilp_writer import WarehouseUnavailable
+
+
+@contextmanager
+def connect(conninfo: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection; connection failures (at open or during the block) become WarehouseUnavailable."""
+    try:
+        with connect(conninfo) as conn:
+            yield conn
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise WarehouseUnavailable(f"QuestDB over PostgreSQL wire: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -24,7 +43,7 @@ class ParameterSummary:
 
 def parameter_summaries(conninfo: str) -> list[ParameterSummary]:
     """Per station, device and parameter: how many readings, and the latest one."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         counts = {
             (s, d, p): n
             for s, d, p, n in conn.execute(
@@ -43,7 +62,7 @@ def parameter_summaries(conninfo: str) -> list[ParameterSummary]:
 
 
 def reject_counts(conninfo: str) -> dict[tuple[str, str], int]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         return {
             (s or "", r): n
             for s, r, n in conn.execute(
@@ -67,7 +86,7 @@ class StationOverview:
 
 
 def station_overview(conninfo: str) -> list[StationOverview]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         readings = {
             s: (n, ts) for s, n, ts in conn.execute("SELECT station, count(), max(ts) FROM readings GROUP BY station")
         }
@@ -112,7 +131,7 @@ def recent_readings(conninfo: str, lookback_s: float, slice_s: float = 900.0):
     end_us = _time.time_ns() // 1000
     start_us = end_us - int(lookback_s * 1e6)
     step_us = int(slice_s * 1e6)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         for low in range(start_us, end_us + step_us, step_us):
             yield from conn.execute(
                 "SELECT station, device, parameter, cast(ts AS LONG), value, status, unit FROM readings"
@@ -126,13 +145,13 @@ def recent_readings(conninfo: str, lookback_s: float, slice_s: float = 900.0):
 
 def ledger_highest_seq(conninfo: str) -> dict[str, int]:
     """Per station, the highest sequence number in the ``batches`` ledger."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         return {station: seq for station, seq in conn.execute("SELECT station, max(seq) FROM batches GROUP BY station")}
 
 
 def ledger_entry(conninfo: str, station: str, seq: int) -> tuple[str, int] | None:
     """(payload sha256, received_at in ns) of a station's batch ``seq`` in the ledger, or None."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         row = conn.execute(
             "SELECT payload_sha256, received_at::long FROM batches WHERE station = %s AND seq = %s LIMIT 1",
             (station, seq),
@@ -156,7 +175,7 @@ class WalTable:
 
 
 def wal_tables(conninfo: str) -> list[WalTable]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         rows = conn.execute("SELECT name, suspended, writerTxn, sequencerTxn FROM wal_tables()").fetchall()
     return [WalTable(name, bool(suspended), writer, sequencer) for name, suspended, writer, sequencer in rows]
 
@@ -224,7 +243,7 @@ def recent_rejects(
 ) -> list[RejectRecord]:
     """The newest ``limit`` rejects matching the filters, newest first, without their payloads."""
     where, params = _reject_filter(station, reason, since, None)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         rows = conn.execute(
             f"SELECT {_REJECT_COLUMNS} FROM rejects{where} ORDER BY ts DESC LIMIT %s", [*params, limit]
         ).fetchall()
@@ -244,7 +263,7 @@ def stream_rejects(
     of up to 1 MiB each must not have to fit in memory at once.
     """
     where, params = _reject_filter(station, reason, since, until)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         cursor = conn.cursor()
         for row in cursor.stream(f"SELECT {_REJECT_COLUMNS}, payload_b64 FROM rejects{where} ORDER BY ts", params):
             yield _reject(row[:-1], row[-1] or "")

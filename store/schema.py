@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import psycopg
+from store.queries import connect
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ TABLES = (READINGS, REJECTS, BATCHES, STATION_EVENTS, SEQUENCE_GAPS)
 
 
 def ensure_schema(conninfo: str, tables: tuple[Table, ...] = TABLES) -> None:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         for table in tables:
             conn.execute(table.create_sql())
             # QuestDB refuses "ADD COLUMN IF NOT EXISTS" as a no-op on WAL
