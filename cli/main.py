@@ -309,6 +309,14 @@ def collector_run(
         " the collector's memory while QuestDB is down",
     ),
     max_pending_mb: int = typer.Option(256, min=16, help="payload megabytes held unacknowledged at most"),
+    key: Path | None = typer.Option(
+        None,
+        help="the collector's own private key (`quantrac keys new`): signs the receipts that tell each station how far"
+        " its batches are committed; without it no receipts are sent and stations re-send what no receipt covered",
+    ),
+    resend_retry_s: float = typer.Option(
+        30.0, min=0.1, help="a recorded gap is asked for again after this long, doubling up to 10 minutes"
+    ),
     broker_user: str | None = BROKER_USER,
     broker_password_file: Path | None = BROKER_PASSWORD_FILE,
     tls_ca: Path | None = TLS_CA,
@@ -318,12 +326,16 @@ def collector_run(
 ) -> None:
     """Verify and store every station's batches; acknowledge each only after QuestDB committed it."""
     configure_logging(log_level)
+    from broker_bridge.keys import KeyFileError, load_signing_key
+    from collector.healing import HealingPolicy
     from collector.qc.thresholds import ThresholdsError
     from collector.registry import RegistryError
     from collector.service import Collector, CollectorConfig
+    from store.ilp_writer import WarehouseUnavailable
     from store.questdb_server import QuestDBEndpoints
-    from store.schema import ensure_schema
 
+    # Only an operator's mistake at start-up ends the collector, with one line; QuestDB or the broker
+    # being away is waited for (Collector.start, paho's reconnect), never an exit.
     try:
         endpoints = QuestDBEndpoints.at(questdb_pg, http=questdb)
         config = CollectorConfig(
@@ -338,15 +350,28 @@ def collector_run(
             max_pending=max_pending,
             receive_maximum=max_pending,
             max_pending_bytes=max_pending_mb * 1024 * 1024,
+            receipt_key=load_signing_key(key) if key is not None else None,
+            healing=HealingPolicy(first_retry_s=resend_retry_s),
         )
-        ensure_schema(endpoints.pg_conninfo)
         collector = Collector(config)
-    except (RegistryError, ThresholdsError, ValueError) as exc:
+    except (RegistryError, ThresholdsError, KeyFileError, ValueError, OSError) as exc:
         fail(str(exc))
     stop = threading.Event()
+
+    def stop_requested(*_) -> None:
+        stop.set()
+        collector.request_stop()  # also ends the wait for QuestDB at start
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    collector.start()
+        signal.signal(sig, stop_requested)
+    try:
+        collector.start()
+    except OSError as exc:  # the metrics port is taken: an operator's choice
+        fail(f"cannot start the collector: {exc}")
+    except WarehouseUnavailable:
+        if not stop.is_set():
+            raise
+        return  # stopped while waiting for QuestDB
     try:
         collector.run(stop)
     finally:

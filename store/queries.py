@@ -14,14 +14,14 @@ from datetime import datetime
 
 import psycopg
 
-from store.ilp_writer import WarehouseUnavailable
+from store.errors import WarehouseUnavailable
 
 
 @contextmanager
 def connect(conninfo: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection; connection failures (at open or during the block) become WarehouseUnavailable."""
     try:
-        with connect(conninfo) as conn:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
             yield conn
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise WarehouseUnavailable(f"QuestDB over PostgreSQL wire: {type(exc).__name__}: {exc}") from exc
@@ -83,6 +83,8 @@ class StationOverview:
     )  # the newest session's newest message, as the station sent it (its format: broker_bridge)
     missing_batches: int  # sequence numbers between the lowest and highest that never arrived
     rejects: int
+    open_gaps: int = 0  # recorded gaps still asked for
+    lost_at_source: int = 0  # batches of closed gaps the station no longer held
 
 
 def station_overview(conninfo: str) -> list[StationOverview]:
@@ -99,6 +101,14 @@ def station_overview(conninfo: str) -> list[StationOverview]:
         rejects = {
             s: n for s, n in conn.execute("SELECT claimed_station, count() FROM rejects GROUP BY claimed_station")
         }
+        gaps: dict[str, tuple[int, int]] = {}
+        for station, state, count, lost in conn.execute(
+            "SELECT station, state, count(), sum(lost) FROM sequence_gaps GROUP BY station, state"
+        ):
+            opened, lost_total = gaps.get(station, (0, 0))
+            if state in (None, "open"):
+                opened += count
+            gaps[station] = (opened, lost_total + (lost or 0))
         # A late will from an older session must not override a newer birth:
         # order by session first, then by arrival.
         events = {}
@@ -113,7 +123,17 @@ def station_overview(conninfo: str) -> list[StationOverview]:
         distinct, low, high = ledger.get(station, (0, None, None))
         missing = 0 if low is None else (high - low + 1) - distinct
         overview.append(
-            StationOverview(station, state, session, last, count, payload or None, missing, rejects.get(station, 0))
+            StationOverview(
+                station,
+                state,
+                session,
+                last,
+                count,
+                payload or None,
+                missing,
+                rejects.get(station, 0),
+                *gaps.get(station, (0, 0)),
+            )
         )
     return overview
 
@@ -147,6 +167,26 @@ def ledger_highest_seq(conninfo: str) -> dict[str, int]:
     """Per station, the highest sequence number in the ``batches`` ledger."""
     with connect(conninfo) as conn:
         return {station: seq for station, seq in conn.execute("SELECT station, max(seq) FROM batches GROUP BY station")}
+
+
+def ledger_ranges(conninfo: str) -> list[tuple[str, int, int]]:
+    """(station, first, last): the ledger's runs of consecutive sequence numbers (gaps and islands)."""
+    with connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT station, min(seq), max(seq) FROM ("
+            " SELECT station, seq, seq - row_number() OVER (PARTITION BY station ORDER BY seq) island"
+            " FROM (SELECT DISTINCT station, seq FROM batches)"
+            ") GROUP BY station, island ORDER BY station, 2"
+        ).fetchall()
+
+
+def open_gaps(conninfo: str) -> list[tuple[str, int, int, int]]:
+    """(station, first missing, last missing, seen ns) of every gap not closed yet: asked for again after a restart."""
+    with connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT station, first_missing, last_missing, ts::long FROM sequence_gaps"
+            " WHERE state IS NULL OR state = 'open' ORDER BY ts"
+        ).fetchall()
 
 
 def ledger_entry(conninfo: str, station: str, seq: int) -> tuple[str, int] | None:

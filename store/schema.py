@@ -121,6 +121,12 @@ SEQUENCE_GAPS = Table(
         ("station", "SYMBOL"),
         ("first_missing", "LONG"),
         ("last_missing", "LONG"),
+        # open (asked for again, with back-off, until closed; NULL in rows of older collectors),
+        # filled (every batch arrived) or lost_at_source (the station no longer holds some: ``lost``
+        # batches, the ranges in ``detail``). A state change rewrites the row (same ts and first_missing).
+        ("state", "SYMBOL"),
+        ("lost", "LONG"),
+        ("detail", "VARCHAR"),
     ),
     dedup_keys=("ts", "station", "first_missing"),
 )
