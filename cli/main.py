@@ -230,6 +230,15 @@ def agent_run(
         "drop_oldest", help="when unsent data alone fills the cap: drop_oldest (recorded) or refuse_new"
     ),
     commit_window_ms: float = typer.Option(200.0, help="group-commit window: at most one fsync per window"),
+    collector_key: list[Path] = typer.Option(
+        [],
+        "--collector-key",
+        help="a collector's public key file (repeatable): receipts it signs make batches delivered; with one,"
+        " a PUBACKed batch no receipt covered in time is sent again, and only delivered batches are dropped",
+    ),
+    receipt_timeout_s: float = typer.Option(
+        30.0, min=0.1, help="send a PUBACKed batch again when no receipt covered it this long (doubling up to 10 min)"
+    ),
     broker_user: str | None = BROKER_USER,
     broker_password_file: Path | None = BROKER_PASSWORD_FILE,
     tls_ca: Path | None = TLS_CA,
@@ -239,7 +248,8 @@ def agent_run(
 ) -> None:
     """Poll the station's analyzers and publish signed batches until SIGINT/SIGTERM."""
     configure_logging(log_level)
-    from broker_bridge.keys import KeyFileError, load_signing_key
+    from broker_bridge.envelope import verifier
+    from broker_bridge.keys import KeyFileError, key_id, load_public_key, load_signing_key
     from edge_agent.agent import AgentSettings, StationAgent
     from edge_agent.outbox import RetentionPolicy
     from station_profiles.loader import ConfigError, load_station
@@ -251,11 +261,19 @@ def agent_run(
             station = station.with_port_overrides(overrides)
         signing_key = load_signing_key(key)
         address = broker_address(broker, broker_user, broker_password_file, tls_ca, tls_cert, tls_key)
+        collector_keys = {key_id(k): verifier(k) for k in map(load_public_key, collector_key)}
         settings = AgentSettings(
             commit_window_s=commit_window_ms / 1000,
-            retention=RetentionPolicy(retention_days, int(max_mb * 1024 * 1024), overflow),
+            retention=RetentionPolicy(
+                retention_days,
+                int(max_mb * 1024 * 1024),
+                overflow,
+                require_receipts=bool(collector_keys),
+                receipt_timeout_s=receipt_timeout_s,
+            ),
+            collector_keys=collector_keys,
         )
-    except (ConfigError, KeyFileError, ValueError) as exc:
+    except (ConfigError, KeyFileError, ValueError, OSError) as exc:
         fail(str(exc))
     agent = StationAgent(station, signing_key, address, outbox, settings)
 
