@@ -84,7 +84,7 @@ class Station:
             )
         )  # fmt: skip
 
-    def collector(self):
+    def collector(self, client_id: str | None = None, share_group: str | None = None):
         w = self.warehouse
         process = self.start(
             collector_process(
@@ -93,7 +93,8 @@ class Station:
                 f"127.0.0.1:{w.http_port}",
                 f"127.0.0.1:{w.pg_port}",
                 self._log("collector"),
-                client_id=f"collector-{self.id}",
+                client_id=client_id or f"collector-{self.id}",
+                share_group=share_group,
                 key=self.collector_key,
                 resend_retry_s=self.resend_retry_s,
             )
