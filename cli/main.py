@@ -189,32 +189,50 @@ def status(
 
     rows = station_overview(QuestDBEndpoints.at(questdb_pg).pg_conninfo)
     typer.echo(
-        f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} {'backlog':>8} {'age s':>7} {'missing':>8} {'rejects':>8}"
+        f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} {'backlog':>8}"
+        f" {'age s':>7} {'missing':>8} {'gaps':>5} {'lost':>5} {'no-rcpt':>7} {'overdue':>7} {'rejects':>8}"
     )
     for r in rows:
         last = r.last_reading.strftime("%Y-%m-%d %H:%M:%S") if r.last_reading else "-"
         backlog, age = backlog_of(r.latest_payload)
+        unreceipted, overdue = receipts_of(r.latest_payload)
         typer.echo(
-            f"{r.station:<16} {r.state:<8} {r.session if r.session is not None else '-':>14} {last:<20} {r.readings:>9} "
-            f"{backlog if backlog is not None else '-':>8} "
-            f"{age if age is not None else '-':>7} {r.missing_batches:>8} {r.rejects:>8}"
+            f"{r.station:<16} {r.state:<8} {r.session if r.session is not None else '-':>14} {last:<20}"
+            f" {r.readings:>9} {backlog if backlog is not None else '-':>8} {age if age is not None else '-':>7}"
+            f" {r.missing_batches:>8} {r.open_gaps:>5} {r.lost_at_source:>5}"
+            f" {unreceipted if unreceipted is not None else '-':>7} {overdue if overdue is not None else '-':>7}"
+            f" {r.rejects:>8}"
         )
+    typer.echo(
+        "gaps: recorded gaps still asked for; lost: batches the station no longer held (closed as lost at source,"
+        " ranges in sequence_gaps.detail); no-rcpt/overdue: PUBACKed batches without a warehouse receipt, and of"
+        " those past their time-out (from the station's latest status)"
+    )
 
 
-def backlog_of(latest_payload: str | None) -> tuple[int | None, float | None]:
-    """(readings not yet acknowledged, age of the oldest in s) from a station's latest message, when it is a status."""
+def receipts_of(latest_payload: str | None) -> tuple[int | None, int | None]:
+    """(batches awaiting a receipt, of those overdue) from a station's latest status, when it reports them."""
+    outbox = _latest_outbox(latest_payload)
+    return (None, None) if outbox is None else (outbox.unreceipted_batches, outbox.overdue_batches)
+
+
+def _latest_outbox(latest_payload: str | None):
     from broker_bridge.json_message import MessageError
     from broker_bridge.station_messages import Status, parse_station_message
 
     if not latest_payload:
-        return None, None
+        return None
     try:
         message = parse_station_message(latest_payload.encode("utf-8"))
-    except MessageError:  # stored by an older collector that took it; no backlog to show
-        return None, None
-    if not isinstance(message, Status):
-        return None, None
-    return message.state.outbox.backlog_readings, message.state.outbox.backlog_age_s
+    except MessageError:  # stored by an older collector that took it; nothing to show
+        return None
+    return message.state.outbox if isinstance(message, Status) else None
+
+
+def backlog_of(latest_payload: str | None) -> tuple[int | None, float | None]:
+    """(readings not yet acknowledged, age of the oldest in s) from a station's latest message, when it is a status."""
+    outbox = _latest_outbox(latest_payload)
+    return (None, None) if outbox is None else (outbox.backlog_readings, outbox.backlog_age_s)
 
 
 @agent_app.command("run")

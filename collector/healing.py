@@ -74,7 +74,8 @@ class GapBook:
         """Open gaps read from the warehouse at start: asked for at once (the last ask may have died with a broker)."""
         with self._lock:
             for station, first, last, seen_ns in rows:
-                self.gaps.append(OpenGap(station, first, last, seen_ns, self.clock(), self.policy.first_retry_s))
+                # Due now; the repeat after this ask comes first_retry_s later.
+                self.gaps.append(OpenGap(station, first, last, seen_ns, self.clock(), self.policy.first_retry_s / 2))
 
     def recorded(self, station: str, first: int, last: int, seen_ns: int) -> None:
         """A gap just committed as open (and asked for once already)."""
@@ -142,8 +143,8 @@ class GapBook:
                 for first, last in self.missing(gap):
                     asks += [(gap.station, a, b) for a, b in gap.not_kept.missing(first, last)]
                 gap.asks += 1
-                gap.next_ask = now + gap.retry_s
                 gap.retry_s = min(gap.retry_s * 2, self.policy.max_retry_s)
+                gap.next_ask = now + gap.retry_s
             return asks
 
     def closing_rows(self) -> list[IlpRow]:
