@@ -78,7 +78,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from questdb import Sender, TimestampNanos  # noqa: E402
 
 from broker_bridge.envelope import BatchBody, Reading, seal  # noqa: E402
-from broker_bridge.keys import key_id, public_key_b64  # noqa: E402
+from broker_bridge.keys import (  # noqa: E402
+    key_id,
+    public_key_b64,
+    write_new_key,  # noqa: E402
+)
 from broker_bridge.mosquitto_server import MosquittoServer  # noqa: E402
 from broker_bridge.topics import data_topic  # noqa: E402
 from cli.processes import collector_process  # noqa: E402
@@ -436,6 +440,9 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="also run one profiled round in-process; pstats file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, collector log)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--receipts", action="store_true", help="give the collector a key (--key): it signs and publishes receipts"
+    )
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -456,6 +463,9 @@ def main() -> None:
         client_id = "bench-collector"
         share = "bench" if args.collectors > 1 else None
         logs = [tmp / f"collector-{n}.log" for n in range(args.collectors)]
+        receipt_key = tmp / "collector.key" if args.receipts else None
+        if receipt_key is not None:
+            write_new_key(receipt_key)
         for n, log in enumerate(logs):
             collectors.append(
                 collector_process(
@@ -466,6 +476,7 @@ def main() -> None:
                     log,
                     client_id=f"{client_id}-{n}" if share else client_id,
                     share_group=share,
+                    key=receipt_key,
                 ).start()
             )
         for log, process in zip(logs, collectors):
@@ -475,7 +486,8 @@ def main() -> None:
         time.sleep(0.5)  # the SUBACK follows the CONNACK
         print(
             f"{args.collectors} collector process(es){' sharing the subscription' if share else ''}; "
-            f"{len(stations):,} stations; readings carry qc_flag: {qc_flag}",
+            f"{len(stations):,} stations; readings carry qc_flag: {qc_flag}; "
+            f"receipts: {'on' if args.receipts else 'off'}",
             flush=True,
         )
 

@@ -3,7 +3,7 @@
 The place where a new message joins the contract. The ones planned next fit
 the same way: a TT10 bridge's file receipts, province-to-national forwarding
 of batches (the envelope unchanged, under a forwarding topic), the
-warehouse's receipts to a station. Each gets a topic suffix in
+warehouse's receipts to a station (built: ``receipts.py``). Each gets a topic suffix in
 ``topics.py``, a typed class with ``encode`` and ``parse`` in a module of its
 own, a line here, a section in docs/wire-format.md and a test vector in
 tests/broker_bridge/vectors/; tests/broker_bridge/test_wire_messages.py checks that all of these exist
@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from broker_bridge.commands import ResendRequest
 from broker_bridge.envelope import open_envelope
+from broker_bridge.receipts import SignedReceipt
 from broker_bridge.session import QOS
 from broker_bridge.station_messages import Birth, ResendReport, Status, Will
-from broker_bridge.topics import COMMAND_SUFFIX, DATA_SUFFIX, STATUS_SUFFIX
+from broker_bridge.topics import COMMAND_SUFFIX, DATA_SUFFIX, RECEIPT_SUFFIX, STATUS_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,13 @@ COMMAND = TopicContract(
     (MessageKind("resend_request", ResendRequest.parse),),
 )  # fmt: skip
 
-TOPICS: tuple[TopicContract, ...] = (DATA, STATUS, COMMAND)
+# Retained, so a station that reconnects learns at once how far the warehouse got; signed by the collector.
+RECEIPT = TopicContract(
+    RECEIPT_SUFFIX, "json", QOS, True, "the collector (signed with its own key)", "the station's agent",
+    (MessageKind("receipt", SignedReceipt.parse),),  # then SignedReceipt.verified with the trusted collector keys
+)  # fmt: skip
+
+TOPICS: tuple[TopicContract, ...] = (DATA, STATUS, COMMAND, RECEIPT)
 
 
 def kinds() -> dict[str, tuple[TopicContract, MessageKind]]:

@@ -201,6 +201,9 @@ class Will(_Parsed):
 # -- periodic status ------------------------------------------------------------------------------------
 
 
+RECEIPT_FIELDS = ("receipted_batches", "unreceipted_batches", "overdue_batches")  # OutboxStatus's optional ones
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxStatus:
     """The outbox's fullness and backlog (``edge_agent.outbox.Outbox.status()``), in its key order."""
@@ -217,15 +220,29 @@ class OutboxStatus:
     dropped_readings: int  # removed by retention before they were sent
     drop_events: int
     recoveries: int  # times a damaged outbox was repaired on opening
+    # Warehouse receipts (broker_bridge/receipts.py); None from agents before them, and then not sent.
+    receipted_batches: int | None = None  # delivered: a receipt covered them
+    unreceipted_batches: int | None = None  # PUBACKed, no receipt yet
+    overdue_batches: int | None = None  # of those, past their time-out: being sent again
 
     @property
     def backlog_readings(self) -> int:
         return self.staged_readings + self.unacked_readings
 
+    def as_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        for name in RECEIPT_FIELDS:
+            if doc[name] is None:
+                del doc[name]
+        return doc
+
     @classmethod
     def from_json(cls, doc: dict[str, Any], path: str = "outbox") -> OutboxStatus:
         values = {}
         for name in cls.__dataclass_fields__:
+            if name in RECEIPT_FIELDS:
+                values[name] = optional(doc.get(name), as_int, f"{path}.{name}")
+                continue
             value = require(doc, name, f"{path}.{name}")
             read = as_float if name in ("fullness", "backlog_age_s") else as_int
             values[name] = read(value, f"{path}.{name}")
@@ -324,7 +341,7 @@ class StationState:
 
     def as_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
-            "outbox": asdict(self.outbox),
+            "outbox": self.outbox.as_json(),
             "recovery": None
             if self.recovery is None
             else {**asdict(self.recovery), "errors": list(self.recovery.errors)},

@@ -15,6 +15,7 @@ PREFIX = "quantrac/v1"
 DATA_SUFFIX = "data"
 STATUS_SUFFIX = "status"
 COMMAND_SUFFIX = "cmd"  # warehouse -> station, e.g. "re-send batches 120..135"
+RECEIPT_SUFFIX = "receipt"  # warehouse -> station: how far its batches are committed (broker_bridge/receipts.py)
 
 
 class TopicError(ValueError):
@@ -40,6 +41,10 @@ def status_topic(station_id: str) -> str:
 
 def command_topic(station_id: str) -> str:
     return f"{PREFIX}/{check_station_id(station_id)}/{COMMAND_SUFFIX}"
+
+
+def receipt_topic(station_id: str) -> str:
+    return f"{PREFIX}/{check_station_id(station_id)}/{RECEIPT_SUFFIX}"
 
 
 def data_subscription(share_group: str | None = None) -> str:

@@ -191,34 +191,50 @@ def status(
 
     rows = station_overview(QuestDBEndpoints.at(questdb_pg).pg_conninfo)
     typer.echo(
-        f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} "
-        f"{'backlog':>8} {'age s':>7} {'missing':>8} {'rejects':>8}"
+        f"{'station':<16} {'state':<8} {'session':>14} {'last reading (UTC)':<20} {'readings':>9} {'backlog':>8}"
+        f" {'age s':>7} {'missing':>8} {'gaps':>5} {'lost':>5} {'no-rcpt':>7} {'overdue':>7} {'rejects':>8}"
     )
     for r in rows:
         last = r.last_reading.strftime("%Y-%m-%d %H:%M:%S") if r.last_reading else "-"
         backlog, age = backlog_of(r.latest_payload)
+        unreceipted, overdue = receipts_of(r.latest_payload)
         typer.echo(
-            f"{r.station:<16} {r.state:<8} {r.session if r.session is not None else '-':>14} "
-            f"{last:<20} {r.readings:>9} "
-            f"{backlog if backlog is not None else '-':>8} "
-            f"{age if age is not None else '-':>7} {r.missing_batches:>8} {r.rejects:>8}"
+            f"{r.station:<16} {r.state:<8} {r.session if r.session is not None else '-':>14} {last:<20}"
+            f" {r.readings:>9} {backlog if backlog is not None else '-':>8} {age if age is not None else '-':>7}"
+            f" {r.missing_batches:>8} {r.open_gaps:>5} {r.lost_at_source:>5}"
+            f" {unreceipted if unreceipted is not None else '-':>7} {overdue if overdue is not None else '-':>7}"
+            f" {r.rejects:>8}"
         )
+    typer.echo(
+        "gaps: recorded gaps still asked for; lost: batches the station no longer held (closed as lost at source,"
+        " ranges in sequence_gaps.detail); no-rcpt/overdue: PUBACKed batches without a warehouse receipt, and of"
+        " those past their time-out (from the station's latest status)"
+    )
 
 
-def backlog_of(latest_payload: str | None) -> tuple[int | None, float | None]:
-    """(readings not yet acknowledged, age of the oldest in s) from a station's latest message, when it is a status."""
+def receipts_of(latest_payload: str | None) -> tuple[int | None, int | None]:
+    """(batches awaiting a receipt, of those overdue) from a station's latest status, when it reports them."""
+    outbox = _latest_outbox(latest_payload)
+    return (None, None) if outbox is None else (outbox.unreceipted_batches, outbox.overdue_batches)
+
+
+def _latest_outbox(latest_payload: str | None):
     from broker_bridge.json_message import MessageError
     from broker_bridge.station_messages import Status, parse_station_message
 
     if not latest_payload:
-        return None, None
+        return None
     try:
         message = parse_station_message(latest_payload.encode("utf-8"))
-    except MessageError:  # stored by an older collector that took it; no backlog to show
-        return None, None
-    if not isinstance(message, Status):
-        return None, None
-    return message.state.outbox.backlog_readings, message.state.outbox.backlog_age_s
+    except MessageError:  # stored by an older collector that took it; nothing to show
+        return None
+    return message.state.outbox if isinstance(message, Status) else None
+
+
+def backlog_of(latest_payload: str | None) -> tuple[int | None, float | None]:
+    """(readings not yet acknowledged, age of the oldest in s) from a station's latest message, when it is a status."""
+    outbox = _latest_outbox(latest_payload)
+    return (None, None) if outbox is None else (outbox.backlog_readings, outbox.backlog_age_s)
 
 
 @agent_app.command("run")
@@ -234,6 +250,15 @@ def agent_run(
         "drop_oldest", help="when unsent data alone fills the cap: drop_oldest (recorded) or refuse_new"
     ),
     commit_window_ms: float = typer.Option(200.0, help="group-commit window: at most one fsync per window"),
+    collector_key: list[Path] = typer.Option(
+        [],
+        "--collector-key",
+        help="a collector's public key file (repeatable): receipts it signs make batches delivered; with one,"
+        " a PUBACKed batch no receipt covered in time is sent again, and only delivered batches are dropped",
+    ),
+    receipt_timeout_s: float = typer.Option(
+        30.0, min=0.1, help="send a PUBACKed batch again when no receipt covered it this long (doubling up to 10 min)"
+    ),
     broker_user: str | None = BROKER_USER,
     broker_password_file: Path | None = BROKER_PASSWORD_FILE,
     tls_ca: Path | None = TLS_CA,
@@ -243,7 +268,8 @@ def agent_run(
 ) -> None:
     """Poll the station's analyzers and publish signed batches until SIGINT/SIGTERM."""
     configure_logging(log_level)
-    from broker_bridge.keys import KeyFileError, load_signing_key
+    from broker_bridge.envelope import verifier
+    from broker_bridge.keys import KeyFileError, key_id, load_public_key, load_signing_key
     from edge_agent.agent import AgentSettings, StationAgent
     from edge_agent.outbox import RetentionPolicy
     from station_profiles.loader import ConfigError, load_station
@@ -255,11 +281,19 @@ def agent_run(
             station = station.with_port_overrides(overrides)
         signing_key = load_signing_key(key)
         address = broker_address(broker, broker_user, broker_password_file, tls_ca, tls_cert, tls_key)
+        collector_keys = {key_id(k): verifier(k) for k in map(load_public_key, collector_key)}
         settings = AgentSettings(
             commit_window_s=commit_window_ms / 1000,
-            retention=RetentionPolicy(retention_days, int(max_mb * 1024 * 1024), overflow),
+            retention=RetentionPolicy(
+                retention_days,
+                int(max_mb * 1024 * 1024),
+                overflow,
+                require_receipts=bool(collector_keys),
+                receipt_timeout_s=receipt_timeout_s,
+            ),
+            collector_keys=collector_keys,
         )
-    except (ConfigError, KeyFileError, ValueError) as exc:
+    except (ConfigError, KeyFileError, ValueError, OSError) as exc:
         fail(str(exc))
     agent = StationAgent(station, signing_key, address, outbox, settings)
 
@@ -313,6 +347,14 @@ def collector_run(
         " the collector's memory while QuestDB is down",
     ),
     max_pending_mb: int = typer.Option(256, min=16, help="payload megabytes held unacknowledged at most"),
+    key: Path | None = typer.Option(
+        None,
+        help="the collector's own private key (`quantrac keys new`): signs the receipts that tell each station how far"
+        " its batches are committed; without it no receipts are sent and stations re-send what no receipt covered",
+    ),
+    resend_retry_s: float = typer.Option(
+        30.0, min=0.1, help="a recorded gap is asked for again after this long, doubling up to 10 minutes"
+    ),
     broker_user: str | None = BROKER_USER,
     broker_password_file: Path | None = BROKER_PASSWORD_FILE,
     tls_ca: Path | None = TLS_CA,
@@ -322,12 +364,16 @@ def collector_run(
 ) -> None:
     """Verify and store every station's batches; acknowledge each only after QuestDB committed it."""
     configure_logging(log_level)
+    from broker_bridge.keys import KeyFileError, load_signing_key
+    from collector.healing import HealingPolicy
     from collector.qc.thresholds import ThresholdsError
     from collector.registry import RegistryError
     from collector.service import Collector, CollectorConfig
+    from store.ilp_writer import WarehouseUnavailable
     from store.questdb_server import QuestDBEndpoints
-    from store.schema import ensure_schema
 
+    # Only an operator's mistake at start-up ends the collector, with one line; QuestDB or the broker
+    # being away is waited for (Collector.start, paho's reconnect), never an exit.
     try:
         endpoints = QuestDBEndpoints.at(questdb_pg, http=questdb)
         config = CollectorConfig(
@@ -342,15 +388,28 @@ def collector_run(
             max_pending=max_pending,
             receive_maximum=max_pending,
             max_pending_bytes=max_pending_mb * 1024 * 1024,
+            receipt_key=load_signing_key(key) if key is not None else None,
+            healing=HealingPolicy(first_retry_s=resend_retry_s),
         )
-        ensure_schema(endpoints.pg_conninfo)
         collector = Collector(config)
-    except (RegistryError, ThresholdsError, ValueError) as exc:
+    except (RegistryError, ThresholdsError, KeyFileError, ValueError, OSError) as exc:
         fail(str(exc))
     stop = threading.Event()
+
+    def stop_requested(*_) -> None:
+        stop.set()
+        collector.request_stop()  # also ends the wait for QuestDB at start
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    collector.start()
+        signal.signal(sig, stop_requested)
+    try:
+        collector.start()
+    except OSError as exc:  # the metrics port is taken: an operator's choice
+        fail(f"cannot start the collector: {exc}")
+    except WarehouseUnavailable:
+        if not stop.is_set():
+            raise
+        return  # stopped while waiting for QuestDB
     try:
         collector.run(stop)
     finally:

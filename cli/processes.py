@@ -24,11 +24,20 @@ def sim_process(
 
 
 def agent_process(
-    station_file: Path, key: Path, broker: str, outbox: Path, log: Path, port_overrides: dict[str, int] | None = None
+    station_file: Path,
+    key: Path,
+    broker: str,
+    outbox: Path,
+    log: Path,
+    port_overrides: dict[str, int] | None = None,
+    collector_keys: tuple[Path, ...] = (),
+    receipt_timeout_s: float | None = None,
 ) -> ManagedProcess:
     argv = quantrac(
-        "agent", "run", station_file, "--key", key, "--broker", broker, "--outbox", outbox, *_ports(port_overrides)
-    )
+        "agent", "run", station_file, "--key", key, "--broker", broker, "--outbox", outbox, *_ports(port_overrides),
+        *(arg for k in collector_keys for arg in ("--collector-key", k)),
+        *(["--receipt-timeout-s", str(receipt_timeout_s)] if receipt_timeout_s is not None else []),
+    )  # fmt: skip
     return ManagedProcess(argv, log_path=log, name=f"agent:{Path(station_file).stem}")
 
 
@@ -41,6 +50,8 @@ def collector_process(
     client_id: str = "quantrac-collector-1",
     share_group: str | None = None,
     max_pending: int | None = None,
+    key: Path | None = None,
+    resend_retry_s: float | None = None,
 ) -> ManagedProcess:
     argv = quantrac(
         "collector",
@@ -57,6 +68,8 @@ def collector_process(
         client_id,
         *(["--share-group", share_group] if share_group else []),
         *(["--max-pending", str(max_pending)] if max_pending else []),
+        *(["--key", key] if key is not None else []),
+        *(["--resend-retry-s", str(resend_retry_s)] if resend_retry_s is not None else []),
     )
     return ManagedProcess(argv, log_path=log, name=f"collector:{client_id}")
 

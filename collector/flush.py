@@ -22,7 +22,7 @@ from collector.admission import reject
 from collector.intake import Intake, PendingMessage
 from collector.metrics import CollectorMetrics
 from collector.prepare import Preparation, PreparedFlush, flush_records, reading_columns
-from store.commit import Warehouse
+from store.commit import FlushRecords, Warehouse
 from store.ilp_writer import SerialisedRows, WarehouseRefused, WarehouseUnavailable
 
 log = structlog.get_logger("collector")
@@ -45,12 +45,22 @@ class FlushPipeline:
         metrics: CollectorMetrics,
         ask_for_resend: Callable[[str, int, int], None],
         after_settle: Callable[[], None],
+        extra_gap_rows: Callable[[], list] = list,
+        flush_committed: Callable[[PreparedFlush, FlushRecords], None] | None = None,
     ) -> None:
         self.intake, self.preparation, self.warehouse, self.metrics = intake, preparation, warehouse, metrics
         self.sequences = preparation.sequences
         self._ask_for_resend, self._after_settle = ask_for_resend, after_settle
+        # Healing and receipts (collector/service.py): gap rows to write with a flush (closed gaps),
+        # and what to do once a flush is committed (receipts to its stations).
+        self._extra_gap_rows, self._flush_committed = extra_gap_rows, flush_committed
         self._sending: Sending | None = None
         self._lock = threading.Lock()  # one step at a time, whichever thread runs it
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while the pipeline steps: work on the sequence state outside a step takes it too."""
+        return self._lock
 
     def readings_committed(self) -> bool:
         """The flush in flight has its readings in QuestDB and waits for its ledger and acknowledgements."""
@@ -179,7 +189,7 @@ class FlushPipeline:
         written, records = self.warehouse.commit(
             readings,
             refused=lambda exc: self._write_one_by_one(prepared.new, str(exc)),
-            records=lambda: flush_records(prepared),
+            records=lambda: self._records(prepared),
         )
         self.sequences.commit_flush(prepared.token)
         self.metrics.flushes.inc()
@@ -196,7 +206,14 @@ class FlushPipeline:
         for row in records.rejects:
             self.metrics.rejects.labels(row.reason).inc()
             log.warning("message_rejected", station=row.claimed_station, reason=row.reason, detail=row.detail)
+        if self._flush_committed is not None:
+            self._flush_committed(prepared, records)
         self.intake.settled(prepared.batch)
+
+    def _records(self, prepared: PreparedFlush) -> FlushRecords:
+        records = flush_records(prepared)
+        records.gaps += self._extra_gap_rows()
+        return records
 
     def _write_one_by_one(self, accepted: list[PendingMessage], error: str) -> int:
         """QuestDB refused the batch: find the messages it refuses and turn them into rejects."""

@@ -123,8 +123,8 @@ class Intake:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def publish(self, topic: str, payload: bytes | str) -> None:
-        self._client.publish(topic, payload, qos=session.QOS)
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        self._client.publish(topic, payload, qos=session.QOS, retain=retain)
 
     @property
     def generation(self) -> int:

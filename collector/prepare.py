@@ -17,6 +17,7 @@ import numpy as np
 import structlog
 
 from collector.admission import LATE_AFTER_NS, Accepted, Rejected, StationEvent, check_message, reject
+from collector.healing import gap_row
 from collector.intake import PendingMessage
 from collector.metrics import CollectorMetrics
 from collector.qc.engine import QualityControl
@@ -25,7 +26,7 @@ from collector.sequence import DUPLICATE, NEW, FlushToken, SequenceTracker
 from collector.sessions import SessionGuard
 from store.commit import FlushRecords
 from store.ilp_writer import IlpRow, ReadingColumns, ilp_row
-from store.schema import BATCHES, SEQUENCE_GAPS, STATION_EVENTS
+from store.schema import BATCHES, STATION_EVENTS
 
 log = structlog.get_logger("collector")
 
@@ -212,7 +213,3 @@ def event_row(event: StationEvent) -> IlpRow:
         planned=event.planned,
         payload=event.payload,
     )
-
-
-def gap_row(station: str, first: int, last: int, seen_ns: int) -> IlpRow:
-    return ilp_row(SEQUENCE_GAPS, seen_ns, station=station, first_missing=first, last_missing=last)

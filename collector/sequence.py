@@ -10,10 +10,12 @@ different content under a used number is a forgery or a reset station.
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from store.queries import ledger_entry, ledger_highest_seq
+from store.queries import ledger_entry, ledger_highest_seq, ledger_ranges
 
 NEW, DUPLICATE, REPLAYED, SEQUENCE_REUSE = "new", "duplicate", "replayed", "sequence_reuse"
 DAY_NS = 86_400 * 10**9
@@ -44,14 +46,27 @@ class SequenceTracker:
         self.highest: dict[str, int] = {}
         self._recent: dict[str, OrderedDict[int, tuple[str, int]]] = {}
         self._open: list[FlushToken] = []
+        # What the warehouse holds per station, for receipts and healing: from the ledger at start,
+        # then every batch this collector saw committed (new, or found stored already).
+        self.committed: dict[str, CommittedRanges] = {}
 
     def seed(self) -> int:
-        """Start from the ledger's highest sequence number per station."""
+        """Start from the ledger: the highest sequence number and the committed ranges per station."""
         if self.conninfo is None:
             return 0
         highest = ledger_highest_seq(self.conninfo)
         self.highest.update(highest)
+        self.merge_ledger(ledger_ranges(self.conninfo))
         return len(highest)
+
+    def merge_ledger(self, ranges: Iterable[tuple[str, int, int]]) -> None:
+        """Add (station, first, last) ranges the ledger holds (other collectors of a share group commit too)."""
+        for station, first, last in ranges:
+            self.committed.setdefault(station, CommittedRanges()).add_range(first, last)
+
+    def committed_ranges(self, station: str) -> list[tuple[int, int]]:
+        ranges = self.committed.get(station)
+        return ranges.ranges() if ranges is not None else []
 
     def _stored(self, station: str, seq: int) -> tuple[str, int] | None:
         recent = self._recent.get(station)
@@ -91,6 +106,7 @@ class SequenceTracker:
                     REPLAYED,
                     f"{station} seq {seq} was stored {age_days:.1f} days ago; identical bytes, nothing written",
                 )
+            token.stored.append((station, seq))
             return Verdict(DUPLICATE)
         highest = max([self.highest.get(station, 0)] + [f.highest.get(station, 0) for f in self._open]) or None
         gap = None
@@ -112,6 +128,8 @@ class SequenceTracker:
             recent[seq] = stored
             while len(recent) > self.recent_per_station:
                 recent.popitem(last=False)
+        for station, seq in (*token.seen, *token.stored):
+            self.committed.setdefault(station, CommittedRanges()).add(seq)
 
     def abort_flush(self, token: FlushToken) -> None:
         """Forget a flush that did not commit, and every younger one (they were judged against it)."""
@@ -122,8 +140,56 @@ class SequenceTracker:
 class FlushToken:
     """One flush's provisional judgements: (station, seq) -> (sha256, first received), highest seq per station."""
 
-    __slots__ = ("seen", "highest")
+    __slots__ = ("seen", "highest", "stored")
 
     def __init__(self) -> None:
         self.seen: dict[tuple[str, int], tuple[str, int]] = {}
         self.highest: dict[str, int] = {}
+        self.stored: list[tuple[str, int]] = []  # (station, seq) found committed already (duplicates)
+
+    def stations(self) -> set[str]:
+        return {station for station, _ in (*self.seen, *self.stored)}
+
+
+class CommittedRanges:
+    """A station's committed sequence numbers as merged inclusive ranges (a batch arrives next to the last)."""
+
+    __slots__ = ("_firsts", "_lasts")
+
+    def __init__(self) -> None:
+        self._firsts: list[int] = []
+        self._lasts: list[int] = []
+
+    def add(self, seq: int) -> None:
+        if self._lasts and self._lasts[-1] + 1 == seq:  # the common case: the next batch
+            self._lasts[-1] = seq
+            return
+        self.add_range(seq, seq)
+
+    def add_range(self, first: int, last: int) -> None:
+        lo = bisect.bisect_left(self._lasts, first - 1)  # the first range that ends at or after first - 1
+        hi = bisect.bisect_right(self._firsts, last + 1)  # ranges from lo to hi touch or overlap [first, last]
+        if lo < hi:
+            first, last = min(first, self._firsts[lo]), max(last, self._lasts[hi - 1])
+        self._firsts[lo:hi] = [first]
+        self._lasts[lo:hi] = [last]
+
+    def __contains__(self, seq: int) -> bool:
+        i = bisect.bisect_left(self._lasts, seq)
+        return i < len(self._lasts) and self._firsts[i] <= seq
+
+    def missing(self, first: int, last: int) -> list[tuple[int, int]]:
+        """The sub-ranges of [first, last] not committed."""
+        holes, at = [], first
+        i = bisect.bisect_left(self._lasts, first)
+        while at <= last and i < len(self._firsts):
+            if self._firsts[i] > at:
+                holes.append((at, min(last, self._firsts[i] - 1)))
+            at = max(at, self._lasts[i] + 1)
+            i += 1
+        if at <= last:
+            holes.append((at, last))
+        return holes
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self._firsts, self._lasts))

@@ -26,20 +26,27 @@ import structlog
 
 from broker_bridge import session
 from broker_bridge.commands import ResendRequest
-from broker_bridge.topics import command_topic
+from broker_bridge.json_message import MessageError
+from broker_bridge.keys import SigningKey
+from broker_bridge.receipts import receipt_of
+from broker_bridge.station_messages import Birth, ResendReport, parse_station_message
+from broker_bridge.topics import command_topic, receipt_topic
+from collector.admission import StationEvent
 from collector.flush import FlushPipeline
+from collector.healing import GapBook, HealingPolicy
 from collector.intake import FlushLimits, Intake
 from collector.metrics import CollectorMetrics, CollectorStats
-from collector.prepare import Preparation, admit
+from collector.prepare import Preparation, PreparedFlush, admit
 from collector.qc.engine import QualityControl
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, SequenceTracker
 from collector.sessions import SessionGuard
-from store.commit import Warehouse
+from store.commit import FlushRecords, Warehouse
 from store.ilp_writer import WarehouseUnavailable
-from store.queries import highest_station_sessions, recent_readings, suspended_wal_tables
+from store.queries import highest_station_sessions, ledger_ranges, open_gaps, recent_readings, suspended_wal_tables
+from store.schema import ensure_schema
 
 log = structlog.get_logger("collector")
 SWITCH_INTERVAL_S = 0.0002
@@ -74,6 +81,13 @@ class CollectorConfig:
     # flush to arrive while this one is committed (QuestDB is far cheaper per row
     # in big transactions). The collector's own bound is max_pending.
     receive_maximum: int = 20_000
+    # The collector's own key signs its receipts to the stations (broker_bridge/receipts.py); None: no receipts.
+    receipt_key: SigningKey | None = None
+    healing: HealingPolicy = HealingPolicy()
+    # With a share group the other collectors commit part of each station's stream: their part is
+    # learnt from the ledger this often, so receipts cover it too.
+    ledger_refresh_s: float = 10.0
+    startup_retry_max_s: float = 30.0  # back-off cap while QuestDB is not there yet at start
 
 
 class Collector:
@@ -95,6 +109,7 @@ class Collector:
             self.metrics.watch_config_file(config.qc_thresholds_path, self.qc.thresholds)
         self.sessions = SessionGuard()
         self.preparation = Preparation(self.registry, self.sequences, self.qc, self.metrics, self.sessions)
+        self.healing = GapBook(self.sequences, config.healing)
         self.warehouse = Warehouse(config.ilp_conf)
         limits = FlushLimits(
             config.flush_interval_s,
@@ -120,8 +135,12 @@ class Collector:
             self.warehouse,
             self.metrics,
             ask_for_resend=self._ask_for_resend,
-            after_settle=self._watch_wal,
+            after_settle=self._after_settle,
+            extra_gap_rows=self.healing.closing_rows,
+            flush_committed=self._flush_committed,
         )
+        self.receipts_published = 0
+        self._next_ledger_refresh = 0.0
         self.connected = self.intake.connected
         self._warehouse_down_until = 0.0  # monotonic; until then only the run loop flushes, with back-off
         # The run loop steps in only for messages nobody flushed a little after they were due.
@@ -141,15 +160,43 @@ class Collector:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_port)
-        seeded = self.sequences.seed()
+        # QuestDB may not be up yet (a host boot, a restart of both): wait for it, never exit.
+        conninfo = self.config.pg_conninfo
+        if conninfo is not None:
+            self._until_warehouse("ensure_schema", lambda: ensure_schema(conninfo))
+        seeded = self._until_warehouse("seed_sequences", self.sequences.seed)
         log.info("sequence_state_seeded", stations=seeded, client_id=self.config.client_id)
-        if self.config.pg_conninfo is not None:
-            stations = self.sessions.seed(highest_station_sessions(self.config.pg_conninfo))
+        if conninfo is not None:
+            if self.sequences.track_gaps:
+                gaps = self._until_warehouse("read_open_gaps", lambda: open_gaps(conninfo))
+                self.healing.load(gaps)
+                log.info("open_gaps_loaded", gaps=len(gaps), client_id=self.config.client_id)
+            stations = self._until_warehouse(
+                "seed_station_sessions", lambda: self.sessions.seed(highest_station_sessions(conninfo))
+            )
             log.info("station_sessions_seeded", stations=stations, client_id=self.config.client_id)
             lookback = min(self.qc.thresholds.lookback_s(), self.config.qc_seed_lookback_s)
-            rows = self.qc.seed(recent_readings(self.config.pg_conninfo, lookback))
+            rows = self._until_warehouse("seed_qc_history", lambda: self.qc.seed(recent_readings(conninfo, lookback)))
             log.info("qc_history_seeded", readings=rows, lookback_s=lookback, client_id=self.config.client_id)
         self.intake.start()
+
+    def _until_warehouse(self, what: str, action):
+        delay = 0.5
+        while True:
+            try:
+                return action()
+            except WarehouseUnavailable as exc:
+                log.warning(
+                    "warehouse_unavailable_at_start", step=what, error=str(exc), retry_in_s=delay,
+                    client_id=self.config.client_id,
+                )  # fmt: skip
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, self.config.startup_retry_max_s)
+
+    def request_stop(self) -> None:
+        """From a signal handler: end ``start``'s wait for QuestDB and the run loop."""
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -188,6 +235,8 @@ class Collector:
         while not stop.is_set() and not self._stop.is_set():
             work = self._wait_for_work()
             if work is None:
+                with self.pipeline.lock:  # also while no message arrives: the station may be back, the ask lost
+                    self._ask_again()
                 continue
             try:
                 # While QuestDB is down, one flush at a time: its failure must come back here, to the back-off.
@@ -222,6 +271,53 @@ class Collector:
     def _ask_for_resend(self, station: str, first: int, last: int) -> None:
         # The station keeps what it sent for 60 days: ask for the missing batches.
         self.intake.publish(command_topic(station), ResendRequest(first, last).encode())
+
+    # -- after a commit: healing and receipts (under the flush lock) ------------------------------------
+    def _flush_committed(self, prepared: PreparedFlush, records: FlushRecords) -> None:
+        self.healing.written(records.gaps)
+        for station, first, last, seen_ns in prepared.gaps:
+            self.healing.recorded(station, first, last, seen_ns)
+        stations = prepared.token.stations()
+        for item in prepared.batch:
+            if not isinstance(item.outcome, StationEvent) or item.outcome.state != "online":
+                continue
+            try:
+                message = parse_station_message(item.outcome.payload.encode("utf-8"))
+            except MessageError:
+                continue  # stored as it came; admission let it through, so nothing to heal or answer
+            if isinstance(message, ResendReport):
+                self.healing.report(message)
+            elif isinstance(message, Birth):
+                stations.add(message.station)  # a station (re)connected: tell it how far we got
+        self.healing.settle()
+        self._publish_receipts(stations)
+
+    def _publish_receipts(self, stations: set[str]) -> None:
+        """At most one receipt per station per flush, retained: the newest is what a reconnecting station reads."""
+        key = self.config.receipt_key
+        if key is None:
+            return
+        now = time.time_ns()
+        for station in stations:
+            receipt = receipt_of(station, self.sequences.committed_ranges(station), now)
+            self.intake.publish(receipt_topic(station), receipt.signed(key).encode(), retain=True)
+            self.receipts_published += 1
+
+    def _after_settle(self) -> None:
+        self._ask_again()
+        if self.config.share_group is not None and self.config.pg_conninfo is not None:
+            if time.monotonic() >= self._next_ledger_refresh:
+                self._next_ledger_refresh = time.monotonic() + self.config.ledger_refresh_s
+                try:
+                    self.sequences.merge_ledger(ledger_ranges(self.config.pg_conninfo))
+                except WarehouseUnavailable as exc:  # the receipts wait; the data path must not
+                    log.warning("ledger_refresh_failed", error=str(exc), client_id=self.config.client_id)
+        self._watch_wal()
+
+    def _ask_again(self) -> None:
+        for station, first, last in self.healing.due():
+            log.warning("sequence_gap_asked_again", station=station, first_missing=first, last_missing=last)
+            self._ask_for_resend(station, first, last)
 
     def _watch_wal(self) -> None:
         if self.config.pg_conninfo is None or time.monotonic() < self._next_wal_check:

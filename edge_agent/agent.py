@@ -46,6 +46,8 @@ class AgentSettings:
     retention_interval_s: float = 60.0
     historical_after_s: float = 60.0
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    # The collectors' public keys (key id -> key) whose receipts this station trusts; none: no receipts.
+    collector_keys: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -107,7 +109,12 @@ class StationAgent:
             profiles_sha256=profiles_sha256(station),
         )
         self.publisher = BatchPublisher(
-            self.outbox, key, broker, historical_after_s=self.settings.historical_after_s, description=description
+            self.outbox,
+            key,
+            broker,
+            historical_after_s=self.settings.historical_after_s,
+            description=description,
+            collector_keys=self.settings.collector_keys,
         )
         # Devices on one serial port share one line: their requests are serialised.
         self.sources = sources_for_station(station)

@@ -53,7 +53,10 @@ CREATE TABLE IF NOT EXISTS batches (
     historical INTEGER NOT NULL,
     payload BLOB NOT NULL,
     payload_crc INTEGER NOT NULL,  -- lets a salvage tell an intact row from a torn one
-    acked_ns INTEGER
+    acked_ns INTEGER,
+    receipted_ns INTEGER,  -- the warehouse's receipt covered it: delivered (see RECEIPT_COLUMNS)
+    resend_due_ns INTEGER,  -- PUBACKed, no receipt yet: sent again when this passes
+    resend_attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_unacked ON batches(seq) WHERE acked_ns IS NULL;
 CREATE TABLE IF NOT EXISTS dropped (
@@ -64,6 +67,14 @@ CREATE TABLE IF NOT EXISTS recoveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT, recovered_ns INTEGER NOT NULL, detail TEXT NOT NULL
 );
 """
+
+# Added after the first outboxes were made: opening an older one adds them.
+RECEIPT_COLUMNS = (
+    ("receipted_ns", "INTEGER"),
+    ("resend_due_ns", "INTEGER"),
+    ("resend_attempts", "INTEGER NOT NULL DEFAULT 0"),
+)
+AWAITING_RECEIPT = "acked_ns IS NOT NULL AND receipted_ns IS NULL"
 
 LIVE, BACKLOG = 0, 1
 DAY_NS = 86_400 * 10**9
@@ -89,6 +100,11 @@ class RetentionPolicy:
     retention_days: float = 60.0  # the regulation: keep at least the last 60 days
     max_bytes: int = 2 * 1024**3
     overflow: str = "drop_oldest"  # what to do when unsent data alone reaches max_bytes
+    # Receipts from the warehouse are in use: only a receipted batch is delivered and safe to drop; a
+    # PUBACK alone is not (the broker may lose it). Without receipts a PUBACK is all there is.
+    require_receipts: bool = False
+    receipt_timeout_s: float = 30.0  # PUBACKed, no receipt this long: send it again; doubling per attempt
+    receipt_timeout_max_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_POLICIES:
@@ -163,6 +179,10 @@ class Outbox:
             if check != [("ok",)]:
                 raise sqlite3.DatabaseError("quick_check: " + "; ".join(r[0] for r in check[:5]))
             db.executescript(SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(batches)")}
+            for name, sql_type in RECEIPT_COLUMNS:
+                if name not in present:
+                    db.execute(f"ALTER TABLE batches ADD COLUMN {name} {sql_type}")
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('last_seq', 0)")
             db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES('session', 0)")
         except sqlite3.DatabaseError:
@@ -395,9 +415,50 @@ class Outbox:
 
     def mark_acked(self, seqs: Iterable[int]) -> None:
         now = time.time_ns()
+        due = now + int(self.retention.receipt_timeout_s * 1e9)
         with self._transaction():
             self._db.executemany(
-                "UPDATE batches SET acked_ns=? WHERE seq=? AND acked_ns IS NULL", [(now, s) for s in seqs]
+                "UPDATE batches SET acked_ns=?, resend_due_ns=coalesce(resend_due_ns, ?)"
+                " WHERE seq=? AND acked_ns IS NULL",
+                [(now, due, s) for s in seqs],
+            )
+
+    def mark_receipted(self, watermark: int, ranges: Iterable[tuple[int, int]]) -> int:
+        """The warehouse committed these batches: delivered. Returns how many became so now."""
+        now = time.time_ns()
+        with self._transaction():
+            changed = self._db.execute(
+                "UPDATE batches SET receipted_ns=?, acked_ns=coalesce(acked_ns, ?)"
+                " WHERE receipted_ns IS NULL AND seq<=?",
+                (now, now, watermark),
+            ).rowcount
+            for first, last in ranges:
+                changed += self._db.execute(
+                    "UPDATE batches SET receipted_ns=?, acked_ns=coalesce(acked_ns, ?)"
+                    " WHERE receipted_ns IS NULL AND seq BETWEEN ? AND ?",
+                    (now, now, first, last),
+                ).rowcount
+        return changed
+
+    def overdue(self, limit: int, now_ns: int | None = None) -> list[SealedBatch]:
+        """PUBACKed batches no receipt covered in time, oldest first: to send again."""
+        rows = self._db.execute(
+            f"SELECT seq, payload, readings FROM batches WHERE {AWAITING_RECEIPT} AND resend_due_ns <= ?"
+            " ORDER BY seq LIMIT ?",
+            (now_ns or time.time_ns(), limit),
+        ).fetchall()
+        return [SealedBatch(*row) for row in rows]
+
+    def resent_for_receipt(self, seqs: Iterable[int], now_ns: int | None = None) -> None:
+        """Sent again for want of a receipt: the next time-out is twice as long, up to the cap."""
+        now = now_ns or time.time_ns()
+        policy = self.retention
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE batches SET resend_attempts = resend_attempts + 1,"
+                " resend_due_ns = ? + CAST(min(? * (1 << min(resend_attempts + 1, 30)), ?) * 1e9 AS INTEGER)"
+                " WHERE seq = ?",
+                [(now, policy.receipt_timeout_s, policy.receipt_timeout_max_s, s) for s in seqs],
             )
 
     def unacked(self, limit: int, after_seq: int = 0) -> list[SealedBatch]:
@@ -435,10 +496,11 @@ class Outbox:
         now_ns = now_ns or time.time_ns()
         policy = self.retention
         removed = {"expired": 0, "over_cap_acked": 0, "over_cap_unsent": 0}
+        delivered = self._delivered()
         with self._transaction():
             cutoff = now_ns - int(policy.retention_days * DAY_NS)
             removed["expired"] = self._db.execute(
-                "DELETE FROM batches WHERE acked_ns IS NOT NULL AND last_ts_ns < ?", (cutoff,)
+                f"DELETE FROM batches WHERE {delivered} AND last_ts_ns < ?", (cutoff,)
             ).rowcount
         while (excess := self.bytes_used() - policy.max_bytes) > 0:
             oldest = self._oldest_covering(excess, acked=True)
@@ -446,7 +508,7 @@ class Outbox:
                 break
             with self._transaction():
                 removed["over_cap_acked"] += self._db.execute(
-                    "DELETE FROM batches WHERE acked_ns IS NOT NULL AND seq <= ?", (oldest[-1][0],)
+                    f"DELETE FROM batches WHERE {delivered} AND seq <= ?", (oldest[-1][0],)
                 ).rowcount
         if self.bytes_used() > policy.max_bytes:
             log.error(
@@ -513,7 +575,7 @@ class Outbox:
     def _oldest_covering(self, excess_bytes: int, acked: bool) -> list[tuple[int, int]]:
         """The oldest batches (seq, readings) whose payloads add up to at least ``excess_bytes``."""
         chosen, total = [], 0
-        condition = "acked_ns IS NOT NULL" if acked else "acked_ns IS NULL"
+        condition = self._delivered() if acked else "acked_ns IS NULL"
         for seq, readings, size in self._db.execute(
             f"SELECT seq, readings, length(payload) FROM batches WHERE {condition} ORDER BY seq LIMIT 10000"
         ):
@@ -522,6 +584,10 @@ class Outbox:
             if total >= excess_bytes:
                 break
         return chosen
+
+    def _delivered(self) -> str:
+        """Which batches are safe to drop: receipted, or (without receipts) PUBACKed."""
+        return "receipted_ns IS NOT NULL" if self.retention.require_receipts else "acked_ns IS NOT NULL"
 
     def check_room(self) -> None:
         """Raise OutboxFull when the policy is to refuse new readings and unsent data fills the cap."""
@@ -544,6 +610,15 @@ class Outbox:
             "last_seq": last_seq,
         }
 
+    def receipt_counts(self, now_ns: int | None = None) -> dict[str, int]:
+        """Delivered (receipted), PUBACKed awaiting a receipt, and of those the overdue (to be sent again)."""
+        receipted, awaiting, overdue = self._db.execute(
+            f"SELECT count(receipted_ns), coalesce(sum({AWAITING_RECEIPT}), 0),"
+            f" coalesce(sum({AWAITING_RECEIPT} AND resend_due_ns <= ?), 0) FROM batches",
+            (now_ns or time.time_ns(),),
+        ).fetchone()
+        return {"receipted_batches": receipted, "unreceipted_batches": awaiting, "overdue_batches": overdue}
+
     def status(self, now_ns: int | None = None) -> dict[str, object]:
         """Buffer fullness and backlog age for the station's status message."""
         now_ns = now_ns or time.time_ns()
@@ -564,6 +639,7 @@ class Outbox:
             "dropped_readings": dropped[0],
             "drop_events": dropped[1],
             "recoveries": recoveries,
+            **self.receipt_counts(now_ns),
         }
 
     def _transaction(self):

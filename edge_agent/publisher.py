@@ -25,8 +25,10 @@ import structlog
 from broker_bridge import session
 from broker_bridge.catalog import STATUS
 from broker_bridge.commands import ResendRequest
+from broker_bridge.envelope import VerifyKey
 from broker_bridge.json_message import MessageError
 from broker_bridge.keys import SigningKey
+from broker_bridge.receipts import Receipt, SignedReceipt
 from broker_bridge.station_messages import (
     Birth,
     ResendReport,
@@ -37,7 +39,7 @@ from broker_bridge.station_messages import (
     ranges_of,
     seal_station_message,
 )
-from broker_bridge.topics import command_topic, data_topic, status_topic
+from broker_bridge.topics import command_topic, data_topic, receipt_topic, status_topic
 from edge_agent.outbox import BACKLOG, LIVE, Outbox, SealedBatch
 
 log = structlog.get_logger("edge_agent.publisher")
@@ -67,6 +69,7 @@ class BatchPublisher:
         description: StationDescription | None = None,
         unheard_retry_s: float = 30.0,
         connection: tuple[mqtt.Client, threading.Event] | None = None,
+        collector_keys: dict[str, VerifyKey] | None = None,
     ) -> None:
         self.outbox = outbox
         self.key = key
@@ -81,6 +84,12 @@ class BatchPublisher:
         self.command_topic = command_topic(self.station_id)
         self._resend_requests: queue.SimpleQueue[ResendRequest] = queue.SimpleQueue()
         self.resent_batches = 0
+        # Receipts from the warehouse (broker_bridge/receipts.py), trusted only when one of these keys signed them.
+        self.receipt_topic = receipt_topic(self.station_id)
+        self.collector_keys = dict(collector_keys or {})
+        self._receipts: queue.SimpleQueue[Receipt] = queue.SimpleQueue()
+        self.resent_for_receipt = 0
+        self.receipts_ignored = 0
         self.connected = threading.Event()
         # PUBACKs arrive on paho's network thread, which calls on_publish while
         # holding paho's own message lock; taking a lock of ours there would
@@ -135,6 +144,8 @@ class BatchPublisher:
         birth = Birth(self.station_id, self.session_number, time.time_ns(), self.description)
         client.publish(self.status_topic, self._signed(birth), qos=STATUS.qos, retain=STATUS.retain)
         client.subscribe(self.command_topic, qos=session.QOS)
+        if self.collector_keys:
+            client.subscribe(self.receipt_topic, qos=session.QOS)
         log.info(
             "mqtt_connected",
             station=self.station_id,
@@ -151,6 +162,9 @@ class BatchPublisher:
         session.jitter_before_reconnect(reason_code, self._failed_attempts)
 
     def _on_command(self, client, userdata, message) -> None:
+        if message.topic == self.receipt_topic:
+            self._on_receipt(message)
+            return
         try:
             request = ResendRequest.parse(message.payload)
         except MessageError as exc:
@@ -159,6 +173,20 @@ class BatchPublisher:
             )
             return
         self._resend_requests.put(request.capped())
+
+    def _on_receipt(self, message) -> None:
+        try:
+            receipt = SignedReceipt.parse(bytes(message.payload)).verified(self.collector_keys)
+            if receipt.station != self.station_id:
+                raise MessageError("schema", "body.station", f"names {receipt.station}, not this station")
+        except MessageError as exc:
+            self.receipts_ignored += 1
+            log.error(
+                "receipt_ignored", station=self.station_id, reason=exc.reason, error=str(exc),
+                payload=bytes(message.payload[:200]).hex(),
+            )  # fmt: skip
+            return
+        self._receipts.put(receipt)
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._failed_attempts += 1
@@ -236,7 +264,8 @@ class BatchPublisher:
         """Fill the in-flight window (and answer re-send requests) without reading PUBACKs."""
         if not self.connected.is_set():
             return 0
-        sent = self._retry_unheard() + self._answer_resend_requests()
+        self.apply_receipts()
+        sent = self._retry_unheard() + self._answer_resend_requests() + self._resend_overdue()
         while self.in_flight() < self.window:
             batch = self._next_batch()
             if batch is None:
@@ -244,6 +273,38 @@ class BatchPublisher:
             self._publish(batch)
             sent += 1
         return sent
+
+    def apply_receipts(self) -> int:
+        """The warehouse's receipts that arrived: their batches are delivered."""
+        delivered = 0
+        while True:
+            try:
+                receipt = self._receipts.get_nowait()
+            except queue.Empty:
+                return delivered
+            delivered += self.outbox.mark_receipted(receipt.watermark, receipt.ranges)
+
+    def _resend_overdue(self) -> int:
+        """PUBACKed batches no receipt covered in time (the broker may have lost them): send again, oldest first."""
+        if not self.collector_keys:
+            return 0
+        room = self.window - self.in_flight()
+        if room <= 0:
+            return 0
+        batches = self.outbox.overdue(limit=room)
+        for batch in batches:
+            self._publish(batch, resend=True)
+        if batches:
+            self.outbox.resent_for_receipt([b.seq for b in batches])
+            self.resent_for_receipt += len(batches)
+            log.warning(
+                "batches_resent_without_receipt",
+                station=self.station_id,
+                first=batches[0].seq,
+                last=batches[-1].seq,
+                batches=len(batches),
+            )
+        return len(batches)
 
     def _answer_resend_requests(self) -> int:
         """Re-send kept batches the warehouse asks for; say which ones are no longer kept."""

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from questdb import QuestDBError, QuestDBErrorCode, Sender, TimestampNanos
 
+from store.errors import WarehouseRefused, WarehouseUnavailable  # noqa: F401  (their home for callers: here)
 from store.schema import READINGS, REJECTS, Table
 
 # Errors after which the same rows may succeed later: the server is down,
@@ -28,14 +29,6 @@ TRANSIENT_CODES = frozenset(
         QuestDBErrorCode.ServerInternalError,
     }
 )
-
-
-class WarehouseUnavailable(RuntimeError):
-    """QuestDB could not take the rows now; retry the same rows later."""
-
-
-class WarehouseRefused(RuntimeError):
-    """QuestDB refused the rows themselves (schema, names); retrying will not help."""
 
 
 IlpRow = tuple[dict[str, str], dict[str, object], int]  # (symbols, other columns, designated timestamp in ns)

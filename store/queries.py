@@ -1,11 +1,30 @@
-"""Read-side SQL over QuestDB's PostgreSQL wire (psycopg)."""
+"""Read-side SQL over QuestDB's PostgreSQL wire (psycopg).
+
+Every read goes through ``connect``: a warehouse that cannot be reached (refused, dropped mid-query,
+restarting) raises ``WarehouseUnavailable``, the one error the collector holds messages for and
+retries, never a driver error that would make a message look like poison.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+
+from store.errors import WarehouseUnavailable
+
+
+@contextmanager
+def connect(conninfo: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection; connection failures (at open or during the block) become WarehouseUnavailable."""
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            yield conn
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise WarehouseUnavailable(f"QuestDB over PostgreSQL wire: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -24,7 +43,7 @@ class ParameterSummary:
 
 def parameter_summaries(conninfo: str) -> list[ParameterSummary]:
     """Per station, device and parameter: how many readings, and the latest one."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         counts = {
             (s, d, p): n
             for s, d, p, n in conn.execute(
@@ -43,7 +62,7 @@ def parameter_summaries(conninfo: str) -> list[ParameterSummary]:
 
 
 def reject_counts(conninfo: str) -> dict[tuple[str, str], int]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         return {
             (s or "", r): n
             for s, r, n in conn.execute(
@@ -64,11 +83,13 @@ class StationOverview:
     )  # the newest session's newest message, as the station sent it (its format: broker_bridge)
     missing_batches: int  # sequence numbers between the lowest and highest that never arrived
     rejects: int
+    open_gaps: int = 0  # recorded gaps still asked for
+    lost_at_source: int = 0  # batches of closed gaps the station no longer held
 
 
 def highest_station_sessions(conninfo: str) -> dict[str, int]:
     """Each station's highest stored session: where the collector's session bound starts (collector/sessions.py)."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         return {
             station: session
             for station, session in conn.execute("SELECT station, max(session) FROM station_events GROUP BY station")
@@ -77,7 +98,7 @@ def highest_station_sessions(conninfo: str) -> dict[str, int]:
 
 
 def station_overview(conninfo: str) -> list[StationOverview]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         readings = {
             s: (n, ts) for s, n, ts in conn.execute("SELECT station, count(), max(ts) FROM readings GROUP BY station")
         }
@@ -90,6 +111,14 @@ def station_overview(conninfo: str) -> list[StationOverview]:
         rejects = {
             s: n for s, n in conn.execute("SELECT claimed_station, count() FROM rejects GROUP BY claimed_station")
         }
+        gaps: dict[str, tuple[int, int]] = {}
+        for station, state, count, lost in conn.execute(
+            "SELECT station, state, count(), sum(lost) FROM sequence_gaps GROUP BY station, state"
+        ):
+            opened, lost_total = gaps.get(station, (0, 0))
+            if state in (None, "open"):
+                opened += count
+            gaps[station] = (opened, lost_total + (lost or 0))
         # A late will from an older session must not override a newer birth:
         # order by session first, then by arrival.
         events = {}
@@ -104,7 +133,17 @@ def station_overview(conninfo: str) -> list[StationOverview]:
         distinct, low, high = ledger.get(station, (0, None, None))
         missing = 0 if low is None else (high - low + 1) - distinct
         overview.append(
-            StationOverview(station, state, session, last, count, payload or None, missing, rejects.get(station, 0))
+            StationOverview(
+                station,
+                state,
+                session,
+                last,
+                count,
+                payload or None,
+                missing,
+                rejects.get(station, 0),
+                *gaps.get(station, (0, 0)),
+            )
         )
     return overview
 
@@ -122,7 +161,7 @@ def recent_readings(conninfo: str, lookback_s: float, slice_s: float = 900.0):
     end_us = _time.time_ns() // 1000
     start_us = end_us - int(lookback_s * 1e6)
     step_us = int(slice_s * 1e6)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         for low in range(start_us, end_us + step_us, step_us):
             yield from conn.execute(
                 "SELECT station, device, parameter, cast(ts AS LONG), value, status, unit FROM readings"
@@ -136,13 +175,33 @@ def recent_readings(conninfo: str, lookback_s: float, slice_s: float = 900.0):
 
 def ledger_highest_seq(conninfo: str) -> dict[str, int]:
     """Per station, the highest sequence number in the ``batches`` ledger."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         return {station: seq for station, seq in conn.execute("SELECT station, max(seq) FROM batches GROUP BY station")}
+
+
+def ledger_ranges(conninfo: str) -> list[tuple[str, int, int]]:
+    """(station, first, last): the ledger's runs of consecutive sequence numbers (gaps and islands)."""
+    with connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT station, min(seq), max(seq) FROM ("
+            " SELECT station, seq, seq - row_number() OVER (PARTITION BY station ORDER BY seq) island"
+            " FROM (SELECT DISTINCT station, seq FROM batches)"
+            ") GROUP BY station, island ORDER BY station, 2"
+        ).fetchall()
+
+
+def open_gaps(conninfo: str) -> list[tuple[str, int, int, int]]:
+    """(station, first missing, last missing, seen ns) of every gap not closed yet: asked for again after a restart."""
+    with connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT station, first_missing, last_missing, ts::long FROM sequence_gaps"
+            " WHERE state IS NULL OR state = 'open' ORDER BY ts"
+        ).fetchall()
 
 
 def ledger_entry(conninfo: str, station: str, seq: int) -> tuple[str, int] | None:
     """(payload sha256, received_at in ns) of a station's batch ``seq`` in the ledger, or None."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         row = conn.execute(
             "SELECT payload_sha256, received_at::long FROM batches WHERE station = %s AND seq = %s LIMIT 1",
             (station, seq),
@@ -166,7 +225,7 @@ class WalTable:
 
 
 def wal_tables(conninfo: str) -> list[WalTable]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         rows = conn.execute("SELECT name, suspended, writerTxn, sequencerTxn FROM wal_tables()").fetchall()
     return [WalTable(name, bool(suspended), writer, sequencer) for name, suspended, writer, sequencer in rows]
 
@@ -234,7 +293,7 @@ def recent_rejects(
 ) -> list[RejectRecord]:
     """The newest ``limit`` rejects matching the filters, newest first, without their payloads."""
     where, params = _reject_filter(station, reason, since, None)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         rows = conn.execute(
             f"SELECT {_REJECT_COLUMNS} FROM rejects{where} ORDER BY ts DESC LIMIT %s", [*params, limit]
         ).fetchall()
@@ -254,7 +313,7 @@ def stream_rejects(
     of up to 1 MiB each must not have to fit in memory at once.
     """
     where, params = _reject_filter(station, reason, since, until)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         cursor = conn.cursor()
         for row in cursor.stream(f"SELECT {_REJECT_COLUMNS}, payload_b64 FROM rejects{where} ORDER BY ts", params):
             yield _reject(row[:-1], row[-1] or "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import psycopg
+from store.queries import connect
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,12 @@ SEQUENCE_GAPS = Table(
         ("station", "SYMBOL"),
         ("first_missing", "LONG"),
         ("last_missing", "LONG"),
+        # open (asked for again, with back-off, until closed; NULL in rows of older collectors),
+        # filled (every batch arrived) or lost_at_source (the station no longer holds some: ``lost``
+        # batches, the ranges in ``detail``). A state change rewrites the row (same ts and first_missing).
+        ("state", "SYMBOL"),
+        ("lost", "LONG"),
+        ("detail", "VARCHAR"),
     ),
     dedup_keys=("ts", "station", "first_missing"),
 )
@@ -129,7 +135,7 @@ TABLES = (READINGS, REJECTS, BATCHES, STATION_EVENTS, SEQUENCE_GAPS)
 
 
 def ensure_schema(conninfo: str, tables: tuple[Table, ...] = TABLES) -> None:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with connect(conninfo) as conn:
         for table in tables:
             conn.execute(table.create_sql())
             # QuestDB refuses "ADD COLUMN IF NOT EXISTS" as a no-op on WAL

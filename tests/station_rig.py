@@ -23,7 +23,17 @@ POLL_S = 0.5
 class Station:
     """One simulated station wired to the real broker and warehouse, each process startable on its own."""
 
-    def __init__(self, tmp: Path, template: str, broker_port: int, warehouse, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        template: str,
+        broker_port: int,
+        warehouse,
+        poll_s: float = POLL_S,
+        receipts: bool = False,
+        receipt_timeout_s: float | None = None,
+        resend_retry_s: float | None = None,
+    ) -> None:
         doc = yaml.safe_load((STATIONS_DIR / template).read_text())
         self.id = unique_station(doc["station"]["id"])
         doc["station"]["id"] = self.id
@@ -35,6 +45,11 @@ class Station:
         self.key = tmp / "keys" / f"{self.id}.key"
         self.registry = tmp / "registry.yaml"
         add_station(self.registry, self.id, write_new_key(self.key).public_key)
+        # The collector's own key signs receipts; the agent trusts its public half.
+        self.collector_key = tmp / "keys" / "collector.key" if receipts else None
+        if self.collector_key is not None and not self.collector_key.exists():
+            write_new_key(self.collector_key)
+        self.receipt_timeout_s, self.resend_retry_s = receipt_timeout_s, resend_retry_s
         self.truth = tmp / "truth.jsonl"
         self.outbox = tmp / "outbox.sqlite"
         self.broker = f"127.0.0.1:{broker_port}"
@@ -61,9 +76,15 @@ class Station:
         return process
 
     def agent(self):
-        return self.start(agent_process(self.file, self.key, self.broker, self.outbox, self._log("agent"), self.ports))
+        keys = (self.collector_key.with_suffix(".pub"),) if self.collector_key is not None else ()
+        return self.start(
+            agent_process(
+                self.file, self.key, self.broker, self.outbox, self._log("agent"), self.ports,
+                collector_keys=keys, receipt_timeout_s=self.receipt_timeout_s,
+            )
+        )  # fmt: skip
 
-    def collector(self):
+    def collector(self, client_id: str | None = None, share_group: str | None = None):
         w = self.warehouse
         process = self.start(
             collector_process(
@@ -72,7 +93,10 @@ class Station:
                 f"127.0.0.1:{w.http_port}",
                 f"127.0.0.1:{w.pg_port}",
                 self._log("collector"),
-                client_id=f"collector-{self.id}",
+                client_id=client_id or f"collector-{self.id}",
+                share_group=share_group,
+                key=self.collector_key,
+                resend_retry_s=self.resend_retry_s,
             )
         )
         wait_until(

@@ -527,3 +527,22 @@ def test_cli_config_from_registry_never_prints_passwords(tmp_path: Path) -> None
     for path in (out / "credentials").iterdir():
         assert path.read_text().strip() not in printed
     assert "WARNING: no TLS listener" in printed
+
+
+def test_the_collector_writes_receipts_and_each_station_reads_only_its_own(make_secured, probes) -> None:
+    from broker_bridge.topics import receipt_topic
+
+    broker = make_secured()
+    station_a = connected(probes, broker.address(STATION_A))
+    station_b = connected(probes, broker.address(STATION_B))
+    for station in (station_a, station_b):
+        assert not station.subscribe("quantrac/v1/+/receipt")[0].is_failure  # granted; reads filtered on delivery
+    collector = connected(probes, broker.address(COLLECTOR))
+    assert collector.publish(receipt_topic(STATION_A), b"receipt for A").value == 0
+    message = station_a.messages.get(timeout=5)
+    assert (message.topic, message.payload) == (receipt_topic(STATION_A), b"receipt for A")
+    with pytest.raises(queue.Empty):
+        station_b.messages.get(timeout=0.5)
+    # A station cannot write receipts, neither its own nor another's.
+    assert station_a.publish(receipt_topic(STATION_A), b"self-receipt").value == NOT_AUTHORIZED
+    assert station_b.publish(receipt_topic(STATION_A), b"forged receipt").value == NOT_AUTHORIZED

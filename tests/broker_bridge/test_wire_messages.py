@@ -10,10 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_bridge import catalog
 from broker_bridge.commands import MAX_COMMAND_BYTES, ResendRequest, parse_command
+from broker_bridge.envelope import verifier
 from broker_bridge.json_message import MAX_JSON_DEPTH, MessageError
+from broker_bridge.keys import SigningKey, key_id
+from broker_bridge.receipts import MAX_RECEIPT_RANGES, Receipt, SignedReceipt, receipt_of
 from broker_bridge.station_messages import (
     MAX_STATUS_BYTES,
     Birth,
@@ -32,6 +36,9 @@ from broker_bridge.station_messages import (
 )
 
 VECTORS = Path(__file__).parent / "vectors" / "messages_v1"
+# The receipt's published test key: seed 20 21 .. 3f (the batch vectors use 00 .. 1f), never for real use.
+COLLECTOR_KEY = SigningKey("", Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64))))
+COLLECTOR_KEY = SigningKey(key_id(COLLECTOR_KEY.public_key), COLLECTOR_KEY.private_key)
 DOC = Path(__file__).resolve().parents[2] / "docs" / "wire-format.md"
 ST, SESSION, TS = "HN_AIR_001", 3_000_001, 1767225600000000000
 
@@ -59,10 +66,11 @@ CASES = {
     "status_minimal": Status(ST, SESSION, TS, StationState(EMPTY_OUTBOX, None, {}, 0, None, 0)),
     "resend_report": ResendReport(ST, SESSION, TS, 120, 135, 12, ((120, 121), (130, 131))),
     "resend_request": ResendRequest(120, 135),
+    "receipt": Receipt(ST, 1480, ((1483, 1490), (1495, 1502)), TS).signed(COLLECTOR_KEY),
 }  # fmt: skip
 KIND_OF_CASE = {"birth": "birth", "will": "will", "will_planned": "will",
                 "status": "status", "status_minimal": "status",
-                "resend_report": "resend_report", "resend_request": "resend_request"}  # fmt: skip
+                "resend_report": "resend_report", "resend_request": "resend_request", "receipt": "receipt"}  # fmt: skip
 
 
 def vector(name: str) -> bytes:
@@ -281,3 +289,50 @@ def test_a_signed_status_over_its_bound_or_not_an_envelope_is_refused_with_a_rea
         with pytest.raises(EnvelopeError) as caught:
             open_station_envelope(payload)
         assert caught.value.reason == reason, (payload[:20], caught.value)
+
+
+def test_a_receipt_is_trusted_only_with_the_collectors_key():
+    signed = SignedReceipt.parse(vector("receipt"))
+    receipt = signed.verified({COLLECTOR_KEY.key_id: verifier(COLLECTOR_KEY.public_key)})
+    assert receipt.covers(1) and receipt.covers(1480) and not receipt.covers(1481) and receipt.covers(1495)
+    other = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    with pytest.raises(MessageError) as caught:
+        signed.verified({COLLECTOR_KEY.key_id: verifier(other.public_key())})
+    assert caught.value.reason == "bad_signature"
+    with pytest.raises(MessageError) as caught:
+        signed.verified({})
+    assert caught.value.reason == "unknown_key"
+    forged = json.loads(vector("receipt"))
+    forged["body"] = forged["body"].replace("[1495, 1502]", "[1495, 1509]")
+    with pytest.raises(MessageError, match="bad_signature"):
+        SignedReceipt.parse(json.dumps(forged).encode()).verified(
+            {COLLECTOR_KEY.key_id: verifier(COLLECTOR_KEY.public_key)}
+        )
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda b: b.update(ranges=[[5, 4]]), "body.ranges[0]"),
+        (lambda b: b.update(ranges=[[1490, 1495], [1483, 1484]]), "body.ranges[1]"),
+        (lambda b: b.update(ranges=[[1481, 1490]]), "body.ranges[0]"),  # touching the watermark: not merged
+        (lambda b: b.pop("watermark"), "body.watermark"),
+        (
+            lambda b: b.update(ranges=[[2 * i + 2000, 2 * i + 2000] for i in range(MAX_RECEIPT_RANGES + 1)]),
+            "body.ranges",
+        ),
+    ],
+)
+def test_out_of_shape_receipts_name_the_field(edit, field):
+    doc = json.loads(vector("receipt"))
+    body = json.loads(doc["body"])
+    edit(body)
+    doc["body"] = json.dumps(body)
+    assert error(json.dumps(doc).encode(), SignedReceipt.parse).field == field
+
+
+def test_a_receipt_from_committed_ranges_lists_the_newest_above_the_watermark():
+    assert receipt_of(ST, [(1, 9), (12, 12), (14, 20)], TS) == Receipt(ST, 9, ((12, 12), (14, 20)), TS)
+    assert receipt_of(ST, [(3, 9)], TS) == Receipt(ST, 0, ((3, 9),), TS)
+    many = [(10 * i, 10 * i + 1) for i in range(1, 100)]
+    assert receipt_of(ST, many, TS).ranges == tuple(many[-MAX_RECEIPT_RANGES:])

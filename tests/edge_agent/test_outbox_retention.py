@@ -137,3 +137,32 @@ def test_during_an_outage_staged_readings_are_dropped_oldest_first_and_recorded(
     batch = decode_body(open_envelope(box.seal_next(key, 10, 60, lane=BACKLOG).payload).body)
     assert batch.readings[0].value == float(removed["over_cap_unsent"])  # the oldest ones went, in order
     assert box.status()["dropped_readings"] == removed["over_cap_unsent"]
+
+
+def test_only_a_receipt_makes_a_batch_delivered_and_an_overdue_one_waits_longer_each_time(tmp_path):
+    import time as _time
+
+    from broker_bridge.envelope import Reading
+    from broker_bridge.keys import write_new_key
+    from edge_agent.outbox import Outbox, RetentionPolicy
+
+    key = write_new_key(tmp_path / "k.key")
+    policy = RetentionPolicy(retention_days=1, require_receipts=True, receipt_timeout_s=10, receipt_timeout_max_s=25)
+    box = Outbox(tmp_path / "o.db", "S", policy)
+    old = _time.time_ns() - 3 * 86_400 * 10**9
+    for i in range(4):
+        box.append([Reading(old + i, "d", "PM10", 1.0, "ug/m3", "00")])
+        box.seal_next(key, 10, 1e9)
+    box.mark_acked([1, 2, 3, 4])
+    now = _time.time_ns()
+    assert box.receipt_counts(now) == {"receipted_batches": 0, "unreceipted_batches": 4, "overdue_batches": 0}
+    assert box.enforce_retention()["expired"] == 0  # PUBACKed is not delivered
+    assert [b.seq for b in box.overdue(10, now + 11 * 10**9)] == [1, 2, 3, 4]
+    box.resent_for_receipt([1], now + 11 * 10**9)
+    assert [b.seq for b in box.overdue(10, now + 30 * 10**9)] == [2, 3, 4]  # 1 waits 20 s more now
+    assert [b.seq for b in box.overdue(10, now + 32 * 10**9)] == [1, 2, 3, 4]
+    assert box.mark_receipted(2, [(4, 4)]) == 3
+    assert box.receipt_counts(now)["receipted_batches"] == 3
+    assert box.enforce_retention()["expired"] == 3
+    assert [b.seq for b in box.batches_between(1, 4)] == [3]
+    box.close()
