@@ -23,6 +23,7 @@ import structlog
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from broker_bridge import session
+from broker_bridge.broker_health import BrokerHealth
 from broker_bridge.topics import data_subscription, status_subscription
 from collector.admission import Accepted, Rejected, StationEvent
 from collector.metrics import CollectorMetrics
@@ -87,6 +88,7 @@ class Intake:
         metrics: CollectorMetrics,
         admit: Callable[[PendingMessage], None],
         flush_here: Callable[[], None],
+        broker_health: BrokerHealth | None = None,
     ) -> None:
         self.broker, self.client_id, self.share_group = broker, client_id, share_group
         self.receive_maximum = receive_maximum
@@ -108,6 +110,11 @@ class Intake:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        # The broker's own $SYS counters (dropped messages above all) arrive on a callback of their own:
+        # they are QoS 0 broker notices, never data to acknowledge.
+        self._broker_health = broker_health
+        if broker_health is not None:
+            broker_health.attach(self._client)
 
     # -- connection ---------------------------------------------------------
     def start(self) -> None:
@@ -140,6 +147,8 @@ class Intake:
         # Subscribing again on a resumed session is harmless and covers the
         # case where the broker lost it.
         client.subscribe(subscriptions(self.share_group))
+        if self._broker_health is not None:
+            self._broker_health.subscribe(client)
         self.connected.set()
         log.info("mqtt_connected", session_present=flags.session_present, client_id=self.client_id)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import structlog
 
 from broker_bridge import session
+from broker_bridge.broker_health import BrokerHealth
 from broker_bridge.commands import ResendRequest
 from broker_bridge.json_message import MessageError
 from broker_bridge.keys import SigningKey
@@ -128,6 +129,7 @@ class Collector:
             self.metrics,
             admit=lambda item: admit(item, self.registry, self.sessions),
             flush_here=self._flush_inline,
+            broker_health=BrokerHealth(broker="local", registry=self.metrics.registry),
         )
         self.pipeline = FlushPipeline(
             self.intake,

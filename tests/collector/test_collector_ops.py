@@ -64,6 +64,13 @@ def test_metrics_count_messages_readings_rejects_and_flags(tmp_path, mosquitto_s
     assert metric(port, 'quantrac_qc_flags_total{check="device_status",flag="4"}') == 1
     assert metric(port, "quantrac_unacked_messages") == 0
     assert metric(port, "quantrac_flush_seconds_count") >= 1
+    # The broker's own counters reach the collector's metrics ($SYS, published every 10 s by default).
+    wait_until(
+        lambda: metric(port, 'quantrac_broker_clients_connected{broker="local"}') >= 1,
+        timeout=25,
+        what="the broker's $SYS counters in the collector's metrics",
+    )
+    assert metric(port, 'quantrac_broker_messages_dropped{broker="local"}') == 0
 
 
 @pytest.mark.slow  # suspends a WAL table on a private QuestDB and waits for the report
