@@ -309,6 +309,12 @@ def collector_run(
         " the collector's memory while QuestDB is down",
     ),
     max_pending_mb: int = typer.Option(256, min=16, help="payload megabytes held unacknowledged at most"),
+    reject_store: Path | None = typer.Option(
+        None,
+        "--reject-store",
+        help="directory for the whole bytes of rejected payloads over 64 KiB (files named by SHA-256, fsynced"
+        " before the reject is committed); without it such a reject keeps its first 64 KiB, size and SHA-256",
+    ),
     broker_user: str | None = BROKER_USER,
     broker_password_file: Path | None = BROKER_PASSWORD_FILE,
     tls_ca: Path | None = TLS_CA,
@@ -321,6 +327,7 @@ def collector_run(
     from collector.qc.thresholds import ThresholdsError
     from collector.registry import RegistryError
     from collector.service import Collector, CollectorConfig
+    from store.payload_store import PayloadStoreError
     from store.questdb_server import QuestDBEndpoints
     from store.schema import ensure_schema
 
@@ -338,10 +345,11 @@ def collector_run(
             max_pending=max_pending,
             receive_maximum=max_pending,
             max_pending_bytes=max_pending_mb * 1024 * 1024,
+            reject_store=str(reject_store) if reject_store is not None else None,
         )
         ensure_schema(endpoints.pg_conninfo)
         collector = Collector(config)
-    except (RegistryError, ThresholdsError, ValueError) as exc:
+    except (RegistryError, ThresholdsError, PayloadStoreError, ValueError) as exc:
         fail(str(exc))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -517,6 +525,9 @@ def rejects_export(
     reason: str | None = typer.Option(None, "--reason", help="only this reason"),
     since: str | None = SINCE,
     until: str | None = typer.Option(None, "--until", help="before this time (same forms as --since)"),
+    reject_store: Path | None = typer.Option(
+        None, "--reject-store", help="the collector's --reject-store: write payloads over 64 KiB whole from it"
+    ),
     questdb_pg: str = QUESTDB_PG,
 ) -> None:
     """Every matching reject, oldest first, with every field and its payload in base64."""
@@ -531,6 +542,7 @@ def rejects_export(
             reason=reason,
             since=since,
             until=until,
+            payload_store=reject_store,
         )
     except (RejectsError, OSError) as exc:
         fail(str(exc))

@@ -38,6 +38,7 @@ from collector.registry import StationRegistry
 from collector.sequence import DAY_NS, SequenceTracker
 from store.commit import Warehouse
 from store.ilp_writer import WarehouseUnavailable
+from store.payload_store import PayloadStore
 from store.queries import recent_readings, suspended_wal_tables
 
 log = structlog.get_logger("collector")
@@ -60,6 +61,9 @@ class CollectorConfig:
     # read tens of millions of rows; 3 h covers every gas and dust window.
     qc_seed_lookback_s: float = 3 * 3600
     metrics_port: int | None = None  # Prometheus /metrics on 127.0.0.1:<port>
+    # Where the whole bytes of rejected payloads over REJECT_HEAD_BYTES go (files named by SHA-256);
+    # None: such a reject keeps its first REJECT_HEAD_BYTES, its size and hash only.
+    reject_store: str | None = None
     wal_check_interval_s: float = 30.0
     flush_interval_s: float = 1.0  # the longest a message waits for its flush: bigger, fewer QuestDB transactions
     flush_max_messages: int = 10_000
@@ -90,7 +94,9 @@ class Collector:
             SeriesState(max_series=config.qc_max_series),
         )
         self.preparation = Preparation(self.registry, self.sequences, self.qc, self.metrics)
-        self.warehouse = Warehouse(config.ilp_conf)
+        self.warehouse = Warehouse(
+            config.ilp_conf, PayloadStore(config.reject_store) if config.reject_store is not None else None
+        )
         limits = FlushLimits(
             config.flush_interval_s,
             config.flush_max_messages,

@@ -168,6 +168,9 @@ def suspended_wal_tables(conninfo: str) -> list[WalTable]:
 # -- rejects: what the collector refused, for `quantrac rejects list|export` ---------------------------
 
 
+QueryError = psycopg.Error  # what a read-side query raises when QuestDB cannot answer it
+
+
 @dataclass(frozen=True)
 class RejectRecord:
     received_at: datetime  # UTC (QuestDB returns it without a zone)
@@ -177,10 +180,15 @@ class RejectRecord:
     reason: str
     detail: str
     payload_sha256: str
-    payload_b64: str | None  # None when the query did not fetch the payload (listing)
+    payload_b64: str | None  # None when the query did not fetch the payload (listing); the first 64 KiB of a larger one
+    payload_size: int | None = None  # the whole payload's size in bytes (None: a reject stored before it was kept)
+    payload_stored: bool = False  # the whole bytes are in the collector's payload store (--reject-store)
 
 
-_REJECT_COLUMNS = "ts, ts::long, topic, claimed_station, reason, detail, payload_sha256"
+_REJECT_COLUMNS = "ts, ts::long, topic, claimed_station, reason, detail, payload_sha256, payload_size, payload_stored"
+# A row bigger than QuestDB's PG send buffer (1 MiB) fails the whole query, and rejects written before
+# payloads were bounded hold up to 1.4 MB of base64: payloads are read in pieces of this many characters.
+_PAYLOAD_CHUNK_CHARS = 256 * 1024
 # QuestDB cannot convert a bound time past its largest TIMESTAMP_NS (end of 2261) and fails the query;
 # no row can lie beyond it, so a filter beyond it means the same as one at it.
 _LATEST_NS_TIME = datetime.fromisoformat("2261-12-31T23:59:59.999999+00:00")
@@ -211,8 +219,10 @@ def _reject_filter(
 
 
 def _reject(row: tuple, payload_b64: str | None) -> RejectRecord:
-    ts, ns, topic, station, reason, detail, sha = row
-    return RejectRecord(ts, ns, topic or "", station or "", reason or "", detail or "", sha or "", payload_b64)
+    ts, ns, topic, station, reason, detail, sha, size, stored = row
+    return RejectRecord(
+        ts, ns, topic or "", station or "", reason or "", detail or "", sha or "", payload_b64, size, bool(stored)
+    )
 
 
 def recent_rejects(
@@ -238,13 +248,34 @@ def stream_rejects(
     since: datetime | None = None,
     until: datetime | None = None,
 ):
-    """Every reject matching the filters, oldest first, with its base64 payload.
+    """Every reject matching the filters, oldest first, with its base64 payload (as the row holds it).
 
-    Rows are streamed (libpq single-row mode): a year of rejects with payloads
-    of up to 1 MiB each must not have to fit in memory at once.
+    Rows are streamed (libpq single-row mode) without their payloads, and each payload is read
+    in pieces of ``_PAYLOAD_CHUNK_CHARS`` over a second connection, so no row of any size fails
+    the export and a year of rejects never sits in memory at once.
     """
     where, params = _reject_filter(station, reason, since, until)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn, psycopg.connect(conninfo, autocommit=True) as pieces:
         cursor = conn.cursor()
-        for row in cursor.stream(f"SELECT {_REJECT_COLUMNS}, payload_b64 FROM rejects{where} ORDER BY ts", params):
-            yield _reject(row[:-1], row[-1] or "")
+        query = (
+            f"SELECT {_REJECT_COLUMNS}, length(payload_b64),"
+            f" CASE WHEN length(payload_b64) <= {_PAYLOAD_CHUNK_CHARS} THEN payload_b64 END"
+            f" FROM rejects{where} ORDER BY ts"
+        )
+        for row in cursor.stream(query, params):
+            *fields, length, inline = row
+            if inline is None and length:  # too big to come with its row: in pieces
+                inline = _payload_b64(pieces, fields[1], fields[6], length)
+            yield _reject(tuple(fields), inline or "")
+
+
+def _payload_b64(conn: psycopg.Connection, ts_ns: int, sha256: str, length: int) -> str:
+    parts = []
+    for start in range(1, length + 1, _PAYLOAD_CHUNK_CHARS):
+        (part,) = conn.execute(
+            "SELECT substring(payload_b64, %s, %s) FROM rejects WHERE ts = cast(%s AS TIMESTAMP_NS)"
+            " AND payload_sha256 = %s LIMIT 1",
+            (start, _PAYLOAD_CHUNK_CHARS, ts_ns, sha256),
+        ).fetchone()
+        parts.append(part or "")
+    return "".join(parts)

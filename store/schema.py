@@ -75,7 +75,12 @@ REJECTS = Table(
         ("reason", "SYMBOL"),
         ("detail", "VARCHAR"),
         ("payload_sha256", "SYMBOL"),
+        # The payload's first 64 KiB (REJECT_HEAD_BYTES) in base64, its whole size, and whether
+        # its whole bytes are in the collector's payload store (--reject-store, files named by
+        # the SHA-256): no reject can overflow a QuestDB request, none is lost.
         ("payload_b64", "VARCHAR"),
+        ("payload_size", "LONG"),
+        ("payload_stored", "BOOLEAN"),
     ),
     # A message redelivered after a crash lands on the same key only if it
     # keeps its receive time, which it does not; the hash lets queries

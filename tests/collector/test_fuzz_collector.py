@@ -55,6 +55,7 @@ from collector.prepare import event_row, ledger_row, reading_columns
 from collector.registry import StationRegistry, add_station, retire_key, set_enabled
 from collector.service import Collector
 from store.ilp_writer import WarehouseWriter
+from store.payload_store import REJECT_HEAD_BYTES
 from store.schema import BATCHES, STATION_EVENTS, ensure_schema
 from supervisor.process import wait_until
 from tests.helpers import sql, wal_applied
@@ -477,7 +478,7 @@ def judge(topic: str, payload: bytes, registry: StationRegistry) -> Accepted | S
         assert row.detail and isinstance(row.detail, str)
         assert row.topic == topic and row.received_ns == received
         assert row.claimed_station == (parsed[0] if parsed else "")
-        assert base64.b64decode(row.payload_b64) == payload
+        assert base64.b64decode(row.payload_b64) == payload[:REJECT_HEAD_BYTES] and row.payload_size == len(payload)
         assert row.payload_sha256 == hashlib.sha256(payload).hexdigest()
         assert WRITER.write_rejects([row]) == 1
     elif isinstance(outcome, Accepted):
