@@ -10,7 +10,7 @@ until the warehouse committed it; the caller commits or aborts the token.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -21,6 +21,7 @@ from collector.intake import PendingMessage
 from collector.metrics import CollectorMetrics
 from collector.qc.engine import QualityControl
 from collector.registry import StationRegistry
+from collector.revisions import RevisionFinder
 from collector.sequence import DUPLICATE, NEW, FlushToken, SequenceTracker
 from store.commit import FlushRecords
 from store.ilp_writer import IlpRow, ReadingColumns, ilp_row
@@ -39,6 +40,7 @@ class PreparedFlush:
     gaps: list[Gap]
     duplicates: int
     columns: ReadingColumns
+    revisions: list[tuple[PendingMessage, IlpRow]] = field(default_factory=list)  # stored readings it changes
 
 
 def admit(item: PendingMessage, registry: StationRegistry) -> None:
@@ -58,9 +60,15 @@ def admit(item: PendingMessage, registry: StationRegistry) -> None:
 
 class Preparation:
     def __init__(
-        self, registry: StationRegistry, sequences: SequenceTracker, qc: QualityControl, metrics: CollectorMetrics
+        self,
+        registry: StationRegistry,
+        sequences: SequenceTracker,
+        qc: QualityControl,
+        metrics: CollectorMetrics,
+        revisions: RevisionFinder | None = None,  # None: no warehouse to look up, no revisions recorded
     ) -> None:
         self.registry, self.sequences, self.qc, self.metrics = registry, sequences, qc, metrics
+        self.revisions = revisions
 
     def prepare(self, batch: list[PendingMessage]) -> PreparedFlush:
         """Sequence and flag a flush's messages and lay out their readings as columns.
@@ -94,11 +102,12 @@ class Preparation:
                         item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail
                     )
             self.apply_measurement_controls(new)
+            revisions = self.revisions.find(new) if self.revisions is not None and new else []
             columns = reading_columns(new)
         except BaseException:
             self.sequences.abort_flush(token)
             raise
-        return PreparedFlush(batch, token, new, gaps, duplicates, columns)
+        return PreparedFlush(batch, token, new, gaps, duplicates, columns, revisions)
 
     def apply_measurement_controls(self, new: list[PendingMessage]) -> None:
         """Flag every new reading (QARTOD flags, the deciding check and its cause), all messages in one pass."""
@@ -172,6 +181,7 @@ def flush_records(prepared: PreparedFlush) -> FlushRecords:
     (QuestDB may have refused some), rejects, station events and gaps."""
     batch = prepared.batch
     return FlushRecords(
+        revisions=[row for item, row in prepared.revisions if isinstance(item.outcome, Accepted)],
         ledger=[ledger_row(i) for i in prepared.new if isinstance(i.outcome, Accepted)],
         rejects=[i.outcome.row for i in batch if isinstance(i.outcome, Rejected)],
         events=[event_row(i.outcome) for i in batch if isinstance(i.outcome, StationEvent)],

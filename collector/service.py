@@ -35,6 +35,7 @@ from collector.qc.engine import QualityControl
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
+from collector.revisions import RevisionFinder
 from collector.sequence import DAY_NS, SequenceTracker
 from store.commit import Warehouse
 from store.ilp_writer import WarehouseUnavailable
@@ -93,7 +94,13 @@ class Collector:
             ThresholdSource(config.qc_thresholds_path, station_kinds=self.registry.kinds),
             SeriesState(max_series=config.qc_max_series),
         )
-        self.preparation = Preparation(self.registry, self.sequences, self.qc, self.metrics)
+        self.preparation = Preparation(
+            self.registry,
+            self.sequences,
+            self.qc,
+            self.metrics,
+            RevisionFinder(config.pg_conninfo) if config.pg_conninfo is not None else None,
+        )
         self.warehouse = Warehouse(
             config.ilp_conf, PayloadStore(config.reject_store) if config.reject_store is not None else None
         )

@@ -2,8 +2,8 @@
 
 Readings first: a ledger entry (``batches``) promises that its batch's
 readings are stored, and the sequence tracker trusts the ledger after a
-restart. Then the ledger, the rejects, the station events and the gaps. Each
-table is one transaction; a flush that fails half-way is written again whole
+restart. Then the revisions of stored readings they changed, the ledger,
+the rejects, the station events and the gaps. Each table is one transaction; a flush that fails half-way is written again whole
 (every table is keyed with DEDUP UPSERT KEYS, so the repeat is harmless).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from store.ilp_writer import (
     IlpRow,
@@ -23,7 +23,7 @@ from store.ilp_writer import (
     WarehouseWriter,
 )
 from store.payload_store import PayloadStore
-from store.schema import BATCHES, SEQUENCE_GAPS, STATION_EVENTS
+from store.schema import BATCHES, READING_REVISIONS, SEQUENCE_GAPS, STATION_EVENTS
 
 REJECTS_PER_REQUEST_BYTES = 32 * 1024 * 1024  # base64 payload heads: far below QuestDB's 100 MiB request limit
 
@@ -36,6 +36,7 @@ class FlushRecords:
     rejects: list[RejectRow]
     events: list[IlpRow]
     gaps: list[IlpRow]
+    revisions: list[IlpRow] = field(default_factory=list)  # stored readings these readings changed
 
 
 class Warehouse:
@@ -80,6 +81,9 @@ class Warehouse:
         except WarehouseRefused as exc:
             written = refused(exc)
         rows = records()
+        # Before the ledger: a ledger entry promises its batch is stored whole, its revisions included
+        # (a failure here writes the flush again: the revisions' dedup keys make the repeat harmless).
+        self.writer.write_rows(READING_REVISIONS, rows.revisions)
         self.writer.write_rows(BATCHES, rows.ledger)
         rejects = self.store_large_payloads(rows.rejects)
         for chunk in _chunks_by_size(rejects, REJECTS_PER_REQUEST_BYTES):

@@ -140,6 +140,32 @@ def ledger_entry(conninfo: str, station: str, seq: int) -> tuple[str, int] | Non
     return None if row is None else (row[0], row[1])
 
 
+# -- revisions: stored readings a new batch may change (collector/revisions.py) -------------------------------
+
+
+def newest_reading_ts(conninfo: str) -> dict[str, int]:
+    """Per station, the time (ns) of its newest stored reading: no later reading can exist yet."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return dict(conn.execute("SELECT station, ts::long FROM readings LATEST ON ts PARTITION BY station"))
+
+
+def readings_applied(conninfo: str) -> bool:
+    """Every committed transaction of ``readings`` is visible to queries (WAL applied)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT writerTxn, sequencerTxn FROM wal_tables() WHERE name = 'readings'").fetchone()
+    return row is None or row[0] >= row[1]
+
+
+def stored_readings(conninfo: str, station: str, ts_low_ns: int, ts_high_ns: int):
+    """(device, parameter, ts_ns, value, status, qc_flag, seq) of a station's readings in [low, high]."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        yield from conn.cursor().stream(
+            "SELECT device, parameter, ts::long, value, status, qc_flag, seq FROM readings WHERE station = %s"
+            " AND ts >= cast(%s AS TIMESTAMP_NS) AND ts <= cast(%s AS TIMESTAMP_NS)",
+            (station, ts_low_ns, ts_high_ns),
+        )
+
+
 # -- WAL health: a suspended table still takes writes, but its rows stay invisible ---------------------------
 
 
