@@ -8,6 +8,9 @@ Layout and test vectors: docs/wire-format.md.
 from __future__ import annotations
 
 import math
+import operator
+import re
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,15 @@ INT64_MAX = (1 << 63) - 1
 # anything later could never be stored, so it is a contract breach here.
 MAX_TIMESTAMP_NS = 9_214_646_399_999_999_999
 _NAME_MAX = 64
+_CAUSE_MAX = 256
+BODY_KEYS = ("station", "seq", "sent_ns", "hist", "readings")
+# QuestDB 9.3.4 refuses a NUL in a SYMBOL column (device, parameter, unit) and the whole transaction
+# with it (tried: every C0 control, DEL, C1 and U+2028/FEFF/FFFF/10FFFF; only NUL); a NUL in cause
+# (VARCHAR) is stored but breaks every C-string reader after it. Names are identifiers that end up in
+# TT10 lines, logs and tables: no control character at all. Cause is free text: no NUL.
+_NAME_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+_TEXT_FORBIDDEN = re.compile(r"\x00")
+_FLOAT32 = 0xCA  # msgpack's float32 tag: values are float64 (0xcb) by contract
 
 
 class EnvelopeError(ValueError):
@@ -198,15 +210,18 @@ def decode_body_columns(body_bytes: bytes) -> BodyColumns:
         raise EnvelopeError("undecodable", f"body is not msgpack: {type(exc).__name__}: {exc}") from exc
     if not isinstance(raw, dict):
         raise EnvelopeError("schema", "body must be a map")
-    missing = {"station", "seq", "sent_ns", "hist", "readings"} - set(raw)
+    missing = set(BODY_KEYS) - set(raw)
     if missing:
         raise EnvelopeError("schema", f"body lacks {sorted(missing)}")
+    extra = set(raw) - set(BODY_KEYS)
+    if extra:
+        raise EnvelopeError("schema", f"body has keys the contract does not know: {sorted(map(repr, extra))}")
     station = raw["station"]
     if not isinstance(station, str) or not STATION_ID_PATTERN.match(station):
         raise EnvelopeError("schema", f"invalid station id {station!r}")
     seq, sent_ns, hist = raw["seq"], raw["sent_ns"], raw["hist"]
-    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= INT64_MAX:
-        raise EnvelopeError("schema", f"seq must be an integer in 0..2^63-1, got {seq!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= INT64_MAX:
+        raise EnvelopeError("schema", f"seq must be an integer in 1..2^63-1, got {seq!r}")
     if not isinstance(sent_ns, int) or isinstance(sent_ns, bool) or not 0 <= sent_ns <= MAX_TIMESTAMP_NS:
         raise EnvelopeError("schema", f"sent_ns must be a time in ns between 1970 and 2261, got {sent_ns!r}")
     if not isinstance(hist, bool):
@@ -220,7 +235,61 @@ def decode_body_columns(body_bytes: bytes) -> BodyColumns:
     if columns is None:
         readings = [_decode_reading(i, item) for i, item in enumerate(items)]
         columns = tuple(zip(*(r.as_wire() for r in readings)))
+    if _FLOAT32 in body_bytes and _float32_representable(columns[3]) and _has_float32(body_bytes, raw):
+        raise EnvelopeError("schema", "a value is a msgpack float32; the contract's values are float64")
+    _refuse_repeated_keys(columns[0], columns[1], columns[2])
     return BodyColumns(station, seq, sent_ns, hist, *columns)
+
+
+def _refuse_repeated_keys(ts: tuple, device: tuple, parameter: tuple) -> None:
+    """One reading per (device, parameter, ts_ns) in a batch: the warehouse keeps one row per key, so
+    a repeat would vanish silently (the ledger counting it) or overwrite its twin."""
+    keys = list(zip(ts, device, parameter))
+    if len(set(keys)) == len(keys):
+        return
+    first: dict[tuple, int] = {}
+    for index, key in enumerate(keys):
+        if key in first:
+            raise EnvelopeError(
+                "duplicate_reading_key",
+                f"reading {index} repeats reading {first[key]}'s key (ts_ns {key[0]}, device {key[1]!r},"
+                f" parameter {key[2]!r}); the batch is refused whole",
+            )
+        first[key] = index
+
+
+def _float32_representable(values: tuple) -> bool:
+    """Whether any value is exactly a float32 (a necessary condition for it to have been sent as one).
+
+    Measured values seldom are (0.1 is not), so this C-speed test spares most bodies the exact one.
+    """
+    floats = [v for v in values if v is not None] if None in values else values
+    return any(map(operator.eq, array("f", floats).tolist(), floats))
+
+
+def _has_float32(body_bytes: bytes, decoded: dict) -> bool:
+    """Whether any value in the body is encoded as a msgpack float32 (decoding hides it: both become floats).
+
+    Re-encoding (C, float64 only) gives the very bytes of almost every body that holds none; a body
+    that differs (an encoder with longer integer forms, say) is walked tag by tag.
+    """
+    if msgpack.packb(decoded, use_bin_type=True) == body_bytes:
+        return False
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(body_bytes) + 1)
+    unpacker.feed(body_bytes)
+    pending = 1  # objects still to look at
+    while pending:
+        pending -= 1
+        tag = body_bytes[unpacker.tell()]
+        if tag == _FLOAT32:
+            return True
+        if 0x80 <= tag <= 0x8F or tag in (0xDE, 0xDF):
+            pending += 2 * unpacker.read_map_header()
+        elif 0x90 <= tag <= 0x9F or tag in (0xDC, 0xDD):
+            pending += unpacker.read_array_header()
+        else:
+            unpacker.skip()
+    return False
 
 
 _STATUS_SET = frozenset(STATUS_CODES)
@@ -246,7 +315,13 @@ def _columns_if_certainly_valid(items: list) -> tuple[tuple, ...] | None:
         return None
     if min(map(len, device + parameter)) < 1 or max(map(len, device + parameter + unit)) > _NAME_MAX:
         return None
-    if max(map(len, cause)) > 256:
+    if max(map(len, cause)) > _CAUSE_MAX:
+        return None
+    names, texts = "".join(device + parameter + unit), "".join(cause)
+    # isprintable (C, fast on ASCII) clears almost every body; the regexes decide the rest.
+    if not names.isprintable() and _NAME_FORBIDDEN.search(names):
+        return None
+    if "\x00" in texts:
         return None
     value_types = set(map(type, value))
     if not value_types <= {float, _NONE_TYPE}:
@@ -275,12 +350,28 @@ def _decode_reading(index: int, item: Any) -> Reading:
         raise EnvelopeError("schema", f"reading {index}: status must be one of {STATUS_CODES}, got {status!r}")
     if not isinstance(unit, str) or len(unit) > _NAME_MAX:
         raise EnvelopeError("schema", f"reading {index}: unit must be a string")
-    if not isinstance(cause, str) or len(cause) > 256:
+    if not isinstance(cause, str) or len(cause) > _CAUSE_MAX:
         raise EnvelopeError("schema", f"reading {index}: cause must be a string of at most 256 characters")
+    device = _name(device, f"reading {index}: device")
+    parameter = _name(parameter, f"reading {index}: parameter")
+    for what, text, forbidden in (
+        ("device", device, _NAME_FORBIDDEN),
+        ("parameter", parameter, _NAME_FORBIDDEN),
+        ("unit", unit, _NAME_FORBIDDEN),
+        ("cause", cause, _TEXT_FORBIDDEN),
+    ):
+        bad = forbidden.search(text)
+        if bad:
+            raise EnvelopeError(
+                "schema",
+                f"reading {index}: {what} holds the control character U+{ord(bad.group()):04X} at {bad.start()}"
+                f" ({'no control characters in names' if forbidden is _NAME_FORBIDDEN else 'no NUL in text'};"
+                " the warehouse refuses NUL)",
+            )
     return Reading(
         ts_ns=ts_ns,
-        device=_name(device, f"reading {index}: device"),
-        parameter=_name(parameter, f"reading {index}: parameter"),
+        device=device,
+        parameter=parameter,
         value=value,
         unit=unit,
         status=status,

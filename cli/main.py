@@ -355,6 +355,12 @@ def collector_run(
     resend_retry_s: float = typer.Option(
         30.0, min=0.1, help="a recorded gap is asked for again after this long, doubling up to 10 minutes"
     ),
+    reject_store: Path | None = typer.Option(
+        None,
+        "--reject-store",
+        help="directory for the whole bytes of rejected payloads over 64 KiB (files named by SHA-256, fsynced"
+        " before the reject is committed); without it such a reject keeps its first 64 KiB, size and SHA-256",
+    ),
     broker_user: str | None = BROKER_USER,
     broker_password_file: Path | None = BROKER_PASSWORD_FILE,
     tls_ca: Path | None = TLS_CA,
@@ -370,6 +376,7 @@ def collector_run(
     from collector.registry import RegistryError
     from collector.service import Collector, CollectorConfig
     from store.ilp_writer import WarehouseUnavailable
+    from store.payload_store import PayloadStoreError
     from store.questdb_server import QuestDBEndpoints
 
     # Only an operator's mistake at start-up ends the collector, with one line; QuestDB or the broker
@@ -390,9 +397,10 @@ def collector_run(
             max_pending_bytes=max_pending_mb * 1024 * 1024,
             receipt_key=load_signing_key(key) if key is not None else None,
             healing=HealingPolicy(first_retry_s=resend_retry_s),
+            reject_store=str(reject_store) if reject_store is not None else None,
         )
         collector = Collector(config)
-    except (RegistryError, ThresholdsError, KeyFileError, ValueError, OSError) as exc:
+    except (RegistryError, ThresholdsError, KeyFileError, PayloadStoreError, ValueError, OSError) as exc:
         fail(str(exc))
     stop = threading.Event()
 
@@ -597,6 +605,9 @@ def rejects_export(
     reason: str | None = typer.Option(None, "--reason", help="only this reason"),
     since: str | None = SINCE,
     until: str | None = typer.Option(None, "--until", help="before this time (same forms as --since)"),
+    reject_store: Path | None = typer.Option(
+        None, "--reject-store", help="the collector's --reject-store: write payloads over 64 KiB whole from it"
+    ),
     questdb_pg: str = QUESTDB_PG,
 ) -> None:
     """Every matching reject, oldest first, with every field and its payload in base64."""
@@ -611,6 +622,7 @@ def rejects_export(
             reason=reason,
             since=since,
             until=until,
+            payload_store=reject_store,
         )
     except (RejectsError, OSError) as exc:
         fail(str(exc))

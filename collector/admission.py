@@ -9,7 +9,6 @@ report) come in the same signed envelope.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 
@@ -56,17 +55,7 @@ class Rejected:
 
 
 def reject(topic: str, claimed: str, payload: bytes, received_ns: int, reason: str, detail: str) -> Rejected:
-    return Rejected(
-        RejectRow(
-            received_ns=received_ns,
-            topic=topic,
-            claimed_station=claimed,
-            reason=reason,
-            detail=detail[:2000],
-            payload_sha256=hashlib.sha256(payload).hexdigest(),
-            payload_b64=base64.b64encode(payload).decode("ascii"),
-        )
-    )
+    return Rejected(RejectRow.of(received_ns, topic, claimed, reason, detail, payload))
 
 
 def check_message(

@@ -10,7 +10,7 @@ until the warehouse committed it; the caller commits or aborts the token.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -22,6 +22,7 @@ from collector.intake import PendingMessage
 from collector.metrics import CollectorMetrics
 from collector.qc.engine import QualityControl
 from collector.registry import StationRegistry
+from collector.revisions import RevisionFinder
 from collector.sequence import DUPLICATE, NEW, FlushToken, SequenceTracker
 from collector.sessions import SessionGuard
 from store.commit import FlushRecords
@@ -41,6 +42,7 @@ class PreparedFlush:
     gaps: list[Gap]
     duplicates: int
     columns: ReadingColumns
+    revisions: list[tuple[PendingMessage, IlpRow]] = field(default_factory=list)  # stored readings it changes
 
 
 def admit(item: PendingMessage, registry: StationRegistry, sessions: SessionGuard | None = None) -> None:
@@ -66,9 +68,11 @@ class Preparation:
         qc: QualityControl,
         metrics: CollectorMetrics,
         sessions: SessionGuard | None = None,
+        revisions: RevisionFinder | None = None,  # None: no warehouse to look up, no revisions recorded
     ) -> None:
         self.registry, self.sequences, self.qc, self.metrics = registry, sequences, qc, metrics
         self.sessions = sessions if sessions is not None else SessionGuard()
+        self.revisions = revisions
 
     def prepare(self, batch: list[PendingMessage]) -> PreparedFlush:
         """Sequence and flag a flush's messages and lay out their readings as columns.
@@ -102,11 +106,12 @@ class Preparation:
                         item.topic, body.station, item.payload, item.received_ns, verdict.kind, verdict.detail
                     )
             self.apply_measurement_controls(new)
+            revisions = self.revisions.find(new) if self.revisions is not None and new else []
             columns = reading_columns(new)
         except BaseException:
             self.sequences.abort_flush(token)
             raise
-        return PreparedFlush(batch, token, new, gaps, duplicates, columns)
+        return PreparedFlush(batch, token, new, gaps, duplicates, columns, revisions)
 
     def apply_measurement_controls(self, new: list[PendingMessage]) -> None:
         """Flag every new reading (QARTOD flags, the deciding check and its cause), all messages in one pass."""
@@ -180,6 +185,7 @@ def flush_records(prepared: PreparedFlush) -> FlushRecords:
     (QuestDB may have refused some), rejects, station events and gaps."""
     batch = prepared.batch
     return FlushRecords(
+        revisions=[row for item, row in prepared.revisions if isinstance(item.outcome, Accepted)],
         ledger=[ledger_row(i) for i in prepared.new if isinstance(i.outcome, Accepted)],
         rejects=[i.outcome.row for i in batch if isinstance(i.outcome, Rejected)],
         events=[event_row(i.outcome) for i in batch if isinstance(i.outcome, StationEvent)],

@@ -42,10 +42,12 @@ from collector.qc.engine import QualityControl
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
 from collector.registry import StationRegistry
+from collector.revisions import RevisionFinder
 from collector.sequence import DAY_NS, SequenceTracker
 from collector.sessions import SessionGuard
 from store.commit import FlushRecords, Warehouse
 from store.ilp_writer import WarehouseUnavailable
+from store.payload_store import PayloadStore
 from store.queries import highest_station_sessions, ledger_ranges, open_gaps, recent_readings, suspended_wal_tables
 from store.schema import ensure_schema
 
@@ -69,6 +71,9 @@ class CollectorConfig:
     # read tens of millions of rows; 3 h covers every gas and dust window.
     qc_seed_lookback_s: float = 3 * 3600
     metrics_port: int | None = None  # Prometheus /metrics on 127.0.0.1:<port>
+    # Where the whole bytes of rejected payloads over REJECT_HEAD_BYTES go (files named by SHA-256);
+    # None: such a reject keeps its first REJECT_HEAD_BYTES, its size and hash only.
+    reject_store: str | None = None
     wal_check_interval_s: float = 30.0
     flush_interval_s: float = 1.0  # the longest a message waits for its flush: bigger, fewer QuestDB transactions
     flush_max_messages: int = 10_000
@@ -109,9 +114,18 @@ class Collector:
         if config.qc_thresholds_path is not None:
             self.metrics.watch_config_file(config.qc_thresholds_path, self.qc.thresholds)
         self.sessions = SessionGuard()
-        self.preparation = Preparation(self.registry, self.sequences, self.qc, self.metrics, self.sessions)
+        self.preparation = Preparation(
+            self.registry,
+            self.sequences,
+            self.qc,
+            self.metrics,
+            self.sessions,
+            RevisionFinder(config.pg_conninfo) if config.pg_conninfo is not None else None,
+        )
         self.healing = GapBook(self.sequences, config.healing)
-        self.warehouse = Warehouse(config.ilp_conf)
+        self.warehouse = Warehouse(
+            config.ilp_conf, PayloadStore(config.reject_store) if config.reject_store is not None else None
+        )
         limits = FlushLimits(
             config.flush_interval_s,
             config.flush_max_messages,

@@ -2,8 +2,8 @@
 
 Readings first: a ledger entry (``batches``) promises that its batch's
 readings are stored, and the sequence tracker trusts the ledger after a
-restart. Then the ledger, the rejects, the station events and the gaps. Each
-table is one transaction; a flush that fails half-way is written again whole
+restart. Then the revisions of stored readings they changed, the ledger,
+the rejects, the station events and the gaps. Each table is one transaction; a flush that fails half-way is written again whole
 (every table is keyed with DEDUP UPSERT KEYS, so the repeat is harmless).
 """
 
@@ -11,12 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from store.ilp_writer import IlpRow, ReadingColumns, RejectRow, SerialisedRows, WarehouseRefused, WarehouseWriter
-from store.schema import BATCHES, SEQUENCE_GAPS, STATION_EVENTS
+from store.ilp_writer import (
+    IlpRow,
+    ReadingColumns,
+    RejectRow,
+    SerialisedRows,
+    WarehouseRefused,
+    WarehouseUnavailable,
+    WarehouseWriter,
+)
+from store.payload_store import PayloadStore
+from store.schema import BATCHES, READING_REVISIONS, SEQUENCE_GAPS, STATION_EVENTS
 
-REJECTS_PER_REQUEST_BYTES = 32 * 1024 * 1024  # base64 payloads: far below QuestDB's 100 MiB request limit
+REJECTS_PER_REQUEST_BYTES = 32 * 1024 * 1024  # base64 payload heads: far below QuestDB's 100 MiB request limit
 
 
 @dataclass(slots=True)
@@ -27,6 +36,7 @@ class FlushRecords:
     rejects: list[RejectRow]
     events: list[IlpRow]
     gaps: list[IlpRow]
+    revisions: list[IlpRow] = field(default_factory=list)  # stored readings these readings changed
 
 
 class Warehouse:
@@ -37,7 +47,8 @@ class Warehouse:
     (the client waits for QuestDB without holding the interpreter lock).
     """
 
-    def __init__(self, ilp_conf: str) -> None:
+    def __init__(self, ilp_conf: str, payload_store: PayloadStore | None = None) -> None:
+        self.payload_store = payload_store  # None: a large reject keeps only its first REJECT_HEAD_BYTES
         self.writer = WarehouseWriter(ilp_conf)
         self._readings_writer = WarehouseWriter(ilp_conf)
         self._send_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readings-send")
@@ -70,13 +81,32 @@ class Warehouse:
         except WarehouseRefused as exc:
             written = refused(exc)
         rows = records()
+        # Before the ledger: a ledger entry promises its batch is stored whole, its revisions included
+        # (a failure here writes the flush again: the revisions' dedup keys make the repeat harmless).
+        self.writer.write_rows(READING_REVISIONS, rows.revisions)
         self.writer.write_rows(BATCHES, rows.ledger)
-        for chunk in _chunks_by_size(rows.rejects, REJECTS_PER_REQUEST_BYTES):
+        rejects = self.store_large_payloads(rows.rejects)
+        for chunk in _chunks_by_size(rejects, REJECTS_PER_REQUEST_BYTES):
             # Several requests are safe: a retry upserts the same (ts, payload hash) rows.
             self.writer.write_rejects(chunk)
         self.writer.write_rows(STATION_EVENTS, rows.events)
         self.writer.write_rows(SEQUENCE_GAPS, rows.gaps)
         return written, rows
+
+    def store_large_payloads(self, rejects: list[RejectRow]) -> list[RejectRow]:
+        """The whole bytes of every reject too large for its row, durably in the payload store, before
+        the row is written (and so before the message is acknowledged); the rows say so."""
+        if self.payload_store is None:
+            return rejects
+        try:
+            return [
+                replace(row, payload_stored=self.payload_store.put(row.payload) == row.payload_sha256)
+                if row.truncated
+                else row
+                for row in rejects
+            ]
+        except OSError as exc:  # a full or broken disk: keep the messages with the broker and try again later
+            raise WarehouseUnavailable(f"payload store {self.payload_store.root}: {exc}") from exc
 
     def close(self) -> None:
         self._send_pool.shutdown(wait=True)

@@ -8,14 +8,17 @@ failed flush keeps their content, while the sender's own buffer would drop it.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from questdb import QuestDBError, QuestDBErrorCode, Sender, TimestampNanos
 
 from store.errors import WarehouseRefused, WarehouseUnavailable  # noqa: F401  (their home for callers: here)
+from store.payload_store import REJECT_HEAD_BYTES
 from store.schema import READINGS, REJECTS, Table
 
 # Errors after which the same rows may succeed later: the server is down,
@@ -122,6 +125,12 @@ _BLANK_IS_NULL = frozenset({"qc_check", "qc_cause", "qc_checks"})  # "" where th
 
 @dataclass(frozen=True, slots=True)
 class RejectRow:
+    """A refused message as the ``rejects`` table keeps it: within bounds, whatever the payload's size.
+
+    ``payload_b64`` holds the first ``REJECT_HEAD_BYTES`` (the whole payload when it is no larger);
+    the whole bytes ride along in ``payload`` (never written to QuestDB) for the payload store.
+    """
+
     received_ns: int
     topic: str
     claimed_station: str
@@ -129,6 +138,28 @@ class RejectRow:
     detail: str
     payload_sha256: str
     payload_b64: str
+    payload_size: int
+    payload: bytes = field(default=b"", repr=False, compare=False)
+    payload_stored: bool = False  # the whole bytes are in the payload store (store/payload_store.py)
+
+    @classmethod
+    def of(cls, received_ns: int, topic: str, claimed: str, reason: str, detail: str, payload: bytes) -> RejectRow:
+        return cls(
+            received_ns=received_ns,
+            topic=topic,
+            claimed_station=claimed,
+            reason=reason,
+            detail=detail[:2000],
+            payload_sha256=hashlib.sha256(payload).hexdigest(),
+            payload_b64=base64.b64encode(payload[:REJECT_HEAD_BYTES]).decode("ascii"),
+            payload_size=len(payload),
+            payload=payload,
+        )
+
+    @property
+    def truncated(self) -> bool:
+        """Only the payload's first bytes are in the row: the whole needs the payload store."""
+        return self.payload_size > REJECT_HEAD_BYTES
 
 
 def classify(error: QuestDBError) -> RuntimeError:
@@ -231,4 +262,6 @@ def reject_row(row: RejectRow) -> IlpRow:
         detail=row.detail,
         payload_sha256=row.payload_sha256,
         payload_b64=row.payload_b64,
+        payload_size=row.payload_size,
+        payload_stored=row.payload_stored,
     )

@@ -209,6 +209,32 @@ def ledger_entry(conninfo: str, station: str, seq: int) -> tuple[str, int] | Non
     return None if row is None else (row[0], row[1])
 
 
+# -- revisions: stored readings a new batch may change (collector/revisions.py) -------------------------------
+
+
+def newest_reading_ts(conninfo: str) -> dict[str, int]:
+    """Per station, the time (ns) of its newest stored reading: no later reading can exist yet."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return dict(conn.execute("SELECT station, ts::long FROM readings LATEST ON ts PARTITION BY station"))
+
+
+def readings_applied(conninfo: str) -> bool:
+    """Every committed transaction of ``readings`` is visible to queries (WAL applied)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT writerTxn, sequencerTxn FROM wal_tables() WHERE name = 'readings'").fetchone()
+    return row is None or row[0] >= row[1]
+
+
+def stored_readings(conninfo: str, station: str, ts_low_ns: int, ts_high_ns: int):
+    """(device, parameter, ts_ns, value, status, qc_flag, seq) of a station's readings in [low, high]."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        yield from conn.cursor().stream(
+            "SELECT device, parameter, ts::long, value, status, qc_flag, seq FROM readings WHERE station = %s"
+            " AND ts >= cast(%s AS TIMESTAMP_NS) AND ts <= cast(%s AS TIMESTAMP_NS)",
+            (station, ts_low_ns, ts_high_ns),
+        )
+
+
 # -- WAL health: a suspended table still takes writes, but its rows stay invisible ---------------------------
 
 
@@ -237,6 +263,9 @@ def suspended_wal_tables(conninfo: str) -> list[WalTable]:
 # -- rejects: what the collector refused, for `quantrac rejects list|export` ---------------------------
 
 
+QueryError = psycopg.Error  # what a read-side query raises when QuestDB cannot answer it
+
+
 @dataclass(frozen=True)
 class RejectRecord:
     received_at: datetime  # UTC (QuestDB returns it without a zone)
@@ -246,10 +275,15 @@ class RejectRecord:
     reason: str
     detail: str
     payload_sha256: str
-    payload_b64: str | None  # None when the query did not fetch the payload (listing)
+    payload_b64: str | None  # None when the query did not fetch the payload (listing); the first 64 KiB of a larger one
+    payload_size: int | None = None  # the whole payload's size in bytes (None: a reject stored before it was kept)
+    payload_stored: bool = False  # the whole bytes are in the collector's payload store (--reject-store)
 
 
-_REJECT_COLUMNS = "ts, ts::long, topic, claimed_station, reason, detail, payload_sha256"
+_REJECT_COLUMNS = "ts, ts::long, topic, claimed_station, reason, detail, payload_sha256, payload_size, payload_stored"
+# A row bigger than QuestDB's PG send buffer (1 MiB) fails the whole query, and rejects written before
+# payloads were bounded hold up to 1.4 MB of base64: payloads are read in pieces of this many characters.
+_PAYLOAD_CHUNK_CHARS = 256 * 1024
 # QuestDB cannot convert a bound time past its largest TIMESTAMP_NS (end of 2261) and fails the query;
 # no row can lie beyond it, so a filter beyond it means the same as one at it.
 _LATEST_NS_TIME = datetime.fromisoformat("2261-12-31T23:59:59.999999+00:00")
@@ -280,8 +314,10 @@ def _reject_filter(
 
 
 def _reject(row: tuple, payload_b64: str | None) -> RejectRecord:
-    ts, ns, topic, station, reason, detail, sha = row
-    return RejectRecord(ts, ns, topic or "", station or "", reason or "", detail or "", sha or "", payload_b64)
+    ts, ns, topic, station, reason, detail, sha, size, stored = row
+    return RejectRecord(
+        ts, ns, topic or "", station or "", reason or "", detail or "", sha or "", payload_b64, size, bool(stored)
+    )
 
 
 def recent_rejects(
@@ -307,13 +343,34 @@ def stream_rejects(
     since: datetime | None = None,
     until: datetime | None = None,
 ):
-    """Every reject matching the filters, oldest first, with its base64 payload.
+    """Every reject matching the filters, oldest first, with its base64 payload (as the row holds it).
 
-    Rows are streamed (libpq single-row mode): a year of rejects with payloads
-    of up to 1 MiB each must not have to fit in memory at once.
+    Rows are streamed (libpq single-row mode) without their payloads, and each payload is read
+    in pieces of ``_PAYLOAD_CHUNK_CHARS`` over a second connection, so no row of any size fails
+    the export and a year of rejects never sits in memory at once.
     """
     where, params = _reject_filter(station, reason, since, until)
-    with connect(conninfo) as conn:
+    with psycopg.connect(conninfo, autocommit=True) as conn, psycopg.connect(conninfo, autocommit=True) as pieces:
         cursor = conn.cursor()
-        for row in cursor.stream(f"SELECT {_REJECT_COLUMNS}, payload_b64 FROM rejects{where} ORDER BY ts", params):
-            yield _reject(row[:-1], row[-1] or "")
+        query = (
+            f"SELECT {_REJECT_COLUMNS}, length(payload_b64),"
+            f" CASE WHEN length(payload_b64) <= {_PAYLOAD_CHUNK_CHARS} THEN payload_b64 END"
+            f" FROM rejects{where} ORDER BY ts"
+        )
+        for row in cursor.stream(query, params):
+            *fields, length, inline = row
+            if inline is None and length:  # too big to come with its row: in pieces
+                inline = _payload_b64(pieces, fields[1], fields[6], length)
+            yield _reject(tuple(fields), inline or "")
+
+
+def _payload_b64(conn: psycopg.Connection, ts_ns: int, sha256: str, length: int) -> str:
+    parts = []
+    for start in range(1, length + 1, _PAYLOAD_CHUNK_CHARS):
+        (part,) = conn.execute(
+            "SELECT substring(payload_b64, %s, %s) FROM rejects WHERE ts = cast(%s AS TIMESTAMP_NS)"
+            " AND payload_sha256 = %s LIMIT 1",
+            (start, _PAYLOAD_CHUNK_CHARS, ts_ns, sha256),
+        ).fetchone()
+        parts.append(part or "")
+    return "".join(parts)

@@ -75,7 +75,12 @@ REJECTS = Table(
         ("reason", "SYMBOL"),
         ("detail", "VARCHAR"),
         ("payload_sha256", "SYMBOL"),
+        # The payload's first 64 KiB (REJECT_HEAD_BYTES) in base64, its whole size, and whether
+        # its whole bytes are in the collector's payload store (--reject-store, files named by
+        # the SHA-256): no reject can overflow a QuestDB request, none is lost.
         ("payload_b64", "VARCHAR"),
+        ("payload_size", "LONG"),
+        ("payload_stored", "BOOLEAN"),
     ),
     # A message redelivered after a crash lands on the same key only if it
     # keeps its receive time, which it does not; the hash lets queries
@@ -131,7 +136,29 @@ SEQUENCE_GAPS = Table(
     dedup_keys=("ts", "station", "first_missing"),
 )
 
-TABLES = (READINGS, REJECTS, BATCHES, STATION_EVENTS, SEQUENCE_GAPS)
+READING_REVISIONS = Table(
+    # A stored reading that a later batch (another seq) sent again with another value or status:
+    # the new one is in ``readings`` (DEDUP UPSERT keeps the newest), the old one is kept here.
+    name="reading_revisions",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # the reading's own time: with station, device, parameter its key
+        ("station", "SYMBOL"),
+        ("device", "SYMBOL"),
+        ("parameter", "SYMBOL"),
+        ("old_value", "DOUBLE"),
+        ("old_status", "SYMBOL"),
+        ("old_qc_flag", "BYTE"),
+        ("old_seq", "LONG"),
+        ("new_value", "DOUBLE"),
+        ("new_status", "SYMBOL"),
+        ("new_qc_flag", "BYTE"),
+        ("new_seq", "LONG"),
+        ("revised_at", "TIMESTAMP_NS"),  # when the collector received the new batch
+    ),
+    dedup_keys=("ts", "station", "device", "parameter", "new_seq"),
+)
+
+TABLES = (READINGS, REJECTS, BATCHES, STATION_EVENTS, SEQUENCE_GAPS, READING_REVISIONS)
 
 
 def ensure_schema(conninfo: str, tables: tuple[Table, ...] = TABLES) -> None:

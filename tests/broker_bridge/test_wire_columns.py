@@ -18,6 +18,7 @@ from broker_bridge.envelope import (
     MAX_TIMESTAMP_NS,
     EnvelopeError,
     _decode_reading,
+    _refuse_repeated_keys,
     decode_body_columns,
 )
 
@@ -31,6 +32,7 @@ ANY_SCALAR = st.one_of(
     st.sampled_from([1e308, -1e308, 0.0, -0.0]),
     st.text(max_size=70),
     st.sampled_from(["", "00", "01", "02", "03", "x" * 64, "x" * 65, "c" * 256, "c" * 257]),
+    st.sampled_from(["a\x00b", "\x00", "a\nb", "\x1f", "\x7f", "tab\there", "\x80", "\u2028"]),
     st.binary(max_size=4),
 )
 GOOD_TS = st.one_of(st.integers(min_value=1, max_value=MAX_TIMESTAMP_NS), EDGE_INTS)
@@ -66,8 +68,10 @@ def readings(draw) -> list:
 
 
 def reference(items: list):
-    """The per-reading checks alone: the contract as _decode_reading states it."""
-    return tuple(zip(*(_decode_reading(i, item).as_wire() for i, item in enumerate(items))))
+    """The per-reading checks, then the batch's one rule across readings (no key twice)."""
+    columns = tuple(zip(*(_decode_reading(i, item).as_wire() for i, item in enumerate(items))))
+    _refuse_repeated_keys(*columns[:3])
+    return columns
 
 
 def body_bytes(items: list) -> bytes:

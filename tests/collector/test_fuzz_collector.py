@@ -53,6 +53,7 @@ from collector.prepare import event_row, ledger_row, reading_columns
 from collector.registry import StationRegistry, add_station, retire_key, set_enabled
 from collector.service import Collector
 from store.ilp_writer import WarehouseWriter
+from store.payload_store import REJECT_HEAD_BYTES
 from store.schema import BATCHES, STATION_EVENTS, ensure_schema
 from supervisor.process import wait_until
 from tests.helpers import sql, wal_applied
@@ -64,7 +65,7 @@ UINT64_MAX = (1 << 64) - 1  # msgpack can carry it; the contract stops at 2^63-1
 QDB_MAX_TS = 9_214_646_399_999_999_999
 REASONS = {
     "bad_topic", "unknown_station", "disabled_station", "oversized", "undecodable", "schema", "version",
-    "unknown_key", "retired_key", "bad_signature", "topic_mismatch", "session_jump",
+    "unknown_key", "retired_key", "bad_signature", "topic_mismatch", "session_jump", "duplicate_reading_key",
 }  # fmt: skip
 
 
@@ -161,7 +162,13 @@ def short_text(min_size: int = 0):
     return st.text(min_size=min_size, max_size=8) | st.sampled_from([t for t in EDGE_TEXT if len(t) >= min_size])
 
 
-names = short_text(1)
+def _no_control(text: str) -> bool:
+    return not any(ord(c) < 0x20 or c == "\x7f" for c in text)
+
+
+# Valid names and units hold no control character, a valid cause no NUL (docs/wire-format.md);
+# the mutations below still put EDGE_TEXT's control characters anywhere.
+names = short_text(1).filter(_no_control)
 
 
 def reading_strategy(ts):
@@ -170,29 +177,34 @@ def reading_strategy(ts):
         names,
         names,
         st.none() | st.floats(allow_nan=False, allow_infinity=False),
-        short_text(),
+        short_text().filter(_no_control),
         st.sampled_from(STATUS_CODES),
-        short_text() | st.just("c" * 256),
+        short_text().filter(lambda t: "\x00" not in t) | st.just("c" * 256),
     ).map(list)
 
 
 @st.composite
 def readings_strategy(draw, ts):
-    readings = draw(st.lists(reading_strategy(ts), min_size=1, max_size=4))
-    # Now and then a big batch: copies of a drawn reading under new times (cheap to make, costly to check).
+    # A valid batch holds each (ts, device, parameter) once.
+    readings = draw(st.lists(reading_strategy(ts), min_size=1, max_size=4, unique_by=lambda r: (r[0], r[1], r[2])))
+    # Now and then a big batch: copies of a drawn reading under new times (cheap to make, costly to check),
+    # under a device name longer than any drawn one, so no copy repeats a drawn key.
     copies = draw(st.sampled_from([0] * 60 + [100, 1000, 10_000 - len(readings)]))
     ts, _, _, value, _, status, _ = readings[0]
-    readings += [[(ts + k) % QDB_MAX_TS + 1, "dev", "PM10", value, "ug/m3", status, ""] for k in range(1, copies + 1)]
+    readings += [
+        [(ts + k) % QDB_MAX_TS + 1, "copies-of-the-first", "PM10", value, "ug/m3", status, ""]
+        for k in range(1, copies + 1)
+    ]
     return readings
 
 
 _NEXT_SEQ = itertools.count(1_000)
 # Through a real collector most batches need a fresh sequence number, or they end as sequence_reuse
 # (hypothesis likes to repeat small numbers); a few small ones keep that path exercised too.
-fresh_seqs = st.one_of(*[st.builds(lambda: next(_NEXT_SEQ))] * 3, st.integers(0, 3))
+fresh_seqs = st.one_of(*[st.builds(lambda: next(_NEXT_SEQ))] * 3, st.integers(1, 3))
 
 
-def body_strategy(station: str, ts, sent, seqs=st.integers(0, INT64_MAX)):
+def body_strategy(station: str, ts, sent, seqs=st.integers(1, INT64_MAX)):
     return st.fixed_dictionaries({
         "station": st.just(station),
         "seq": seqs,
@@ -216,7 +228,7 @@ def time_strategies(narrow: bool):
 def valid_batches(draw, narrow=False):
     ts, sent = time_strategies(narrow)
     station, key = draw(st.sampled_from([(GOOD, "good"), (ROTATED, "rot_new")]))
-    body = draw(body_strategy(station, ts, sent, fresh_seqs if narrow else st.integers(0, INT64_MAX)))
+    body = draw(body_strategy(station, ts, sent, fresh_seqs if narrow else st.integers(1, INT64_MAX)))
     return [(data_topic(station), envelope(key, pack(body)), "valid")]
 
 
@@ -485,7 +497,7 @@ def judge(topic: str, payload: bytes, registry: StationRegistry) -> Accepted | S
         assert row.detail and isinstance(row.detail, str)
         assert row.topic == topic and row.received_ns == received
         assert row.claimed_station == (parsed[0] if parsed else "")
-        assert base64.b64decode(row.payload_b64) == payload
+        assert base64.b64decode(row.payload_b64) == payload[:REJECT_HEAD_BYTES] and row.payload_size == len(payload)
         assert row.payload_sha256 == hashlib.sha256(payload).hexdigest()
         assert WRITER.write_rejects([row]) == 1
     elif isinstance(outcome, Accepted):
