@@ -3,8 +3,8 @@
 Readings first: a ledger entry (``batches``) promises that its batch's
 readings are stored, and the sequence tracker trusts the ledger after a
 restart. Then the revisions of stored readings they changed, the ledger,
-the rejects, the station events and the gaps. Each table is one transaction; a flush that fails half-way is written again whole
-(every table is keyed with DEDUP UPSERT KEYS, so the repeat is harmless).
+the rejects, the station events and the gaps. Each table is one transaction; a flush that fails
+half-way is written again whole (every table is keyed with DEDUP UPSERT KEYS, so the repeat is harmless).
 """
 
 from __future__ import annotations
