@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from store.payload_store import REJECT_HEAD_BYTES, PayloadStore
+from store.errors import WarehouseUnavailable
 from store.queries import QueryError, RejectRecord, recent_rejects, stream_rejects
 
 FORMATS = ("jsonl", "csv")
@@ -126,7 +127,7 @@ def list_rejects(
         raise RejectsError(f"--limit must be at least 1, not {limit}")
     try:
         rows = recent_rejects(conninfo, station=station, reason=reason, since=parse_when(since), limit=limit)
-    except QueryError as exc:
+    except (QueryError, WarehouseUnavailable) as exc:
         raise RejectsError(f"cannot read rejects from QuestDB: {exc}") from exc
     if not rows:
         echo("no rejects match")
@@ -212,7 +213,7 @@ def export_rejects(
                 handle.write(json.dumps(row) + "\n")
             count += 1
         complete = True
-    except QueryError as exc:
+    except (QueryError, WarehouseUnavailable) as exc:
         raise RejectsError(f"cannot read rejects from QuestDB: {exc}") from exc
     finally:
         if to_stdout:
