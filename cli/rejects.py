@@ -26,8 +26,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from store.payload_store import REJECT_HEAD_BYTES, PayloadStore
 from store.errors import WarehouseUnavailable
+from store.payload_store import REJECT_HEAD_BYTES, PayloadStore
 from store.queries import QueryError, RejectRecord, recent_rejects, stream_rejects
 
 FORMATS = ("jsonl", "csv")
