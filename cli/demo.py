@@ -56,6 +56,9 @@ def run_demo(duration: float | None, workdir: Path | None, report_every: float) 
         ensure_schema(endpoints.pg_conninfo)
         broker = f"127.0.0.1:{mosquitto.port}"
         registry = workdir / "registry.yaml"
+        # The collector signs receipts; the agents keep every batch until one covers it.
+        collector_key = workdir / "keys" / "collector.key"
+        write_new_key(collector_key)
         station_ids = []
         for name in DEMO_STATION_FILES:
             station_file = STATIONS_DIR / name
@@ -77,6 +80,7 @@ def run_demo(duration: float | None, workdir: Path | None, report_every: float) 
                 workdir / f"{station_id}.outbox.sqlite",
                 logs / f"agent-{station_id}.log",
                 ports,
+                collector_keys=(collector_key.with_suffix(".pub"),),
             )
             for process in (sim, agent):
                 started.append(process.start())
@@ -86,6 +90,7 @@ def run_demo(duration: float | None, workdir: Path | None, report_every: float) 
             f"127.0.0.1:{endpoints.http_port}",
             f"127.0.0.1:{endpoints.pg_port}",
             workdir / "logs" / "collector.log",
+            key=collector_key,
         )
         started.append(collector.start())
         typer.echo(f"started {len(station_ids)} stations ({', '.join(station_ids)}), their agents and a collector")

@@ -141,6 +141,7 @@ def test_a_2_0_11_broker_refuses_bridge_session_expiry_so_the_generator_leaves_i
     assert "bridge_session_expiry_interval" in (tmp_path / "broken.log").read_text()
 
 
+@pytest.mark.slow  # a national broker outage (~10 s)
 def test_bridge_carries_batches_out_holds_them_through_a_national_outage_and_brings_commands_in(
     pair: Pair, probes
 ) -> None:

@@ -94,6 +94,7 @@ def same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
+@pytest.mark.slow  # 3,000 generated bodies through both decoders (~20 s of CPU)
 @settings(max_examples=3000, deadline=None)
 @given(readings())
 def test_column_decoder_equals_per_reading_checks(items):

@@ -10,6 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from broker_bridge.envelope import BatchBody, Envelope, Reading, seal
 from broker_bridge.keys import SigningKey, write_new_key
 from broker_bridge.station_messages import (
@@ -215,6 +217,7 @@ def test_the_collector_subscribes_to_data_with_retain_handling_do_not_send(
 # -- 3: an operator's broken registry or thresholds file never stops the collector ---------------------
 
 
+@pytest.mark.slow  # a real collector through two broken and mended files (~16 s)
 def test_broken_registry_and_thresholds_keep_the_last_good_version_and_the_mended_file_applies(
     tmp_path, make_secured, probes, warehouse
 ):

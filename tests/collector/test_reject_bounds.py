@@ -14,6 +14,8 @@ import os
 import stat
 import time
 
+import pytest
+
 from broker_bridge.keys import write_new_key
 from broker_bridge.topics import data_topic
 from cli.rejects import export_rejects, list_rejects
@@ -23,6 +25,7 @@ from store.payload_store import REJECT_HEAD_BYTES, PayloadStore
 from tests.helpers import publish_all, sql, unique_station, wait_for_count
 
 
+@pytest.mark.slow  # 80 MB through the collector into the payload store (~11 s)
 def test_an_80_mb_reject_is_kept_whole_in_the_store_and_bounded_in_questdb(
     tmp_path, mosquitto_server, make_collector, warehouse
 ):

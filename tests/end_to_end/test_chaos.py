@@ -43,6 +43,7 @@ def assert_nothing_lost(report: dict, min_kills: int) -> None:
     assert report["passed"], f"bench/chaos.py judged the run failed (seed {seed})"
 
 
+@pytest.mark.slow  # a minute and a half of kills and the drain; the fast tier stays under 3 minutes
 @pytest.mark.timeout(900)
 def test_short_chaos_of_agent_and_collector_kills_loses_nothing(tmp_path):
     # Agents and collectors only, for now: Mosquitto and QuestDB kills lose readings until issue 10's

@@ -187,6 +187,7 @@ def run_two_warehouses(tmp_path: Path, make_mosquitto, make_questdb, warehouse, 
             process.stop(timeout=15)
 
 
+@pytest.mark.slow  # two brokers, two QuestDBs and a 30 s outage (~50 s)
 def test_both_warehouses_hold_every_reading_after_a_national_outage(tmp_path, make_mosquitto, make_questdb, warehouse):
     run_two_warehouses(tmp_path, make_mosquitto, make_questdb, warehouse, outage_s(30))
 
