@@ -9,7 +9,7 @@ setup:
 	bash scripts/bootstrap.sh
 
 demo: setup
-	$(VENV)/bin/quantrac demo
+	$(VENV)/bin/quantrac demo $(DEMO_ARGS)
 
 # the whole suite (what CI runs); PYTEST_ARGS passes options, e.g. PYTEST_ARGS='tests/store -x'
 test: setup
