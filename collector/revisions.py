@@ -28,11 +28,19 @@ WAL_APPLY_WAIT_S = 10.0
 class RevisionFinder:
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
+        self.newest: dict[str, int] = {}  # station -> newest reading ts seen; seed() reads the warehouse's
+        self._unseen: list[PendingMessage] = []  # the previous flush's messages: maybe not visible in QuestDB yet
+
+    def seed(self) -> int:
+        """Each station's newest stored reading, read at start (not in the constructor: a collector
+        started while QuestDB is down waits for it instead of exiting). Returns the stations seeded."""
         try:
-            self.newest: dict[str, int] = newest_reading_ts(conninfo)
+            stored = newest_reading_ts(self.conninfo)
         except QueryError as exc:
             raise WarehouseUnavailable(f"cannot read the newest readings: {exc}") from exc
-        self._unseen: list[PendingMessage] = []  # the previous flush's messages: maybe not visible in QuestDB yet
+        for station, ts in stored.items():
+            self.newest[station] = max(ts, self.newest.get(station, ts))
+        return len(stored)
 
     def find(self, items: list[PendingMessage]) -> list[tuple[PendingMessage, IlpRow]]:
         """The revisions the new, checked messages ``items`` make (each with the message that makes it)."""

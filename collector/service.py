@@ -180,6 +180,9 @@ class Collector:
         conninfo = self.config.pg_conninfo
         if conninfo is not None:
             self._until_warehouse("ensure_schema", lambda: ensure_schema(conninfo))
+        if self.preparation.revisions is not None:
+            newest = self._until_warehouse("seed_revisions", self.preparation.revisions.seed)
+            log.info("revision_state_seeded", stations=newest, client_id=self.config.client_id)
         seeded = self._until_warehouse("seed_sequences", self.sequences.seed)
         log.info("sequence_state_seeded", stations=seeded, client_id=self.config.client_id)
         if conninfo is not None:
