@@ -185,6 +185,7 @@ def test_bridge_carries_batches_out_holds_them_through_a_national_outage_and_bri
     assert [m.payload for m in commands] == [request] and commands[0].topic == command_topic(HN_1)
 
 
+@pytest.mark.slow  # two brokers, a bridge and a collector (~9 s)
 def test_a_province_speaks_only_for_its_delegated_stations(pair: Pair, probes) -> None:
     wait_bridged(pair, probes)
     national_collector = subscribed(probes, pair.national_address(COLLECTOR), data_subscription())

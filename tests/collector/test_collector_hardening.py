@@ -90,6 +90,7 @@ def readings(warehouse, station: str) -> int:
 # -- 1: status, birth and will are signed; sessions grow only by what the station proves ----------------
 
 
+@pytest.mark.slow  # a real collector process and the real CLI over TLS (~7 s)
 def test_forged_and_malformed_status_become_rejects_and_quantrac_status_still_shows_every_station(
     tmp_path, make_secured, probes, warehouse
 ):

@@ -83,6 +83,7 @@ def test_faults_arrive_flagged_with_their_check_and_cause(
     assert sorted(pm_rows) == [("PM10", 3, "consistency"), ("PM2,5", 3, "consistency")]
 
 
+@pytest.mark.slow  # restarts the collector (~6 s)
 def test_thresholds_change_without_restart_and_history_survives_a_restart(
     tmp_path, station, mosquitto_server, make_collector, warehouse
 ):
