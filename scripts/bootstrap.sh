@@ -6,7 +6,8 @@
 #     (skipped while .venv/.quantrac-installed matches sha256(pyproject.toml))
 #   * the programs the tests, the demo and the benches run, via apt-get, only those missing
 #     (Debian 12 packages; see PROGRAMS below): mosquitto (+ mosquitto_passwd),
-#     mosquitto-clients (mosquitto_pub/_sub), mbpoll, cc + libc6-dev
+#     mosquitto-clients (mosquitto_pub/_sub), mbpoll, cc + libc6-dev,
+#     curl and OpenSSH's sftp (the TT10 bridge's tests upload with clients nobody here wrote)
 #   * java 17+ (default-jre-headless) and, if the QuestDB jar must be fetched, maven
 #   * the quantrac_acl Mosquitto plugin, built with cc into .cache/mosquitto-plugin/
 #     (headers from mosquitto-dev + libmosquitto-dev; rebuilt only when its source changes)
@@ -101,6 +102,9 @@ PROGRAMS=(
     "mosquitto_sub:mosquitto-clients"
     "mbpoll:mbpoll"
     "cc:gcc"
+    "curl:curl"
+    "sftp:openssh-client"
+    "ssh-keygen:openssh-client"
 )
 have_program() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]
