@@ -141,5 +141,7 @@ def make_collector(warehouse):
     yield _make
     for instance, stop, thread in running:
         stop.set()
+        with instance.intake.cond:  # wake the run loop now, not at its next idle time-out (1 s per collector)
+            instance.intake.cond.notify_all()
         thread.join(10)
         instance.stop()
