@@ -7,6 +7,7 @@ measured side by side with raw ILP ingestion of the same readings into the same 
     .venv/bin/python bench/bench_collector.py --cycles 5 --polls 6            # batches of 5 polls (~65 readings)
     .venv/bin/python bench/bench_collector.py --cycles 20 --polls 4 --collectors 2   # the issue's target case
     .venv/bin/python bench/bench_collector.py --profile /tmp/collector.prof   # + one profiled round, in-process
+    .venv/bin/python bench/bench_collector.py --receipts compare              # receipts' cost, off and on side by side
 
 What is measured, and why this way:
 
@@ -41,6 +42,15 @@ What is measured, and why this way:
   the collector. (QuestDB's figure includes its workers' spin-waiting.)
   Waiting for the rows polls one connection every 100 ms: a new connection
   every 50 ms alone kept QuestDB 0.7 cores busy.
+
+``--receipts compare`` runs every round twice, the collector without a key and with one (it
+then signs and publishes a retained receipt per station after each commit), in alternating order,
+restarting the collector process between them with the same client id; it prints both medians and
+their ratio. The agent's side is measured from what the agent really receives: the receipts
+published in the "on" rounds are recorded (a subscriber on ``quantrac/v1/+/receipt``), then
+replayed for a sample of stations into a real agent outbox holding those stations' batches,
+through the agent's own code (``SignedReceipt.parse(...).verified(...)`` and
+``Outbox.mark_receipted``); it prints receipts per batch and the agent's CPU time per batch.
 
 ``--profile FILE`` adds one round with the Collector running in this process
 under cProfile (every thread: the paho network thread and the flush loop) and
@@ -77,15 +87,17 @@ import yaml  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from questdb import Sender, TimestampNanos  # noqa: E402
 
-from broker_bridge.envelope import BatchBody, Reading, seal  # noqa: E402
+from broker_bridge.envelope import BatchBody, Reading, seal, verifier  # noqa: E402
 from broker_bridge.keys import (  # noqa: E402
     key_id,
     public_key_b64,
     write_new_key,  # noqa: E402
 )
 from broker_bridge.mosquitto_server import MosquittoServer  # noqa: E402
-from broker_bridge.topics import data_topic  # noqa: E402
+from broker_bridge.receipts import SignedReceipt  # noqa: E402
+from broker_bridge.topics import RECEIPT_SUFFIX, data_topic  # noqa: E402
 from cli.processes import collector_process  # noqa: E402
+from edge_agent.outbox import Outbox  # noqa: E402
 from store.questdb_server import QuestDBServer  # noqa: E402
 from store.schema import ensure_schema  # noqa: E402
 from supervisor.process import wait_until  # noqa: E402
@@ -419,10 +431,72 @@ class CpuMeter:
         self.start = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
         self.t0 = time.monotonic()
 
+    def seconds(self, name: str) -> float:
+        """CPU seconds the named processes used since the meter started."""
+        return sum(cpu_seconds(p) for p in self.pids[name]) - self.start[name]
+
     def report(self) -> str:
         wall = time.monotonic() - self.t0
         used = {name: (sum(cpu_seconds(p) for p in ps) - self.start[name]) / wall for name, ps in self.pids.items()}
         return ", ".join(f"{name} {cores:.2f}" for name, cores in used.items()) + " cores"
+
+
+class ReceiptRecorder:
+    """Every receipt the collector publishes while ``recording``: what the stations' agents receive."""
+
+    def __init__(self, port: int) -> None:
+        self.recording = False
+        self.payloads: dict[str, list[bytes]] = {}
+        self._client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-receipts-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5
+        )
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe(f"quantrac/v1/+/{RECEIPT_SUFFIX}", qos=1)
+        self._client.loop_start()
+
+    def _on_message(self, client, userdata, message) -> None:
+        if self.recording and not message.retain:
+            self.payloads.setdefault(message.topic.split("/")[2], []).append(bytes(message.payload))
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def agent_receipt_cost(
+    recorder: ReceiptRecorder | None, batches: list[tuple[str, bytes]], collector_key, tmp: Path, rng: random.Random
+) -> str:
+    """The agent's CPU for the receipts it received in the last "on" round, through the agent's own code."""
+    if recorder is None or not recorder.payloads:
+        return "agent: no receipt was recorded"
+    recorder.stop()
+    by_station: dict[str, list[bytes]] = {}
+    for topic, payload in batches:
+        by_station.setdefault(topic.split("/")[2], []).append(payload)
+    sample = rng.sample(sorted(recorder.payloads), min(50, len(recorder.payloads)))
+    keys = {collector_key.key_id: verifier(collector_key.public_key)}
+    receipts = sent = 0
+    spent = 0.0
+    for station in sample:
+        outbox = Outbox(tmp / "agent-outboxes" / f"{station}.sqlite", station)
+        kept = outbox.keep_sealed(by_station[station])
+        outbox.mark_acked([b.seq for b in kept])
+        t0 = time.process_time()
+        for payload in recorder.payloads[station]:
+            receipt = SignedReceipt.parse(payload).verified(keys)
+            outbox.mark_receipted(receipt.watermark, receipt.ranges)
+        spent += time.process_time() - t0
+        assert outbox.receipt_counts()["unreceipted_batches"] == 0, f"{station}: the receipts left batches uncovered"
+        receipts += len(recorder.payloads[station])
+        sent += len(kept)
+        outbox.close()
+    return (
+        f"agent ({len(sample)} stations' receipts replayed into real outboxes): {receipts / sent:.2f} receipts "
+        f"per batch sent, {spent / receipts * 1e6:.0f} us CPU per receipt (verify + outbox commit), "
+        f"{spent / sent * 1e6:.0f} us per batch sent; at one batch a minute that is "
+        f"{spent / sent / 60:.4%} of one core"
+    )
 
 
 def main() -> None:
@@ -441,7 +515,10 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, collector log)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument(
-        "--receipts", action="store_true", help="give the collector a key (--key): it signs and publishes receipts"
+        "--receipts",
+        choices=("off", "on", "compare"),
+        default="off",
+        help="give the collector a key (--key) so it signs and publishes receipts; compare: both, side by side",
     )
     args = ap.parse_args()
 
@@ -463,35 +540,50 @@ def main() -> None:
         client_id = "bench-collector"
         share = "bench" if args.collectors > 1 else None
         logs = [tmp / f"collector-{n}.log" for n in range(args.collectors)]
-        receipt_key = tmp / "collector.key" if args.receipts else None
-        if receipt_key is not None:
-            write_new_key(receipt_key)
-        for n, log in enumerate(logs):
-            collectors.append(
-                collector_process(
-                    registry,
-                    f"127.0.0.1:{broker.port}",
-                    f"127.0.0.1:{qdb.endpoints.http_port}",
-                    f"127.0.0.1:{qdb.endpoints.pg_port}",
-                    log,
-                    client_id=f"{client_id}-{n}" if share else client_id,
-                    share_group=share,
-                    key=receipt_key,
-                ).start()
-            )
-        for log, process in zip(logs, collectors):
-            wait_until(
-                lambda log=log: connected_count(log) >= 1, timeout=60, what="collector connected", process=process
-            )
-        time.sleep(0.5)  # the SUBACK follows the CONNACK
+        receipt_key = tmp / "collector.key"
+        collector_key = write_new_key(receipt_key)
+        variants = {"off": [False], "on": [True], "compare": [False, True]}[args.receipts]
+
+        def start_collectors(with_key: bool) -> list:
+            started = []
+            for n, log in enumerate(logs):
+                started.append(
+                    collector_process(
+                        registry,
+                        f"127.0.0.1:{broker.port}",
+                        f"127.0.0.1:{qdb.endpoints.http_port}",
+                        f"127.0.0.1:{qdb.endpoints.pg_port}",
+                        log,
+                        client_id=f"{client_id}-{n}" if share else client_id,
+                        share_group=share,
+                        key=receipt_key if with_key else None,
+                    ).start()
+                )
+            for log, process in zip(logs, started):
+                wait_until(
+                    lambda log=log, process=process: connected_count(log) >= len(started_logs[log]) + 1,
+                    timeout=60,
+                    what="collector connected",
+                    process=process,
+                )
+                started_logs[log].append(process.pid)
+            time.sleep(0.5)  # the SUBACK follows the CONNACK
+            return started
+
+        started_logs: dict[Path, list[int]] = {log: [] for log in logs}
+        receipts = ReceiptRecorder(broker.port) if True in variants else None
+        collectors = start_collectors(variants[0])
+        running_with_key = variants[0]
         print(
             f"{args.collectors} collector process(es){' sharing the subscription' if share else ''}; "
-            f"{len(stations):,} stations; readings carry qc_flag: {qc_flag}; "
-            f"receipts: {'on' if args.receipts else 'off'}",
+            f"{len(stations):,} stations; readings carry qc_flag: {qc_flag}; receipts: {args.receipts}",
             flush=True,
         )
 
-        coll_rates, raw_rates = [], []
+        coll_rates: dict[bool, list[float]] = {v: [] for v in variants}
+        coll_cpu_per_reading: dict[bool, list[float]] = {v: [] for v in variants}
+        raw_rates: list[float] = []
+        sent_batches: list[tuple[str, bytes]] = []
         for run in range(args.runs):
             t_sign = time.perf_counter()
             backlog, bodies = make_backlog(stations, args.polls, rng, args.cycles)
@@ -500,23 +592,46 @@ def main() -> None:
             avg = expected / len(backlog)
             rows_per_flush = int(avg * 5000)  # what one collector flush of flush_max_messages holds
 
-            # collector: frozen while the backlog is queued for its session, then thawed with the clock running
-            truncate(pg)
-            for process in collectors:
-                os.kill(process.pid, signal.SIGSTOP)
-            try:
-                pub_s = publish(broker.port, backlog, args.publishers)
-            finally:
-                meter = CpuMeter(
-                    {"collector": [c.pid for c in collectors], "questdb": [qdb.pid], "mosquitto": [broker.pid]}
-                )
-                t0 = time.monotonic()
+            # The variants alternate their order round by round, so neither always runs on a warmer machine.
+            order = variants if run % 2 == 0 else list(reversed(variants))
+            lines = []
+            for with_key in order:
+                if with_key != running_with_key:
+                    for process in collectors:
+                        process.stop(timeout=30)
+                    collectors = start_collectors(with_key)
+                    running_with_key = with_key
+                if with_key and receipts is not None:
+                    receipts.payloads.clear()  # the agent's side is measured on the last "on" round's batches
+                    receipts.recording = True
+                # collector: frozen while the backlog is queued for its session, then thawed with the clock running
+                truncate(pg)
                 for process in collectors:
-                    os.kill(process.pid, signal.SIGCONT)
-            t1 = wait_visible(pg, expected, timeout=900)
-            coll_cpu = meter.report()
-            coll_rates.append(expected / (t1 - t0))
-            assert sql(pg, "SELECT count() FROM readings")[0][0] == expected, "collector wrote more readings than sent"
+                    os.kill(process.pid, signal.SIGSTOP)
+                try:
+                    pub_s = publish(broker.port, backlog, args.publishers)
+                finally:
+                    meter = CpuMeter(
+                        {"collector": [c.pid for c in collectors], "questdb": [qdb.pid], "mosquitto": [broker.pid]}
+                    )
+                    t0 = time.monotonic()
+                    for process in collectors:
+                        os.kill(process.pid, signal.SIGCONT)
+                t1 = wait_visible(pg, expected, timeout=900)
+                coll_cpu = meter.report()
+                rate = expected / (t1 - t0)
+                coll_rates[with_key].append(rate)
+                coll_cpu_per_reading[with_key].append(meter.seconds("collector") / expected)
+                assert sql(pg, "SELECT count() FROM readings")[0][0] == expected, "collector wrote more than sent"
+                if with_key and receipts is not None:
+                    time.sleep(1.0)  # the last commit's receipts
+                    receipts.recording = False
+                    sent_batches = backlog
+                lines.append(
+                    f"  collector{' (receipts on) ' if with_key else ' (receipts off)' if len(variants) > 1 else ''}"
+                    f" {rate:>9,.0f} readings/s ({rate / avg:,.0f} batches/s; pre-published in {pub_s:.1f} s)   "
+                    f"CPU: {coll_cpu}\n"
+                )
 
             # raw ILP: the same readings, same keys, into the emptied table; both ways the client offers
             raw_cpu, raw_round = {}, {}
@@ -532,18 +647,32 @@ def main() -> None:
             raw_rates.append(max(raw_round.values()))
             print(
                 f"round {run + 1}: {len(backlog):,} batches, {expected:,} readings (avg {avg:.1f}/batch; "
-                f"signed in {sign_s:.1f} s, pre-published in {pub_s:.1f} s)\n"
-                f"  collector {coll_rates[-1]:>9,.0f} readings/s ({coll_rates[-1] / avg:,.0f} batches/s)   "
-                f"CPU: {coll_cpu}\n"
+                f"signed in {sign_s:.1f} s)\n"
+                + "".join(lines)
                 + "".join(
                     f"  raw ILP, {how:<17} {rate:>9,.0f} readings/s   CPU: {raw_cpu[how]}\n"
                     for how, rate in raw_round.items()
                 )
-                + f"  ratio {coll_rates[-1] / raw_rates[-1]:.2f} (collector / the faster raw ILP)",
+                + "".join(
+                    f"  ratio{' (receipts ' + ('on)' if v else 'off)') if len(variants) > 1 else ''} "
+                    f"{coll_rates[v][-1] / raw_rates[-1]:.2f} (collector / the faster raw ILP)\n"
+                    for v in variants
+                ),
+                end="",
                 flush=True,
             )
-        reconnects = sum(connected_count(log) - 1 for log in logs)
-        c, r = statistics.median(coll_rates), statistics.median(raw_rates)
+        r = statistics.median(raw_rates)
+        if len(variants) > 1:
+            off, on = (statistics.median(coll_rates[v]) for v in (False, True))
+            cpu_off, cpu_on = (statistics.median(coll_cpu_per_reading[v]) * 1e6 for v in (False, True))
+            print(
+                f"\nreceipts' cost, medians over {args.runs} rounds side by side: collector {off:,.0f} readings/s "
+                f"without, {on:,.0f} with (ratio {on / off:.3f}); collector CPU {cpu_off:.2f} us/reading without, "
+                f"{cpu_on:.2f} with (+{(cpu_on - cpu_off) / cpu_off:.1%})"
+            )
+            print(agent_receipt_cost(receipts, sent_batches, collector_key, tmp, rng))
+        c = statistics.median(coll_rates[variants[-1]])
+        reconnects = sum(connected_count(log) - len(started_logs[log]) for log in logs)
         print(
             f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, "
             f"raw ILP (the faster way, per round) {r:,.0f} readings/s, ratio {c / r:.2f}"
