@@ -31,8 +31,10 @@ def forward(
 ) -> None:
     """Relay the province broker's signed batches to the national broker through a durable outbox, unchanged."""
     configure_logging(log_level)
+    from broker_bridge.envelope import verifier
     from broker_bridge.forward.config import load_relay_file
     from broker_bridge.forward.relay import Relay, RelaySettings
+    from broker_bridge.keys import KeyFileError, key_id, load_public_key
     from configuration.errors import ConfigError
     from edge_agent.outbox import RetentionPolicy
 
@@ -44,10 +46,18 @@ def forward(
             national=spec.national.address(),
             outbox_dir=spec.outbox_dir,
             client_id=spec.client_id,
-            retention=RetentionPolicy(spec.retention_days, int(spec.max_mb_per_station * 1024 * 1024), spec.overflow),
+            retention=RetentionPolicy(
+                spec.retention_days,
+                int(spec.max_mb_per_station * 1024 * 1024),
+                spec.overflow,
+                require_receipts=bool(spec.receipt_keys),  # then only a receipted batch is safe to drop
+                receipt_timeout_s=spec.receipt_timeout_s,
+            ),
             window=spec.window,
+            receipt_keys={key_id(k): verifier(k) for k in map(load_public_key, spec.receipt_keys)},
+            pass_receipts=spec.pass_receipts,
         )
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, KeyFileError, ValueError) as exc:
         _fail(str(exc))
     relay = Relay(settings)
     stop = threading.Event()

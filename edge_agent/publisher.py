@@ -163,7 +163,7 @@ class BatchPublisher:
 
     def _on_command(self, client, userdata, message) -> None:
         if message.topic == self.receipt_topic:
-            self._on_receipt(message)
+            self.take_receipt(message)
             return
         try:
             request = ResendRequest.parse(message.payload)
@@ -174,7 +174,8 @@ class BatchPublisher:
             return
         self._resend_requests.put(request.capped())
 
-    def _on_receipt(self, message) -> None:
+    def take_receipt(self, message) -> None:
+        """A message from the receipt topic (network thread): verified, then applied by the next ``send``."""
         try:
             receipt = SignedReceipt.parse(bytes(message.payload)).verified(self.collector_keys)
             if receipt.station != self.station_id:

@@ -57,6 +57,10 @@ class RelayFile(_Strict):
     # a relay cannot refuse a province batch without stalling the province's queue: it drops the oldest, recorded
     overflow: Literal["drop_oldest"] = "drop_oldest"
     window: int = Field(100, ge=1, le=10_000)
+    # the national collectors' public key files: receipts verified, uncovered batches sent again in time
+    receipt_keys: list[Path] = Field(default_factory=list)
+    receipt_timeout_s: float = Field(30.0, gt=0)  # no receipt this long after the PUBACK: sent again (doubling)
+    pass_receipts: bool = False  # national receipts on to the province broker, for agents with no province collector
 
 
 def load_relay_file(path: Path) -> RelayFile:

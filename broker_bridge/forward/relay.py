@@ -16,6 +16,13 @@ relay's outboxes; the part it does not hold goes on to the station's ``cmd`` top
 province broker, and the station's own re-send report comes back through the status path.
 Statuses are forwarded too (the latest per station, retained), acknowledged once held in memory:
 a station repeats its status, a batch it never repeats.
+
+Warehouse receipts from national (``receipt``): with the national collectors' public keys the
+relay's publishers verify them and send again what no receipt covered in time, exactly as an
+agent does (a national broker that loses what it acknowledged loses nothing); with
+``pass_receipts`` the receipts also go on, unchanged and retained, to the station's receipt topic
+on the province broker, so an agent whose only warehouse is national learns that its batches
+arrived (it verifies the national collector's signature itself).
 """
 
 from __future__ import annotations
@@ -32,10 +39,18 @@ import structlog
 from broker_bridge import session
 from broker_bridge.catalog import STATUS
 from broker_bridge.commands import ResendRequest
-from broker_bridge.envelope import EnvelopeError
+from broker_bridge.envelope import EnvelopeError, VerifyKey
 from broker_bridge.json_message import MessageError
 from broker_bridge.station_messages import ranges_of
-from broker_bridge.topics import COMMAND_SUFFIX, DATA_SUFFIX, command_topic, data_topic, status_topic
+from broker_bridge.topics import (
+    COMMAND_SUFFIX,
+    DATA_SUFFIX,
+    RECEIPT_SUFFIX,
+    command_topic,
+    data_topic,
+    receipt_topic,
+    status_topic,
+)
 from edge_agent.outbox import Outbox, RetentionPolicy
 from edge_agent.publisher import BatchPublisher
 
@@ -56,6 +71,8 @@ class RelaySettings:
     window: int = 100  # batches in flight to national per station
     max_pending: int = 5000  # province messages held before their commit (also the Receive Maximum)
     commit_every_s: float = 0.05
+    receipt_keys: dict[str, VerifyKey] = field(default_factory=dict)  # national collectors' keys: verify receipts
+    pass_receipts: bool = False  # national receipts on to the province broker (retained), for the agents
 
 
 @dataclass
@@ -97,10 +114,15 @@ class Relay:
             self.national_connected, "national", rc
         )
         self._national.on_publish = lambda c, u, mid, rc, p: self._pubacks.put((mid, rc))
-        self._national.on_message = self._on_national_command
+        self._national.on_message = self._on_national_message
         self.publishers = {
             s: BatchPublisher(
-                box, None, None, window=settings.window, connection=(self._national, self.national_connected)
+                box,
+                None,
+                None,
+                window=settings.window,
+                connection=(self._national, self.national_connected),
+                collector_keys=settings.receipt_keys,
             )
             for s, box in self.outboxes.items()
         }
@@ -127,20 +149,35 @@ class Relay:
         if reason_code.is_failure:
             log.error("relay_connect_refused", side="national", reason=str(reason_code))
             return
-        client.subscribe([(command_topic(s), session.QOS) for s in self.stations])
+        topics = [command_topic(s) for s in self.stations]
+        if self.settings.receipt_keys or self.settings.pass_receipts:
+            topics += [receipt_topic(s) for s in self.stations]
+        client.subscribe([(topic, session.QOS) for topic in topics])
         self.national_connected.set()
         log.info("relay_connected", side="national", session_present=flags.session_present)
 
-    def _on_national_command(self, client, userdata, message) -> None:
+    def _on_national_message(self, client, userdata, message) -> None:
         parts = message.topic.split("/")
-        station = parts[2] if len(parts) == 4 and parts[3] == COMMAND_SUFFIX else None
+        station = parts[2] if len(parts) == 4 and parts[2] in self.outboxes else None
+        if station is not None and parts[3] == RECEIPT_SUFFIX:
+            self._on_national_receipt(station, message)
+            return
+        if station is None or parts[3] != COMMAND_SUFFIX:
+            log.error("relay_unexpected_message", topic=message.topic)
+            return
         try:
             request = ResendRequest.parse(message.payload)
         except MessageError as exc:
             log.error("relay_bad_command", station=station, error=str(exc))
             return
-        if station in self.outboxes:
-            self._commands.put((station, request.capped()))
+        self._commands.put((station, request.capped()))
+
+    def _on_national_receipt(self, station: str, message) -> None:
+        if self.settings.receipt_keys:
+            self.publishers[station].take_receipt(message)  # verified there; a bad one is logged and ignored
+        if self.settings.pass_receipts and not message.retain:
+            # unchanged: the agent verifies the national collector's signature, not the relay's word
+            self._province.publish(receipt_topic(station), bytes(message.payload), qos=session.QOS, retain=True)
 
     # -- the relay thread -------------------------------------------------
     def start(self) -> None:

@@ -168,13 +168,20 @@ def test_bridge_carries_batches_out_holds_them_through_a_national_outage_and_bri
     back = subscribed(
         probes, pair.national_address(COLLECTOR), data_subscription(), persistent=True, client_id=COLLECTOR
     )
-    rest = received(back, 10, timeout=90)
+    # QoS 1 is at least once: batches the probe took just before national stopped may come again.
+    rest: list = []
+    deadline = time.monotonic() + 90
+    while not set(payloads[10:]) <= {m.payload for m in rest} and time.monotonic() < deadline:
+        rest += received(back, 1, timeout=max(0.1, deadline - time.monotonic()))
     caught_up = time.monotonic() - started
     print(
         "bridge: 10 batches queued on the province during a national outage reached national"
         f" {caught_up:.1f} s after it began"
     )
-    assert sorted(m.payload for m in rest) == sorted(payloads[10:]), "the bridge's queue lost nothing"
+    assert {m.payload for m in rest} == set(payloads[10:]) | ({m.payload for m in rest} & set(payloads[:10])), (
+        "nothing but the batches sent"
+    )
+    assert set(payloads[10:]) <= {m.payload for m in rest}, "the bridge's queue lost nothing"
 
     # The national collector's re-send request reaches the station on the province broker.
     assert not station.subscribe(command_topic(HN_1))[0].is_failure
@@ -203,13 +210,20 @@ def test_a_province_speaks_only_for_its_delegated_stations(pair: Pair, probes) -
     time.sleep(1)
     got += drain(national_collector.messages)
     assert sorted(m.payload for m in got) == [b"bridged, delegated", b"own station"]
-    # The province reads its stations' commands, not another province's.
-    assert not hanoi.subscribe("quantrac/v1/+/cmd")[0].is_failure
+    # Probes share client ids on national (use_username_as_clientid): the Hanoi probe took the bridge's
+    # session. Closed now, the bridge takes it back before the commands below go through it.
+    hanoi.close()
+    national_collector.close()
+    wait_bridged(pair, probes)
+    # The province reads its stations' commands, not another province's: read where they land, on the
+    # province broker, through the bridge (whose national user is the province's).
+    hn_cmd = subscribed(probes, pair.province_address(HN_1), command_topic(HN_1))
+    hcm_cmd = subscribed(probes, pair.province_address(HCM_1), command_topic(HCM_1))
     collector_cmd = connected(probes, pair.national_address(COLLECTOR))
     collector_cmd.publish(command_topic(HCM_1), b'{"resend": {"from_seq": 1, "to_seq": 1}}')
     collector_cmd.publish(command_topic(HN_1), b'{"resend": {"from_seq": 2, "to_seq": 2}}')
-    commands = received(hanoi, 2, timeout=5)
-    assert [m.topic for m in commands] == [command_topic(HN_1)]
+    assert [m.topic for m in received(hn_cmd, 1, timeout=10)] == [command_topic(HN_1)]
+    assert received(hcm_cmd, 1, timeout=3) == [], "national gave the province another province's command"
 
 
 def test_collectors_read_the_brokers_sys_counters(pair: Pair, probes) -> None:
