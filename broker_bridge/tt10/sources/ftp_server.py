@@ -29,7 +29,10 @@ from broker_bridge.tt10.sources.limits import AccountLimits
 from broker_bridge.tt10.sources.upload import UploadSink
 
 log = structlog.get_logger("broker_bridge.tt10.sources.ftp")
-logging.getLogger("pyftpdlib").setLevel(logging.WARNING)  # our own events say what happened
+# Our own events say what happened. pyftpdlib configures INFO logging to stderr on its first loop
+# unless its logger has a handler: the NullHandler keeps its warnings going to the root logger only.
+logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+logging.getLogger("pyftpdlib").addHandler(logging.NullHandler())
 
 #: l list, e cd, r read, a append, d delete, f rename, m mkdir, w store (no chmod, no site commands)
 PERMISSIONS = "elradfmw"

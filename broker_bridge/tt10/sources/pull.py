@@ -181,6 +181,7 @@ class Puller:
                 self.memory.remember(self.source, f.rel, f.size, f.modify_ns, sha, f.station)
                 self._observed.pop(f.rel, None)
         finally:
+            self.memory.commit()
             try:
                 ftp.quit()
             except ftplib.all_errors:

@@ -118,6 +118,7 @@ class Watcher:
             except Exception as exc:  # noqa: BLE001 - logged, not remembered: the next scan tries again
                 result.failed += 1
                 log.error("tt10_watch_not_taken", station=station, transport="watch", path=rel, error=repr(exc))
+        self.memory.commit()
         return result
 
     def _run(self) -> None:
