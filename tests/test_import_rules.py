@@ -73,18 +73,20 @@ class Import:
 
 
 def ruled_subfolders(package: str) -> list[str]:
-    """Sub-folders (``package/sub``) whose own README.md has a rule: they answer to it, not to the package's."""
+    """Sub-folders at any depth (``package/sub``, ``package/sub/deeper``) whose own README.md has a
+    rule: they answer to it, not to the rule of a folder above them."""
     return sorted(
         str(readme.parent.relative_to(REPO))
-        for readme in (REPO / package).glob("*/README.md")
-        if (readme.parent / "__init__.py").is_file()
+        for readme in (REPO / package).rglob("README.md")
+        if readme.parent != REPO / package
+        and (readme.parent / "__init__.py").is_file()
         and any(line.startswith(RULE_PREFIX) for line in readme.read_text().splitlines())
     )
 
 
 def imports_of(package: str) -> list[Import]:
     found = []
-    own = [REPO / sub for sub in ruled_subfolders(package)] if "/" not in package else []
+    own = [REPO / sub for sub in ruled_subfolders(package)]
     for path in sorted((REPO / package).rglob("*.py")):
         if any(path.is_relative_to(sub) for sub in own):
             continue
