@@ -73,10 +73,11 @@ class Import:
 
 
 def ruled_subfolders(package: str) -> list[str]:
-    """Sub-folders (``package/sub``) whose own README.md has a rule: they answer to it, not to the package's."""
+    """Sub-folders at any depth (``package/sub``, ``package/sub/sub``) whose own README.md has a rule:
+    they answer to it, not to the folder above."""
     return sorted(
         str(readme.parent.relative_to(REPO))
-        for readme in (REPO / package).glob("*/README.md")
+        for readme in (REPO / package).glob("*/**/README.md")
         if (readme.parent / "__init__.py").is_file()
         and any(line.startswith(RULE_PREFIX) for line in readme.read_text().splitlines())
     )
@@ -84,7 +85,7 @@ def ruled_subfolders(package: str) -> list[str]:
 
 def imports_of(package: str) -> list[Import]:
     found = []
-    own = [REPO / sub for sub in ruled_subfolders(package)] if "/" not in package else []
+    own = [REPO / sub for sub in ruled_subfolders(package)]
     for path in sorted((REPO / package).rglob("*.py")):
         if any(path.is_relative_to(sub) for sub in own):
             continue
