@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from broker_bridge.keys import load_signing_key, write_new_key
+from broker_bridge.keys import write_new_key
 from collector.registry import add_station, bind_bridge
 from supervisor.process import ManagedProcess, wait_until
 from tests.broker_bridge.tt10.ingest_feeder import PARAMETERS, files, station_ids
@@ -30,16 +30,16 @@ def test_sink_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, mos
     prefix = f"TTK{uuid.uuid4().hex[:6]}"
     root = tmp_path / "bridge"
     root.mkdir()
-    key = write_new_key(root / "bridge.key")
+    key = write_new_key(root / "bridge.key")  # the feeder loads it
     registry = tmp_path / "registry.yaml"
     stations = station_ids(prefix, STATIONS)
     for station in stations:
         add_station(registry, station, write_new_key(tmp_path / f"{station}.key").public_key)
-    bind_bridge(registry, "tt10-kill", load_signing_key(root / "bridge.key").public_key, stations)
+    bind_bridge(registry, "tt10-kill", key.public_key, stations)
     collector = make_collector(mosquitto_server.port, registry, f"collector-{prefix}")
     base_ns = (time.time_ns() // (300 * 10**9) - CYCLES) * 300 * 10**9
-    argv = [sys.executable, "-m", "tests.broker_bridge.tt10.ingest_feeder", root, str(mosquitto_server.port), str(base_ns),
-            prefix, str(STATIONS), str(CYCLES)]  # fmt: skip
+    feeder_args = (root, mosquitto_server.port, base_ns, prefix, STATIONS, CYCLES)
+    argv = [sys.executable, "-m", "tests.broker_bridge.tt10.ingest_feeder", *map(str, feeder_args)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     feeder = ManagedProcess(argv, log_path=tmp_path / "feeder.log", env=env, name="tt10-feeder")
     log = root / "taken.log"
@@ -50,7 +50,7 @@ def test_sink_killed_mid_stream_loses_and_duplicates_nothing(tmp_path: Path, mos
 
     for kill_after in (total // 3, 2 * total // 3):
         feeder.start()
-        wait_until(lambda: taken() >= kill_after or None, timeout=60, what=f"{kill_after} files taken")
+        wait_until(lambda n=kill_after: taken() >= n or None, timeout=60, what=f"{kill_after} files taken")
         assert feeder.kill() == -9
     feeder.start()
     try:
