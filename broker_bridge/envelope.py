@@ -19,6 +19,7 @@ import nacl.exceptions
 import nacl.signing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from vocabulary.sources import AGENT, FILE_SOURCES, SOURCES
 from vocabulary.stations import STATION_ID_PATTERN
 from vocabulary.status import STATUS_CODES
 
@@ -33,6 +34,10 @@ MAX_TIMESTAMP_NS = 9_214_646_399_999_999_999
 _NAME_MAX = 64
 _CAUSE_MAX = 256
 BODY_KEYS = ("station", "seq", "sent_ns", "hist", "readings")
+# Provenance, after ``readings``, only in a batch that is not an agent's (a body without them is an
+# agent's, so every batch sealed before they existed reads as it did, byte for byte).
+PROVENANCE_KEYS = ("src", "file")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # QuestDB 9.3.4 refuses a NUL in a SYMBOL column (device, parameter, unit) and the whole transaction
 # with it (tried: every C0 control, DEL, C1 and U+2028/FEFF/FFFF/10FFFF; only NUL); a NUL in cause
 # (VARCHAR) is stored but breaks every C-string reader after it. Names are identifiers that end up in
@@ -74,18 +79,21 @@ class BatchBody:
     sent_ns: int
     readings: tuple[Reading, ...]
     historical: bool = False  # replayed from the outbox after an outage
+    source: str = AGENT  # vocabulary.sources: who produced the readings; an agent's batch says nothing
+    file_sha256: str = ""  # a converted file's SHA-256 (64 lower-case hex digits); "" for an agent's batch
 
     def encode(self) -> bytes:
-        return msgpack.packb(
-            {
-                "station": self.station,
-                "seq": self.seq,
-                "sent_ns": self.sent_ns,
-                "hist": self.historical,
-                "readings": [r.as_wire() for r in self.readings],
-            },
-            use_bin_type=True,
-        )
+        fields: dict[str, Any] = {
+            "station": self.station,
+            "seq": self.seq,
+            "sent_ns": self.sent_ns,
+            "hist": self.historical,
+            "readings": [r.as_wire() for r in self.readings],
+        }
+        if self.source != AGENT:
+            fields["src"] = self.source
+            fields["file"] = self.file_sha256
+        return msgpack.packb(fields, use_bin_type=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +184,8 @@ class BodyColumns:
     unit: tuple[str, ...]
     status: tuple[str, ...]
     cause: tuple[str, ...]
+    source: str = AGENT
+    file_sha256: str = ""
 
     def __len__(self) -> int:
         return len(self.ts_ns)
@@ -188,7 +198,9 @@ class BodyColumns:
         return tuple(map(Reading, *self.columns()))
 
     def to_body(self) -> BatchBody:
-        return BatchBody(self.station, self.seq, self.sent_ns, self.readings(), self.historical)
+        return BatchBody(
+            self.station, self.seq, self.sent_ns, self.readings(), self.historical, self.source, self.file_sha256
+        )
 
 
 def decode_body(body_bytes: bytes) -> BatchBody:
@@ -213,7 +225,7 @@ def decode_body_columns(body_bytes: bytes) -> BodyColumns:
     missing = set(BODY_KEYS) - set(raw)
     if missing:
         raise EnvelopeError("schema", f"body lacks {sorted(missing)}")
-    extra = set(raw) - set(BODY_KEYS)
+    extra = set(raw) - set(BODY_KEYS) - set(PROVENANCE_KEYS)
     if extra:
         raise EnvelopeError("schema", f"body has keys the contract does not know: {sorted(map(repr, extra))}")
     station = raw["station"]
@@ -238,7 +250,24 @@ def decode_body_columns(body_bytes: bytes) -> BodyColumns:
     if _FLOAT32 in body_bytes and _float32_representable(columns[3]) and _has_float32(body_bytes, raw):
         raise EnvelopeError("schema", "a value is a msgpack float32; the contract's values are float64")
     _refuse_repeated_keys(columns[0], columns[1], columns[2])
-    return BodyColumns(station, seq, sent_ns, hist, *columns)
+    source, file_sha256 = _provenance(raw)
+    return BodyColumns(station, seq, sent_ns, hist, *columns, source, file_sha256)
+
+
+def _provenance(raw: dict) -> tuple[str, str]:
+    """(source, file SHA-256): absent means an agent's batch; a file's conversion names its file."""
+    if "src" not in raw and "file" not in raw:
+        return AGENT, ""
+    source, file_sha256 = raw.get("src"), raw.get("file")
+    if source not in SOURCES or source == AGENT:
+        others = [s for s in SOURCES if s != AGENT]
+        raise EnvelopeError("schema", f"src must be one of {others} (an agent's batch has no src), got {source!r}")
+    if source in FILE_SOURCES and (not isinstance(file_sha256, str) or not _SHA256_HEX.match(file_sha256)):
+        raise EnvelopeError(
+            "schema",
+            f"a {source} batch's file must be its file's SHA-256 as 64 lower-case hex digits, got {file_sha256!r}",
+        )
+    return source, file_sha256
 
 
 def _refuse_repeated_keys(ts: tuple, device: tuple, parameter: tuple) -> None:

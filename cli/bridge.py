@@ -1,22 +1,26 @@
 """`quantrac bridge ...`: processes that carry a province's data on to the national level.
 
-`forward` runs the store-and-forward relay (broker_bridge/forward/). The TT10 file bridge
-joins this group later.
+`forward` runs the store-and-forward relay (broker_bridge/forward/); `tt10 files` lists what the TT10
+ingest bridge made of every file it received (broker_bridge/tt10/ingest/), from its ledger.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 from cli.logging_setup import configure_logging
 
-bridge_app = typer.Typer(
-    help="Bridges: province-to-national forwarding (and, later, TT10 files).", no_args_is_help=True
+bridge_app = typer.Typer(help="Bridges: province-to-national forwarding, TT10 files.", no_args_is_help=True)
+tt10_bridge_app = typer.Typer(
+    help="The TT10 ingest bridge: stations' TXT files into the warehouse.", no_args_is_help=True
 )
+bridge_app.add_typer(tt10_bridge_app, name="tt10")
 
 
 def _fail(message: str) -> None:
@@ -68,3 +72,62 @@ def forward(
         relay.run(stop)
     finally:
         relay.stop()
+
+
+def _utc(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@tt10_bridge_app.command("files")
+def tt10_files(
+    root: Path = typer.Option(..., "--root", help="the bridge's directory (holds ledger.sqlite, archive/, outbox/)"),
+    station: str | None = typer.Option(None, "--station", help="only this station's files"),
+    limit: int = typer.Option(200, "--limit", help="the newest N files (0: all)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per file"),
+) -> None:
+    """Every file the bridge received and what became of it: accepted (n readings), held, refused, duplicate,
+    superseded, with the reasons and each refused line (number, raw text, reason)."""
+    from broker_bridge.tt10.ingest.ledger import Ledger
+
+    path = root / "ledger.sqlite"
+    if not path.is_file():
+        _fail(f"{path}: no ledger here; --root is the bridge's directory (IngestSettings.root)")
+    ledger = Ledger(path)
+    try:
+        for row in ledger.files(station, limit or None):
+            refused = [{"line": r.line, "raw": r.raw, "reason": r.reason} for r in ledger.refused_of(row.id)]
+            if as_json:
+                typer.echo(
+                    json.dumps(
+                        {
+                            "upload": row.id, "station": row.station, "name": row.name, "sha256": row.sha256,
+                            "account": row.account, "transport": row.transport, "peer": row.peer,
+                            "received": _utc(row.received_ns), "size": row.size, "interrupted": row.interrupted,
+                            "state": row.state, "readings": row.readings, "refused": refused,
+                            "reasons": list(row.reasons), "converted": row.converted_ns is not None,
+                            "first_seq": row.first_seq, "last_seq": row.last_seq,
+                            "duplicate_of": row.duplicate_of, "superseded_by": row.superseded_by,
+                            "hold_until": _utc(row.hold_until_ns),
+                        },
+                        ensure_ascii=False,
+                    )
+                )  # fmt: skip
+                continue
+            what = ""
+            if row.state == "accepted":
+                what = f" {row.readings} readings" + (f", {len(refused)} line(s) refused" if refused else "")
+            elif row.state == "held":
+                what = f" until {_utc(row.hold_until_ns)}"
+            typer.echo(
+                f"#{row.id} {_utc(row.received_ns)} {row.station} {row.name} ({row.transport} {row.account},"
+                f" {row.size} bytes, sha256 {row.sha256[:12]}): {row.state.upper()}{what}"
+            )
+            for reason in row.reasons:
+                if not reason.startswith("line "):
+                    typer.echo(f"    {reason}")
+            for line in refused:
+                typer.echo(f"    line {line['line']}: {line['raw']!r}: {line['reason']}")
+    finally:
+        ledger.close()

@@ -26,6 +26,7 @@ from broker_bridge.topics import STATUS_SUFFIX, parse_topic
 from collector.registry import StationEntry, StationRegistry
 from collector.sessions import SessionGuard
 from store.ilp_writer import RejectRow
+from vocabulary.sources import AGENT
 
 # A reading that reaches the warehouse this long after it was measured is
 # history, whether the station was offline or the collector was.
@@ -84,7 +85,7 @@ def check_message(
         envelope = open_station_envelope(payload) if status else open_envelope(payload)
     except EnvelopeError as exc:
         return reject(topic, claimed, payload, received_ns, exc.reason, exc.detail)
-    refused = _signature_refusal(envelope, station, received_ns)
+    refused = _signature_refusal(envelope, station, received_ns, registry)
     if refused is not None:
         return reject(topic, claimed, payload, received_ns, *refused)
     if status:
@@ -102,13 +103,38 @@ def check_message(
             "topic_mismatch",
             f"body names station {body.station}, topic names {claimed}",
         )
+    bridge = station.bridge_keys.get(envelope.key_id)
+    if bridge is None and body.source != AGENT:
+        return reject(
+            topic, claimed, payload, received_ns, "source_mismatch",
+            f"a {body.source} batch (file {body.file_sha256}) signed with the station's own key {envelope.key_id};"
+            " converted batches are signed by a bridge bound to the station",
+        )  # fmt: skip
+    if bridge is not None and body.source == AGENT:
+        return reject(
+            topic, claimed, payload, received_ns, "source_mismatch",
+            f"bridge {bridge[0]} (key {envelope.key_id}) signed a batch without a source: a bridge signs only"
+            " what it converted (src), never an agent's readings",
+        )  # fmt: skip
     return Accepted(body, envelope.key_id, hashlib.sha256(payload).hexdigest())
 
 
-def _signature_refusal(envelope: Envelope, station: StationEntry, received_ns: int) -> tuple[str, str] | None:
-    """(reason, detail) when the envelope is not signed by a key the station may sign with now."""
+def _signature_refusal(
+    envelope: Envelope, station: StationEntry, received_ns: int, registry: StationRegistry
+) -> tuple[str, str] | None:
+    """(reason, detail) when the envelope is not signed by a key the station, or a bridge bound to
+    it (registry ``bridges:``), may sign with now."""
     key = station.keys.get(envelope.key_id)
+    if key is None and envelope.key_id in station.bridge_keys:
+        key = station.bridge_keys[envelope.key_id][1]
     if key is None:
+        bridge = registry.bridge_of_key(envelope.key_id)
+        if bridge is not None:
+            return (
+                "bridge_not_bound",
+                f"key {envelope.key_id} is bridge {bridge}'s, which the registry does not bind to"
+                f" {station.station_id} (bridges: {bridge}: stations:)",
+            )
         return "unknown_key", f"key {envelope.key_id} is not registered for {station.station_id}"
     refusal = key.refusal(received_ns)
     if refusal is not None:

@@ -177,6 +177,8 @@ def reading_columns(items: list[PendingMessage]) -> ReadingColumns:
         qc_check=list(chain.from_iterable(v.check for v in verdicts)),
         qc_cause=list(chain.from_iterable(v.cause for v in verdicts)),
         qc_checks=list(chain.from_iterable(v.checks for v in verdicts)),
+        source=per_message([b.source for b in bodies]),
+        file_sha256=per_message([b.file_sha256 for b in bodies]),
     )
 
 

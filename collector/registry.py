@@ -21,12 +21,12 @@ from typing import Annotated, Any, Literal
 import structlog
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainValidator, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, field_validator, model_validator
 
 from broker_bridge.envelope import VerifyKey, verifier
 from broker_bridge.keys import KeyFileError, key_id, public_key_b64, public_key_from_b64
 from broker_bridge.topics import check_station_id
-from configuration.errors import ConfigError, ConfigIssue, config_error
+from configuration.errors import ConfigError, ConfigIssue, DocumentProblem, SemanticErrors, config_error
 from configuration.yaml_source import YamlDocument, parse_yaml, read_yaml, validate
 from vocabulary.stations import STATION_ID_PATTERN, STATION_KINDS, StationKind
 
@@ -78,6 +78,30 @@ class StationEntry:
     # National registry: the province whose relay or bridge forwards this station (its broker user).
     # One scalar per station, so a station delegated to two provinces cannot be written.
     province: str | None = None
+    # Bridges that may speak for the station (``bridges:``): their keys sign converted batches
+    # (a TT10 file's readings), never the station's own. Key id -> (bridge name, key).
+    bridge_keys: dict[str, tuple[str, StationKey]] = field(default_factory=dict)
+    tt10: Tt10Account | None = None  # the station's TT10 upload account on the bridge, if it has one
+
+
+@dataclass(frozen=True)
+class Tt10Account:
+    """A station's account on the TT10 bridge's FTP/FTPS/SFTP servers (never a plain password)."""
+
+    name: str
+    password_hash: str | None  # scrypt$<n>$<r>$<p>$<salt b64>$<hash b64> (broker_bridge/tt10/sources/accounts.py)
+    authorized_keys: tuple[str, ...]  # OpenSSH public key lines (SFTP)
+    quota_bytes: int
+    max_files_per_minute: int
+
+
+@dataclass(frozen=True)
+class BridgeEntry:
+    """A bridge (the TT10 ingest bridge of a province, say): its keys and the stations it serves."""
+
+    name: str
+    keys: dict[str, StationKey]
+    stations: tuple[str, ...]
 
 
 # --------------------------------------------------------------------------- #
@@ -156,27 +180,137 @@ def _province(value: Any) -> str:
     return value
 
 
+def _scrypt_hash(value: Any) -> str | None:
+    """The shape of a scrypt hash string (hashing itself is broker_bridge/tt10/sources/accounts.py's)."""
+    if value is None:
+        return None
+    parts = str(value).split("$")
+    if len(parts) != 6 or parts[0] != "scrypt" or not all(parts[1:]) or not all(p.isdigit() for p in parts[1:4]):
+        raise config_error(
+            "password_hash is not a scrypt hash string; plain-text passwords are never stored",
+            "write a hash made by hash_password: scrypt$16384$8$1$<salt b64>$<hash b64>",
+        )
+    return str(value)
+
+
+class RegistryTt10Record(_Strict):
+    account: Annotated[str, BeforeValidator(_station_id)]  # the login and folder name
+    password_hash: Annotated[str | None, BeforeValidator(_scrypt_hash)] = None
+    authorized_keys: list[str] = Field(default_factory=list)
+    quota_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    max_files_per_minute: int = Field(60, gt=0)
+
+    @model_validator(mode="after")
+    def _can_log_in(self) -> RegistryTt10Record:
+        if self.password_hash is None and not self.authorized_keys:
+            raise config_error("the TT10 account has neither password_hash nor authorized_keys", "add one of them")
+        return self
+
+
 class RegistryStationRecord(_Strict):
     enabled: bool = True
     kind: StationKind | None = None
     province: Annotated[str | None, BeforeValidator(_province)] = None
     keys: list[RegistryKeyRecord]
+    tt10: RegistryTt10Record | None = None
+
+
+class RegistryBridgeRecord(_Strict):
+    keys: list[RegistryKeyRecord] = Field(min_length=1)
+    stations: list[Annotated[str, BeforeValidator(_station_id)]]
 
 
 class RegistryFile(_Strict):
     stations: dict[Annotated[str, BeforeValidator(_station_id)], RegistryStationRecord]
+    # Bridge name -> its keys and the stations it may speak for; like ``province:`` a delegation, so a
+    # station may be served by several bridges, but a bridge only for registered stations.
+    bridges: dict[Annotated[str, BeforeValidator(_station_id)], RegistryBridgeRecord] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bridges_and_accounts(self) -> RegistryFile:
+        problems: list[DocumentProblem] = []
+        station_kids = {
+            key_id(public_key_from_b64(k.public_key)): sid for sid, spec in self.stations.items() for k in spec.keys
+        }
+        bridge_kids: dict[str, str] = {}
+        for name, bridge in self.bridges.items():
+            seen: set[str] = set()
+            for index, station_id in enumerate(bridge.stations):
+                where = ("bridges", name, "stations", index)
+                if station_id not in self.stations:
+                    problems.append(
+                        DocumentProblem(
+                            where,
+                            f"bridge {name} serves {station_id}, which is not registered",
+                            f"add the station first (quantrac station add {station_id} ...) or remove this line",
+                        )
+                    )
+                elif station_id in seen:
+                    problems.append(DocumentProblem(where, f"{station_id} is listed twice", "remove one of them"))
+                seen.add(station_id)
+            for index, key in enumerate(bridge.keys):
+                kid = key_id(public_key_from_b64(key.public_key))
+                where = ("bridges", name, "keys", index)
+                if kid in station_kids:
+                    problems.append(
+                        DocumentProblem(
+                            where,
+                            f"key {kid} is also station {station_kids[kid]}'s: a bridge signs with a key of its own",
+                            "make the bridge a key of its own (quantrac keys new bridge.key)",
+                        )
+                    )
+                elif bridge_kids.setdefault(kid, name) != name:
+                    problems.append(
+                        DocumentProblem(where, f"key {kid} is also bridge {bridge_kids[kid]}'s", "one key per bridge")
+                    )
+        accounts: dict[str, str] = {}
+        for station_id, spec in self.stations.items():
+            if spec.tt10 is not None and accounts.setdefault(spec.tt10.account, station_id) != station_id:
+                problems.append(
+                    DocumentProblem(
+                        ("stations", station_id, "tt10", "account"),
+                        f"TT10 account {spec.tt10.account} is also station {accounts[spec.tt10.account]}'s",
+                        "give every station an account of its own",
+                    )
+                )
+        if problems:
+            raise SemanticErrors(problems)
+        return self
+
+
+def _keys(records: list[RegistryKeyRecord]) -> dict[str, StationKey]:
+    keys: dict[str, StationKey] = {}
+    for item in records:
+        public_key = public_key_from_b64(item.public_key)
+        derived = key_id(public_key)
+        not_after_ns = int(item.not_after.timestamp() * 1e9) if item.not_after is not None else None
+        keys[derived] = StationKey(derived, public_key, item.state, not_after_ns)
+    return keys
+
+
+def _bridges(model: RegistryFile) -> dict[str, BridgeEntry]:
+    return {
+        name: BridgeEntry(name, _keys(spec.keys), tuple(dict.fromkeys(spec.stations)))
+        for name, spec in model.bridges.items()
+    }
 
 
 def _entries(model: RegistryFile) -> dict[str, StationEntry]:
+    bound: dict[str, dict[str, tuple[str, StationKey]]] = {}
+    for bridge in _bridges(model).values():
+        for station_id in bridge.stations:
+            bound.setdefault(station_id, {}).update({kid: (bridge.name, k) for kid, k in bridge.keys.items()})
     entries: dict[str, StationEntry] = {}
     for station_id, spec in model.stations.items():
-        keys: dict[str, StationKey] = {}
-        for item in spec.keys:
-            public_key = public_key_from_b64(item.public_key)
-            derived = key_id(public_key)
-            not_after_ns = int(item.not_after.timestamp() * 1e9) if item.not_after is not None else None
-            keys[derived] = StationKey(derived, public_key, item.state, not_after_ns)
-        entries[station_id] = StationEntry(station_id, spec.enabled, keys, spec.kind, spec.province)
+        tt10 = None
+        if spec.tt10 is not None:
+            t = spec.tt10
+            tt10 = Tt10Account(
+                t.account, t.password_hash, tuple(t.authorized_keys), t.quota_bytes, t.max_files_per_minute
+            )
+        entries[station_id] = StationEntry(
+            station_id, spec.enabled, _keys(spec.keys), spec.kind, spec.province, bound.get(station_id, {}), tt10
+        )
     return entries
 
 
@@ -209,6 +343,36 @@ def parse_registry(text: str, source: str) -> dict[str, StationEntry]:
     return _entries(_validated(doc))
 
 
+def parse_bridges(text: str, source: str) -> dict[str, BridgeEntry]:
+    """The ``bridges:`` section of a registry document (bridge name -> keys and stations)."""
+    try:
+        doc = parse_yaml(text.encode("utf-8"), source, readme=README, allow_empty=True)
+    except ConfigError as exc:
+        raise RegistryFileError(exc.issues) from None
+    return _bridges(_validated(doc))
+
+
+def load_bridges(path: Path) -> dict[str, BridgeEntry]:
+    """The ``bridges:`` section of a registry file: which stations each bridge may speak for."""
+    return _bridges(_read(Path(path)))
+
+
+def tt10_accounts(entries: Mapping[str, StationEntry]) -> dict[str, dict[str, Any]]:
+    """Account name -> the TT10 bridge's account entry (the mapping ``accounts_from_mapping`` of
+    broker_bridge/tt10/sources/accounts.py reads), for the enabled stations that have one."""
+    return {
+        e.tt10.name: {
+            "station": e.station_id,
+            "password_hash": e.tt10.password_hash,
+            "authorized_keys": list(e.tt10.authorized_keys),
+            "quota_bytes": e.tt10.quota_bytes,
+            "max_files_per_minute": e.tt10.max_files_per_minute,
+        }
+        for e in (entries[sid] for sid in sorted(entries))
+        if e.tt10 is not None and e.enabled
+    }
+
+
 class StationRegistry:
     """Thread-safe view of the registry file, reloaded when its mtime changes."""
 
@@ -217,6 +381,8 @@ class StationRegistry:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._entries: dict[str, StationEntry] = {}
+        self._bridges: dict[str, BridgeEntry] = {}
+        self._bridge_kids: dict[str, str] = {}  # key id -> bridge name, for every bridge key
         self._kinds: Mapping[str, str] = MappingProxyType({})
         self.last_error: RegistryFileError | None = None  # the file as saved now is broken: the last good one applies
         self.reload_errors = 0  # broken versions of the file seen while running (one per change)
@@ -235,7 +401,8 @@ class StationRegistry:
         if stamp == self._stamp:
             return False
         try:
-            entries = _entries(_read(self.path))
+            model = _read(self.path)
+            entries, bridges = _entries(model), _bridges(model)
         except RegistryFileError as exc:
             if not self._loaded:
                 raise  # at start-up a broken registry stops the collector with file:line:fix
@@ -254,8 +421,9 @@ class StationRegistry:
             log.info("registry_mended", file=str(self.path), stations=len(entries))
         self.last_error = None
         kinds = MappingProxyType({sid: e.kind for sid, e in entries.items() if e.kind is not None})
+        bridge_kids = {kid: b.name for b in bridges.values() for kid in b.keys}
         with self._lock:
-            self._entries, self._stamp = entries, stamp
+            self._entries, self._stamp, self._bridges, self._bridge_kids = entries, stamp, bridges, bridge_kids
             if kinds != self._kinds:
                 self._kinds = kinds
         return True
@@ -263,6 +431,15 @@ class StationRegistry:
     def get(self, station_id: str) -> StationEntry | None:
         with self._lock:
             return self._entries.get(station_id)
+
+    def bridge_of_key(self, kid: str) -> str | None:
+        """The bridge a key belongs to, bound to the station in question or not."""
+        with self._lock:
+            return self._bridge_kids.get(kid)
+
+    def bridges(self) -> dict[str, BridgeEntry]:
+        with self._lock:
+            return dict(self._bridges)
 
     def station_ids(self) -> list[str]:
         with self._lock:
@@ -301,6 +478,23 @@ def _station(doc: dict, station_id: str, path: Path) -> dict:
     if entry is None:
         raise RegistryError(f"{path}: station {station_id} is not registered; add it with `quantrac station add`")
     return entry
+
+
+def bind_bridge(path: Path, bridge: str, public_key: Ed25519PublicKey, stations: list[str]) -> str:
+    """Register a bridge's key (if new) and bind it to registered stations; returns the key id."""
+    check_station_id(bridge)
+    path = Path(path)
+    doc = _load_doc(path)
+    for station_id in stations:
+        _station(doc, station_id, path)
+    entry = doc.setdefault("bridges", {}).setdefault(bridge, {"keys": [], "stations": []})
+    kid = key_id(public_key)
+    if all(k.get("kid") != kid for k in entry["keys"]):
+        entry["keys"].append({"kid": kid, "public_key": public_key_b64(public_key), "state": "active"})
+    entry["stations"] = list(dict.fromkeys([*entry["stations"], *stations]))
+    _validated(parse_yaml(yaml.safe_dump(doc).encode("utf-8"), str(path), readme=README, allow_empty=True))
+    _save_doc(path, doc)
+    return kid
 
 
 def delegations(entries: Mapping[str, StationEntry]) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ import shutil
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,9 @@ CREATE INDEX IF NOT EXISTS batches_unacked ON batches(seq) WHERE acked_ns IS NUL
 CREATE TABLE IF NOT EXISTS dropped (
     id INTEGER PRIMARY KEY AUTOINCREMENT, dropped_ns INTEGER NOT NULL,
     first_seq INTEGER, last_seq INTEGER, readings INTEGER NOT NULL, reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sealed_files (
+    file_sha256 TEXT PRIMARY KEY, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, sealed_ns INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS recoveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT, recovered_ns INTEGER NOT NULL, detail TEXT NOT NULL
@@ -367,6 +370,50 @@ class Outbox:
             self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
         return SealedBatch(seq, payload, len(rows))
 
+    def seal_file(
+        self,
+        key: SigningKey,
+        readings: Sequence[Reading],
+        *,
+        source: str,
+        file_sha256: str,
+        max_readings: int = 1000,
+        historical: bool = False,
+    ) -> tuple[int, int, bool]:
+        """Seal a converted file's readings (a TT10 bridge's) into batches that name the file, once per file.
+
+        One transaction seals every batch of the file and records its SHA-256, so a caller killed at
+        any point finds the file either wholly sealed or not at all, and sealing it again is a no-op.
+        Returns (first seq, last seq, sealed now); ``sealed now`` is False when it was sealed before.
+        """
+        if not readings:
+            raise ValueError(f"{file_sha256}: a file with no readings has nothing to seal")
+        now = time.time_ns()
+        with self._transaction():
+            done = self._db.execute(
+                "SELECT first_seq, last_seq FROM sealed_files WHERE file_sha256=?", (file_sha256,)
+            ).fetchone()
+            if done is not None:
+                return done[0], done[1], False
+            first = seq = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()[0]
+            for start in range(0, len(readings), max_readings):
+                seq += 1
+                chunk = tuple(readings[start : start + max_readings])
+                body = BatchBody(self.station_id, seq, now, chunk, historical, source, file_sha256)
+                payload = seal(body, key.key_id, key.private_key)
+                ts = [r.ts_ns for r in chunk]
+                self._db.execute(
+                    "INSERT INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload,"
+                    " payload_crc) VALUES (?,?,?,?,?,?,?,?)",
+                    (seq, now, len(chunk), min(ts), max(ts), int(historical), payload, zlib.crc32(payload)),
+                )
+            self._db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
+            self._db.execute(
+                "INSERT INTO sealed_files(file_sha256, first_seq, last_seq, sealed_ns) VALUES (?,?,?,?)",
+                (file_sha256, first + 1, seq, now),
+            )
+        return first + 1, seq, True
+
     def keep_sealed(self, payloads: Iterable[bytes]) -> list[SealedBatch]:
         """Keep batches this station signed elsewhere, byte for byte, in one transaction (a relay's outbox).
 
@@ -502,6 +549,7 @@ class Outbox:
             removed["expired"] = self._db.execute(
                 f"DELETE FROM batches WHERE {delivered} AND last_ts_ns < ?", (cutoff,)
             ).rowcount
+            self._db.execute("DELETE FROM sealed_files WHERE sealed_ns < ?", (cutoff,))
         while (excess := self.bytes_used() - policy.max_bytes) > 0:
             oldest = self._oldest_covering(excess, acked=True)
             if not oldest:

@@ -33,6 +33,21 @@ CASES = [
             historical=True,
         ),
     ),
+    (
+        # A TT10 bridge's conversion: the provenance keys follow the readings (the cases above have none).
+        "tt10_provenance",
+        BatchBody(
+            "HN_BKHN_KHIKXQ",
+            7,
+            1774371900000000000,
+            (
+                Reading(1774371600000000000, "tt10", "PM2,5", 41.0, "ug/m3", "00", ""),
+                Reading(1774371600000000000, "tt10", "SO2", None, "ug/m3", "02", ""),
+            ),
+            source="tt10",
+            file_sha256="5f4dcc3b5aa765d61d8327deb882cf995f4dcc3b5aa765d61d8327deb882cf99",
+        ),
+    ),
 ]
 
 key = Ed25519PrivateKey.from_private_bytes(SEED)
@@ -40,6 +55,7 @@ kid = key_id(key.public_key())
 out = {"private_seed_hex": SEED.hex(), "public_key_b64": public_key_b64(key.public_key()), "kid": kid, "cases": []}
 for name, body in CASES:
     body_bytes = body.encode()
+    provenance = {"src": body.source, "file": body.file_sha256} if body.source != "agent" else {}
     out["cases"].append(
         {
             "name": name,
@@ -48,6 +64,7 @@ for name, body in CASES:
             "sent_ns": body.sent_ns,
             "hist": body.historical,
             "readings": [r.as_wire() for r in body.readings],
+            **provenance,
             "body_hex": body_bytes.hex(),
             "signature_hex": key.sign(body_bytes).hex(),
             "envelope_hex": seal(body, kid, key).hex(),

@@ -20,6 +20,7 @@ from questdb import QuestDBError, QuestDBErrorCode, Sender, TimestampNanos
 from store.errors import WarehouseRefused, WarehouseUnavailable  # noqa: F401  (their home for callers: here)
 from store.payload_store import REJECT_HEAD_BYTES
 from store.schema import READINGS, REJECTS, Table
+from vocabulary.sources import AGENT
 
 # Errors after which the same rows may succeed later: the server is down,
 # restarting or overloaded. Anything else means these rows can never commit.
@@ -82,6 +83,8 @@ class ReadingColumns:
     qc_check: Sequence[str] = ()  # "" where the reading passed: NULL
     qc_cause: Sequence[str] = ()
     qc_checks: Sequence[str] = ()
+    source: Sequence[str] = ()  # per reading, vocabulary.sources; () means every reading is an agent's
+    file_sha256: Sequence[str] = ()  # per reading, a converted file's SHA-256, "" (NULL) for an agent's
 
     def __len__(self) -> int:
         return len(self.ts_ns)
@@ -93,6 +96,8 @@ class ReadingColumns:
         columns = {}
         for name, sql_type in READINGS.columns:
             values = getattr(self, _READING_FIELD.get(name, name))
+            if name == "source" and not len(values):
+                values = [AGENT] * n
             if name.startswith("qc_") and self.qc_flag is None:
                 continue  # no measurement control ran: the qc_* columns stay NULL
             if name in _BLANK_IS_NULL:
@@ -120,7 +125,7 @@ _TO_COLUMN = {
     "BYTE": lambda values, n: np.asarray(values, dtype=np.int8),
 }
 _READING_FIELD = {"ts": "ts_ns", "received_at": "received_ns"}  # column -> ReadingColumns field, where the names differ
-_BLANK_IS_NULL = frozenset({"qc_check", "qc_cause", "qc_checks"})  # "" where the reading passed
+_BLANK_IS_NULL = frozenset({"qc_check", "qc_cause", "qc_checks", "file_sha256"})  # "" where the reading passed
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,11 @@ READINGS = Table(
         ("qc_check", "SYMBOL"),
         ("qc_cause", "VARCHAR"),
         ("qc_checks", "SYMBOL"),
+        # Provenance (vocabulary/sources.py): agent (signed by the station's own agent) or tt10 (converted
+        # from a TT10 file by the bridge, signed with its key), and that file's SHA-256 (NULL for an agent's).
+        # NULL source: a row written before the column existed, an agent's.
+        ("source", "SYMBOL"),
+        ("file_sha256", "SYMBOL"),
     ),
     dedup_keys=("ts", "station", "device", "parameter"),
 )
@@ -158,7 +163,36 @@ READING_REVISIONS = Table(
     dedup_keys=("ts", "station", "device", "parameter", "new_seq"),
 )
 
-TABLES = (READINGS, REJECTS, BATCHES, STATION_EVENTS, SEQUENCE_GAPS, READING_REVISIONS)
+TT10_FILES = Table(
+    # The TT10 bridge's receipt for every file a station sent (broker_bridge/tt10/ingest): what became of
+    # it and why, so a province can tell a station why its file was not taken. Written by the bridge from
+    # its ledger; a state change rewrites the row (held, then accepted; accepted, then converted).
+    name="tt10_files",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the upload ended (UTC)
+        ("station", "SYMBOL"),
+        ("sha256", "SYMBOL"),  # the file's SHA-256: its name in the bridge's archive
+        ("name", "VARCHAR"),
+        ("account", "SYMBOL"),
+        ("transport", "SYMBOL"),  # ftp, ftps, sftp, watch, pull
+        ("peer", "VARCHAR"),
+        ("size", "LONG"),
+        ("interrupted", "BOOLEAN"),  # the transport saw the upload cut off
+        ("state", "SYMBOL"),  # accepted, held, refused, duplicate, superseded
+        ("readings", "INT"),  # readings taken (accepted)
+        ("refused", "INT"),  # lines refused
+        ("reasons", "VARCHAR"),  # why, one reason per line (refused lines as "line N: ...")
+        ("upload", "LONG"),  # the bridge ledger's upload number (duplicate_of and superseded_by refer to it)
+        ("duplicate_of", "LONG"),
+        ("superseded_by", "LONG"),
+        ("first_seq", "LONG"),  # the batches its readings went out in
+        ("last_seq", "LONG"),
+        ("decided_at", "TIMESTAMP_NS"),
+    ),
+    dedup_keys=("ts", "station", "sha256"),
+)
+
+TABLES = (READINGS, REJECTS, BATCHES, STATION_EVENTS, SEQUENCE_GAPS, READING_REVISIONS, TT10_FILES)
 
 
 def ensure_schema(conninfo: str, tables: tuple[Table, ...] = TABLES) -> None:

@@ -26,7 +26,13 @@ KEY = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VECTORS["private_seed_h
 
 def body_of(case) -> BatchBody:
     return BatchBody(
-        case["station"], case["seq"], case["sent_ns"], tuple(Reading(*r) for r in case["readings"]), case["hist"]
+        case["station"],
+        case["seq"],
+        case["sent_ns"],
+        tuple(Reading(*r) for r in case["readings"]),
+        case["hist"],
+        case.get("src", "agent"),
+        case.get("file", ""),
     )
 
 
@@ -135,3 +141,36 @@ def test_topics_round_trip_and_refuse_wildcards():
     for bad in ("a/b", "+", "#", "", "x" * 65, "-lead"):
         with pytest.raises(topics.TopicError):
             topics.data_topic(bad)
+
+
+def test_a_batch_without_provenance_is_an_agents_and_says_nothing_of_it():
+    for case in VECTORS["cases"][:2]:
+        assert b"src" not in bytes.fromhex(case["body_hex"])
+        body = decode(bytes.fromhex(case["envelope_hex"]))
+        assert (body.source, body.file_sha256) == ("agent", "")
+
+
+def test_a_tt10_batch_names_its_file():
+    case = next(c for c in VECTORS["cases"] if c["name"] == "tt10_provenance")
+    body = decode(bytes.fromhex(case["envelope_hex"]))
+    assert (body.source, body.file_sha256) == ("tt10", case["file"])
+    # the provenance follows the readings in the body's map
+    keys = list(msgpack.unpackb(bytes.fromhex(case["body_hex"]), raw=False))
+    assert keys == ["station", "seq", "sent_ns", "hist", "readings", "src", "file"]
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"src": "agent", "file": ""}, "an agent's batch has no src"),
+        ({"src": "ftp", "file": "0" * 64}, "src must be one of"),
+        ({"src": "tt10"}, "file must be its file's SHA-256"),
+        ({"src": "tt10", "file": "ABC"}, "file must be its file's SHA-256"),
+        ({"src": "tt10", "file": "A" * 64}, "file must be its file's SHA-256"),
+        ({"file": "0" * 64}, "src must be one of"),
+    ],
+)
+def test_provenance_out_of_shape_is_refused(changes, fragment):
+    with pytest.raises(EnvelopeError) as err:
+        decode(sealed(**changes))
+    assert err.value.reason == "schema" and fragment in err.value.detail

@@ -193,6 +193,8 @@ def test_rows_follow_the_schema():
         "key_id",
         "qc_check",
         "qc_checks",
+        "source",
+        "file_sha256",
     }
     symbols, fields, _ = ilp_row(BATCHES, 5, station="S", key_id="k", seq=3, received_at=7)
     assert symbols == {"station": "S", "key_id": "k"} and fields["seq"] == 3 and "received_at" in fields

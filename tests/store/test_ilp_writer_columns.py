@@ -99,3 +99,22 @@ def test_without_measurement_controls_the_qc_columns_stay_null(warehouse):
     wait_for_count(warehouse.pg_conninfo, f"SELECT count() FROM readings WHERE station = '{station}'", 3)
     # BYTE has no NULL in QuestDB: an absent qc_flag reads 0, which is no QARTOD flag (1-4, 9).
     assert [row[11:] for row in stored(warehouse.pg_conninfo, station)] == [(0, None, None, None)] * 3
+
+
+def test_provenance_columns_agent_by_default_and_a_files_hash_where_given(warehouse):
+    from dataclasses import replace
+
+    agent, converted = unique_station("ILPSRC"), unique_station("ILPSRC")
+    writer = WarehouseWriter(warehouse.ilp_conf)
+    try:
+        writer.write_reading_columns(columns(agent, qc=False))
+        sha = "cd" * 32
+        tt10 = replace(columns(converted, qc=False), source=["tt10"] * 3, file_sha256=[sha] * 3)
+        writer.write_reading_columns(tt10)
+    finally:
+        writer.close()
+    pg = warehouse.pg_conninfo
+    for station, expected in ((agent, ("agent", None)), (converted, ("tt10", "cd" * 32))):
+        wait_for_count(pg, f"SELECT count() FROM readings WHERE station = '{station}'", 3)
+        rows = sql(pg, f"SELECT DISTINCT source, file_sha256 FROM readings WHERE station = '{station}'")
+        assert rows == [expected]

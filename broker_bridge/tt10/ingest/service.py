@@ -1,0 +1,189 @@
+"""The service: the TT10 ingest sink as one process part, stream -> builder -> publish.
+
+``IngestService.sink`` is what the sources call (``take``: archived and recorded, durable). The
+worker thread (``run``) turns the ledger into batches (``Converter``) and publishes every station's
+outbox over one persistent MQTT session with ``edge_agent``'s ``BatchPublisher`` (as the relay
+does), a batch marked sent only on its PUBACK. Re-send requests on a station's ``cmd`` topic are
+answered from its outbox. The file receipts go to QuestDB's ``tt10_files`` when ``ilp_conf`` is set.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import defaultdict
+
+import structlog
+
+from broker_bridge import session
+from broker_bridge.commands import ResendRequest
+from broker_bridge.json_message import MessageError
+from broker_bridge.keys import SigningKey
+from broker_bridge.topics import COMMAND_SUFFIX, command_topic
+from broker_bridge.tt10.ingest.archive import Archive
+from broker_bridge.tt10.ingest.convert import Converter
+from broker_bridge.tt10.ingest.ledger import Ledger
+from broker_bridge.tt10.ingest.reports import FileReporter
+from broker_bridge.tt10.ingest.settings import IngestSettings
+from broker_bridge.tt10.ingest.sink import Tt10Sink
+from edge_agent.outbox import Outbox
+from edge_agent.publisher import BatchPublisher
+
+log = structlog.get_logger("broker_bridge.tt10.ingest")
+
+RETENTION_EVERY_S = 3600.0
+DAY_NS = 86_400 * 10**9
+
+
+class IngestService:
+    def __init__(self, settings: IngestSettings, key: SigningKey) -> None:
+        self.settings = settings
+        self.key = key
+        self.archive = Archive(settings.archive_dir)
+        self.ledger = Ledger(settings.ledger_path)
+        self.wake = threading.Event()
+        self.sink = Tt10Sink(self.archive, self.ledger, self.wake)
+        # Outboxes and publishers are opened on the worker thread (SQLite connections stay on theirs).
+        self.outboxes: dict[str, Outbox] = {}
+        self.publishers: dict[str, BatchPublisher] = {}
+        self.converter = Converter(settings, self.archive, self.ledger, key, self._outbox)
+        self.reporter = FileReporter(settings.ilp_conf) if settings.ilp_conf else None
+        self.connected = threading.Event()
+        self._pubacks: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[tuple[str, ResendRequest]] = queue.SimpleQueue()
+        self._client = session.new_client(settings.client_id)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = lambda c, u, mid, rc, p: self._pubacks.put((mid, rc))
+        self._client.on_message = self._on_command
+        self._opened_existing = False
+
+    # -- network thread --------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("tt10_bridge_connect_refused", reason=str(reason_code))
+            return
+        stations = list(self.publishers)
+        if stations:
+            client.subscribe([(command_topic(s), session.QOS) for s in stations])
+        self.connected.set()
+        log.info("tt10_bridge_connected", session_present=flags.session_present, stations=len(stations))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        log.warning("tt10_bridge_disconnected", reason=str(reason_code))
+
+    def _on_command(self, client, userdata, message) -> None:
+        parts = message.topic.split("/")
+        station = parts[2] if len(parts) == 4 and parts[3] == COMMAND_SUFFIX else None
+        try:
+            request = ResendRequest.parse(message.payload)
+        except MessageError as exc:
+            log.error("tt10_bridge_bad_command", station=station, error=str(exc))
+            return
+        if station is not None:
+            self._commands.put((station, request.capped()))
+
+    # -- worker thread ---------------------------------------------------------
+    def start(self) -> None:
+        session.connect_async(self._client, self.settings.broker, session.connect_properties())
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """After ``run`` returned (it closes the outboxes on its own thread)."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self.reporter is not None:
+            self.reporter.close()
+        self.ledger.close()
+
+    def run(self, stop: threading.Event) -> None:
+        """The worker, until ``stop`` is set; a batch whose PUBACK had not come is sent again next time."""
+        last_retention = 0.0
+        try:
+            while not stop.is_set():
+                busy = self.step()
+                if time.monotonic() - last_retention >= RETENTION_EVERY_S:
+                    last_retention = time.monotonic()
+                    self.enforce_retention()
+                if not busy:
+                    self.wake.wait(0.05)
+                    self.wake.clear()
+        finally:
+            self._resolve_pubacks()
+            for box in self.outboxes.values():
+                box.close()
+
+    def step(self) -> bool:
+        """One round: judge, hold, seal; record PUBACKs; answer re-send requests; publish; report."""
+        if not self._opened_existing:
+            self._opened_existing = True
+            for path in sorted(self.settings.outbox_dir.glob("*.sqlite")):
+                self._outbox(path.stem)  # batches left unsent by the last run go out first
+        work = self.converter.step()
+        work += self._resolve_pubacks() + self._answer_commands()
+        work += sum(p.send() for p in self.publishers.values())
+        if self.reporter is not None:
+            work += self.reporter.report(self.ledger)
+        return bool(work)
+
+    def _outbox(self, station: str) -> Outbox:
+        box = self.outboxes.get(station)
+        if box is None:
+            box = Outbox(self.settings.outbox_dir / f"{station}.sqlite", station, self.settings.outbox_retention)
+            self.outboxes[station] = box
+            self.publishers[station] = BatchPublisher(
+                box, None, None, window=self.settings.window, connection=(self._client, self.connected)
+            )
+            self._client.subscribe(command_topic(station), qos=session.QOS)
+        return box
+
+    def _resolve_pubacks(self) -> int:
+        by_station: dict[str, list] = defaultdict(list)
+        count = 0
+        while True:
+            try:
+                mid, reason_code = self._pubacks.get_nowait()
+            except queue.Empty:
+                break
+            count += 1
+            for station, publisher in self.publishers.items():
+                if publisher.owns(mid):
+                    by_station[station].append((mid, reason_code))
+                    break
+        for station, acks in by_station.items():
+            self.publishers[station].resolve_acks(acks)
+        return count
+
+    def _answer_commands(self) -> int:
+        answered = 0
+        while True:
+            try:
+                station, request = self._commands.get_nowait()
+            except queue.Empty:
+                return answered
+            if station not in self.publishers:
+                continue
+            batches = self.outboxes[station].batches_between(request.from_seq, request.to_seq)
+            self.publishers[station].resend(batches)
+            answered += 1
+            log.warning(
+                "tt10_bridge_resent_on_request", station=station, first=request.from_seq, last=request.to_seq,
+                resent=len(batches),
+            )  # fmt: skip
+
+    def enforce_retention(self, now_ns: int | None = None) -> int:
+        """Files older than the retention (finished and reported) leave the ledger and the archive."""
+        now_ns = now_ns or time.time_ns()
+        for box in self.outboxes.values():
+            box.enforce_retention(now_ns)
+        gone = self.ledger.prune(now_ns - int(self.settings.retention_days * DAY_NS))
+        for sha256 in gone:
+            self.archive.remove(sha256)
+        if gone:
+            log.info("tt10_archive_pruned", files=len(gone), retention_days=self.settings.retention_days)
+        return len(gone)
+
+    def unsent(self) -> int:
+        return sum(box.counts()["unacked_batches"] for box in self.outboxes.values())
