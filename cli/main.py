@@ -295,9 +295,9 @@ def agent_run(
             ),
             collector_keys=collector_keys,
         )
+        agent = StationAgent(station, signing_key, address, outbox, settings)  # Tt10OutError is a ValueError
     except (ConfigError, KeyFileError, ValueError, OSError) as exc:
         fail(str(exc))
-    agent = StationAgent(station, signing_key, address, outbox, settings)
 
     async def main() -> None:
         stop = asyncio.Event()
