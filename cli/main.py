@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from cli.bridge import bridge_app
+from cli.export import export_app
 from cli.logging_setup import configure_logging
 from cli.tt10 import tt10_app
 from vocabulary.stations import STATION_KINDS
@@ -27,6 +28,7 @@ app.add_typer(collector_app, name="collector")
 app.add_typer(sim_app, name="sim")
 app.add_typer(tt10_app, name="tt10")
 app.add_typer(bridge_app, name="bridge")
+app.add_typer(export_app, name="export")
 
 LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")
 BROKER_USER = typer.Option(None, "--broker-user", help="MQTT user name")
@@ -293,9 +295,9 @@ def agent_run(
             ),
             collector_keys=collector_keys,
         )
+        agent = StationAgent(station, signing_key, address, outbox, settings)  # Tt10OutError is a ValueError
     except (ConfigError, KeyFileError, ValueError, OSError) as exc:
         fail(str(exc))
-    agent = StationAgent(station, signing_key, address, outbox, settings)
 
     async def main() -> None:
         stop = asyncio.Event()

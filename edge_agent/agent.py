@@ -33,6 +33,7 @@ from edge_agent.group_commit import GroupCommitter
 from edge_agent.outbox import Outbox, OutboxFull, RetentionPolicy
 from edge_agent.publisher import BatchPublisher
 from edge_agent.sources import sources_for_station
+from edge_agent.tt10_out import Tt10Out
 from station_profiles.profile_model import StationConfig
 
 log = structlog.get_logger("edge_agent")
@@ -48,6 +49,7 @@ class AgentSettings:
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     # The collectors' public keys (key id -> key) whose receipts this station trusts; none: no receipts.
     collector_keys: dict = field(default_factory=dict)
+    tt10_tick_s: float = 1.0  # how often TT10 out looks for finished cycles and due uploads
 
 
 @dataclass
@@ -122,12 +124,16 @@ class StationAgent:
         #: the station clock's offset (state for the station status), None without a clock: section
         self.clock = ClockMonitor(station.clock, station_id=self.station_id) if station.clock is not None else None
         self.devices = {d.id: DeviceState() for d in station.devices}
+        #: TT10 files to province servers (station file's tt10_out), in a thread of its own; None without targets
+        self.tt10 = Tt10Out(station, Path(outbox_path), tick_s=self.settings.tt10_tick_s) if station.tt10_out else None
         self.cycles = 0
         self.refused_readings = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("agent_starting", station=self.station_id, **self.outbox.counts())
         self.publisher.start()
+        if self.tt10 is not None:
+            self.tt10.start()
         background = [
             asyncio.create_task(self._every(0.05, stop, self.publisher.pump)),
             asyncio.create_task(self._every(self.settings.status_interval_s, stop, self.publish_status)),
@@ -157,6 +163,8 @@ class StationAgent:
             self.committer.commit_now()
             drained = await self._drain(self.settings.drain_timeout_s)
             self.publisher.stop()
+            if self.tt10 is not None:
+                self.tt10.stop()
             log.info("agent_stopped", station=self.station_id, drained=drained, **self.outbox.counts())
             self.outbox.close()
 

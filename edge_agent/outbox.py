@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS batches (
     resend_attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batches_unacked ON batches(seq) WHERE acked_ns IS NULL;
+CREATE INDEX IF NOT EXISTS batches_last_ts ON batches(last_ts_ns);  -- OutboxReader: a cycle's batches
 CREATE TABLE IF NOT EXISTS dropped (
     id INTEGER PRIMARY KEY AUTOINCREMENT, dropped_ns INTEGER NOT NULL,
     first_seq INTEGER, last_seq INTEGER, readings INTEGER NOT NULL, reason TEXT NOT NULL
@@ -703,3 +704,43 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class OutboxReader:
+    """Another thread's read-only view of an outbox's readings, staged and sealed (TT10 out reads its cycles here).
+
+    Its own connection in WAL mode: it never blocks the agent's writes, and one read
+    transaction sees the staged rows and the batches as of one moment, so a reading sealed
+    meanwhile is seen exactly once.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+
+    def readings_between(self, low_ns: int, high_ns: int) -> list[Reading]:
+        """Every reading taken at ``low_ns <= ts_ns < high_ns``, ordered by time."""
+        found: dict[tuple[int, str, str], Reading] = {}
+        self._db.execute("BEGIN")
+        try:
+            for ts_ns, device, parameter, value, unit, status, cause in self._db.execute(
+                "SELECT ts_ns, device, parameter, value, unit, status, cause FROM staged"
+                " WHERE ts_ns >= ? AND ts_ns < ?",
+                (low_ns, high_ns),
+            ):
+                found.setdefault(
+                    (ts_ns, device, parameter), Reading(ts_ns, device, parameter, value, unit, status, cause)
+                )
+            for (payload,) in self._db.execute(
+                "SELECT payload FROM batches WHERE first_ts_ns < ? AND last_ts_ns >= ? ORDER BY seq",
+                (high_ns, low_ns),
+            ):
+                for r in decode_body(open_envelope(payload).body).readings:
+                    if low_ns <= r.ts_ns < high_ns:
+                        found.setdefault((r.ts_ns, r.device, r.parameter), r)
+        finally:
+            self._db.execute("COMMIT")
+        return sorted(found.values(), key=lambda r: (r.ts_ns, r.device, r.parameter))
+
+    def close(self) -> None:
+        self._db.close()

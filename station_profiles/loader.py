@@ -145,9 +145,32 @@ def load_station(path: str | os.PathLike[str], profiles_dir: Path | str | None =
                     f"use a {needed} profile here, or transport: {' / '.join(fitting)}",
                 )
             )
+    issues.extend(_tt10_parameter_clashes(station, profiles, doc))
     if issues:
         raise ConfigError(issues)
     return station.with_profiles(profiles)
+
+
+def _tt10_parameter_clashes(station: StationConfig, profiles: dict[str, Any], doc: YamlDocument) -> list[ConfigIssue]:
+    """A TT10 file has one line per parameter and time: two devices sending one parameter cannot share it."""
+    issues = []
+    for i, target in enumerate(station.tt10_out):
+        owner: dict[str, str] = {}
+        for device in station.devices:
+            profile = profiles.get(device.profile)
+            if profile is None or (target.devices and device.id not in target.devices):
+                continue
+            for value in profile.values:
+                first = owner.setdefault(value.parameter, device.id)
+                if first != device.id:
+                    issues.append(
+                        doc.issue(
+                            ("tt10_out", i, "name"),
+                            f"parameter {value.parameter!r} comes from devices {first} and {device.id}",
+                            f"a TT10 file has one line per parameter: list the devices to send (devices: [{first}])",
+                        )
+                    )
+    return issues
 
 
 def load_stations(

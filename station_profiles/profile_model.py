@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import struct
 from typing import Annotated, Any, Literal, Union
 
@@ -1002,11 +1003,52 @@ class ClockConfig(_Strict):
     timeout_s: float = Field(default=1.0, gt=0, le=30)
 
 
+#: The TT10 name forms and modes; the same words as broker_bridge.tt10 (names.NAME_FORMS, cycles.MODES),
+#: which this package may not import: tests/edge_agent/test_tt10_out_config.py keeps them equal.
+Tt10NameForm = Literal["tinh_coso_tram", "doubled_underscore", "no_separator"]
+Tt10Mode = Literal["mean", "each"]
+TT10_DIR_FIELDS = ("station", "prefix", "yyyy", "MM", "dd", "HH")
+_DAY_S = 86_400
+
+
+class Tt10Target(_Strict):
+    """A province server the agent delivers TT10 files to (edge_agent/tt10_out/README.md)."""
+
+    name: Annotated[str, Field(pattern=NAME_RE)]  # the target's id, unique in the station: the queue's key
+    protocol: Literal["ftp", "ftps", "sftp"]  # ftps: explicit TLS (AUTH TLS), protected data channel
+    host: Annotated[str, Field(min_length=1)]
+    port: int | None = Field(default=None, ge=1, le=65535)  # default 21 (ftp, ftps) or 22 (sftp)
+    user: Annotated[str, Field(min_length=1)]
+    password_file: Annotated[str, Field(min_length=1)]  # a file holding the password, mode 0600; never the password
+    #: where files go, in Vietnam local time of the cycle's end: {station} {prefix} {yyyy} {MM} {dd} {HH}
+    remote_dir: str = "{station}/{yyyy}/{MM}/{dd}"
+    prefix: Annotated[str, Field(pattern=STATION_ID_RE)] | None = None  # <Tinh>_<CoSo>_<Tram>; default: station id
+    name_form: Tt10NameForm = "tinh_coso_tram"
+    cycle_s: int = Field(default=300, ge=1, le=_DAY_S)  # must divide a day
+    mode: Tt10Mode = "mean"
+    decimals: int | None = Field(default=None, ge=0, le=12)  # None: the exact value (shortest text)
+    devices: list[Annotated[str, Field(pattern=NAME_RE)]] = []  # empty: every device
+    #: wait this long after a cycle's end before writing its file (its last poll's readings committed)
+    settle_s: float = Field(default=10.0, ge=0, le=600)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    retry_min_s: float = Field(default=5.0, gt=0, le=3600)  # back-off after a failed upload, doubling ...
+    retry_max_s: float = Field(default=300.0, gt=0, le=86400)  # ... up to this
+    retention_days: float = Field(default=60.0, gt=0, le=3650)  # sent files are kept this long (the regulation: 60)
+    passive: bool = True  # FTP/FTPS passive mode (through NAT and firewalls)
+    tls_ca: Annotated[str, Field(min_length=1)] | None = None  # ftps: CA file for the server's certificate
+    known_hosts: Annotated[str, Field(min_length=1)] | None = None  # sftp: OpenSSH known_hosts with the host's key
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (22 if self.protocol == "sftp" else 21)
+
+
 class StationConfig(_Strict):
     station: StationInfo
     poll_interval_s: float = Field(default=60.0, gt=0, le=3600)
     devices: Annotated[list[DeviceConfig], Field(min_length=1)]
     clock: ClockConfig | None = None
+    tt10_out: list[Tt10Target] = []  # province servers the agent also delivers TT10 files to
     _profiles: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
@@ -1095,6 +1137,7 @@ class StationConfig(_Strict):
                     "add server: pool.ntp.org (or your NTP server's host[:port]), or source: chrony",
                 )
             )
+        issues.extend(_check_tt10_targets(self))
         if issues:
             raise SemanticErrors(issues)
         return self
@@ -1156,7 +1199,13 @@ class StationConfig(_Strict):
                 update["host"] = host
             devices.append(d.model_copy(update=update) if update else d)
         copy = StationConfig.model_validate(
-            {"station": self.station, "poll_interval_s": self.poll_interval_s, "devices": devices, "clock": self.clock}
+            {
+                "station": self.station,
+                "poll_interval_s": self.poll_interval_s,
+                "devices": devices,
+                "clock": self.clock,
+                "tt10_out": self.tt10_out,
+            }
         )
         copy._profiles = dict(self._profiles)
         return copy
@@ -1174,3 +1223,61 @@ class StationConfig(_Strict):
         copy = StationConfig.model_validate(doc)
         copy._profiles = dict(self._profiles)
         return copy
+
+
+def _check_tt10_targets(station: StationConfig) -> list[DocumentProblem]:
+    issues: list[DocumentProblem] = []
+    names: dict[str, int] = {}
+    device_ids = {d.id for d in station.devices}
+    for i, t in enumerate(station.tt10_out):
+        if t.name in names:
+            issues.append(
+                DocumentProblem(
+                    ("tt10_out", i, "name"),
+                    f"target name {t.name!r} is already used by tt10_out[{names[t.name]}]",
+                    "give every TT10 target its own name (it keys the upload queue)",
+                )
+            )
+        names.setdefault(t.name, i)
+        if _DAY_S % t.cycle_s:
+            issues.append(
+                DocumentProblem(
+                    ("tt10_out", i, "cycle_s"),
+                    f"cycle {t.cycle_s} s does not divide a day, so cycles would not line up with hours",
+                    "use 300 (5 minutes, the usual), 60, 600, 900, 1800 or 3600",
+                )
+            )
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(t.remote_dir) if f is not None]
+        except ValueError as exc:
+            fields = []
+            issues.append(
+                DocumentProblem(("tt10_out", i, "remote_dir"), f"{t.remote_dir!r}: {exc}", "write {yyyy}/{MM}/{dd}")
+            )
+        for f in fields:
+            if f not in TT10_DIR_FIELDS:
+                issues.append(
+                    DocumentProblem(
+                        ("tt10_out", i, "remote_dir"),
+                        f"{{{f}}} in {t.remote_dir!r} is not a known field",
+                        "use only " + ", ".join("{" + x + "}" for x in TT10_DIR_FIELDS),
+                    )
+                )
+        for j, device in enumerate(t.devices):
+            if device not in device_ids:
+                issues.append(
+                    DocumentProblem(
+                        ("tt10_out", i, "devices", j),
+                        f"no device {device!r} in this station",
+                        f"use one of {', '.join(sorted(device_ids))}",
+                    )
+                )
+        if t.retry_max_s < t.retry_min_s:
+            issues.append(
+                DocumentProblem(
+                    ("tt10_out", i, "retry_max_s"),
+                    f"retry_max_s {t.retry_max_s} is below retry_min_s {t.retry_min_s}",
+                    "make retry_max_s at least retry_min_s",
+                )
+            )
+    return issues

@@ -235,6 +235,32 @@ def stored_readings(conninfo: str, station: str, ts_low_ns: int, ts_high_ns: int
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    """A stored reading as the regulation's files need it (``broker_bridge.tt10.cycles`` takes it)."""
+
+    device: str
+    parameter: str
+    ts_ns: int
+    value: float | None
+    unit: str
+    status: str
+
+
+def readings_for_export(conninfo: str, station: str, low_ns: int, high_ns: int) -> Iterator[StoredReading]:
+    """A station's readings with ``low_ns <= ts < high_ns``, oldest first, streamed (``quantrac export tt10``).
+
+    ts as LONG keeps the nanoseconds; rows come in single-row mode, so a year never sits in memory.
+    """
+    with connect(conninfo) as conn:
+        for device, parameter, ts_ns, value, unit, status in conn.cursor().stream(
+            "SELECT device, parameter, ts::long, value, unit, status FROM readings WHERE station = %s"
+            " AND ts >= cast(%s AS TIMESTAMP_NS) AND ts < cast(%s AS TIMESTAMP_NS) ORDER BY ts",
+            (station, low_ns, high_ns),
+        ):
+            yield StoredReading(device, parameter, ts_ns, value, unit or "", status or "")
+
+
 # -- WAL health: a suspended table still takes writes, but its rows stay invisible ---------------------------
 
 
