@@ -131,3 +131,94 @@ def tt10_files(
                 typer.echo(f"    line {line['line']}: {line['raw']!r}: {line['reason']}")
     finally:
         ledger.close()
+
+
+@tt10_bridge_app.command("serve")
+def tt10_serve(
+    sources: Path = typer.Option(
+        ..., "--sources", help="the sources file (YAML): ftp/sftp/watch/pull; broker_bridge/tt10/sources/"
+    ),
+    root: Path = typer.Option(..., "--root", help="the bridge's directory: archive/, ledger.sqlite, outbox/"),
+    broker: str = typer.Option(..., "--broker", help="the broker the bridge publishes to, host:port"),
+    key: Path = typer.Option(..., "--key", help="the bridge's own signing key (the registry binds it to stations)"),
+    registry: Path | None = typer.Option(
+        None, "--registry", help="station registry: the stations this bridge serves and their tt10 accounts"
+    ),
+    bridge: str | None = typer.Option(None, "--bridge", help="this bridge's name in the registry's bridges:"),
+    user: str | None = typer.Option(None, "--user", help="broker user name"),
+    password_file: Path | None = typer.Option(None, "--password-file", help="broker password (one line, 0600)"),
+    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="the broker's CA certificate (TLS)"),
+    questdb: str | None = typer.Option(
+        None, "--questdb", help="QuestDB HTTP host:port for the tt10_files table (default: the ledger only)"
+    ),
+    hold_s: float = typer.Option(600.0, "--hold-s", help="how long an incomplete file waits to be completed"),
+    client_id: str = typer.Option("quantrac-tt10-bridge", "--client-id", help="MQTT client id (persistent session)"),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
+) -> None:
+    """Receive TT10 files (FTP/FTPS, SFTP, watched folders, FTP pull), archive every one, and publish the
+    readings of each accepted file as signed batches on its station's topic."""
+    import dataclasses
+
+    configure_logging(log_level)
+    from broker_bridge.keys import KeyFileError, load_signing_key
+    from broker_bridge.session import BrokerAddress
+    from broker_bridge.tt10.ingest.service import IngestService
+    from broker_bridge.tt10.ingest.settings import IngestSettings, StationSettings
+    from broker_bridge.tt10.sources.accounts import accounts_from_mapping
+    from broker_bridge.tt10.sources.config import load_sources_file, serve_sources
+    from collector.registry import RegistryError, load_bridges, parse_registry, tt10_accounts
+    from configuration.errors import ConfigError
+    from store.questdb_server import QuestDBEndpoints
+
+    try:
+        config = load_sources_file(sources)
+        signing_key = load_signing_key(key)
+        stations = None
+        if registry is not None:
+            if bridge is None:
+                _fail("--registry needs --bridge: the name of this bridge in the registry's bridges: section")
+            bridges = load_bridges(registry)
+            if bridge not in bridges:
+                _fail(f"{registry}: no bridge {bridge!r} in bridges: (has {sorted(bridges) or 'none'})")
+            served = bridges[bridge]
+            if signing_key.key_id not in served.keys:
+                _fail(f"{key}: key {signing_key.key_id} is not one of bridge {bridge}'s keys in {registry}")
+            stations = {s: StationSettings() for s in served.stations}
+            if config.model.accounts_in_registry:
+                entries = parse_registry(registry.read_text(), str(registry))
+                mine = {a: e for a, e in tt10_accounts(entries).items() if e["station"] in stations}
+                clash = sorted(set(mine) & set(config.accounts))
+                if clash:
+                    _fail(f"accounts {clash} are in both {sources} and {registry}: keep each in one place")
+                more = accounts_from_mapping(mine, homes_dir=config.model.homes_dir, source=str(registry))
+                config = dataclasses.replace(config, accounts={**config.accounts, **more})
+        elif config.model.accounts_in_registry:
+            _fail(f"{sources}: accounts_in_registry is true: give --registry and --bridge")
+        foreign = sorted({a.station for a in config.accounts.values()} - set(stations or ()))
+        if stations is not None and foreign:
+            _fail(f"accounts for stations {foreign} that bridge {bridge} does not serve (registry bridges:)")
+        address = BrokerAddress.parse(broker).with_credentials(user, password_file).with_tls(tls_ca, None, None)
+        settings = IngestSettings(
+            root=root,
+            broker=address,
+            stations=stations,
+            hold_s=hold_s,
+            client_id=client_id,
+            ilp_conf=QuestDBEndpoints.at("127.0.0.1:8812", questdb).ilp_conf if questdb else None,
+        )
+    except (ConfigError, RegistryError, KeyFileError, ValueError) as exc:
+        _fail(str(exc))
+    service = IngestService(settings, signing_key)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service.start()
+    worker = threading.Thread(target=service.run, args=(stop,), name="tt10-ingest", daemon=True)
+    worker.start()
+    running = serve_sources(config, service.sink)
+    try:
+        stop.wait()
+    finally:
+        running.stop()  # no new file first; then the worker converts what it has and stops
+        worker.join(30)
+        service.stop()

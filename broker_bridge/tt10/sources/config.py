@@ -83,14 +83,23 @@ class SourcesFile(_Strict):
     watch: list[WatchSection] = Field(default_factory=list)
     pull: list[PullSection] = Field(default_factory=list)
     accounts: dict[str, AccountEntry] = Field(default_factory=dict)
+    # true: the accounts are the station registry's (`tt10:` on each station), read by
+    # `quantrac bridge tt10 serve --registry`; an account here as well is refused there
+    accounts_in_registry: bool = False
 
     @model_validator(mode="after")
     def _whole(self) -> SourcesFile:
         problems = []
         if not (self.ftp or self.sftp or self.watch or self.pull):
             problems.append(DocumentProblem((), "no source configured", "add ftp:, sftp:, watch: or pull:"))
-        if (self.ftp or self.sftp) and not self.accounts:
-            problems.append(DocumentProblem(("accounts",), "ftp/sftp need accounts", "add one account per station"))
+        if (self.ftp or self.sftp) and not self.accounts and not self.accounts_in_registry:
+            problems.append(
+                DocumentProblem(
+                    ("accounts",),
+                    "ftp/sftp need accounts",
+                    "add one account per station, or accounts_in_registry: true (tt10: on the registry's stations)",
+                )
+            )
         if self.ftp and self.ftp.require_tls and self.ftp.certfile is None:
             problems.append(
                 DocumentProblem(("ftp", "require_tls"), "require_tls without a certificate", "add certfile and keyfile")
