@@ -29,9 +29,8 @@ from broker_bridge.broker_health import BrokerHealth
 from broker_bridge.commands import ResendRequest
 from broker_bridge.json_message import MessageError
 from broker_bridge.keys import SigningKey
-from broker_bridge.receipts import receipt_of
 from broker_bridge.station_messages import Birth, ResendReport, parse_station_message
-from broker_bridge.topics import command_topic, receipt_topic
+from broker_bridge.topics import command_topic
 from collector.admission import StationEvent
 from collector.flush import FlushPipeline
 from collector.healing import GapBook, HealingPolicy
@@ -41,6 +40,7 @@ from collector.prepare import Preparation, PreparedFlush, admit
 from collector.qc.engine import QualityControl
 from collector.qc.state import SeriesState
 from collector.qc.thresholds import ThresholdSource
+from collector.receipts import ReceiptPublisher
 from collector.registry import StationRegistry
 from collector.revisions import RevisionFinder
 from collector.sequence import DAY_NS, SequenceTracker
@@ -89,9 +89,7 @@ class CollectorConfig:
     receive_maximum: int = 20_000
     # The collector's own key signs its receipts to the stations (broker_bridge/receipts.py); None: no receipts.
     receipt_key: SigningKey | None = None
-    # At most one receipt per station this often: a backlog drained in many flushes would otherwise
-    # sign and publish a receipt per station per flush (measured: 0.37x the readings/s with 1,000
-    # stations). A later one covers everything the skipped ones would have; the agent waits 30 s.
+    # Receipts go out this often, one per station that committed since (collector/receipts.py).
     receipt_interval_s: float = 2.0
     healing: HealingPolicy = HealingPolicy()
     # With a share group the other collectors commit part of each station's stream: their part is
@@ -159,9 +157,18 @@ class Collector:
             extra_gap_rows=self.healing.closing_rows,
             flush_committed=self._flush_committed,
         )
-        self.receipts_published = 0
-        self._receipts_pending: set[str] = set()  # committed more since their last receipt
-        self._receipt_sent_at: dict[str, float] = {}  # station -> monotonic time of its last receipt
+        key = config.receipt_key
+        self.receipts = (
+            ReceiptPublisher(
+                key,
+                self.sequences.committed_ranges,
+                self.pipeline.lock,
+                lambda topic, payload: self.intake.publish(topic, payload, retain=True),
+                config.receipt_interval_s,
+            )
+            if key is not None
+            else None
+        )
         self._next_ledger_refresh = 0.0
         self.connected = self.intake.connected
         self._warehouse_down_until = 0.0  # monotonic; until then only the run loop flushes, with back-off
@@ -182,6 +189,8 @@ class Collector:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         if self.config.metrics_port is not None:
             self.metrics.serve(self.config.metrics_port)
+        if self.receipts is not None:
+            self.receipts.start()
         # QuestDB may not be up yet (a host boot, a restart of both): wait for it, never exit.
         conninfo = self.config.pg_conninfo
         if conninfo is not None:
@@ -225,6 +234,8 @@ class Collector:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.receipts is not None:
+            self.receipts.stop()
         self.intake.stop()
         self.warehouse.close()
 
@@ -262,7 +273,6 @@ class Collector:
             if work is None:
                 with self.pipeline.lock:  # also while no message arrives: the station may be back, the ask lost
                     self._ask_again()
-                    self._publish_due_receipts()
                 continue
             try:
                 # While QuestDB is down, one flush at a time: its failure must come back here, to the back-off.
@@ -319,26 +329,8 @@ class Collector:
         self._publish_receipts(stations)
 
     def _publish_receipts(self, stations: set[str]) -> None:
-        """Stations with newly committed batches get a receipt, at most one per ``receipt_interval_s``."""
-        if self.config.receipt_key is None:
-            return
-        self._receipts_pending |= stations
-        self._publish_due_receipts()
-
-    def _publish_due_receipts(self) -> None:
-        """Retained: the newest receipt is what a reconnecting station reads. Under the flush lock."""
-        key = self.config.receipt_key
-        if key is None or not self._receipts_pending:
-            return
-        now, now_ns = time.monotonic(), time.time_ns()
-        interval = self.config.receipt_interval_s
-        due = [s for s in self._receipts_pending if now - self._receipt_sent_at.get(s, -interval) >= interval]
-        for station in due:
-            receipt = receipt_of(station, self.sequences.committed_ranges(station), now_ns)
-            self.intake.publish(receipt_topic(station), receipt.signed(key).encode(), retain=True)
-            self._receipt_sent_at[station] = now
-            self._receipts_pending.discard(station)
-            self.receipts_published += 1
+        if self.receipts is not None:
+            self.receipts.committed(stations)
 
     def _after_settle(self) -> None:
         self._ask_again()
