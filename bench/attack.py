@@ -102,13 +102,17 @@ class Payloads:
 def publish_all(port: int, client_id: str, items: list[bytes], topic: str) -> float:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
     client.connect("127.0.0.1", port)
     client.loop_start()
     t0 = time.monotonic()
     try:
-        infos = [client.publish(topic, payload, qos=1) for payload in items]
-        for info in infos:
-            info.wait_for_publish(timeout=120)
+        for start in range(0, len(items), 5000):  # in steps, so paho's own queue stays small
+            infos = [client.publish(topic, payload, qos=1) for payload in items[start : start + 5000]]
+            for info in infos:
+                info.wait_for_publish(timeout=120)
+                if not info.is_published():
+                    raise RuntimeError(f"the broker did not acknowledge publish {info.mid}: {info.rc}")
     finally:
         client.disconnect()
         client.loop_stop()
