@@ -326,11 +326,9 @@ class Aggregator:
     def _episodes_for(self, station, period, limits: list[Limit], changed_from, rules, now, episode_rows, alerts):
         table = MEAN_TABLE[period]
         # The state before an episode is closed: start at the opening of one spanning the change.
-        stored_all = {
-            (lim.limit_id, dev_par): q.stored_episodes(self.pg, station, dev_par[0], dev_par[1], lim.limit_id)
-            for lim in limits
-            for dev_par in self._devices(station, lim.parameter)
-        }
+        stored_all: dict[tuple[str, tuple[str, str]], list[q.StoredEpisode]] = defaultdict(list)
+        for e in q.stored_episodes(self.pg, station, period):
+            stored_all[e.limit_id, (e.device, e.parameter)].append(e)
         anchor = changed_from
         for episodes in stored_all.values():
             for e in episodes:
@@ -352,18 +350,9 @@ class Aggregator:
                 new = ep.scan(sorted((end, v) for end, (v, _) in values.items()), lim, rules)
                 self._diff(station, device, lim, stored, new, values, now, episode_rows, alerts)
 
-    def _devices(self, station: str, parameter: str) -> list[tuple[str, str]]:
-        if not hasattr(self, "_device_cache"):
-            self._device_cache: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        return sorted(x for x in self._device_cache.get(station, ()) if x[1] == parameter)
-
     def _write(self, table, rows: list[Mean], now: int) -> int:
         ilp = []
-        cache = getattr(self, "_device_cache", None)
-        if cache is None:
-            self._device_cache = cache = defaultdict(set)
         for m in rows:
-            cache[m.station].add((m.device, m.parameter))
             values = dict(
                 station=m.station,
                 device=m.device,

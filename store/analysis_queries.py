@@ -218,14 +218,13 @@ class StoredEpisode:
     version: int
 
 
-def stored_episodes(conninfo: str, station: str, device: str, parameter: str, limit_id: str) -> list[StoredEpisode]:
-    """Every episode row of one series and limit (withdrawn ones too), oldest first."""
+def stored_episodes(conninfo: str, station: str, period: str) -> list[StoredEpisode]:
+    """Every episode row of one station's limits on one averaging period (withdrawn ones too), oldest first."""
     with connect(conninfo) as conn:
         rows = conn.execute(
             "SELECT ts::long, station, device, parameter, limit_id, state, escalated_at::long, closed_at::long,"
-            " periods, peak, version FROM exceedance_episodes WHERE station = %s AND device = %s"
-            " AND parameter = %s AND limit_id = %s ORDER BY ts",
-            (station, device, parameter, limit_id),
+            " periods, peak, version FROM exceedance_episodes WHERE station = %s AND period = %s ORDER BY ts",
+            (station, period),
         ).fetchall()
     return [StoredEpisode(*r) for r in rows]
 
