@@ -266,12 +266,22 @@ class Aggregator:
             last = max(ends[-1], local_day_bounds(days[-1])[1])
             series = self._aqi_series(station, first, last)
             for end in ends:
-                result = vn_aqi.hourly_aqi(series, end)
+                # Only the 12 hours NowCast reads: the calculator checks every hour it is given.
+                window = {
+                    p: {h: values[h] for h in range(end - (vn_aqi.NOWCAST_HOURS - 1) * HOUR_NS, end + 1, HOUR_NS)
+                        if h in values}
+                    for p, values in series.items()
+                }  # fmt: skip
+                result = vn_aqi.hourly_aqi(window, end)
                 hourly_rows.append(_aqi_row(AQI_HOURLY, end, station, result, now))
             for day in days:
                 if local_day_bounds(day)[0] > current_end:
                     continue
-                result = vn_aqi.daily_aqi(series, day, self.settings.daily_rules(station))
+                lo, hi = local_day_bounds(day)
+                window = {
+                    p: {h: v for h, v in values.items() if lo - 8 * HOUR_NS <= h <= hi} for p, values in series.items()
+                }
+                result = vn_aqi.daily_aqi(window, day, self.settings.daily_rules(station))
                 daily_rows.append(_aqi_row(AQI_DAILY, result.end_ns, station, result, now, day.isoformat()))
         self.writer.write_rows(AQI_HOURLY, hourly_rows)
         self.writer.write_rows(AQI_DAILY, daily_rows)
