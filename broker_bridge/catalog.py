@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker_bridge.alerts import AlertMessage
 from broker_bridge.commands import ResendRequest
 from broker_bridge.envelope import open_envelope
 from broker_bridge.receipts import SignedReceipt
 from broker_bridge.session import QOS
 from broker_bridge.station_messages import Birth, ResendReport, Status, Will
-from broker_bridge.topics import COMMAND_SUFFIX, DATA_SUFFIX, RECEIPT_SUFFIX, STATUS_SUFFIX
+from broker_bridge.topics import ALERT_SUFFIX, COMMAND_SUFFIX, DATA_SUFFIX, RECEIPT_SUFFIX, STATUS_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,14 @@ RECEIPT = TopicContract(
     (MessageKind("receipt", SignedReceipt.parse),),  # then SignedReceipt.verified with the trusted collector keys
 )  # fmt: skip
 
-TOPICS: tuple[TopicContract, ...] = (DATA, STATUS, COMMAND, RECEIPT)
+# Retained, so a dashboard that subscribes sees each station's latest alert at once; the same bytes are
+# the webhook's body (analysis/delivery.py).
+ALERT = TopicContract(
+    ALERT_SUFFIX, "json", QOS, True, "the aggregator (quantrac warehouse aggregate)", "people's tools, dashboards",
+    (MessageKind("alert", AlertMessage.parse),),
+)  # fmt: skip
+
+TOPICS: tuple[TopicContract, ...] = (DATA, STATUS, COMMAND, RECEIPT, ALERT)
 
 
 def kinds() -> dict[str, tuple[TopicContract, MessageKind]]:

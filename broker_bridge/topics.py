@@ -16,6 +16,7 @@ DATA_SUFFIX = "data"
 STATUS_SUFFIX = "status"
 COMMAND_SUFFIX = "cmd"  # warehouse -> station, e.g. "re-send batches 120..135"
 RECEIPT_SUFFIX = "receipt"  # warehouse -> station: how far its batches are committed (broker_bridge/receipts.py)
+ALERT_SUFFIX = "alert"  # warehouse -> people: an exceedance episode opened, escalated, closed (broker_bridge/alerts.py)
 
 
 class TopicError(ValueError):
@@ -45,6 +46,10 @@ def command_topic(station_id: str) -> str:
 
 def receipt_topic(station_id: str) -> str:
     return f"{PREFIX}/{check_station_id(station_id)}/{RECEIPT_SUFFIX}"
+
+
+def alert_topic(station_id: str) -> str:
+    return f"{PREFIX}/{check_station_id(station_id)}/{ALERT_SUFFIX}"
 
 
 def data_subscription(share_group: str | None = None) -> str:

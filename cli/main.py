@@ -13,6 +13,7 @@ from cli.bridge import bridge_app
 from cli.export import export_app
 from cli.logging_setup import configure_logging
 from cli.tt10 import tt10_app
+from cli.warehouse import warehouse_app
 from vocabulary.stations import STATION_KINDS
 
 app = typer.Typer(help="quantrac: environmental monitoring stations to the national warehouse.", no_args_is_help=True)
@@ -29,6 +30,7 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(tt10_app, name="tt10")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(export_app, name="export")
+app.add_typer(warehouse_app, name="warehouse")
 
 LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")
 BROKER_USER = typer.Option(None, "--broker-user", help="MQTT user name")

@@ -9,6 +9,7 @@ until the warehouse committed it; the caller commits or aborts the token.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain
@@ -27,9 +28,11 @@ from collector.sequence import DUPLICATE, NEW, FlushToken, SequenceTracker
 from collector.sessions import SessionGuard
 from store.commit import FlushRecords
 from store.ilp_writer import IlpRow, ReadingColumns, ilp_row
-from store.schema import BATCHES, STATION_EVENTS
+from store.schema import BATCHES, STATION_EVENTS, TOUCHED_HOURS
 
 log = structlog.get_logger("collector")
+
+HOUR_NS = 3_600_000_000_000
 
 Gap = tuple[str, int, int, int]  # station, first missing seq, last missing seq, when seen (ns)
 
@@ -192,7 +195,24 @@ def flush_records(prepared: PreparedFlush) -> FlushRecords:
         rejects=[i.outcome.row for i in batch if isinstance(i.outcome, Rejected)],
         events=[event_row(i.outcome) for i in batch if isinstance(i.outcome, StationEvent)],
         gaps=[gap_row(*g) for g in prepared.gaps],
+        touched=touched_rows([i for i in prepared.new if isinstance(i.outcome, Accepted)], time.time_ns()),
     )
+
+
+def touched_rows(items: list[PendingMessage], written_ns: int) -> list[IlpRow]:
+    """One ``touched_hours`` row per (station, hour) the committed readings fall in (hours labelled
+    by their end): what the aggregator recomputes. ``written_ns`` is taken after the readings committed."""
+    counts: Counter[tuple[str, int]] = Counter()
+    for item in items:
+        body = item.outcome.body
+        ends = np.asarray(body.ts_ns, dtype=np.int64) // HOUR_NS * HOUR_NS + HOUR_NS
+        hours, n = np.unique(ends, return_counts=True)
+        for hour, count in zip(hours.tolist(), n.tolist()):
+            counts[body.station, hour] += count
+    return [
+        ilp_row(TOUCHED_HOURS, written_ns, station=station, hour_end=hour, readings=count)
+        for (station, hour), count in counts.items()
+    ]
 
 
 def ledger_row(item: PendingMessage) -> IlpRow:

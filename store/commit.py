@@ -23,7 +23,7 @@ from store.ilp_writer import (
     WarehouseWriter,
 )
 from store.payload_store import PayloadStore
-from store.schema import BATCHES, READING_REVISIONS, SEQUENCE_GAPS, STATION_EVENTS
+from store.schema import BATCHES, READING_REVISIONS, SEQUENCE_GAPS, STATION_EVENTS, TOUCHED_HOURS
 
 REJECTS_PER_REQUEST_BYTES = 32 * 1024 * 1024  # base64 payload heads: far below QuestDB's 100 MiB request limit
 
@@ -37,6 +37,7 @@ class FlushRecords:
     events: list[IlpRow]
     gaps: list[IlpRow]
     revisions: list[IlpRow] = field(default_factory=list)  # stored readings these readings changed
+    touched: list[IlpRow] = field(default_factory=list)  # (station, hour) the readings fell in: the aggregator's feed
 
 
 class Warehouse:
@@ -81,6 +82,9 @@ class Warehouse:
         except WarehouseRefused as exc:
             written = refused(exc)
         rows = records()
+        # Right after the readings: the aggregator recomputes what these rows name, and waits for the
+        # readings' WAL before reading them (analysis/aggregator.py).
+        self.writer.write_rows(TOUCHED_HOURS, rows.touched)
         # Before the ledger: a ledger entry promises its batch is stored whole, its revisions included
         # (a failure here writes the flush again: the revisions' dedup keys make the repeat harmless).
         self.writer.write_rows(READING_REVISIONS, rows.revisions)

@@ -192,7 +192,192 @@ TT10_FILES = Table(
     dedup_keys=("ts", "station", "sha256"),
 )
 
-TABLES = (READINGS, REJECTS, BATCHES, STATION_EVENTS, SEQUENCE_GAPS, READING_REVISIONS, TT10_FILES)
+
+# -- what the warehouse computes from the readings (analysis/: averages, VN_AQI, QCVN exceedances, alerts) ----
+
+TOUCHED_HOURS = Table(
+    # Written by the collector after each commit of readings: which (station, hour) a flush wrote into,
+    # so the aggregator (analysis/aggregator.py) recomputes exactly those hours, late backlogs included.
+    name="touched_hours",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the collector wrote this row, after the readings' commit
+        ("station", "SYMBOL"),
+        ("hour_end", "TIMESTAMP_NS"),  # the touched hour, labelled by its END (UTC): readings in [end-1h, end)
+        ("readings", "INT"),  # readings of the flush in that hour
+    ),
+    dedup_keys=("ts", "station", "hour_end"),
+)
+
+_MEAN_COLUMNS = (
+    ("station", "SYMBOL"),
+    ("device", "SYMBOL"),
+    ("parameter", "SYMBOL"),
+    ("unit", "SYMBOL"),
+    ("mean", "DOUBLE"),  # of the valid readings (or valid hours); NULL when none
+    ("min", "DOUBLE"),
+    ("max", "DOUBLE"),
+    ("n_valid", "INT"),  # readings (hourly) or hours (8-hour, daily) that went in
+    ("n_expected", "INT"),
+    ("coverage", "DOUBLE"),  # n_valid / n_expected
+    ("valid", "BOOLEAN"),  # the completeness rule (``rule``) is met: the only means ever published
+    ("worst_flag", "BYTE"),  # the worst QARTOD flag of what went in (hourly); of the hours' worst flags above
+    ("rule", "SYMBOL"),  # e.g. ">=75% of 60 expected; status 00, qc 1,2"
+    ("computed_at", "TIMESTAMP_NS"),
+)
+
+HOURLY_MEANS = Table(
+    name="hourly_means",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # the hour's END (UTC); readings in [ts-1h, ts)
+        *_MEAN_COLUMNS,
+        ("n_readings", "INT"),  # every stored reading of the hour, valid or not
+        ("n_calibrating", "INT"),  # status 01
+        ("n_device_error", "INT"),  # status 02
+        ("n_qc_fail", "INT"),  # status 00 with qc_flag 4 (fail) or 9 (missing)
+        ("n_suspect", "INT"),  # status 00 with qc_flag 3: left out (analysis/README.md says why)
+    ),
+    dedup_keys=("ts", "station", "device", "parameter"),
+    partition_by="MONTH",
+)
+
+EIGHT_HOUR_MEANS = Table(
+    name="eight_hour_means",
+    columns=(("ts", "TIMESTAMP_NS"), *_MEAN_COLUMNS),  # ts: the END of the 8 hours
+    dedup_keys=("ts", "station", "device", "parameter"),
+    partition_by="MONTH",
+)
+
+DAILY_MEANS = Table(
+    name="daily_means",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # the day's END in UTC: 24:00 local (Asia/Ho_Chi_Minh) = 17:00 UTC
+        *_MEAN_COLUMNS,
+        ("local_day", "SYMBOL"),  # YYYY-MM-DD, the VN_AQI day (hours ending 01:00..24:00 local)
+        ("max_hourly", "DOUBLE"),  # the day's largest valid hourly mean (SO2, NO2, CO: what VN_AQI uses)
+    ),
+    dedup_keys=("ts", "station", "device", "parameter"),
+    partition_by="MONTH",
+)
+
+AQI_HOURLY = Table(
+    name="aqi_hourly",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # the hour's END
+        ("station", "SYMBOL"),
+        ("aqi", "INT"),  # NULL: no AQI (no PM10 or PM2,5 sub-index); ``reason`` says why
+        ("category", "SYMBOL"),
+        ("colour", "SYMBOL"),  # hex of Bảng 1's RGB
+        ("dominant", "SYMBOL"),
+        ("sub_indices", "VARCHAR"),  # JSON {parameter: {value, concentration, basis}}
+        ("missing", "VARCHAR"),  # JSON {parameter: why}
+        ("reason", "VARCHAR"),
+        ("computed_at", "TIMESTAMP_NS"),
+    ),
+    dedup_keys=("ts", "station"),
+    partition_by="MONTH",
+)
+
+AQI_DAILY = Table(
+    name="aqi_daily",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # the day's END (24:00 local, in UTC)
+        ("station", "SYMBOL"),
+        ("local_day", "SYMBOL"),
+        ("aqi", "INT"),
+        ("category", "SYMBOL"),
+        ("colour", "SYMBOL"),
+        ("dominant", "SYMBOL"),
+        ("sub_indices", "VARCHAR"),
+        ("missing", "VARCHAR"),
+        ("reason", "VARCHAR"),
+        ("computed_at", "TIMESTAMP_NS"),
+    ),
+    dedup_keys=("ts", "station"),
+    partition_by="MONTH",
+)
+
+EXCEEDANCE_EPISODES = Table(
+    # One row per episode, keyed by when it opened; re-evaluation after late data rewrites the row
+    # (state, close, peak) or marks it ``withdrawn``; every decision is also an ``alerts`` row.
+    name="exceedance_episodes",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # the END of the first exceeding period
+        ("station", "SYMBOL"),
+        ("device", "SYMBOL"),
+        ("parameter", "SYMBOL"),
+        ("limit_id", "SYMBOL"),  # e.g. "QCVN 19:2024/BTNMT SO2 1h zone B"
+        ("period", "SYMBOL"),  # 1h / 8h / 24h
+        ("limit_value", "DOUBLE"),
+        ("unit", "SYMBOL"),
+        ("state", "SYMBOL"),  # open / escalated / closed / withdrawn
+        ("escalated_at", "TIMESTAMP_NS"),
+        ("closed_at", "TIMESTAMP_NS"),  # END of the first period back under limit - hysteresis
+        ("periods", "INT"),  # exceeding periods so far
+        ("peak", "DOUBLE"),
+        ("last_mean", "DOUBLE"),
+        ("decided_at", "TIMESTAMP_NS"),
+        ("version", "INT"),  # rises with every change of this row
+    ),
+    dedup_keys=("ts", "station", "device", "parameter", "limit_id"),
+    partition_by="MONTH",
+)
+
+ALERTS = Table(
+    # Each episode decision (open, escalate, close, reopen, withdraw) once, and the durable outbox of its
+    # delivery: a row is rewritten (same ts and alert_id) as its webhook and MQTT deliveries succeed.
+    name="alerts",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the decision was made
+        ("alert_id", "SYMBOL"),  # sha256 of (episode key, kind, transition time): one alert per decision
+        ("station", "SYMBOL"),
+        ("kind", "SYMBOL"),  # open / escalate / close / reopen / withdraw
+        ("audience", "SYMBOL"),  # regulator (pollution) / technician (data availability)
+        ("payload", "VARCHAR"),  # the JSON message (broker_bridge/alerts.py), the webhook body too
+        ("webhook_state", "SYMBOL"),  # pending / delivered / none (no webhook configured)
+        ("webhook_attempts", "INT"),
+        ("mqtt_state", "SYMBOL"),
+        ("mqtt_attempts", "INT"),
+        ("last_error", "VARCHAR"),
+        ("updated_at", "TIMESTAMP_NS"),
+    ),
+    dedup_keys=("ts", "alert_id"),
+    partition_by="MONTH",
+)
+
+AGGREGATOR_PROGRESS = Table(
+    # The aggregator's durable watermark over ``touched_hours.ts``: one row per advance (read the latest).
+    name="aggregator_progress",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),
+        ("aggregator", "SYMBOL"),
+        ("watermark", "TIMESTAMP_NS"),
+    ),
+    dedup_keys=("ts", "aggregator"),
+    partition_by="MONTH",
+)
+
+ANALYSIS_TABLES = (
+    TOUCHED_HOURS,
+    HOURLY_MEANS,
+    EIGHT_HOUR_MEANS,
+    DAILY_MEANS,
+    AQI_HOURLY,
+    AQI_DAILY,
+    EXCEEDANCE_EPISODES,
+    ALERTS,
+    AGGREGATOR_PROGRESS,
+)
+
+TABLES = (
+    READINGS,
+    REJECTS,
+    BATCHES,
+    STATION_EVENTS,
+    SEQUENCE_GAPS,
+    READING_REVISIONS,
+    TT10_FILES,
+    *ANALYSIS_TABLES,
+)
 
 
 def ensure_schema(conninfo: str, tables: tuple[Table, ...] = TABLES) -> None:

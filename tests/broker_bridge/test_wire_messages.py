@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_bridge import catalog
+from broker_bridge.alerts import AlertMessage
 from broker_bridge.commands import MAX_COMMAND_BYTES, ResendRequest, parse_command
 from broker_bridge.envelope import verifier
 from broker_bridge.json_message import MAX_JSON_DEPTH, MessageError
@@ -67,10 +68,16 @@ CASES = {
     "resend_report": ResendReport(ST, SESSION, TS, 120, 135, 12, ((120, 121), (130, 131))),
     "resend_request": ResendRequest(120, 135),
     "receipt": Receipt(ST, 1480, ((1483, 1490), (1495, 1502)), TS).signed(COLLECTOR_KEY),
+    "alert": AlertMessage("3f9c2a7d5e1b4c8a9d0e6f1a2b3c4d5e", "open", "NM_STACK_01", "cems", "SO2",
+                          "QCVN 19:2024/BTNMT (boiler, O2 ref 7 %) SO2 1h zone B",
+                          "QCVN 19:2024/BTNMT (boiler, O2 ref 7 %)",
+                          "1h", 200.0, "mg/Nm3", TS, TS, "open", 250.0, 250.0, 1, TS + 120_000_000_000,
+                          confidence="UNCONFIRMED"),
 }  # fmt: skip
 KIND_OF_CASE = {"birth": "birth", "will": "will", "will_planned": "will",
                 "status": "status", "status_minimal": "status",
-                "resend_report": "resend_report", "resend_request": "resend_request", "receipt": "receipt"}  # fmt: skip
+                "resend_report": "resend_report", "resend_request": "resend_request", "receipt": "receipt",
+                "alert": "alert"}  # fmt: skip
 
 
 def vector(name: str) -> bytes:

@@ -1,0 +1,1 @@
+"""What the warehouse computes from the readings: averages with completeness, VN_AQI, QCVN exceedances, alerts."""

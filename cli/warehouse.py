@@ -1,0 +1,111 @@
+"""``quantrac warehouse aggregate``: averages, VN_AQI, QCVN exceedances and alerts from the readings."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import typer
+
+from cli.logging_setup import configure_logging
+
+warehouse_app = typer.Typer(
+    help="What the warehouse computes: averages, VN_AQI, exceedances, alerts.", no_args_is_help=True
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@warehouse_app.command("aggregate")
+def aggregate(
+    questdb: str = typer.Option("127.0.0.1:9000", help="QuestDB HTTP host:port (ILP)"),
+    questdb_pg: str = typer.Option("127.0.0.1:8812", help="QuestDB PostgreSQL-wire host:port"),
+    settings: Path | None = typer.Option(None, help="aggregation settings (YAML, analysis/README.md)"),
+    registry: Path | None = typer.Option(None, help="station registry: the stations' kinds (AQI, default limits)"),
+    broker: str | None = typer.Option(None, help="MQTT broker host:port for retained alerts"),
+    webhook: str | None = typer.Option(None, help="URL every alert is POSTed to (JSON)"),
+    webhook_secret_file: Path | None = typer.Option(None, help="file (mode 0600) with the webhook's HMAC secret"),
+    poll_s: float = typer.Option(10.0, min=0.05, help="seconds between polls of touched_hours"),
+    settle_s: float = typer.Option(
+        0.0, min=0, help="compute an hour only this long after it ended (late data are recomputed anyway)"
+    ),
+    name: str = typer.Option("aggregator", help="name of the durable watermark (one per aggregator)"),
+    client_id: str = typer.Option("quantrac-aggregator", help="MQTT client id"),
+    broker_user: str | None = typer.Option(None, "--broker-user"),
+    broker_password_file: Path | None = typer.Option(None, "--broker-password-file"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Recompute the hours the collector's commits touched, and everything built on them; send alerts."""
+    configure_logging(log_level)
+    from analysis.aggregator import Aggregator
+    from analysis.delivery import AlertDelivery
+    from analysis.settings import Settings
+    from broker_bridge.session import BrokerAddress
+    from collector.registry import RegistryError, StationRegistry
+    from configuration.errors import ConfigError
+    from store.questdb_server import QuestDBEndpoints
+
+    try:
+        endpoints = QuestDBEndpoints.at(questdb_pg, http=questdb)
+        loaded = Settings.load(settings)
+        kinds_source = StationRegistry(registry) if registry is not None else None
+        if kinds_source is not None:
+            kinds_source.reload_if_changed()  # a broken registry fails now, with its file:line
+        secret = None
+        if webhook_secret_file is not None:
+            if webhook_secret_file.stat().st_mode & 0o077:
+                _fail(f"{webhook_secret_file} is readable by others: chmod 600 it")
+            secret = webhook_secret_file.read_bytes().strip()
+        address = None
+        if broker is not None:
+            address = BrokerAddress.parse(broker).with_credentials(broker_user, broker_password_file)
+    except (ConfigError, RegistryError, ValueError, OSError) as exc:
+        _fail(str(exc))
+
+    def kinds():
+        if kinds_source is None:
+            return {}
+        kinds_source.reload_if_changed()
+        return kinds_source.kinds()
+
+    delivery = None
+    if webhook or address is not None:
+        delivery = AlertDelivery(
+            endpoints.pg_conninfo,
+            endpoints.ilp_conf,
+            webhook_url=webhook,
+            webhook_secret=secret,
+            broker=address,
+            client_id=client_id,
+        )
+    aggregator = Aggregator(
+        endpoints.pg_conninfo,
+        endpoints.ilp_conf,
+        loaded,
+        kinds,
+        name=name,
+        settle_s=settle_s,
+        on_alerts=delivery.submit if delivery else None,
+        channels=delivery.channels if delivery else None,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    aggregator.start()
+    threads = []
+    if delivery is not None:
+        delivery.load_pending()
+        threads.append(threading.Thread(target=delivery.run, args=(stop,), daemon=True, name="alert-delivery"))
+        threads[-1].start()
+    try:
+        aggregator.run(stop, poll_s)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        if delivery is not None:
+            delivery.close()

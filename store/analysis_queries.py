@@ -1,0 +1,277 @@
+"""The SQL of the warehouse's computed tables (analysis/): what the aggregator reads and how.
+
+Readings are aggregated inside QuestDB (one GROUP BY per hour range, counts and sums per admission
+class), so the aggregator moves per-series rows, not readings. Times are UTC nanoseconds; hours are
+labelled by their END and hold the readings of [end - 1 h, end).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from store.errors import WarehouseUnavailable
+from store.queries import connect
+
+HOUR_NS = 3_600_000_000_000
+
+# Admission classes of a reading: status 00 with a value, by its QC flag (NULL: no control ran = 2).
+_OK = "status = '00' AND value IS NOT NULL"
+_CLASSES = {
+    "pass": f"{_OK} AND qc_flag = 1",
+    "not_evaluated": f"{_OK} AND (qc_flag IS NULL OR qc_flag = 2)",
+    "suspect": f"{_OK} AND qc_flag = 3",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClassStats:
+    """Readings of one admission class in an hour: count, sum, min, max of their values."""
+
+    n: int
+    total: float
+    low: float | None
+    high: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HourAggregate:
+    station: str
+    device: str
+    parameter: str
+    unit: str
+    hour_end: int
+    n_readings: int
+    n_calibrating: int
+    n_device_error: int
+    n_qc_fail: int
+    classes: dict[str, ClassStats]
+
+
+def _class_columns() -> str:
+    parts = []
+    for cond in _CLASSES.values():
+        parts += [
+            f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)",
+            f"sum(CASE WHEN {cond} THEN value END)",
+            f"min(CASE WHEN {cond} THEN value END)",
+            f"max(CASE WHEN {cond} THEN value END)",
+        ]
+    return ", ".join(parts)
+
+
+_HOURLY_SQL = (
+    "SELECT station, device, parameter, unit, timestamp_floor('h', ts)::long, count(),"
+    " sum(CASE WHEN status = '01' THEN 1 ELSE 0 END), sum(CASE WHEN status = '02' THEN 1 ELSE 0 END),"
+    " sum(CASE WHEN status = '00' AND (value IS NULL OR qc_flag IN (4, 9)) THEN 1 ELSE 0 END), "
+    + _class_columns()
+    + " FROM readings WHERE station IN ({stations}) AND ts >= cast(%s AS TIMESTAMP_NS)"
+    " AND ts < cast(%s AS TIMESTAMP_NS) GROUP BY 1, 2, 3, 4, 5"
+)
+
+
+def hour_aggregates(conninfo: str, stations: Sequence[str], first_end: int, last_end: int) -> list[HourAggregate]:
+    """Per (station, device, parameter, unit, hour) of the hours ending first_end..last_end: the counts
+    by status and QC class. One query, whatever the number of stations."""
+    sql = _HOURLY_SQL.format(stations=", ".join(["%s"] * len(stations)))
+    with connect(conninfo) as conn:
+        rows = conn.execute(sql, (*stations, first_end - HOUR_NS, last_end)).fetchall()
+    out = []
+    for row in rows:
+        station, device, parameter, unit, start, n, cal, err, fail, *cls = row
+        classes = {
+            name: ClassStats(int(cls[4 * i] or 0), float(cls[4 * i + 1] or 0.0), cls[4 * i + 2], cls[4 * i + 3])
+            for i, name in enumerate(_CLASSES)
+        }
+        out.append(
+            HourAggregate(
+                station, device, parameter, unit or "", start + HOUR_NS, n, cal or 0, err or 0, fail or 0, classes
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMean:
+    ts: int  # period end
+    station: str
+    device: str
+    parameter: str
+    unit: str
+    mean: float | None
+    valid: bool
+    worst_flag: int | None
+
+
+def stored_means(
+    conninfo: str,
+    table: str,
+    stations: Sequence[str],
+    first_end: int,
+    last_end: int,
+    parameters: Sequence[str] | None = None,
+) -> list[StoredMean]:
+    """Rows of a means table (hourly_means, eight_hour_means, daily_means) ending in [first_end, last_end]."""
+    where = [
+        f"station IN ({', '.join(['%s'] * len(stations))})",
+        "ts >= cast(%s AS TIMESTAMP_NS)",
+        "ts <= cast(%s AS TIMESTAMP_NS)",
+    ]
+    params: list[object] = [*stations, first_end, last_end]
+    if parameters:
+        where.append(f"parameter IN ({', '.join(['%s'] * len(parameters))})")
+        params += list(parameters)
+    sql = (
+        f"SELECT ts::long, station, device, parameter, unit, mean, valid, worst_flag FROM {table}"
+        f" WHERE {' AND '.join(where)} ORDER BY ts"
+    )
+    with connect(conninfo) as conn:
+        return [StoredMean(*r[:5], r[5], bool(r[6]), r[7]) for r in conn.execute(sql, params)]
+
+
+@dataclass(frozen=True, slots=True)
+class DayAggregate:
+    station: str
+    device: str
+    parameter: str
+    unit: str
+    n_valid: int
+    mean: float | None
+    low: float | None
+    high: float | None
+    worst_flag: int | None
+
+
+def day_aggregates(conninfo: str, stations: Sequence[str], first_end: int, last_end: int) -> list[DayAggregate]:
+    """Per (station, device, parameter, unit), the valid hourly means ending in [first_end, last_end]:
+    count, mean, min and max (one local day's 24 hours)."""
+    sql = (
+        "SELECT station, device, parameter, unit, sum(CASE WHEN valid THEN 1 ELSE 0 END),"
+        " avg(CASE WHEN valid THEN mean END), min(CASE WHEN valid THEN mean END),"
+        " max(CASE WHEN valid THEN mean END), max(CASE WHEN valid THEN worst_flag END) FROM hourly_means"
+        f" WHERE station IN ({', '.join(['%s'] * len(stations))}) AND ts >= cast(%s AS TIMESTAMP_NS)"
+        " AND ts <= cast(%s AS TIMESTAMP_NS) GROUP BY 1, 2, 3, 4"
+    )
+    with connect(conninfo) as conn:
+        rows = conn.execute(sql, (*stations, first_end, last_end)).fetchall()
+    return [DayAggregate(s, d, p, u or "", int(n or 0), m, lo, hi, wf) for s, d, p, u, n, m, lo, hi, wf in rows]
+
+
+# -- the feed: which hours the collector wrote into ------------------------------------------------------
+
+
+def touched_hours(conninfo: str, after_ns: int, upto_ns: int) -> list[tuple[int, str, int]]:
+    """(ts, station, hour_end) of the collector's touched_hours rows with after < ts <= upto."""
+    with connect(conninfo) as conn:
+        return conn.execute(
+            "SELECT ts::long, station, hour_end::long FROM touched_hours WHERE ts > cast(%s AS TIMESTAMP_NS)"
+            " AND ts <= cast(%s AS TIMESTAMP_NS)",
+            (after_ns, upto_ns),
+        ).fetchall()
+
+
+def wait_applied(conninfo: str, tables: Iterable[str], timeout_s: float = 30.0) -> None:
+    """Return once every transaction committed to ``tables`` so far is visible to queries."""
+    names = tuple(tables)
+    deadline = time.monotonic() + timeout_s
+    with connect(conninfo) as conn:
+        while True:
+            rows = conn.execute(
+                "SELECT name, writerTxn, sequencerTxn FROM wal_tables()"
+                f" WHERE name IN ({', '.join(['%s'] * len(names))})",
+                names,
+            ).fetchall()
+            if all(w >= s for _, w, s in rows):
+                return
+            if time.monotonic() > deadline:
+                lag = {n: s - w for n, w, s in rows if s > w}
+                raise WarehouseUnavailable(f"WAL of {lag} not applied within {timeout_s} s")
+            time.sleep(0.02)
+
+
+def latest_watermark(conninfo: str, aggregator: str) -> int | None:
+    with connect(conninfo) as conn:
+        row = conn.execute(
+            "SELECT watermark::long FROM aggregator_progress WHERE aggregator = %s"
+            " LATEST ON ts PARTITION BY aggregator",
+            (aggregator,),
+        ).fetchone()
+    return None if row is None else row[0]
+
+
+# -- episodes and alerts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEpisode:
+    opened: int
+    station: str
+    device: str
+    parameter: str
+    limit_id: str
+    state: str
+    escalated_at: int | None
+    closed_at: int | None
+    periods: int
+    peak: float
+    version: int
+
+
+def stored_episodes(conninfo: str, station: str, period: str) -> list[StoredEpisode]:
+    """Every episode row of one station's limits on one averaging period (withdrawn ones too), oldest first."""
+    with connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT ts::long, station, device, parameter, limit_id, state, escalated_at::long, closed_at::long,"
+            " periods, peak, version FROM exceedance_episodes WHERE station = %s AND period = %s ORDER BY ts",
+            (station, period),
+        ).fetchall()
+    return [StoredEpisode(*r) for r in rows]
+
+
+def existing_alert_ids(conninfo: str, alert_ids: Sequence[str]) -> set[str]:
+    if not alert_ids:
+        return set()
+    with connect(conninfo) as conn:
+        rows = conn.execute(
+            f"SELECT DISTINCT alert_id FROM alerts WHERE alert_id IN ({', '.join(['%s'] * len(alert_ids))})",
+            list(alert_ids),
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    ts: int
+    alert_id: str
+    station: str
+    kind: str
+    audience: str
+    payload: str
+    webhook_state: str
+    webhook_attempts: int
+    mqtt_state: str
+    mqtt_attempts: int
+
+
+_ALERT_COLUMNS = (
+    "ts::long, alert_id, station, kind, audience, payload, webhook_state, webhook_attempts, mqtt_state, mqtt_attempts"
+)
+
+
+def undelivered_alerts(conninfo: str) -> list[StoredAlert]:
+    """Alerts whose webhook or MQTT delivery is still pending, oldest first (the outbox after a restart)."""
+    with connect(conninfo) as conn:
+        rows = conn.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE webhook_state = 'pending' OR mqtt_state = 'pending' ORDER BY ts"
+        ).fetchall()
+    return [StoredAlert(*r) for r in rows]
+
+
+def recent_alerts(conninfo: str, station: str | None = None, limit: int = 100) -> list[StoredAlert]:
+    where, params = ("WHERE station = %s", [station]) if station else ("", [])
+    with connect(conninfo) as conn:
+        rows = conn.execute(
+            f"SELECT {_ALERT_COLUMNS} FROM alerts {where} ORDER BY ts DESC LIMIT %s", [*params, limit]
+        ).fetchall()
+    return [StoredAlert(*r) for r in rows]
