@@ -74,6 +74,7 @@ def pm_value(parameter, t):
     return round(base if parameter == "PM10" else base * 0.55, 3)
 
 
+@pytest.mark.slow  # readings through the collector, then the aggregator: ~25 s
 def test_means_coverage_aqi_and_a_late_backlog_equal_an_independent_computation(
     station, mosquitto_server, make_collector, warehouse
 ):
@@ -236,6 +237,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow  # an episode through its life, with a webhook and MQTT alerts: ~20 s
 @pytest.mark.parametrize("station", ["stack_emission"], indirect=True)
 def test_a_stack_so2_exceedance_opens_one_episode_escalates_once_and_closes(
     station, mosquitto_server, make_collector, warehouse, tmp_path
