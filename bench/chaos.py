@@ -59,17 +59,21 @@ import yaml  # noqa: E402
 from broker_bridge.envelope import decode_body, open_envelope  # noqa: E402
 from broker_bridge.keys import write_new_key  # noqa: E402
 from broker_bridge.mosquitto_server import MosquittoServer  # noqa: E402
-from cli.processes import agent_process, collector_process, sim_process  # noqa: E402
+from cli.processes import agent_process, collector_process, relay_process, sim_process  # noqa: E402
 from collector.registry import add_station  # noqa: E402
 from station_profiles.loader import STATIONS_DIR  # noqa: E402
 from store.questdb_server import QuestDBServer  # noqa: E402
 from store.schema import ensure_schema  # noqa: E402
 from supervisor.process import ManagedProcess, free_port, log_tail, wait_until  # noqa: E402
 
-KINDS = ("agent", "collector", "mosquitto", "questdb")
-# Issue 10's run: agents 55, collector 20, Mosquitto 14, QuestDB 5 out of 94.
-WEIGHTS = {"agent": 55, "collector": 20, "mosquitto": 15, "questdb": 10}
-RESTART_DELAY_S = {"agent": (0.2, 3.0), "collector": (0.5, 5.0), "mosquitto": (0.5, 5.0), "questdb": (1.0, 8.0)}
+KINDS = ("agent", "collector", "mosquitto", "questdb", "relay", "province")
+# Issue 10's run: agents 55, collector 20, Mosquitto 14, QuestDB 5 out of 94. With --relay the
+# stations' broker is a province's ("province") and the relay forwards to the collector's broker.
+WEIGHTS = {"agent": 55, "collector": 20, "mosquitto": 15, "questdb": 10, "relay": 12, "province": 10}
+RESTART_DELAY_S = {
+    "agent": (0.2, 3.0), "collector": (0.5, 5.0), "mosquitto": (0.5, 5.0), "questdb": (1.0, 8.0),
+    "relay": (0.5, 5.0), "province": (0.5, 5.0),
+}  # fmt: skip
 TEMPLATES = ("demo_air_01.yaml", "demo_stack_01.yaml", "demo_ww_01.yaml")
 SHARE_GROUP = "chaos"
 PROGRESS_EVERY_S = 30.0
@@ -269,6 +273,9 @@ class Rig:
         self.receipts = receipts_supported()
         self.questdb = QuestDBServer(root / "questdb")
         self.mosquitto = MosquittoServer(root / "mosquitto")
+        # --relay: the stations speak to a province broker; a relay forwards their batches to this one
+        self.province = MosquittoServer(root / "province-mosquitto") if args.relay else None
+        self.relay: Victim | None = None
         self.registry = root / "registry.yaml"
         self.collector_key = root / "keys" / "collector.key"
         if self.receipts:
@@ -288,6 +295,11 @@ class Rig:
         self.mosquitto.start()
         self.victims += [Victim("questdb", "questdb", self.questdb), Victim("mosquitto", "mosquitto", self.mosquitto)]
         broker = f"127.0.0.1:{self.mosquitto.port}"
+        station_broker = broker
+        if self.province is not None:
+            self.province.start()
+            self.victims.append(Victim("province", "province-mosquitto", self.province))
+            station_broker = f"127.0.0.1:{self.province.port}"
         for st in self.stations:
             st.sim = sim_process(st.file, st.root / "truth.jsonl", st.root / "sim.log", st.ports).start()
         for st in self.stations:
@@ -313,11 +325,16 @@ class Rig:
             self.collectors.append(victim)
         for victim in self.collectors:
             wait_logged(victim.target, "mqtt_connected")
+        if self.province is not None:
+            self.relay = Victim("relay", "relay", relay_process(self.relay_file(), self.root / "relay.log"))
+            self.relay.target.start()
+            wait_logged(self.relay.target, "relay_connected")
+            self.victims.append(self.relay)
         for st in self.stations:
             process = agent_process(
                 st.file,
                 st.key,
-                broker,
+                station_broker,
                 st.outbox,
                 st.root / "agent.log",
                 st.ports,
@@ -331,10 +348,29 @@ class Rig:
             st.agent.target.start()
         self.victims += self.collectors + [st.agent for st in self.stations]
 
+    def relay_file(self) -> Path:
+        """The relay's file: national receipts verified and passed on to the agents (no province collector)."""
+        path = self.root / "relay.yaml"
+        doc = {
+            "stations": [st.id for st in self.stations],
+            "province": {"broker": f"127.0.0.1:{self.province.port}"},
+            "national": {"broker": f"127.0.0.1:{self.mosquitto.port}"},
+            "outbox_dir": str(self.root / "relay"),
+            "client_id": "chaos-relay",
+        }
+        if self.receipts:
+            doc |= {
+                "receipt_keys": [str(self.collector_key.with_suffix(".pub"))],
+                "receipt_timeout_s": self.args.receipt_timeout_s,
+                "pass_receipts": True,
+            }
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
     def watch_exits(self, now: float) -> None:
         """An agent or collector that exited without our kill: count it, keep its log's tail, start it again."""
         for victim in self.victims:
-            if victim.kind in ("agent", "collector") and not victim.down_by_us and not victim.running:
+            if victim.kind in ("agent", "collector", "relay") and not victim.down_by_us and not victim.running:
                 victim.unexpected_exits.append(
                     {
                         "at_s": round(now, 1),
@@ -347,10 +383,13 @@ class Rig:
 
     def stop(self) -> None:
         everything = [st.agent.target for st in self.stations if st.agent] + [c.target for c in self.collectors]
+        everything += [self.relay.target] if self.relay is not None else []
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda p: p.stop(timeout=30), everything))
             list(pool.map(lambda p: p.stop(timeout=10), [st.sim for st in self.stations if st.sim]))
         self.mosquitto.stop()
+        if self.province is not None:
+            self.province.stop()
         self.questdb.stop()
 
 
@@ -570,11 +609,13 @@ def audit_gaps(rig: Rig, lost_by_station: dict[str, dict]) -> dict:
 
 
 def audit_processes(rig: Rig) -> dict:
-    by_kind = {k: sum(v.kills for v in rig.victims if v.kind == k) for k in KINDS}
+    present = {v.kind for v in rig.victims}
+    by_kind = {k: sum(v.kills for v in rig.victims if v.kind == k) for k in KINDS if k in present}
     collector_exits = [
         {"collector": v.name, **exit} for v in rig.collectors for exit in v.unexpected_exits
     ]  # fmt: skip
     agent_exits = [{"agent": st.agent.name, **e} for st in rig.stations for e in st.agent.unexpected_exits]
+    relay_exits = [{"relay": rig.relay.name, **e} for e in rig.relay.unexpected_exits] if rig.relay else []
     tracebacks = {
         v.name: v.target.log_path.read_text(errors="replace").count("Traceback") for v in rig.collectors
     }  # fmt: skip
@@ -585,6 +626,8 @@ def audit_processes(rig: Rig) -> dict:
         "collector_exits": collector_exits,
         "unexpected_agent_exits": len(agent_exits),
         "agent_exits": agent_exits[:10],
+        "unexpected_relay_exits": len(relay_exits),
+        "relay_exits": relay_exits[:10],
         "collector_tracebacks": tracebacks,
     }
 
@@ -595,8 +638,9 @@ def summary_line(report: dict) -> str:
     return (
         f"chaos: {report['duration_s']:.0f} s, seed {report['seed']}, {report['stations']} stations,"
         f" {report['collectors']} collector(s), receipts {'on' if report['receipts'] else 'off'},"
-        f" {report['processes']['kills']} kills (agents {k['agent']}, collectors {k['collector']},"
-        f" mosquitto {k['mosquitto']}, questdb {k['questdb']}): outboxes {r['outbox']:,} readings;"
+        f"{' through a relay,' if report.get('relay') else ''}"
+        f" {report['processes']['kills']} kills ({', '.join(f'{kind} {n}' for kind, n in k.items())}):"
+        f" outboxes {r['outbox']:,} readings;"
         f" warehouse {r['warehouse']:,}; lost {r['lost']}; duplicated {r['duplicated'] + r['unknown']};"
         f" altered {r['altered']}; open gaps {g['open']} (healed {g['healed']}, lost at source"
         f" {g['closed_lost_at_source']}); unexpected collector exits {exits}"
@@ -619,6 +663,7 @@ def print_report(report: dict) -> None:
         ("gaps healed / lost at source / open", f"{g['healed']} / {g['closed_lost_at_source']} / {g['open']}"),
         ("unexpected collector exits", p["unexpected_collector_exits"]),
         ("unexpected agent exits", p["unexpected_agent_exits"]),
+        ("unexpected relay exits", p["unexpected_relay_exits"]),
         ("tracebacks in collector logs", p["collector_tracebacks"]),
         ("drain", report["drain"]),
         ("load average (mean / max, 1 min)", report["load"]),
@@ -645,6 +690,7 @@ def passed(report: dict) -> bool:
         r["lost"] == r["duplicated"] == r["unknown"] == r["altered"] == 0
         and report["gaps"]["open"] == 0
         and report["processes"]["unexpected_collector_exits"] == 0
+        and report["processes"]["unexpected_relay_exits"] == 0
     )
 
 
@@ -654,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="seed of the schedule (default: from the clock)")
     parser.add_argument("--stations", type=int, default=20)
     parser.add_argument("--collectors", type=int, choices=(1, 2), default=1, help="2: one shared subscription")
+    parser.add_argument(
+        "--relay", action="store_true", help="stations on a province broker, forwarded by `quantrac bridge forward`"
+    )
     parser.add_argument("--poll-s", type=float, default=1.0, help="each station's poll interval")
     parser.add_argument("--kills", type=int, default=None, help="SIGKILLs in all (default: one per 5 s, >= 25)")
     parser.add_argument(
@@ -696,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "stations": args.stations,
             "collectors": args.collectors,
+            "relay": args.relay,
             "poll_s": args.poll_s,
             "kinds": args.kinds,
             "receipts": rig.receipts,
