@@ -692,10 +692,13 @@ class Outbox:
         }
 
     def _transaction(self):
-        return _Transaction(self._db)
+        return WriteTransaction(self._db)
 
 
-class _Transaction:
+class WriteTransaction:
+    """``with WriteTransaction(db):`` BEGIN IMMEDIATE (the write lock at once: no upgrade deadlock), then
+    COMMIT, or ROLLBACK on an exception. For connections opened with ``isolation_level=None``."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -379,3 +381,23 @@ class BatchPublisher:
         if not resend:
             self._published_upto = batch.seq
         log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)
+
+
+def resolve_shared_pubacks(pubacks: queue.SimpleQueue, publishers: Mapping[str, BatchPublisher]) -> int:
+    """PUBACKs (mid, reason code) of one connection that several stations' publishers share (the
+    relay, the TT10 bridge): each goes to the publisher that sent that mid. Returns how many came."""
+    by_station: dict[str, list] = defaultdict(list)
+    count = 0
+    while True:
+        try:
+            mid, reason_code = pubacks.get_nowait()
+        except queue.Empty:
+            break
+        count += 1
+        for station, publisher in publishers.items():
+            if publisher.owns(mid):
+                by_station[station].append((mid, reason_code))
+                break
+    for station, acks in by_station.items():
+        publishers[station].resolve_acks(acks)
+    return count

@@ -52,7 +52,7 @@ from broker_bridge.topics import (
     status_topic,
 )
 from edge_agent.outbox import Outbox, RetentionPolicy
-from edge_agent.publisher import BatchPublisher
+from edge_agent.publisher import BatchPublisher, resolve_shared_pubacks
 
 log = structlog.get_logger("broker_bridge.forward")
 
@@ -266,21 +266,7 @@ class Relay:
         self.counts.redelivered += len(payloads) - len(kept)
 
     def _resolve_pubacks(self) -> int:
-        by_publisher: dict[str, list] = defaultdict(list)
-        count = 0
-        while True:
-            try:
-                mid, reason_code = self._pubacks.get_nowait()
-            except queue.Empty:
-                break
-            count += 1
-            for station, publisher in self.publishers.items():
-                if publisher.owns(mid):
-                    by_publisher[station].append((mid, reason_code))
-                    break
-        for station, acks in by_publisher.items():
-            self.publishers[station].resolve_acks(acks)
-        return count
+        return resolve_shared_pubacks(self._pubacks, self.publishers)
 
     def _answer_commands(self) -> int:
         answered = 0

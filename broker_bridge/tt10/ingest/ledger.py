@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker_bridge.tt10.sources.upload import Upload
+from edge_agent.outbox import WriteTransaction
 
 RECEIVED, ACCEPTED, HELD, REFUSED, DUPLICATE, SUPERSEDED = (
     "received", "accepted", "held", "refused", "duplicate", "superseded",
@@ -211,7 +212,7 @@ class Ledger:
             raise ValueError(f"{state!r} is not a judgement")
         refused = list(refused)
         now = time.time_ns()
-        with self._lock, _transaction(self._db):
+        with self._lock, WriteTransaction(self._db):
             self._db.execute(
                 "UPDATE files SET state=?, reasons=?, readings=?, refused_lines=?, hold_until_ns=?, decided_ns=?,"
                 " duplicate_of=?, report_due=1 WHERE id=?",
@@ -247,7 +248,7 @@ class Ledger:
 
     def mark_reported(self, rows: Iterable[FileRow]) -> None:
         """The warehouse has these rows as they were read: clear their flag unless they changed since."""
-        with self._lock, _transaction(self._db):
+        with self._lock, WriteTransaction(self._db):
             self._db.executemany(
                 "UPDATE files SET report_due=0 WHERE id=? AND state=? AND converted_ns IS ?",
                 [(r.id, r.state, r.converted_ns) for r in rows],
@@ -261,21 +262,10 @@ class Ledger:
             "received_ns < ? AND report_due = 0 AND state IN (?, ?, ?, ?) AND (state != ? OR converted_ns IS NOT NULL)"
         )
         params = (cutoff_ns, *sorted(FINAL_STATES), ACCEPTED)
-        with self._lock, _transaction(self._db):
+        with self._lock, WriteTransaction(self._db):
             shas = {r[0] for r in self._db.execute(f"SELECT DISTINCT sha256 FROM files WHERE {finished}", params)}
             ids = [r[0] for r in self._db.execute(f"SELECT id FROM files WHERE {finished}", params)]
             self._db.executemany("DELETE FROM refused_lines WHERE file_id=?", [(i,) for i in ids])
             self._db.execute(f"DELETE FROM files WHERE {finished}", params)
             kept = {r[0] for r in self._db.execute("SELECT DISTINCT sha256 FROM files")}
         return sorted(shas - kept)
-
-
-class _transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import defaultdict
 
 import structlog
 
@@ -28,7 +27,7 @@ from broker_bridge.tt10.ingest.reports import FileReporter
 from broker_bridge.tt10.ingest.settings import IngestSettings
 from broker_bridge.tt10.ingest.sink import Tt10Sink
 from edge_agent.outbox import Outbox
-from edge_agent.publisher import BatchPublisher
+from edge_agent.publisher import BatchPublisher, resolve_shared_pubacks
 
 log = structlog.get_logger("broker_bridge.tt10.ingest")
 
@@ -140,21 +139,7 @@ class IngestService:
         return box
 
     def _resolve_pubacks(self) -> int:
-        by_station: dict[str, list] = defaultdict(list)
-        count = 0
-        while True:
-            try:
-                mid, reason_code = self._pubacks.get_nowait()
-            except queue.Empty:
-                break
-            count += 1
-            for station, publisher in self.publishers.items():
-                if publisher.owns(mid):
-                    by_station[station].append((mid, reason_code))
-                    break
-        for station, acks in by_station.items():
-            self.publishers[station].resolve_acks(acks)
-        return count
+        return resolve_shared_pubacks(self._pubacks, self.publishers)
 
     def _answer_commands(self) -> int:
         answered = 0
