@@ -15,9 +15,10 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-# everything but the minutes-long outage, kill and soak tests (marker `slow`; tests/README.md)
+# everything but the minutes-long outage, kill and soak tests (marker `slow`; tests/README.md), in two
+# worker processes (pytest-xdist; each has its own QuestDB): the tests mostly wait on servers
 test-fast: setup
-	$(VENV)/bin/python -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -p no:cacheprovider -m "not slow" -n 2 $(PYTEST_ARGS)
 
 # build/test leftovers; keeps .venv and the downloaded QuestDB jar
 clean:

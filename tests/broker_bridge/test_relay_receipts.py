@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import yaml
 
 from cli.processes import collector_process, relay_process
@@ -23,6 +24,7 @@ def receipted(outbox: Path) -> tuple[int, int]:
         return db.execute("SELECT count(acked_ns), count(receipted_ns) FROM batches").fetchone()
 
 
+@pytest.mark.slow  # two brokers, a collector, the relay, a simulator and an agent as processes (~13 s)
 def test_national_receipts_reach_the_relay_and_the_agent(tmp_path, make_mosquitto, warehouse):
     province_broker = make_mosquitto(tmp_path / "province-mosquitto")
     national_broker = make_mosquitto(tmp_path / "national-mosquitto")

@@ -246,6 +246,7 @@ def outage(tmp_path: Path, outage_s: float) -> None:
         assert line.value == pytest.approx(sum(values) / len(values), rel=1e-12), name
 
 
+@pytest.mark.slow  # waits out an FTP outage (~10 s)
 def test_an_ftp_outage_loses_nothing_fast(tmp_path):
     outage(tmp_path, 5.0)
 

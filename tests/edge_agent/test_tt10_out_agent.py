@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import yaml
 
 from broker_bridge.tt10 import read_file
@@ -14,6 +15,7 @@ from tests.edge_agent.tt10_servers import USER, FtpServer, password_file
 from tests.station_rig import make_station  # noqa: F401  (fixture)
 
 
+@pytest.mark.slow  # a simulator and the agent as processes, cycles waited for (~9 s)
 def test_the_running_agent_delivers_its_cycles(make_station, tmp_path):  # noqa: F811
     server = FtpServer(tmp_path / "ftp").start()
     try:
