@@ -233,6 +233,10 @@ class BatchPublisher:
     def owns(self, mid: int) -> bool:
         return mid in self._in_flight
 
+    def in_flight_mids(self) -> list[int]:
+        """The MQTT message ids of the batches waiting for their PUBACK (a shared session's demultiplexing)."""
+        return list(self._in_flight)
+
     def resolve_acks(self, acks: list[tuple[int, Any]]) -> int:
         """Record PUBACKs (mid, reason code): acknowledged batches are marked, the rest retried or reported."""
         seqs = []
