@@ -78,3 +78,27 @@ def relay_process(config: Path, log: Path) -> ManagedProcess:
     return ManagedProcess(
         quantrac("bridge", "forward", "--config", config), log_path=log, name=f"relay:{Path(config).stem}"
     )
+
+
+def tt10_bridge_process(
+    sources: Path,
+    root: Path,
+    broker: str,
+    key: Path,
+    log: Path,
+    registry: Path | None = None,
+    bridge: str | None = None,
+    questdb: str | None = None,
+    hold_s: float | None = None,
+    client_id: str | None = None,
+) -> ManagedProcess:
+    """`quantrac bridge tt10 serve`: the TT10 ingest bridge (FTP/FTPS, SFTP, watch, pull) as a process."""
+    argv = quantrac(
+        "bridge", "tt10", "serve", "--sources", sources, "--root", root, "--broker", broker, "--key", key,
+        *(["--registry", registry] if registry is not None else []),
+        *(["--bridge", bridge] if bridge is not None else []),
+        *(["--questdb", questdb] if questdb is not None else []),
+        *(["--hold-s", str(hold_s)] if hold_s is not None else []),
+        *(["--client-id", client_id] if client_id is not None else []),
+    )  # fmt: skip
+    return ManagedProcess(argv, log_path=log, name=f"tt10-bridge:{Path(root).name}")

@@ -235,6 +235,10 @@ class BatchPublisher:
     def owns(self, mid: int) -> bool:
         return mid in self._in_flight
 
+    def in_flight_mids(self) -> list[int]:
+        """The MQTT message ids of the batches waiting for their PUBACK (a shared session's demultiplexing)."""
+        return list(self._in_flight)
+
     def resolve_acks(self, acks: list[tuple[int, Any]]) -> int:
         """Record PUBACKs (mid, reason code): acknowledged batches are marked, the rest retried or reported."""
         seqs = []
@@ -383,21 +387,25 @@ class BatchPublisher:
         log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)
 
 
-def resolve_shared_pubacks(pubacks: queue.SimpleQueue, publishers: Mapping[str, BatchPublisher]) -> int:
+def resolve_shared_pubacks(pubacks: queue.SimpleQueue, publishers: Mapping[str, BatchPublisher]) -> set[str]:
     """PUBACKs (mid, reason code) of one connection that several stations' publishers share (the
-    relay, the TT10 bridge): each goes to the publisher that sent that mid. Returns how many came."""
-    by_station: dict[str, list] = defaultdict(list)
-    count = 0
+    relay, the TT10 bridge): each goes to the publisher that sent that mid. Returns the stations
+    that got one (room in their window)."""
+    acks = []
     while True:
         try:
-            mid, reason_code = pubacks.get_nowait()
+            acks.append(pubacks.get_nowait())
         except queue.Empty:
             break
-        count += 1
-        for station, publisher in publishers.items():
-            if publisher.owns(mid):
-                by_station[station].append((mid, reason_code))
-                break
-    for station, acks in by_station.items():
-        publishers[station].resolve_acks(acks)
-    return count
+    if not acks:
+        return set()
+    # one map per round, not a search of every station's publisher per PUBACK (2,000 x 2,000 in a backlog)
+    owner = {mid: s for s, p in publishers.items() if p.in_flight() for mid in p.in_flight_mids()}
+    by_station: dict[str, list] = defaultdict(list)
+    for mid, reason_code in acks:
+        station = owner.get(mid)
+        if station is not None:
+            by_station[station].append((mid, reason_code))
+    for station, mine in by_station.items():
+        publishers[station].resolve_acks(mine)
+    return set(by_station)

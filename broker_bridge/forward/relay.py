@@ -266,7 +266,7 @@ class Relay:
         self.counts.redelivered += len(payloads) - len(kept)
 
     def _resolve_pubacks(self) -> int:
-        return resolve_shared_pubacks(self._pubacks, self.publishers)
+        return len(resolve_shared_pubacks(self._pubacks, self.publishers))
 
     def _answer_commands(self) -> int:
         answered = 0

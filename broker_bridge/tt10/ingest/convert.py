@@ -37,6 +37,8 @@ from vocabulary.sources import TT10
 
 log = structlog.get_logger("broker_bridge.tt10.ingest")
 
+PARSED_KEPT = 2000  # accepted files kept parsed between judging and sealing (a round judges at most 1000)
+
 
 class Converter:
     def __init__(
@@ -48,6 +50,7 @@ class Converter:
         outbox: Callable[[str], Outbox],
     ) -> None:
         self.settings, self.archive, self.ledger, self.key, self.outbox = settings, archive, ledger, key, outbox
+        self._parsed: dict[int, Tt10File] = {}
 
     def step(self, now_ns: int | None = None) -> int:
         """Judge new uploads, end the holds that are due, seal accepted files. Returns the work done."""
@@ -56,6 +59,9 @@ class Converter:
 
     # -- judging -------------------------------------------------------------
     def _read(self, row: FileRow) -> Tt10File:
+        parsed = self._parsed.pop(row.id, None)  # read when judged, moments ago: the same bytes (content-addressed)
+        if parsed is not None:
+            return parsed
         station = self.settings.station(row.station)
         return read_file(
             self.archive.get(row.sha256),
@@ -95,6 +101,8 @@ class Converter:
             row.id, verdict.state, verdict.reasons, readings=len(verdict.readings), refused=verdict.refused,
             hold_until_ns=hold_until, supersedes=replaced,
         )  # fmt: skip
+        if verdict.state == ACCEPTED and len(self._parsed) < PARSED_KEPT:
+            self._parsed[row.id] = file  # convert() needs it next: not parsed twice
         self._log(row, verdict.state, readings=len(verdict.readings), refused=len(verdict.refused), supersedes=replaced)
 
     def _station_refusal(self, station: str) -> str | None:

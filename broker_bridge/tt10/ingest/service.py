@@ -32,6 +32,7 @@ from edge_agent.publisher import BatchPublisher, resolve_shared_pubacks
 log = structlog.get_logger("broker_bridge.tt10.ingest")
 
 RETENTION_EVERY_S = 3600.0
+SWEEP_EVERY_S = 1.0  # every publisher's send() (retries, a reconnect): otherwise only the stations with news
 DAY_NS = 86_400 * 10**9
 
 
@@ -57,6 +58,8 @@ class IngestService:
         self._client.on_publish = lambda c, u, mid, rc, p: self._pubacks.put((mid, rc))
         self._client.on_message = self._on_command
         self._opened_existing = False
+        self._due: set[str] = set()  # stations with something new for their publisher this round
+        self._swept = 0.0
 
     # -- network thread --------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -122,12 +125,20 @@ class IngestService:
                 self._outbox(path.stem)  # batches left unsent by the last run go out first
         work = self.converter.step()
         work += self._resolve_pubacks() + self._answer_commands()
-        work += sum(p.send() for p in self.publishers.values())
+        now = time.monotonic()
+        if now - self._swept >= SWEEP_EVERY_S:  # 2,000 idle publishers each round cost a core (one query each)
+            self._swept = now
+            due = set(self.publishers)
+        else:
+            due = self._due | {s for s, p in self.publishers.items() if p.in_flight()}
+        self._due = set()
+        work += sum(self.publishers[s].send() for s in due if s in self.publishers)
         if self.reporter is not None:
             work += self.reporter.report(self.ledger)
         return bool(work)
 
     def _outbox(self, station: str) -> Outbox:
+        self._due.add(station)  # sealed into (or opened with batches left): send
         box = self.outboxes.get(station)
         if box is None:
             box = Outbox(self.settings.outbox_dir / f"{station}.sqlite", station, self.settings.outbox_retention)
@@ -139,7 +150,9 @@ class IngestService:
         return box
 
     def _resolve_pubacks(self) -> int:
-        return resolve_shared_pubacks(self._pubacks, self.publishers)
+        stations = resolve_shared_pubacks(self._pubacks, self.publishers)
+        self._due |= stations  # room in their window
+        return len(stations)
 
     def _answer_commands(self) -> int:
         answered = 0
@@ -152,6 +165,7 @@ class IngestService:
                 continue
             batches = self.outboxes[station].batches_between(request.from_seq, request.to_seq)
             self.publishers[station].resend(batches)
+            self._due.add(station)
             answered += 1
             log.warning(
                 "tt10_bridge_resent_on_request", station=station, first=request.from_seq, last=request.to_seq,

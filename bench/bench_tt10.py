@@ -1,0 +1,263 @@
+"""The TT10 ingest bridge for 2,000 stations: files/s, readings/s, CPU, medians of several runs.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_tt10.py [--runs 3] [--steady-s 60] [--backlog-files 12]
+
+1. Steady national load: `quantrac bridge tt10 serve` as a process (FTP, 2,000 accounts, a real
+   Mosquitto) receives 25-line files at the national rate, 2,000 files per 5 minutes (6.67 files/s),
+   from ftplib clients (login, STOR, quit). Before the window every station sent its previous cycle's
+   file (not measured: in steady state each did 5 minutes ago, so the bridge remembers its password and
+   has its outbox and publisher open, and the idle loop runs over 2,000 of them). The bridge's CPU time
+   (utime + stime of /proc/<pid>/stat) over a window of ``--steady-s`` seconds at that rate, as a share
+   of one core. The window is shorter than 5 minutes (the rate is the real one; the share does not
+   depend on the window's length beyond the idle loop, which is in it).
+2. A day's backlog in watch mode: 2,000 stations x ``--backlog-files`` files of 25 lines in
+   `<station>/yyyy/MM/dd/` folders, taken by the bridge's `Watcher` into its sink (archive, ledger), then
+   judged, sealed into the outboxes and published to Mosquitto (every batch PUBACKed), in process, in
+   one thread, under cProfile; the time to the last PUBACK, extrapolated to 288 files per station
+   (a day) by the measured files/s.
+
+Logs are written (JSON, as the bridge writes them) to a file in the run's temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import ftplib
+import io
+import os
+import pstats
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from broker_bridge.keys import write_new_key
+from broker_bridge.mosquitto_server import MosquittoServer
+from broker_bridge.session import BrokerAddress
+from broker_bridge.topics import DATA_SUFFIX, PREFIX
+from broker_bridge.tt10.ingest.service import IngestService
+from broker_bridge.tt10.ingest.settings import IngestSettings
+from broker_bridge.tt10.sources.accounts import hash_password
+from broker_bridge.tt10.sources.watch import Watcher, WatchSettings
+from cli.logging_setup import configure_logging
+from cli.processes import tt10_bridge_process
+from supervisor.process import free_port, wait_until
+
+STATIONS = 2000
+LINES = 25
+PARAMETERS = tuple(f"P{i:02d}" for i in range(LINES))
+DAY_FILES = 288
+RATE = STATIONS / 300.0  # files per second: 2,000 every 5 minutes
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def stamp(ts_s: int) -> str:
+    return datetime.fromtimestamp(ts_s + 7 * 3600, tz=UTC).strftime("%Y%m%d%H%M%S")
+
+
+def station_id(i: int) -> str:
+    return f"BN_ST{i:04d}"
+
+
+def tt10_file(i: int, ts_s: int) -> tuple[str, bytes]:
+    st = stamp(ts_s)
+    lines = "".join(f"{p}\t{(i * 7 + k) % 500 / 10}\tug/m3\t{st}\t00\r\n" for k, p in enumerate(PARAMETERS))
+    return f"{station_id(i)}_{st}.txt", lines.encode()
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+
+
+def steady(tmp: Path, broker_port: int, window_s: float) -> dict:
+    password = "bench-password"
+    digest = hash_password(password)  # one hash for all: 2,000 scrypts would only slow the set-up
+    port = free_port()
+    sources = {
+        "state_dir": str(tmp / "state"),
+        "homes_dir": str(tmp / "homes"),
+        "ftp": {"host": "127.0.0.1", "port": port, "auth_failed_delay_s": 0.1},
+        "accounts": {f"st{i:04d}": {"station": station_id(i), "password_hash": digest} for i in range(STATIONS)},
+    }
+    (tmp / "state").mkdir(parents=True)
+    (tmp / "sources.yaml").write_text(yaml.safe_dump(sources))
+    write_new_key(tmp / "bridge.key")
+    bridge = tt10_bridge_process(
+        tmp / "sources.yaml", tmp / "bridge", f"127.0.0.1:{broker_port}", tmp / "bridge.key", tmp / "bridge.log",
+        client_id=f"bench-{port}",
+    )  # fmt: skip
+    bridge.start()
+    try:
+        wait_until(lambda: "tt10_bridge_connected" in (tmp / "bridge.log").read_text(), timeout=60, process=bridge)
+        wait_until(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close() or True, timeout=60,
+                   what="the bridge's FTP server", process=bridge)  # fmt: skip
+        count = int(window_s * RATE)
+        now_s = int(time.time()) // 300 * 300
+
+        def send(i: int, ts_s: int = now_s) -> None:
+            ftp = ftplib.FTP()
+            ftp.connect("127.0.0.1", port, timeout=30)
+            ftp.login(f"st{i:04d}", password)
+            name, data = tt10_file(i, ts_s)
+            ftp.storbinary(f"STOR {name}", io.BytesIO(data))
+            ftp.quit()
+
+        def converted() -> int:
+            return (tmp / "bridge.log").read_text().count("tt10_file_converted")
+
+        # warm-up, not measured: every station sent its previous cycle's file (in steady state each one
+        # did 5 minutes ago), so its login is remembered and its outbox and publisher are open
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: send(i, now_s - 300), range(STATIONS)))
+        wait_until(lambda: converted() >= STATIONS, timeout=600, what="the warm-up files", process=bridge)
+        time.sleep(5.0)
+        start_cpu, start = cpu_s(bridge.pid), time.monotonic()  # type: ignore[arg-type]
+        with ThreadPoolExecutor(8) as pool:
+            futures = []
+            for i in range(count):
+                time.sleep(max(0.0, start + i / RATE - time.monotonic()))
+                futures.append(pool.submit(send, i))
+            for f in futures:
+                f.result()
+        time.sleep(max(0.0, start + window_s - time.monotonic()))
+        used, elapsed = cpu_s(bridge.pid) - start_cpu, time.monotonic() - start  # type: ignore[arg-type]
+        received = converted() - STATIONS
+    finally:
+        bridge.stop(30)
+    assert received >= count, f"only {received} of {count} files converted"
+    return {"files": count, "window_s": elapsed, "cpu_s": used, "share": used / elapsed}
+
+
+def backlog(tmp: Path, broker_port: int, per_station: int, profile: bool) -> dict:
+    drop = tmp / "drop"
+    base_s = (int(time.time()) // 300 - per_station) * 300
+    for i in range(STATIONS):
+        for c in range(per_station):
+            ts = base_s + c * 300
+            name, data = tt10_file(i, ts)
+            st = stamp(ts)
+            day = drop / station_id(i) / st[:4] / st[4:6] / st[6:8]
+            day.mkdir(parents=True, exist_ok=True)
+            (day / name).write_bytes(data)
+    total = STATIONS * per_station
+    key = write_new_key(tmp / "bridge.key")
+    settings = IngestSettings(
+        root=tmp / "bridge", broker=BrokerAddress("127.0.0.1", broker_port), client_id=f"bench-backlog-{os.getpid()}"
+    )
+    service = IngestService(settings, key)
+    watcher = Watcher(WatchSettings(drop, tmp / "watch.sqlite", settle_s=0.0), service.sink)
+    service.start()
+    assert service.connected.wait(30)
+    profiler = cProfile.Profile() if profile else None
+    start, start_cpu = time.monotonic(), time.process_time()
+    if profiler:
+        profiler.enable()
+    taken = watcher.scan_once().taken
+    scanned = time.monotonic()
+    converted, checked = 0, 0.0
+    while True:  # the worker's loop, in this thread
+        busy = service.step()
+        if time.monotonic() - checked > 0.5 or not busy:
+            checked = time.monotonic()
+            counts = service.ledger.counts()
+            converted = counts["accepted"] - counts["unconverted"]
+            if converted >= total and service.unsent() == 0:
+                break
+        if not busy:
+            time.sleep(0.01)
+    if profiler:
+        profiler.disable()
+    elapsed, cpu = time.monotonic() - start, time.process_time() - start_cpu
+    stop = threading.Event()
+    stop.set()
+    service.run(stop)  # closes the outboxes
+    service.stop()
+    watcher.memory.close()
+    assert taken == total, (taken, total)
+    out = {"files": total, "s": elapsed, "scan_s": scanned - start, "cpu_s": cpu, "converted": converted}
+    if profiler:
+        out["profile"] = profiler
+    return out
+
+
+def subscriber(port: int) -> mqtt.Client:
+    """Subscribed to every station's data topic (counts nothing, keeps nothing): the broker then has
+    a subscriber to PUBACK to, as it would with the collector running."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-tt10-listener", protocol=mqtt.MQTTv5)
+    subscribed = threading.Event()
+    client.on_connect = lambda c, *_: c.subscribe(f"{PREFIX}/+/{DATA_SUFFIX}", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert subscribed.wait(10), "the listener did not subscribe"
+    return client
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--steady-s", type=float, default=60.0)
+    parser.add_argument("--backlog-files", type=int, default=12, help="files per station (a day: 288)")
+    parser.add_argument("--skip", choices=("steady", "backlog"), default=None)
+    args = parser.parse_args()
+    top = Path(tempfile.mkdtemp(prefix="bench-tt10-"))
+    out = sys.stdout
+    log_file = (top / "bench.log").open("a")
+    sys.stderr = log_file
+    configure_logging("info")  # the bridge's own JSON events, to the file
+    sys.stderr = sys.__stderr__
+    broker = MosquittoServer(top / "mosquitto")
+    broker.start()
+    listener = subscriber(broker.port)  # the collector's place: a batch nobody hears is retried
+    try:
+        if args.skip != "steady":
+            runs = [steady(top / f"steady{r}", broker.port, args.steady_s) for r in range(args.runs)]
+            for r in runs:
+                print(f"steady: {r['files']} files in {r['window_s']:.1f} s, bridge CPU {r['cpu_s']:.2f} s"
+                      f" = {100 * r['share']:.2f} % of one core", file=out)  # fmt: skip
+            share = statistics.median(r["share"] for r in runs)
+            print(f"STEADY median: {100 * share:.2f} % of one core at {RATE:.2f} files/s"
+                  f" ({RATE * LINES:.0f} readings/s); target < 5 %: {'met' if share < 0.05 else 'MISSED'}",
+                  file=out)  # fmt: skip
+        if args.skip != "backlog":
+            runs = []
+            for r in range(args.runs):
+                d = top / f"backlog{r}"
+                d.mkdir()
+                runs.append(backlog(d, broker.port, args.backlog_files, profile=(r == 0)))
+                shutil.rmtree(d)
+            for r in runs:
+                print(f"backlog: {r['files']} files in {r['s']:.1f} s (watcher scan + sink {r['scan_s']:.1f} s),"
+                      f" CPU {r['cpu_s']:.1f} s: {r['files'] / r['s']:.0f} files/s,"
+                      f" {r['files'] * LINES / r['s']:.0f} readings/s", file=out)  # fmt: skip
+            rate = statistics.median(r["files"] / r["s"] for r in runs)
+            day_s = STATIONS * DAY_FILES / rate
+            print(f"BACKLOG median: {rate:.0f} files/s, {rate * LINES:.0f} readings/s;"
+                  f" {STATIONS} x {args.backlog_files} files: {STATIONS * args.backlog_files / rate / 60:.1f} min;"
+                  f" a day ({STATIONS} x {DAY_FILES}) extrapolated: {day_s / 60:.1f} min;"
+                  f" target < 15 min: {'met' if day_s < 900 else 'MISSED'}", file=out)  # fmt: skip
+            print("\ncProfile of the first backlog run (cumulative, top 15):", file=out)
+            pstats.Stats(runs[0]["profile"], stream=out).sort_stats("cumulative").print_stats(15)
+            print("by own time (tottime, top 15):", file=out)
+            pstats.Stats(runs[0]["profile"], stream=out).sort_stats("tottime").print_stats(15)
+    finally:
+        listener.disconnect()
+        listener.loop_stop()
+        broker.stop()
+        log_file.close()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
