@@ -152,6 +152,12 @@ def tt10_serve(
         None, "--questdb", help="QuestDB HTTP host:port for the tt10_files table (default: the ledger only)"
     ),
     hold_s: float = typer.Option(600.0, "--hold-s", help="how long an incomplete file waits to be completed"),
+    collector_key: list[Path] = typer.Option(
+        [],
+        "--collector-key",
+        help="a collector's public key (repeatable): its receipts make batches delivered; one not covered in"
+        " time is sent again",
+    ),
     client_id: str = typer.Option("quantrac-tt10-bridge", "--client-id", help="MQTT client id (persistent session)"),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error"),
 ) -> None:
@@ -160,7 +166,8 @@ def tt10_serve(
     import dataclasses
 
     configure_logging(log_level)
-    from broker_bridge.keys import KeyFileError, load_signing_key
+    from broker_bridge.envelope import verifier
+    from broker_bridge.keys import KeyFileError, key_id, load_public_key, load_signing_key
     from broker_bridge.session import BrokerAddress
     from broker_bridge.tt10.ingest.service import IngestService
     from broker_bridge.tt10.ingest.settings import IngestSettings, StationSettings
@@ -168,6 +175,7 @@ def tt10_serve(
     from broker_bridge.tt10.sources.config import load_sources_file, serve_sources
     from collector.registry import RegistryError, load_bridges, parse_registry, tt10_accounts
     from configuration.errors import ConfigError
+    from edge_agent.outbox import RetentionPolicy
     from store.questdb_server import QuestDBEndpoints
 
     try:
@@ -198,8 +206,11 @@ def tt10_serve(
         if stations is not None and foreign:
             _fail(f"accounts for stations {foreign} that bridge {bridge} does not serve (registry bridges:)")
         address = BrokerAddress.parse(broker).with_credentials(user, password_file).with_tls(tls_ca, None, None)
+        receipt_keys = {key_id(k): verifier(k) for k in map(load_public_key, collector_key)}
         settings = IngestSettings(
             root=root,
+            receipt_keys=receipt_keys,
+            outbox_retention=RetentionPolicy(require_receipts=bool(receipt_keys)),
             broker=address,
             stations=stations,
             hold_s=hold_s,

@@ -19,7 +19,7 @@ from broker_bridge import session
 from broker_bridge.commands import ResendRequest
 from broker_bridge.json_message import MessageError
 from broker_bridge.keys import SigningKey
-from broker_bridge.topics import COMMAND_SUFFIX, command_topic
+from broker_bridge.topics import COMMAND_SUFFIX, RECEIPT_SUFFIX, command_topic, receipt_topic
 from broker_bridge.tt10.ingest.archive import Archive
 from broker_bridge.tt10.ingest.convert import Converter
 from broker_bridge.tt10.ingest.ledger import Ledger
@@ -68,7 +68,7 @@ class IngestService:
             return
         stations = list(self.publishers)
         if stations:
-            client.subscribe([(command_topic(s), session.QOS) for s in stations])
+            client.subscribe([(topic, session.QOS) for s in stations for topic in self._topics_of(s)])
         self.connected.set()
         log.info("tt10_bridge_connected", session_present=flags.session_present, stations=len(stations))
 
@@ -76,8 +76,18 @@ class IngestService:
         self.connected.clear()
         log.warning("tt10_bridge_disconnected", reason=str(reason_code))
 
+    def _topics_of(self, station: str) -> list[str]:
+        """What the bridge reads for a station: re-send requests, and the warehouse's receipts when it has keys."""
+        return [command_topic(station)] + ([receipt_topic(station)] if self.settings.receipt_keys else [])
+
     def _on_command(self, client, userdata, message) -> None:
         parts = message.topic.split("/")
+        if len(parts) == 4 and parts[3] == RECEIPT_SUFFIX:
+            publisher = self.publishers.get(parts[2])
+            if publisher is not None:
+                publisher.take_receipt(message)  # verified there; applied by its next send()
+                self._due.add(parts[2])
+            return
         station = parts[2] if len(parts) == 4 and parts[3] == COMMAND_SUFFIX else None
         try:
             request = ResendRequest.parse(message.payload)
@@ -144,9 +154,14 @@ class IngestService:
             box = Outbox(self.settings.outbox_dir / f"{station}.sqlite", station, self.settings.outbox_retention)
             self.outboxes[station] = box
             self.publishers[station] = BatchPublisher(
-                box, None, None, window=self.settings.window, connection=(self._client, self.connected)
+                box,
+                None,
+                None,
+                window=self.settings.window,
+                connection=(self._client, self.connected),
+                collector_keys=dict(self.settings.receipt_keys),
             )
-            self._client.subscribe(command_topic(station), qos=session.QOS)
+            self._client.subscribe([(topic, session.QOS) for topic in self._topics_of(station)])
         return box
 
     def _resolve_pubacks(self) -> int:

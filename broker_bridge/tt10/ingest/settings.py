@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker_bridge.envelope import VerifyKey
 from broker_bridge.session import BrokerAddress
 from edge_agent.outbox import RetentionPolicy
 
@@ -35,6 +36,9 @@ class IngestSettings:
     historical_after_s: float = 60.0  # a file whose newest reading is older goes out flagged historical
     outbox_retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     ilp_conf: str | None = None  # QuestDB ILP for the tt10_files table; None: the ledger only
+    # The collectors' public keys: their warehouse receipts are verified, and a batch no receipt covered
+    # in time is sent again (as an agent does; set outbox_retention.require_receipts with them).
+    receipt_keys: Mapping[str, VerifyKey] = field(default_factory=dict)
 
     @property
     def archive_dir(self) -> Path:

@@ -143,3 +143,53 @@ def test_a_bridge_not_bound_to_the_station_is_rejected(bridge, mosquitto_server)
     reason, detail = sql(pg, "SELECT reason, detail FROM rejects WHERE claimed_station = %s", (station,))[0]
     assert reason == "bridge_not_bound" and "tt10-elsewhere" in detail
     assert readings(pg, station) == []
+
+
+def test_the_bridge_learns_the_warehouse_receipts_of_what_it_sent(
+    tmp_path, mosquitto_server, make_collector, warehouse
+):
+    """With the collector's key the bridge keeps each batch until a receipt covers it, as an agent does."""
+    import sqlite3
+
+    from broker_bridge.envelope import verifier
+    from edge_agent.outbox import RetentionPolicy
+
+    station = unique_station("TT10R")
+    registry = tmp_path / "registry.yaml"
+    add_station(registry, station, write_new_key(tmp_path / "station.key").public_key)
+    key = write_new_key(tmp_path / "bridge.key")
+    bind_bridge(registry, "tt10-r", key.public_key, [station])
+    collector_key = write_new_key(tmp_path / "collector.key")
+    make_collector(mosquitto_server.port, registry, f"collector-{station}", receipt_key=collector_key)
+    settings = IngestSettings(
+        root=tmp_path / "bridge",
+        broker=BrokerAddress("127.0.0.1", mosquitto_server.port),
+        client_id=f"tt10-bridge-{station}",
+        receipt_keys={collector_key.key_id: verifier(collector_key.public_key)},
+        outbox_retention=RetentionPolicy(require_receipts=True),
+    )
+    service = IngestService(settings, key)
+    stop = threading.Event()
+    service.start()
+    worker = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        assert service.connected.wait(10)
+        name, data = fixture_bytes("canonical")
+        service.sink.take(upload(station, name, data))
+        outbox = settings.outbox_dir / f"{station}.sqlite"
+
+        def receipted():
+            if not outbox.exists():
+                return None
+            with sqlite3.connect(outbox) as db:
+                acked, covered = db.execute("SELECT count(acked_ns), count(receipted_ns) FROM batches").fetchone()
+            return covered if covered and covered == acked else None
+
+        assert wait_until(receipted, timeout=30, what="the bridge's batch receipted") == 1
+        assert wait_for_count(warehouse.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", 4,
+                              params=(station,)) == 4  # fmt: skip
+    finally:
+        stop.set()
+        worker.join(10)
+        service.stop()
