@@ -17,19 +17,21 @@ import datetime as dt
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import structlog
 
 from analysis import episodes as ep
-from analysis.averages import Mean, affected_eight_hour_ends, daily_mean, eight_hour_mean, hourly_mean
+from analysis.averages import Mean, affected_eight_hour_ends, daily_mean, eight_hour_mean, hourly_columns
 from analysis.settings import PERIOD_NS, Limit, Settings
 from broker_bridge.alerts import AlertMessage, alert_id
 from store import analysis_queries as q
 from store import vn_aqi
 from store.analysis_queries import HOUR_NS
 from store.ilp_writer import IlpRow, WarehouseWriter, ilp_row
+from store.queries import connect
 from store.schema import (
     AGGREGATOR_PROGRESS,
     ALERTS,
@@ -114,6 +116,10 @@ class Aggregator:
         # A new alert row's delivery states (AlertDelivery.channels): pending where a channel is configured.
         self.channels = dict(channels or {"webhook_state": "none", "mqtt_state": "none"})
         self.writer = WarehouseWriter(ilp_conf)
+        self.db: q.Conn = pg_conninfo  # one open connection while a poll runs (_session)
+        # The daily and 8-hour means this recompute wrote, read back over what QuestDB shows (not yet
+        # visible: one wait for visibility per recompute, the hourly means'): table -> key -> mean.
+        self._fresh: dict[str, dict[tuple[str, str, str, int], Mean]] = {}
         self.watermark = 0
         self._seen: set[tuple[int, str, int]] = set()
         self._pending: dict[tuple[str, int], int] = {}  # (station, hour_end) -> smallest touched ts
@@ -124,10 +130,23 @@ class Aggregator:
         self.watermark = q.latest_watermark(self.pg, self.name) or 0
         log.info("aggregator_started", watermark=self.watermark, settings=self.settings.source)
 
+    @contextmanager
+    def _session(self) -> Iterator[None]:
+        with connect(self.pg) as conn:
+            self.db = conn
+            try:
+                yield
+            finally:
+                self.db = self.pg
+
     def poll_once(self, now_ns: int | None = None) -> Report:
+        with self._session():
+            return self._poll_once(now_ns)
+
+    def _poll_once(self, now_ns: int | None = None) -> Report:
         now = time.time_ns() if now_ns is None else now_ns
-        q.wait_applied(self.pg, ["touched_hours"])
-        for key in q.touched_hours(self.pg, self.watermark - self.overlap_ns, now):
+        q.wait_applied(self.db, ["touched_hours"])
+        for key in q.touched_hours(self.db, self.watermark - self.overlap_ns, now):
             if key in self._seen:
                 continue
             self._seen.add(key)
@@ -137,7 +156,7 @@ class Aggregator:
         ready = [b for b in self._pending if b[1] + self.settle_ns <= now]
         report = Report()
         if ready:
-            q.wait_applied(self.pg, ["readings"])
+            q.wait_applied(self.db, ["readings"])
             buckets: dict[str, set[int]] = defaultdict(set)
             for station, hour_end in ready:
                 buckets[station].add(hour_end)
@@ -181,47 +200,60 @@ class Aggregator:
     # ------------------------------------------------------------------------------ recompute
     def recompute(self, buckets: Mapping[str, set[int]], now_ns: int | None = None) -> Report:
         """Recompute the hours ``buckets`` names (station -> hour ends) and everything built on them."""
+        if isinstance(self.db, str):
+            with self._session():
+                return self.recompute(buckets, now_ns)
         now = time.time_ns() if now_ns is None else now_ns
         report = Report(hours=sum(len(h) for h in buckets.values()))
-        hourly = self._hourly(buckets, now)
-        report.hourly_rows = self._write(HOURLY_MEANS, hourly, now)
-        q.wait_applied(self.pg, [HOURLY_MEANS.name])
-        report.daily_rows = self._daily(buckets, now)
-        report.eight_hour_rows = self._eight_hour(buckets, now)
-        q.wait_applied(self.pg, [DAILY_MEANS.name, EIGHT_HOUR_MEANS.name])
-        kinds = dict(self.kinds())
-        report.aqi_rows = self._aqi(buckets, kinds, now)
-        report.episode_rows, report.alerts = self._exceedances(buckets, kinds, now)
+        report.hourly_rows = self._hourly(buckets, now)
+        q.wait_applied(self.db, [HOURLY_MEANS.name])
+        self._fresh = {}
+        try:
+            report.daily_rows = self._daily(buckets, now)
+            report.eight_hour_rows = self._eight_hour(buckets, now)
+            kinds = dict(self.kinds())
+            report.aqi_rows = self._aqi(buckets, kinds, now)
+            report.episode_rows, report.alerts = self._exceedances(buckets, kinds, now)
+        finally:
+            self._fresh = {}
         if report.alerts and self.on_alerts is not None:
             self.on_alerts(report.alerts)
         return report
 
-    def _hourly(self, buckets: Mapping[str, set[int]], now: int) -> list[Mean]:
+    def _hourly(self, buckets: Mapping[str, set[int]], now: int) -> int:
         by_hour: dict[int, list[str]] = defaultdict(list)
-        aggregates: list[q.HourAggregate] = []
+        rows: list[tuple] = []
         for station, hours in buckets.items():
             if len(hours) >= PER_STATION_HOURS:
                 for lo, hi in _ranges(hours):
-                    aggregates += q.hour_aggregates(self.pg, [station], lo, hi)
+                    rows += q.hour_aggregate_rows(self.db, [station], lo, hi)
             else:
                 for h in hours:
                     by_hour[h].append(station)
         for h, stations in by_hour.items():
             for chunk in _chunks(sorted(stations)):
-                aggregates += q.hour_aggregates(self.pg, chunk, h, h)
-        return [hourly_mean(a, self.settings.rule(a.station, a.parameter)) for a in aggregates]
+                rows += q.hour_aggregate_rows(self.db, chunk, h, h)
+        columns = hourly_columns(rows, self.settings.rule)
+        columns["computed_at"] = [now] * len(rows)
+        return self.writer.write_columns(HOURLY_MEANS, columns)
 
     def _daily(self, buckets: Mapping[str, set[int]], now: int) -> int:
-        days: dict[dt.date, set[str]] = defaultdict(set)
+        """The local days the hours are part of: one query per run of consecutive days (a month's
+        backlog of a station is one query), for the stations sharing that run."""
+        runs: dict[tuple[dt.date, dt.date], list[str]] = defaultdict(list)
+        wanted: dict[str, set[dt.date]] = {}
         for station, hours in buckets.items():
-            for h in hours:
-                days[vn_aqi.local_day_of(h)].add(station)
+            days = wanted[station] = {vn_aqi.local_day_of(h) for h in hours}
+            for run in _day_runs(days):
+                runs[run].append(station)
         rows: list[Mean] = []
-        for day, stations in days.items():
-            first, last = local_day_bounds(day)
+        for (first, last), stations in runs.items():
             for chunk in _chunks(sorted(stations)):
-                for agg in q.day_aggregates(self.pg, chunk, first, last):
-                    rows.append(daily_mean(agg, last, day.isoformat(), self.settings.rule(agg.station, agg.parameter)))
+                for day, agg in q.local_days_aggregates(self.db, chunk, first, last):
+                    if day not in wanted[agg.station]:
+                        continue
+                    rule = self.settings.rule(agg.station, agg.parameter)
+                    rows.append(daily_mean(agg, local_day_bounds(day)[1], day.isoformat(), rule))
         return self._write(DAILY_MEANS, rows, now)
 
     def _eight_hour(self, buckets: Mapping[str, set[int]], now: int) -> int:
@@ -246,9 +278,17 @@ class Aggregator:
     ) -> dict[tuple[str, str, str], dict[int, tuple[float, int | None]]]:
         """Valid means of one station: (device, parameter, unit) -> end -> (mean, worst flag)."""
         out: dict[tuple[str, str, str], dict[int, tuple[float, int | None]]] = defaultdict(dict)
-        for m in q.stored_means(self.pg, table, [station], first, last, parameters):
+        fresh = self._fresh.get(table, {})
+        for m in q.stored_means(self.db, table, [station], first, last, parameters):
+            if (station, m.device, m.parameter, m.ts) in fresh:
+                continue  # replaced by this recompute (DEDUP keys: ts, station, device, parameter)
             if m.valid and m.mean is not None:
                 out[m.device, m.parameter, m.unit][m.ts] = (m.mean, m.worst_flag)
+        for (s, device, parameter, ts), m in fresh.items():
+            if s != station or not first <= ts <= last or (parameters and parameter not in parameters):
+                continue
+            if m.valid and m.mean is not None:
+                out[device, parameter, m.unit][ts] = (m.mean, m.worst_flag)
         return out
 
     # ------------------------------------------------------------------------------ VN_AQI
@@ -329,7 +369,7 @@ class Aggregator:
                     station, period, period_limits, changed_from[period], rules, now, episode_rows, alerts
                 )
         self.writer.write_rows(EXCEEDANCE_EPISODES, episode_rows)
-        fresh = [(a, row) for a, row in alerts if a.alert_id not in q.existing_alert_ids(self.pg, [a.alert_id])]
+        fresh = [(a, row) for a, row in alerts if a.alert_id not in q.existing_alert_ids(self.db, [a.alert_id])]
         self.writer.write_rows(ALERTS, [row for _, row in fresh])
         return len(episode_rows), [a for a, _ in fresh]
 
@@ -337,7 +377,7 @@ class Aggregator:
         table = MEAN_TABLE[period]
         # The state before an episode is closed: start at the opening of one spanning the change.
         stored_all: dict[tuple[str, tuple[str, str]], list[q.StoredEpisode]] = defaultdict(list)
-        for e in q.stored_episodes(self.pg, station, period):
+        for e in q.stored_episodes(self.db, station, period):
             stored_all[e.limit_id, (e.device, e.parameter)].append(e)
         anchor = changed_from
         for episodes in stored_all.values():
@@ -361,29 +401,23 @@ class Aggregator:
                 self._diff(station, device, lim, stored, new, values, now, episode_rows, alerts)
 
     def _write(self, table, rows: list[Mean], now: int) -> int:
-        ilp = []
+        """Means as one transaction of columns; kept in ``_fresh`` for the rest of this recompute."""
+        fresh = self._fresh.setdefault(table.name, {})
+        columns: dict[str, list] = defaultdict(list)
+        extras = sorted({name for m in rows for name in (m.extra or {})})
         for m in rows:
-            values = dict(
-                station=m.station,
-                device=m.device,
-                parameter=m.parameter,
-                unit=m.unit,
-                n_valid=m.n_valid,
-                n_expected=m.n_expected,
-                coverage=m.coverage,
-                valid=m.valid,
-                rule=m.rule,
-                computed_at=now,
-            )
-            for name, value in (("mean", m.mean), ("min", m.low), ("max", m.high), ("worst_flag", m.worst_flag)):
-                if value is not None:
-                    values[name] = value
-            for name, value in (m.extra or {}).items():
-                if value is not None:
-                    values[name] = value
-            ilp.append(ilp_row(table, m.ts, **values))
-        self.writer.write_rows(table, ilp)
-        return len(ilp)
+            fresh[m.station, m.device, m.parameter, m.ts] = m
+            for name, value in (
+                ("ts", m.ts), ("station", m.station), ("device", m.device), ("parameter", m.parameter),
+                ("unit", m.unit), ("n_valid", m.n_valid), ("n_expected", m.n_expected), ("coverage", m.coverage),
+                ("valid", m.valid), ("rule", m.rule), ("computed_at", now), ("mean", m.mean), ("min", m.low),
+                ("max", m.high), ("worst_flag", m.worst_flag),
+            ):  # fmt: skip
+                columns[name].append(value)
+            extra = m.extra or {}
+            for name in extras:
+                columns[name].append(extra.get(name))
+        return self.writer.write_columns(table, columns) if rows else 0
 
     def _diff(self, station, device, lim: Limit, stored, new: list[ep.Episode], values, now, episode_rows, alerts):
         old = {e.opened: e for e in stored if e.state != "withdrawn"}
@@ -515,3 +549,14 @@ def _alert_row(msg: AlertMessage, now: int, channels: Mapping[str, str]) -> IlpR
         mqtt_attempts=0,
         updated_at=now,
     )
+
+
+def _day_runs(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Consecutive local days as (first, last) runs."""
+    runs: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(days):
+        if runs and day == runs[-1][1] + dt.timedelta(days=1):
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs

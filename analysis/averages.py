@@ -19,10 +19,10 @@ issue 13, configurable per parameter, see analysis/README.md)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from store.analysis_queries import HOUR_NS, DayAggregate, HourAggregate
+from store.analysis_queries import CLASS_NAMES, HOUR_NS, DayAggregate, HourAggregate
 from vocabulary.qc_flags import NOT_EVALUATED, PASS, SUSPECT
 
 #: Which QC class carries which flag, and how bad it is (the worst wins: 3 > 1 > 2, as collector/qc).
@@ -121,6 +121,62 @@ def hourly_mean(agg: HourAggregate, rule: AveragingRule) -> Mean:
             "n_suspect": 0 if rule.admit_suspect else agg.classes["suspect"].n,
         },
     )
+
+
+#: The columns of ``hourly_columns`` (hourly_means' columns but ``computed_at``).
+HOURLY_COLUMNS = (
+    "ts", "station", "device", "parameter", "unit", "mean", "min", "max", "n_valid", "n_expected", "coverage",
+    "valid", "worst_flag", "rule", "n_readings", "n_calibrating", "n_device_error", "n_qc_fail", "n_suspect",
+)  # fmt: skip
+
+
+_SUSPECT_N = 9 + 4 * CLASS_NAMES.index("suspect")
+
+
+def hourly_columns(rows: Sequence[tuple], rule_of: Callable[[str, str], AveragingRule]) -> dict[str, list]:
+    """``hourly_mean`` of many hours at once, as the columns of hourly_means (``HOURLY_COLUMNS``; None is
+    NULL): ``rows`` are store.analysis_queries.hour_aggregate_rows' rows, ``rule_of(station, parameter)``
+    the rule. The same arithmetic in the same order as ``hourly_mean``, without an object per hour (a
+    month's backlog of one station is 21,600 hours); tests/analysis/test_averages.py holds them equal."""
+    out: dict[str, list] = {name: [] for name in HOURLY_COLUMNS}
+    cols = [out[name] for name in HOURLY_COLUMNS]
+    plans: dict[tuple[str, str], tuple] = {}
+    for row in rows:
+        station, device, parameter, unit, start, n_readings, cal, err, fail = row[:9]
+        plan = plans.get((station, parameter))
+        if plan is None:
+            rule = rule_of(station, parameter)
+            admitted = tuple(
+                (9 + 4 * CLASS_NAMES.index(c), CLASS_FLAGS[c], _FLAG_RANK[CLASS_FLAGS[c]]) for c in rule.admitted()
+            )
+            plan = plans[station, parameter] = (admitted, rule.expected_per_hour, rule.min_hour_coverage - 1e-12,
+                                                rule.hour_rule(), rule.admit_suspect)  # fmt: skip
+        admitted, expected, threshold, rule_text, admit_suspect = plan
+        n = 0
+        total = 0.0
+        low = high = worst = None
+        rank = -1
+        for i, flag, flag_rank in admitted:
+            count = int(row[i] or 0)
+            if not count:
+                continue
+            n += count
+            total += float(row[i + 1] or 0.0)
+            lo, hi = row[i + 2], row[i + 3]
+            low = lo if low is None else min(low, lo)
+            high = hi if high is None else max(high, hi)
+            if flag_rank > rank:
+                worst, rank = flag, flag_rank
+        n_suspect = 0 if admit_suspect else int(row[_SUSPECT_N] or 0)
+        for col, value in zip(
+            cols,
+            (start + HOUR_NS, station, device, parameter, unit or "", total / n if n else None, low, high, n,
+             expected, n / expected if expected else 0.0, n > 0 and n / expected >= threshold, worst, rule_text,
+             n_readings, cal or 0, err or 0, fail or 0, n_suspect),
+            strict=True,
+        ):  # fmt: skip
+            col.append(value)
+    return out
 
 
 def daily_mean(agg: DayAggregate, day_end: int, local_day: str, rule: AveragingRule) -> Mean:

@@ -21,11 +21,37 @@ from analysis.averages import AveragingRule
 from configuration.errors import DocumentProblem, SemanticErrors
 from configuration.yaml_source import read_yaml, validate
 from store.analysis_queries import HOUR_NS
+from vocabulary.parameters import REGULATION_SYMBOLS
 
 README = "analysis/README.md"
 LIMITS_DIR = Path(__file__).resolve().parent / "limits"
 PERIOD_NS = {"1h": HOUR_NS, "8h": 8 * HOUR_NS, "24h": 24 * HOUR_NS}
 Period = Literal["1h", "8h", "24h"]
+
+
+def _lookalike(symbol: str) -> str:
+    return symbol.strip().upper().replace(".", ",").replace("0", "O").replace(" ", "")
+
+
+_LOOKALIKES = {_lookalike(s): s for s in REGULATION_SYMBOLS}
+
+
+def misspelt_parameter(symbol: str) -> str | None:
+    """The regulation's symbol a settings or limit-file key was most likely meant to be (``PM2.5`` for
+    ``PM2,5``, ``S02`` for ``SO2``, ``pm10``), else None. Other symbols are a station's own and pass:
+    vocabulary.parameters keeps a symbol outside the list as it is, and so do the readings."""
+    if symbol in REGULATION_SYMBOLS:
+        return None
+    return _LOOKALIKES.get(_lookalike(symbol))
+
+
+def _parameter_problem(loc: tuple, symbol: str) -> DocumentProblem | None:
+    meant = misspelt_parameter(symbol)
+    if meant is None:
+        return None
+    return DocumentProblem(
+        loc, f"unknown parameter {symbol!r}", f"write {meant!r}, as TT10 spells it (vocabulary/parameters.py)"
+    )
 
 
 class _Strict(BaseModel):
@@ -69,6 +95,8 @@ class LimitFile(_Strict):
     def _selector(self) -> LimitFile:
         problems = []
         for symbol, block in self.parameters.items():
+            if (problem := _parameter_problem(("parameters", symbol), symbol)) is not None:
+                problems.append(problem)
             for i, spec in enumerate(block.limits):
                 if spec.by is not None and self.selector is None:
                     problems.append(
@@ -196,7 +224,16 @@ class Settings:
             return cls(SettingsFile())
         doc = read_yaml(path, readme=README)
         raw = validate(SettingsFile, doc)
-        problems = [
+        symbols = [
+            *((("averaging", "parameters", p), p) for p in raw.averaging.parameters),
+            *(
+                (("averaging", "eight_hour_parameters", i), p)
+                for i, p in enumerate(raw.averaging.eight_hour_parameters)
+            ),
+            *((("stations", sid, "parameters", p), p) for sid, b in raw.stations.items() for p in b.parameters),
+        ]
+        problems = [doc.issue(x.loc, x.message, x.fix) for loc, p in symbols if (x := _parameter_problem(loc, p))]
+        problems += [
             doc.issue(("stations", sid, "limits", i, "regulation"), f"no limit file {c.regulation}.yaml", fix)
             for sid, block in raw.stations.items()
             for i, c in enumerate(block.limits or [])

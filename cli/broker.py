@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from broker_bridge.broker_config import (
+    DEFAULT_AGGREGATOR_USER,
     DEFAULT_COLLECTOR_USER,
     BridgeSettings,
     BrokerConfigError,
@@ -79,6 +80,7 @@ def broker_config(
     registry: Path | None = None,
     stations: Sequence[str] = (),
     collector_users: Sequence[str] = (),
+    aggregator_users: Sequence[str] = (),
     rotate: Sequence[str] = (),
     listen: str | None = "127.0.0.1:1883",
     tls_listen: str = "8883",
@@ -182,6 +184,7 @@ def broker_config(
         out,
         ids,
         collector_users=list(collector_users) or [DEFAULT_COLLECTOR_USER],
+        aggregator_users=list(aggregator_users) or [DEFAULT_AGGREGATOR_USER],
         rotate=rotate,
         plain_listener=plain,
         tls=tls,

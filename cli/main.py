@@ -456,6 +456,11 @@ def broker_config_cmd(
     collector_user: list[str] = typer.Option(
         [], "--collector-user", help="collector user (repeatable; one per collector); default quantrac-collector"
     ),
+    aggregator_user: list[str] = typer.Option(
+        [],
+        "--aggregator-user",
+        help="warehouse aggregator user, may only publish alerts (repeatable); default quantrac-aggregator",
+    ),
     rotate: list[str] = typer.Option([], "--rotate", help="give this user a new password (repeatable)"),
     listen: str = typer.Option("127.0.0.1:1883", help="plain listener HOST:PORT for local tools, or 'none'"),
     tls_listen: str = typer.Option("8883", help="TLS listener PORT or HOST:PORT"),
@@ -508,6 +513,7 @@ def broker_config_cmd(
             registry=registry,
             stations=station,
             collector_users=collector_user,
+            aggregator_users=aggregator_user,
             rotate=rotate,
             listen=listen,
             tls_listen=tls_listen,

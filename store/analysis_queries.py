@@ -7,14 +7,35 @@ labelled by their END and hold the readings of [end - 1 h, end).
 
 from __future__ import annotations
 
+import datetime as dt
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import psycopg
 
 from store.errors import WarehouseUnavailable
 from store.queries import connect
 
 HOUR_NS = 3_600_000_000_000
+DAY_NS = 24 * HOUR_NS
+#: Asia/Ho_Chi_Minh is UTC+7 all year (no daylight saving): the VN_AQI day of an hour END ``e`` is the
+#: local date of ``e - 1 ns`` (the hour ending 24:00 local closes the day), i.e. (e + 7 h - 1) // 24 h.
+_LOCAL_OFFSET_NS = 7 * HOUR_NS
+_EPOCH = dt.date(1970, 1, 1)
+
+Conn = str | psycopg.Connection  # a conninfo (a connection per call) or an open connection to reuse
+
+
+@contextmanager
+def _connection(conn: Conn) -> Iterator[psycopg.Connection]:
+    if isinstance(conn, str):
+        with connect(conn) as opened:
+            yield opened
+    else:
+        yield conn
+
 
 # Admission classes of a reading: status 00 with a value, by its QC flag (NULL: no control ran = 2).
 _OK = "status = '00' AND value IS NOT NULL"
@@ -71,12 +92,27 @@ _HOURLY_SQL = (
 )
 
 
-def hour_aggregates(conninfo: str, stations: Sequence[str], first_end: int, last_end: int) -> list[HourAggregate]:
+#: The names of ``hour_aggregate_rows``' columns, in order (after the 9 counts: n, sum, min, max per class).
+HOUR_ROW_COLUMNS = (
+    "station", "device", "parameter", "unit", "hour_start", "n_readings", "n_calibrating", "n_device_error",
+    "n_qc_fail", *(f"{c}_{x}" for c in _CLASSES for x in ("n", "sum", "min", "max")),
+)  # fmt: skip
+#: The admission classes in the order of their columns.
+CLASS_NAMES = tuple(_CLASSES)
+
+
+def hour_aggregate_rows(conn: Conn, stations: Sequence[str], first_end: int, last_end: int) -> list[tuple]:
+    """The raw rows behind ``hour_aggregates`` (columns ``HOUR_ROW_COLUMNS``; the hour by its START), for
+    callers turning many hours into columns without an object per row. One query."""
+    sql = _HOURLY_SQL.format(stations=", ".join(["%s"] * len(stations)))
+    with _connection(conn) as c:
+        return c.execute(sql, (*stations, first_end - HOUR_NS, last_end)).fetchall()
+
+
+def hour_aggregates(conninfo: Conn, stations: Sequence[str], first_end: int, last_end: int) -> list[HourAggregate]:
     """Per (station, device, parameter, unit, hour) of the hours ending first_end..last_end: the counts
     by status and QC class. One query, whatever the number of stations."""
-    sql = _HOURLY_SQL.format(stations=", ".join(["%s"] * len(stations)))
-    with connect(conninfo) as conn:
-        rows = conn.execute(sql, (*stations, first_end - HOUR_NS, last_end)).fetchall()
+    rows = hour_aggregate_rows(conninfo, stations, first_end, last_end)
     out = []
     for row in rows:
         station, device, parameter, unit, start, n, cal, err, fail, *cls = row
@@ -105,7 +141,7 @@ class StoredMean:
 
 
 def stored_means(
-    conninfo: str,
+    conninfo: Conn,
     table: str,
     stations: Sequence[str],
     first_end: int,
@@ -126,7 +162,7 @@ def stored_means(
         f"SELECT ts::long, station, device, parameter, unit, mean, valid, worst_flag FROM {table}"
         f" WHERE {' AND '.join(where)} ORDER BY ts"
     )
-    with connect(conninfo) as conn:
+    with _connection(conninfo) as conn:
         return [StoredMean(*r[:5], r[5], bool(r[6]), r[7]) for r in conn.execute(sql, params)]
 
 
@@ -143,27 +179,52 @@ class DayAggregate:
     worst_flag: int | None
 
 
-def day_aggregates(conninfo: str, stations: Sequence[str], first_end: int, last_end: int) -> list[DayAggregate]:
+_DAY_COLUMNS = (
+    "station, device, parameter, unit, sum(CASE WHEN valid THEN 1 ELSE 0 END),"
+    " avg(CASE WHEN valid THEN mean END), min(CASE WHEN valid THEN mean END),"
+    " max(CASE WHEN valid THEN mean END), max(CASE WHEN valid THEN worst_flag END)"
+)
+
+
+def day_aggregates(conninfo: Conn, stations: Sequence[str], first_end: int, last_end: int) -> list[DayAggregate]:
     """Per (station, device, parameter, unit), the valid hourly means ending in [first_end, last_end]:
     count, mean, min and max (one local day's 24 hours)."""
     sql = (
-        "SELECT station, device, parameter, unit, sum(CASE WHEN valid THEN 1 ELSE 0 END),"
-        " avg(CASE WHEN valid THEN mean END), min(CASE WHEN valid THEN mean END),"
-        " max(CASE WHEN valid THEN mean END), max(CASE WHEN valid THEN worst_flag END) FROM hourly_means"
+        f"SELECT {_DAY_COLUMNS} FROM hourly_means"
         f" WHERE station IN ({', '.join(['%s'] * len(stations))}) AND ts >= cast(%s AS TIMESTAMP_NS)"
         " AND ts <= cast(%s AS TIMESTAMP_NS) GROUP BY 1, 2, 3, 4"
     )
-    with connect(conninfo) as conn:
+    with _connection(conninfo) as conn:
         rows = conn.execute(sql, (*stations, first_end, last_end)).fetchall()
     return [DayAggregate(s, d, p, u or "", int(n or 0), m, lo, hi, wf) for s, d, p, u, n, m, lo, hi, wf in rows]
+
+
+def local_days_aggregates(
+    conn: Conn, stations: Sequence[str], first_day: dt.date, last_day: dt.date
+) -> list[tuple[dt.date, DayAggregate]]:
+    """``day_aggregates`` of every local day first_day..last_day at once: one query grouped by the day
+    (the VN_AQI day, hours ending 01:00..24:00 Asia/Ho_Chi_Minh), not one query per day."""
+    first_end = (first_day - _EPOCH).days * DAY_NS - _LOCAL_OFFSET_NS + HOUR_NS
+    last_end = ((last_day - _EPOCH).days + 1) * DAY_NS - _LOCAL_OFFSET_NS
+    sql = (
+        f"SELECT (ts::long + {_LOCAL_OFFSET_NS - 1}) / {DAY_NS} AS local_day, {_DAY_COLUMNS} FROM hourly_means"
+        f" WHERE station IN ({', '.join(['%s'] * len(stations))}) AND ts >= cast(%s AS TIMESTAMP_NS)"
+        " AND ts <= cast(%s AS TIMESTAMP_NS) GROUP BY 1, 2, 3, 4, 5"
+    )
+    with _connection(conn) as c:
+        rows = c.execute(sql, (*stations, first_end, last_end)).fetchall()
+    return [
+        (_EPOCH + dt.timedelta(days=k), DayAggregate(s, d, p, u or "", int(n or 0), m, lo, hi, wf))
+        for k, s, d, p, u, n, m, lo, hi, wf in rows
+    ]
 
 
 # -- the feed: which hours the collector wrote into ------------------------------------------------------
 
 
-def touched_hours(conninfo: str, after_ns: int, upto_ns: int) -> list[tuple[int, str, int]]:
+def touched_hours(conninfo: Conn, after_ns: int, upto_ns: int) -> list[tuple[int, str, int]]:
     """(ts, station, hour_end) of the collector's touched_hours rows with after < ts <= upto."""
-    with connect(conninfo) as conn:
+    with _connection(conninfo) as conn:
         return conn.execute(
             "SELECT ts::long, station, hour_end::long FROM touched_hours WHERE ts > cast(%s AS TIMESTAMP_NS)"
             " AND ts <= cast(%s AS TIMESTAMP_NS)",
@@ -171,11 +232,11 @@ def touched_hours(conninfo: str, after_ns: int, upto_ns: int) -> list[tuple[int,
         ).fetchall()
 
 
-def wait_applied(conninfo: str, tables: Iterable[str], timeout_s: float = 30.0) -> None:
+def wait_applied(conninfo: Conn, tables: Iterable[str], timeout_s: float = 30.0) -> None:
     """Return once every transaction committed to ``tables`` so far is visible to queries."""
     names = tuple(tables)
     deadline = time.monotonic() + timeout_s
-    with connect(conninfo) as conn:
+    with _connection(conninfo) as conn:
         while True:
             rows = conn.execute(
                 "SELECT name, writerTxn, sequencerTxn FROM wal_tables()"
@@ -190,8 +251,8 @@ def wait_applied(conninfo: str, tables: Iterable[str], timeout_s: float = 30.0) 
             time.sleep(0.02)
 
 
-def latest_watermark(conninfo: str, aggregator: str) -> int | None:
-    with connect(conninfo) as conn:
+def latest_watermark(conninfo: Conn, aggregator: str) -> int | None:
+    with _connection(conninfo) as conn:
         row = conn.execute(
             "SELECT watermark::long FROM aggregator_progress WHERE aggregator = %s"
             " LATEST ON ts PARTITION BY aggregator",
@@ -218,9 +279,9 @@ class StoredEpisode:
     version: int
 
 
-def stored_episodes(conninfo: str, station: str, period: str) -> list[StoredEpisode]:
+def stored_episodes(conninfo: Conn, station: str, period: str) -> list[StoredEpisode]:
     """Every episode row of one station's limits on one averaging period (withdrawn ones too), oldest first."""
-    with connect(conninfo) as conn:
+    with _connection(conninfo) as conn:
         rows = conn.execute(
             "SELECT ts::long, station, device, parameter, limit_id, state, escalated_at::long, closed_at::long,"
             " periods, peak, version FROM exceedance_episodes WHERE station = %s AND period = %s ORDER BY ts",
@@ -229,10 +290,10 @@ def stored_episodes(conninfo: str, station: str, period: str) -> list[StoredEpis
     return [StoredEpisode(*r) for r in rows]
 
 
-def existing_alert_ids(conninfo: str, alert_ids: Sequence[str]) -> set[str]:
+def existing_alert_ids(conninfo: Conn, alert_ids: Sequence[str]) -> set[str]:
     if not alert_ids:
         return set()
-    with connect(conninfo) as conn:
+    with _connection(conninfo) as conn:
         rows = conn.execute(
             f"SELECT DISTINCT alert_id FROM alerts WHERE alert_id IN ({', '.join(['%s'] * len(alert_ids))})",
             list(alert_ids),
@@ -259,18 +320,18 @@ _ALERT_COLUMNS = (
 )
 
 
-def undelivered_alerts(conninfo: str) -> list[StoredAlert]:
+def undelivered_alerts(conninfo: Conn) -> list[StoredAlert]:
     """Alerts whose webhook or MQTT delivery is still pending, oldest first (the outbox after a restart)."""
-    with connect(conninfo) as conn:
+    with _connection(conninfo) as conn:
         rows = conn.execute(
             f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE webhook_state = 'pending' OR mqtt_state = 'pending' ORDER BY ts"
         ).fetchall()
     return [StoredAlert(*r) for r in rows]
 
 
-def recent_alerts(conninfo: str, station: str | None = None, limit: int = 100) -> list[StoredAlert]:
+def recent_alerts(conninfo: Conn, station: str | None = None, limit: int = 100) -> list[StoredAlert]:
     where, params = ("WHERE station = %s", [station]) if station else ("", [])
-    with connect(conninfo) as conn:
+    with _connection(conninfo) as conn:
         rows = conn.execute(
             f"SELECT {_ALERT_COLUMNS} FROM alerts {where} ORDER BY ts DESC LIMIT %s", [*params, limit]
         ).fetchall()

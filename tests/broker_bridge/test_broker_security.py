@@ -48,6 +48,7 @@ from tests.helpers import require_tool
 STATION_A = "HN_AIR_001"
 STATION_B = "HCM_WW_002"
 COLLECTOR = "quantrac-collector"
+AGGREGATOR = "quantrac-aggregator"
 NOT_AUTHORIZED = 0x87  # MQTT v5 reason code 135
 NO_MATCHING_SUBSCRIBERS = 0x10
 
@@ -190,9 +191,9 @@ class Probe:
         self.client.loop_start()
         return self.connacks.get(timeout=timeout)
 
-    def publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> ReasonCode:
+    def publish(self, topic: str, payload: bytes, timeout: float = 5.0, retain: bool = False) -> ReasonCode:
         """Publish at QoS 1 and return the PUBACK's reason code."""
-        info = self.client.publish(topic, payload, qos=1)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         with self._cond:
             assert self._cond.wait_for(lambda: info.mid in self._pubacks, timeout), f"no PUBACK for {topic}"
             return self._pubacks.pop(info.mid)
@@ -442,7 +443,7 @@ def test_generated_config_sizes_queues_persists_often_and_keeps_secrets_private(
     assert stat.S_IMODE(broker.config.password_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(broker.config.credentials_dir.stat().st_mode) == 0o700
     hashes = read_password_file(broker.config.password_file)
-    assert sorted(hashes) == sorted([COLLECTOR, STATION_A, STATION_B])
+    assert sorted(hashes) == sorted([COLLECTOR, AGGREGATOR, STATION_A, STATION_B])
     for user, encoded in hashes.items():
         path = broker.config.credential_file(user)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -521,7 +522,7 @@ def test_cli_config_from_registry_never_prints_passwords(tmp_path: Path) -> None
     out = tmp_path / "out"
     result = broker_config(out, registry=registry, stations=["EXTRA_9"], outage_hours=48, echo=lines.append)
     printed = "\n".join(lines)
-    assert sorted(read_password_file(result.password_file)) == sorted([COLLECTOR, STATION_A, "EXTRA_9"])
+    assert sorted(read_password_file(result.password_file)) == sorted([COLLECTOR, AGGREGATOR, STATION_A, "EXTRA_9"])
     assert f"disabled in the registry, no broker access: {STATION_B}" in printed
     assert "max_queued_messages" in printed and "48 h" in printed
     for path in (out / "credentials").iterdir():
@@ -546,3 +547,32 @@ def test_the_collector_writes_receipts_and_each_station_reads_only_its_own(make_
     # A station cannot write receipts, neither its own nor another's.
     assert station_a.publish(receipt_topic(STATION_A), b"self-receipt").value == NOT_AUTHORIZED
     assert station_b.publish(receipt_topic(STATION_A), b"forged receipt").value == NOT_AUTHORIZED
+
+
+def test_the_aggregator_publishes_retained_alerts_that_each_station_reads_only_for_itself(make_secured, probes) -> None:
+    from broker_bridge.topics import alert_topic, receipt_topic
+
+    broker = make_secured()
+    assert (broker.out / "credentials" / f"{AGGREGATOR}.password").stat().st_mode & 0o777 == 0o600
+    aggregator = connected(probes, broker.address(AGGREGATOR))
+    assert aggregator.publish(alert_topic(STATION_A), b"alert for A", retain=True).value in (0, NO_MATCHING_SUBSCRIBERS)
+    # Retained: a station subscribing afterwards gets it, and only its own, even through a wildcard.
+    station_a = connected(probes, broker.address(STATION_A))
+    station_b = connected(probes, broker.address(STATION_B))
+    for station in (station_a, station_b):
+        assert not station.subscribe("quantrac/v1/+/alert")[0].is_failure  # granted; reads filtered on delivery
+    message = station_a.messages.get(timeout=5)
+    assert (message.topic, message.payload, message.retain) == (alert_topic(STATION_A), b"alert for A", True)
+    with pytest.raises(queue.Empty):
+        station_b.messages.get(timeout=0.5)
+    # The aggregator writes alerts only; nobody else writes them.
+    for topic in (data_topic(STATION_A), status_topic(STATION_A), receipt_topic(STATION_A)):
+        assert aggregator.publish(topic, b"not an alert").value == NOT_AUTHORIZED, topic
+    assert station_a.publish(alert_topic(STATION_A), b"self-alert").value == NOT_AUTHORIZED
+    assert station_b.publish(alert_topic(STATION_A), b"forged alert").value == NOT_AUTHORIZED
+    collector = connected(probes, broker.address(COLLECTOR))
+    assert collector.publish(alert_topic(STATION_A), b"collector alert").value == NOT_AUTHORIZED
+    # The aggregator reads nothing, not even the alerts it wrote.
+    assert not aggregator.subscribe("quantrac/v1/#")[0].is_failure
+    with pytest.raises(queue.Empty):
+        aggregator.messages.get(timeout=0.5)
