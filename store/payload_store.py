@@ -55,21 +55,7 @@ class PayloadStore:
         final = self.path_of(sha256)
         if final.is_file() and final.stat().st_size == len(payload):
             return sha256
-        tmp = self.root / f".{sha256}.{os.getpid()}.partial"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        dir_fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself must survive a power cut
-        finally:
-            os.close(dir_fd)
+        write_durably(final, payload)
         return sha256
 
     def read_chunks(self, sha256: str, chunk: int = _READ_CHUNK) -> Iterator[bytes]:
@@ -77,3 +63,28 @@ class PayloadStore:
         with self.path_of(sha256).open("rb") as handle:
             while block := handle.read(chunk):
                 yield block
+
+
+def write_durably(target: Path, data: bytes) -> None:
+    """``data`` into ``target`` so that it survives a power cut once this returns: a temporary file
+    beside it (0600), fsynced, renamed into place, and the directory fsynced (the rename itself)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a rename, a new file or folder) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

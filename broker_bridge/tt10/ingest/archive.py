@@ -8,8 +8,9 @@ arrive. Files are 0600 in 0700 directories (a station's data is not for every lo
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
+
+from store.payload_store import fsync_dir, write_durably
 
 
 class ArchiveError(OSError):
@@ -30,19 +31,10 @@ class Archive:
         target = self.path_of(sha256)
         if target.exists() and target.stat().st_size == len(data):
             return sha256
-        target.parent.mkdir(exist_ok=True, mode=0o700)
-        tmp = target.with_name(f".{sha256}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-        _fsync_dir(self.root)
+        if not target.parent.is_dir():
+            target.parent.mkdir(exist_ok=True, mode=0o700)
+            fsync_dir(self.root)  # the new sub-folder itself
+        write_durably(target, data)
         return sha256
 
     def get(self, sha256: str) -> bytes:
@@ -60,11 +52,3 @@ class Archive:
         except FileNotFoundError:
             return False
         return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
