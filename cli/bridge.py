@@ -226,7 +226,13 @@ def tt10_serve(
     service.start()
     worker = threading.Thread(target=service.run, args=(stop,), name="tt10-ingest", daemon=True)
     worker.start()
-    running = serve_sources(config, service.sink)
+    try:
+        running = serve_sources(config, service.sink)
+    except (OSError, ConfigError) as exc:  # a port taken, a certificate unreadable: say which, stop cleanly
+        stop.set()
+        worker.join(30)
+        service.stop()
+        _fail(f"{sources}: the sources could not start: {exc}")
     try:
         stop.wait()
     finally:
