@@ -193,6 +193,28 @@ TT10_FILES = Table(
 )
 
 
+STATION_METADATA = Table(
+    # What the registry says about each station (collector/registry.py is the source; the collector writes
+    # a row per station whenever it loads the registry), so readers (api/, exports) learn names, places and
+    # kinds through store/ alone. Read the newest row per station (LATEST ON ts PARTITION BY station).
+    name="station_metadata",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the registry was loaded (UTC)
+        ("station", "SYMBOL"),
+        ("name", "VARCHAR"),  # what people call it (Vietnamese, as the operator wrote it)
+        ("province_code", "SYMBOL"),  # the administrative province (the TT10 file name's <Tinh>), not a broker user
+        ("facility", "VARCHAR"),  # the facility (<CoSo>) for industrial stations
+        ("kind", "SYMBOL"),  # vocabulary.stations.STATION_KINDS
+        ("latitude", "DOUBLE"),  # WGS 84 degrees
+        ("longitude", "DOUBLE"),
+        ("enabled", "BOOLEAN"),
+        ("parameters", "VARCHAR"),  # JSON: parameter symbol -> logging interval in seconds, where known
+    ),
+    dedup_keys=("ts", "station"),
+    partition_by="MONTH",
+)
+
+
 # -- what the warehouse computes from the readings (analysis/: averages, VN_AQI, QCVN exceedances, alerts) ----
 
 TOUCHED_HOURS = Table(
@@ -376,6 +398,7 @@ TABLES = (
     SEQUENCE_GAPS,
     READING_REVISIONS,
     TT10_FILES,
+    STATION_METADATA,
     *ANALYSIS_TABLES,
 )
 
