@@ -45,6 +45,9 @@ from store.schema import (
 
 log = structlog.get_logger("analysis.aggregator")
 
+WRITTEN_TABLES = tuple(
+    t.name for t in (HOURLY_MEANS, DAILY_MEANS, EIGHT_HOUR_MEANS, AQI_HOURLY, AQI_DAILY, EXCEEDANCE_EPISODES, ALERTS)
+)
 MEAN_TABLE = {"1h": HOURLY_MEANS.name, "8h": EIGHT_HOUR_MEANS.name, "24h": DAILY_MEANS.name}
 #: Stations with at least this many touched hours are read per station (a backlog), the rest per hour.
 PER_STATION_HOURS = 3
@@ -85,6 +88,20 @@ def _ranges(hours: Iterable[int]) -> list[tuple[int, int]]:
     return out
 
 
+def _uncovered(first: int, last: int, covered: set[int], most: int = 4) -> list[tuple[int, int]]:
+    """The parts of [first, last] (inclusive ns) outside the ends in ``covered``; the whole range when
+    that would take more than ``most`` queries (the caller skips covered rows anyway)."""
+    parts: list[tuple[int, int]] = []
+    cursor = first
+    for end in sorted(e for e in covered if first <= e <= last):
+        if end > cursor:
+            parts.append((cursor, end - 1))
+        cursor = end + 1
+    if cursor <= last:
+        parts.append((cursor, last))
+    return parts if len(parts) <= most else [(first, last)]
+
+
 def _chunks(items: list[str], n: int = IN_LIST) -> Iterable[list[str]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -117,11 +134,12 @@ class Aggregator:
         # A connection per query: one connection reused through a poll read hourly means written
         # (and waited for) earlier in the poll as they were before, under load (issue in the report).
         self.db: q.Conn = pg_conninfo
-        # The means this recompute wrote, read back over what QuestDB shows. Without the second wait
-        # (daily and 8-hour means) tests/end_to_end/test_aggregates_end_to_end.py's backlog test saw
-        # stale hourly VN_AQI in 3 of 5 runs under load, cause not found: the wait stays (about 0.1 s).
+        # The means this recompute wrote, used in place of what QuestDB shows (its WAL may not be applied yet).
         # table -> station -> (device, parameter, end) -> (unit, mean, valid, worst flag)
         self._fresh: dict[str, dict[str, dict[tuple[str, str, int], tuple]]] = {}
+        # table -> station -> the period ends this recompute decided (with or without a row): the stored
+        # rows there are replaced, so they are not read back (a month's backlog reads only its margins).
+        self._covered: dict[str, dict[str, set[int]]] = {}
         self.watermark = 0
         self._seen: set[tuple[int, str, int]] = set()
         self._pending: dict[tuple[str, int], int] = {}  # (station, hour_end) -> smallest touched ts
@@ -194,18 +212,21 @@ class Aggregator:
         """Recompute the hours ``buckets`` names (station -> hour ends) and everything built on them."""
         now = time.time_ns() if now_ns is None else now_ns
         report = Report(hours=sum(len(h) for h in buckets.values()))
-        self._fresh = {}
+        self._fresh, self._covered = {}, {}
         try:
             report.hourly_rows = self._hourly(buckets, now)
-            q.wait_applied(self.db, [HOURLY_MEANS.name])
+            q.wait_applied(self.db, [HOURLY_MEANS.name])  # the days are a GROUP BY over hourly_means in QuestDB
             report.daily_rows = self._daily(buckets, now)
             report.eight_hour_rows = self._eight_hour(buckets, now)
-            q.wait_applied(self.db, [DAILY_MEANS.name, EIGHT_HOUR_MEANS.name])  # see the note in __init__
             kinds = dict(self.kinds())
             report.aqi_rows = self._aqi(buckets, kinds, now)
             report.episode_rows, report.alerts = self._exceedances(buckets, kinds, now)
+            # Return once what was decided can be read: a reader (the API, `quantrac aqi`, a test) right
+            # after a poll must not see the previous AQI (issue 13's end-to-end test read stale aqi_hourly
+            # rows when it came first), and the next poll reads this one's means from QuestDB.
+            q.wait_applied(self.db, WRITTEN_TABLES)
         finally:
-            self._fresh = {}
+            self._fresh, self._covered = {}, {}
         if report.alerts and self.on_alerts is not None:
             self.on_alerts(report.alerts)
         return report
@@ -225,6 +246,7 @@ class Aggregator:
                 rows += q.hour_aggregate_rows(self.db, chunk, h, h)
         columns = hourly_columns(rows, self.settings.rule)
         columns["computed_at"] = [now] * len(rows)
+        self._covered[HOURLY_MEANS.name] = {station: set(hours) for station, hours in buckets.items()}
         fresh = self._fresh.setdefault(HOURLY_MEANS.name, {})
         for station, device, parameter, ts, unit, mean, valid, worst in zip(
             *(columns[c] for c in ("station", "device", "parameter", "ts", "unit", "mean", "valid", "worst_flag")),
@@ -240,6 +262,7 @@ class Aggregator:
         wanted: dict[str, set[dt.date]] = {}
         for station, hours in buckets.items():
             days = wanted[station] = {vn_aqi.local_day_of(h) for h in hours}
+            self._covered.setdefault(DAILY_MEANS.name, {})[station] = {local_day_bounds(d)[1] for d in days}
             for run in _day_runs(days):
                 runs[run].append(station)
         rows: list[Mean] = []
@@ -267,6 +290,7 @@ class Aggregator:
                     if not any(h in values for h in window) and not any(h in hours for h in window):
                         continue
                     rows.append(eight_hour_mean(station, device, parameter, unit, end, values, rule))
+            self._covered.setdefault(EIGHT_HOUR_MEANS.name, {})[station] = set(ends)
         return self._write(EIGHT_HOUR_MEANS, rows, now)
 
     def _series(
@@ -275,11 +299,13 @@ class Aggregator:
         """Valid means of one station: (device, parameter, unit) -> end -> (mean, worst flag)."""
         out: dict[tuple[str, str, str], dict[int, tuple[float, int | None]]] = defaultdict(dict)
         fresh = self._fresh.get(table, {}).get(station, {})
-        for m in q.stored_means(self.db, table, [station], first, last, parameters):
-            if (m.device, m.parameter, m.ts) in fresh:
-                continue  # replaced by this recompute (DEDUP keys: ts, station, device, parameter)
-            if m.valid and m.mean is not None:
-                out[m.device, m.parameter, m.unit][m.ts] = (m.mean, m.worst_flag)
+        covered = self._covered.get(table, {}).get(station, set())
+        for lo, hi in _uncovered(first, last, covered):
+            for m in q.stored_means(self.db, table, [station], lo, hi, parameters):
+                if m.ts in covered or (m.device, m.parameter, m.ts) in fresh:
+                    continue  # replaced by this recompute (DEDUP keys: ts, station, device, parameter)
+                if m.valid and m.mean is not None:
+                    out[m.device, m.parameter, m.unit][m.ts] = (m.mean, m.worst_flag)
         for (device, parameter, ts), (unit, mean, valid, worst) in fresh.items():
             if not first <= ts <= last or (parameters and parameter not in parameters):
                 continue

@@ -38,7 +38,7 @@ def _connection(conn: Conn) -> Iterator[psycopg.Connection]:
 
 
 # Admission classes of a reading: status 00 with a value, by its QC flag (NULL: no control ran = 2).
-_OK = "status = '00' AND value IS NOT NULL"
+_OK = "status = '00' AND NOT no_value"
 _CLASSES = {
     "pass": f"{_OK} AND qc_flag = 1",
     "not_evaluated": f"{_OK} AND (qc_flag IS NULL OR qc_flag = 2)",
@@ -74,21 +74,27 @@ def _class_columns() -> str:
     parts = []
     for cond in _CLASSES.values():
         parts += [
-            f"sum(CASE WHEN {cond} THEN 1 ELSE 0 END)",
-            f"sum(CASE WHEN {cond} THEN value END)",
-            f"min(CASE WHEN {cond} THEN value END)",
-            f"max(CASE WHEN {cond} THEN value END)",
+            f"sum(CASE WHEN {cond} THEN n ELSE 0 END)",
+            f"sum(CASE WHEN {cond} THEN total END)",
+            f"min(CASE WHEN {cond} THEN low END)",
+            f"max(CASE WHEN {cond} THEN high END)",
         ]
     return ", ".join(parts)
 
 
+# Two steps: the inner GROUP BY only counts and sums per (hour, status, flag), which QuestDB does without a
+# CASE per row; the outer one splits those few rows into the admission classes. Same rows as one GROUP BY
+# with 16 CASE aggregates, in half its time (a month of one station with 30 parameters: 0.32 s against
+# 0.72 s).
 _HOURLY_SQL = (
-    "SELECT station, device, parameter, unit, timestamp_floor('h', ts)::long, count(),"
-    " sum(CASE WHEN status = '01' THEN 1 ELSE 0 END), sum(CASE WHEN status = '02' THEN 1 ELSE 0 END),"
-    " sum(CASE WHEN status = '00' AND (value IS NULL OR qc_flag IN (4, 9)) THEN 1 ELSE 0 END), "
+    "SELECT station, device, parameter, unit, hour_start::long, sum(n),"
+    " sum(CASE WHEN status = '01' THEN n ELSE 0 END), sum(CASE WHEN status = '02' THEN n ELSE 0 END),"
+    " sum(CASE WHEN status = '00' AND (no_value OR qc_flag IN (4, 9)) THEN n ELSE 0 END), "
     + _class_columns()
-    + " FROM readings WHERE station IN ({stations}) AND ts >= cast(%s AS TIMESTAMP_NS)"
-    " AND ts < cast(%s AS TIMESTAMP_NS) GROUP BY 1, 2, 3, 4, 5"
+    + " FROM (SELECT station, device, parameter, unit, timestamp_floor('h', ts) AS hour_start, status, qc_flag,"
+    " value IS NULL AS no_value, count() AS n, sum(value) AS total, min(value) AS low, max(value) AS high"
+    " FROM readings WHERE station IN ({stations}) AND ts >= cast(%s AS TIMESTAMP_NS)"
+    " AND ts < cast(%s AS TIMESTAMP_NS)) GROUP BY 1, 2, 3, 4, 5"
 )
 
 
