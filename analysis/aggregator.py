@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 import structlog
 
 from analysis import episodes as ep
-from analysis.averages import Mean, affected_eight_hour_ends, daily_mean, eight_hour_mean, hourly_columns
+from analysis.averages import (
+    AveragingRule,
+    Mean,
+    affected_eight_hour_ends,
+    daily_mean,
+    eight_hour_mean,
+    hourly_columns,
+)
 from analysis.settings import PERIOD_NS, Limit, Settings
 from broker_bridge.alerts import AlertMessage, alert_id
 from store import analysis_queries as q
@@ -115,6 +122,8 @@ class Aggregator:
         settings: Settings,
         station_kinds: Callable[[], Mapping[str, str | None]] = dict,
         *,
+        # The registry's logging intervals (station -> parameter -> seconds), the expected count of an hour.
+        station_intervals: Callable[[], Mapping[str, Mapping[str, float]]] = dict,
         name: str = "aggregator",
         settle_s: float = 0.0,
         overlap_s: float = 120.0,
@@ -124,6 +133,8 @@ class Aggregator:
         self.pg = pg_conninfo
         self.settings = settings
         self.kinds = station_kinds
+        self.intervals = station_intervals
+        self._intervals: Mapping[str, Mapping[str, float]] = {}  # taken once per recompute
         self.name = name
         self.settle_ns = int(settle_s * 1e9)
         self.overlap_ns = int(overlap_s * 1e9)
@@ -213,6 +224,7 @@ class Aggregator:
         now = time.time_ns() if now_ns is None else now_ns
         report = Report(hours=sum(len(h) for h in buckets.values()))
         self._fresh, self._covered = {}, {}
+        self._intervals = self.intervals()
         try:
             report.hourly_rows = self._hourly(buckets, now)
             q.wait_applied(self.db, [HOURLY_MEANS.name])  # the days are a GROUP BY over hourly_means in QuestDB
@@ -231,6 +243,9 @@ class Aggregator:
             self.on_alerts(report.alerts)
         return report
 
+    def _rule(self, station: str, parameter: str) -> AveragingRule:
+        return self.settings.rule(station, parameter, self._intervals.get(station, {}).get(parameter))
+
     def _hourly(self, buckets: Mapping[str, set[int]], now: int) -> int:
         by_hour: dict[int, list[str]] = defaultdict(list)
         rows: list[tuple] = []
@@ -244,7 +259,7 @@ class Aggregator:
         for h, stations in by_hour.items():
             for chunk in _chunks(sorted(stations)):
                 rows += q.hour_aggregate_rows(self.db, chunk, h, h)
-        columns = hourly_columns(rows, self.settings.rule)
+        columns = hourly_columns(rows, self._rule)
         columns["computed_at"] = [now] * len(rows)
         self._covered[HOURLY_MEANS.name] = {station: set(hours) for station, hours in buckets.items()}
         fresh = self._fresh.setdefault(HOURLY_MEANS.name, {})
@@ -271,7 +286,7 @@ class Aggregator:
                 for day, agg in q.local_days_aggregates(self.db, chunk, first, last):
                     if day not in wanted[agg.station]:
                         continue
-                    rule = self.settings.rule(agg.station, agg.parameter)
+                    rule = self._rule(agg.station, agg.parameter)
                     rows.append(daily_mean(agg, local_day_bounds(day)[1], day.isoformat(), rule))
         return self._write(DAILY_MEANS, rows, now)
 
@@ -284,7 +299,7 @@ class Aggregator:
             ends = affected_eight_hour_ends(hours)
             series = self._series(HOURLY_MEANS.name, station, ends[0] - 7 * HOUR_NS, ends[-1], params)
             for (device, parameter, unit), values in series.items():
-                rule = self.settings.rule(station, parameter)
+                rule = self._rule(station, parameter)
                 for end in ends:
                     window = range(end - 7 * HOUR_NS, end + 1, HOUR_NS)
                     if not any(h in values for h in window) and not any(h in hours for h in window):

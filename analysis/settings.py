@@ -21,28 +21,12 @@ from analysis.averages import AveragingRule
 from configuration.errors import DocumentProblem, SemanticErrors
 from configuration.yaml_source import read_yaml, validate
 from store.analysis_queries import HOUR_NS
-from vocabulary.parameters import REGULATION_SYMBOLS
+from vocabulary.parameters import misspelt_parameter
 
 README = "analysis/README.md"
 LIMITS_DIR = Path(__file__).resolve().parent / "limits"
 PERIOD_NS = {"1h": HOUR_NS, "8h": 8 * HOUR_NS, "24h": 24 * HOUR_NS}
 Period = Literal["1h", "8h", "24h"]
-
-
-def _lookalike(symbol: str) -> str:
-    return symbol.strip().upper().replace(".", ",").replace("0", "O").replace(" ", "")
-
-
-_LOOKALIKES = {_lookalike(s): s for s in REGULATION_SYMBOLS}
-
-
-def misspelt_parameter(symbol: str) -> str | None:
-    """The regulation's symbol a settings or limit-file key was most likely meant to be (``PM2.5`` for
-    ``PM2,5``, ``S02`` for ``SO2``, ``pm10``), else None. Other symbols are a station's own and pass:
-    vocabulary.parameters keeps a symbol outside the list as it is, and so do the readings."""
-    if symbol in REGULATION_SYMBOLS:
-        return None
-    return _LOOKALIKES.get(_lookalike(symbol))
 
 
 def _parameter_problem(loc: tuple, symbol: str) -> DocumentProblem | None:
@@ -180,11 +164,29 @@ class StationLimitChoice(_Strict):
 
 
 class StationBlock(_Strict):
-    interval_s: float | None = Field(None, gt=0)
+    interval_s: float | None = Field(None, gt=0)  # refused at load (so is parameters.<P>.interval_s): the registry's
     parameters: dict[str, RuleBlock] = {}
     aqi: bool | None = None  # default: true for ambient_air stations
     limits: list[StationLimitChoice] | None = None  # default: the files whose kinds name the station's kind
     episodes: EpisodeBlock = EpisodeBlock()
+
+
+def _station_intervals(raw: SettingsFile) -> list[tuple[tuple, str, str]]:
+    """(loc, station, the --interval argument meant) of every per-station interval_s in the settings."""
+    found = []
+    for sid, block in raw.stations.items():
+        if block.interval_s is not None:
+            found.append((("stations", sid, "interval_s"), sid, f"<PARAMETER>={block.interval_s:g}"))
+        for symbol, rules in block.parameters.items():
+            if rules.interval_s is not None:
+                found.append(
+                    (
+                        ("stations", sid, "parameters", symbol, "interval_s"),
+                        sid,
+                        f"{misspelt_parameter(symbol) or symbol}={rules.interval_s:g}",
+                    )
+                )
+    return found
 
 
 class SettingsFile(_Strict):
@@ -213,7 +215,7 @@ class Settings:
         self._files: dict[str, LimitFile] = {}
         base = _merge(AveragingRule(), raw.averaging)
         self._base = base
-        self._rules: dict[tuple[str, str], AveragingRule] = {}
+        self._rules: dict[tuple[str, str, float | None], AveragingRule] = {}
         self.eight_hour_parameters = tuple(raw.averaging.eight_hour_parameters)
         for choice in (c for s in raw.stations.values() for c in (s.limits or [])):
             self.limit_file(choice.regulation)  # a missing or broken file fails at start, not at the first alert
@@ -234,6 +236,14 @@ class Settings:
         ]
         problems = [doc.issue(x.loc, x.message, x.fix) for loc, p in symbols if (x := _parameter_problem(loc, p))]
         problems += [
+            doc.issue(
+                loc,
+                "a station's logging interval is a fact of the station: it lives in the registry now",
+                f"remove this line and run `quantrac station set {sid} --interval {interval}` (collector/README.md)",
+            )
+            for loc, sid, interval in _station_intervals(raw)
+        ]
+        problems += [
             doc.issue(("stations", sid, "limits", i, "regulation"), f"no limit file {c.regulation}.yaml", fix)
             for sid, block in raw.stations.items()
             for i, c in enumerate(block.limits or [])
@@ -251,15 +261,18 @@ class Settings:
             self._files[name] = load_limit_file(name, self.limits_dir)
         return self._files[name]
 
-    def rule(self, station: str, parameter: str) -> AveragingRule:
-        key = (station, parameter)
+    def rule(self, station: str, parameter: str, logged_interval_s: float | None = None) -> AveragingRule:
+        """The rule of one station's parameter. ``logged_interval_s`` is the registry's logging interval of
+        it (collector/registry.py, the one place that fact lives); without one, the settings' default
+        (``averaging.parameters.<P>.interval_s``, else ``averaging.interval_s``, else 60 s) is assumed."""
+        key = (station, parameter, logged_interval_s)
         rule = self._rules.get(key)
         if rule is None:
             rule = _merge(self._base, self.raw.averaging.parameters.get(parameter))
+            rule = _merge(rule, RuleBlock(interval_s=logged_interval_s))
             block = self.raw.stations.get(station)
             if block is not None:
-                rule = _merge(rule, RuleBlock(interval_s=block.interval_s))
-                rule = _merge(rule, block.parameters.get(parameter))
+                rule = _merge(rule, block.parameters.get(parameter))  # its interval_s is refused at load
             self._rules[key] = rule
         return rule
 

@@ -72,20 +72,72 @@ def keys_new(path: Path = typer.Argument(..., help="private key file to create, 
     typer.echo(f"private key: {path} (mode 0600)\npublic key:  {path.with_suffix('.pub')}\nkey id:      {key.key_id}")
 
 
+NAME = typer.Option(None, "--name", help="what people call the station (Vietnamese allowed)")
+PROVINCE_CODE = typer.Option(
+    None, "--province-code", help="the administrative province, as TT10 file names' <Tinh> (e.g. HN); not --province"
+)
+FACILITY = typer.Option(None, "--facility", help="the facility of an industrial station (TT10's <CoSo>)")
+LATITUDE = typer.Option(None, "--lat", help="latitude, WGS 84 decimal degrees (north positive)")
+LONGITUDE = typer.Option(None, "--lon", help="longitude, WGS 84 decimal degrees (east positive)")
+INTERVAL = typer.Option(
+    [],
+    "--interval",
+    help="PARAMETER=SECONDS, the logger's interval of a parameter (repeatable); PARAMETER=none removes it",
+)
+
+
+def parse_intervals(items: list[str]) -> dict[str, float | None]:
+    intervals: dict[str, float | None] = {}
+    for item in items:
+        symbol, sep, seconds = item.rpartition("=")
+        if not sep or not symbol:
+            fail(f"--interval {item!r} must look like PARAMETER=SECONDS, e.g. PM10=60")
+        if seconds == "none":
+            intervals[symbol] = None
+            continue
+        try:
+            intervals[symbol] = float(seconds)
+        except ValueError:
+            fail(f"--interval {item!r}: {seconds!r} is not a number of seconds, e.g. PM10=60")
+    return intervals
+
+
+def metadata_edit(name, province_code, facility, lat, lon, intervals: list[str], kind=None, clear=()):
+    from collector.registry import MetadataEdit
+
+    return MetadataEdit(
+        name=name,
+        province_code=province_code,
+        facility=facility,
+        latitude=lat,
+        longitude=lon,
+        kind=kind,
+        intervals=parse_intervals(intervals),
+        clear=frozenset(c.replace("-", "_") for c in clear),
+    )
+
+
 @station_app.command("add")
 def station_add(
     station_id: str = typer.Argument(..., help="station id, e.g. HN_AIR_001"),
     public_key: Path = typer.Argument(..., help="the station's .pub file from `quantrac keys new`"),
     registry: Path = typer.Option(Path("registry.yaml"), help="registry file the collector reads"),
     kind: str | None = typer.Option(None, help="station kind, for the QC's kind layer: " + ", ".join(STATION_KINDS)),
+    name: str | None = NAME,
+    province_code: str | None = PROVINCE_CODE,
+    facility: str | None = FACILITY,
+    lat: float | None = LATITUDE,
+    lon: float | None = LONGITUDE,
+    interval: list[str] = INTERVAL,
 ) -> None:
     """Register a station (or one more key of it) so the collector accepts its batches."""
     from broker_bridge.keys import KeyFileError, load_public_key
     from broker_bridge.topics import TopicError
     from collector.registry import RegistryError, add_station
 
+    edit = metadata_edit(name, province_code, facility, lat, lon, interval)
     try:
-        kid = add_station(registry, station_id, load_public_key(public_key), kind=kind)
+        kid = add_station(registry, station_id, load_public_key(public_key), kind=kind, metadata=edit)
     except (KeyFileError, TopicError, RegistryError, FileNotFoundError) as exc:
         fail(str(exc))
     typer.echo(f"{station_id}: key {kid} registered in {registry}")
@@ -103,7 +155,8 @@ def station_list(registry: Path = typer.Option(Path("registry.yaml"), help="regi
     for station_id in reg.station_ids():
         entry = reg.get(station_id)
         keys = ", ".join(f"{k.key_id} ({k.state})" for k in entry.keys.values())
-        typer.echo(f"{station_id}\t{'enabled' if entry.enabled else 'DISABLED'}\t{entry.kind or '-'}\t{keys}")
+        place = f"{entry.province_code or '-'}\t{entry.name or '-'}"
+        typer.echo(f"{station_id}\t{'enabled' if entry.enabled else 'DISABLED'}\t{entry.kind or '-'}\t{keys}\t{place}")
 
 
 @station_app.command("rotate-key")
@@ -183,6 +236,29 @@ def station_set_kind(
     edit_registry(
         lambda: set_kind(registry, station_id, None if kind == "none" else kind), f"{station_id}: kind {kind}"
     )
+
+
+@station_app.command("set")
+def station_set(
+    station_id: str = typer.Argument(...),
+    registry: Path = REGISTRY,
+    name: str | None = NAME,
+    province_code: str | None = PROVINCE_CODE,
+    facility: str | None = FACILITY,
+    lat: float | None = LATITUDE,
+    lon: float | None = LONGITUDE,
+    interval: list[str] = INTERVAL,
+    kind: str | None = typer.Option(None, help="station kind: " + ", ".join(STATION_KINDS)),
+    clear: list[str] = typer.Option(
+        [], "--clear", help="remove a field: name, province-code, facility, coordinates, parameters, kind (repeatable)"
+    ),
+) -> None:
+    """Set what the registry says about a station: name, province, facility, place, logging intervals.
+    The collector picks it up without a restart and writes it to the warehouse's station_metadata."""
+    from collector.registry import set_metadata
+
+    edit = metadata_edit(name, province_code, facility, lat, lon, interval, kind, clear)
+    edit_registry(lambda: set_metadata(registry, station_id, edit), f"{station_id}: updated in {registry}")
 
 
 @app.command("status")

@@ -25,7 +25,9 @@ def aggregate(
     questdb: str = typer.Option("127.0.0.1:9000", help="QuestDB HTTP host:port (ILP)"),
     questdb_pg: str = typer.Option("127.0.0.1:8812", help="QuestDB PostgreSQL-wire host:port"),
     settings: Path | None = typer.Option(None, help="aggregation settings (YAML, analysis/README.md)"),
-    registry: Path | None = typer.Option(None, help="station registry: the stations' kinds (AQI, default limits)"),
+    registry: Path | None = typer.Option(
+        None, help="station registry: the stations' kinds (AQI, default limits) and logging intervals"
+    ),
     broker: str | None = typer.Option(None, help="MQTT broker host:port for retained alerts"),
     webhook: str | None = typer.Option(None, help="URL every alert is POSTed to (JSON)"),
     webhook_secret_file: Path | None = typer.Option(None, help="file (mode 0600) with the webhook's HMAC secret"),
@@ -72,6 +74,12 @@ def aggregate(
         kinds_source.reload_if_changed()
         return kinds_source.kinds()
 
+    def intervals():  # the registry's logging intervals: the expected count of each hour
+        if kinds_source is None:
+            return {}
+        kinds_source.reload_if_changed()
+        return kinds_source.intervals()
+
     delivery = None
     if webhook or address is not None:
         delivery = AlertDelivery(
@@ -87,6 +95,7 @@ def aggregate(
         endpoints.ilp_conf,
         loaded,
         kinds,
+        station_intervals=intervals,
         name=name,
         settle_s=settle_s,
         on_alerts=delivery.submit if delivery else None,

@@ -26,6 +26,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidat
 from broker_bridge.envelope import VerifyKey, verifier
 from broker_bridge.keys import KeyFileError, key_id, public_key_b64, public_key_from_b64
 from broker_bridge.topics import check_station_id
+from collector.registry_metadata import (
+    Degrees,
+    FreeText,
+    ParameterSymbol,
+    ProvinceCode,
+    RegistryParameterRecord,
+    coordinate_problems,
+)
 from configuration.errors import ConfigError, ConfigIssue, DocumentProblem, SemanticErrors, config_error
 from configuration.yaml_source import YamlDocument, parse_yaml, read_yaml, validate
 from vocabulary.stations import STATION_ID_PATTERN, STATION_KINDS, StationKind
@@ -82,6 +90,14 @@ class StationEntry:
     # (a TT10 file's readings), never the station's own. Key id -> (bridge name, key).
     bridge_keys: dict[str, tuple[str, StationKey]] = field(default_factory=dict)
     tt10: Tt10Account | None = None  # the station's TT10 upload account on the bridge, if it has one
+    # What the station is (collector/registry_metadata.py): for people, the warehouse's station_metadata
+    # and the aggregator's expected counts. None where the registry does not say.
+    name: str | None = None
+    province_code: str | None = None  # the administrative province (TT10's <Tinh>), never the relay's user
+    facility: str | None = None
+    latitude: float | None = None  # WGS 84 decimal degrees
+    longitude: float | None = None
+    intervals: Mapping[str, float] = field(default_factory=dict)  # parameter symbol -> logging interval (s)
 
 
 @dataclass(frozen=True)
@@ -210,9 +226,17 @@ class RegistryTt10Record(_Strict):
 class RegistryStationRecord(_Strict):
     enabled: bool = True
     kind: StationKind | None = None
+    # The broker user of the province relay that forwards the station (a delegation of trust), not where
+    # the station stands: that is province_code.
     province: Annotated[str | None, BeforeValidator(_province)] = None
     keys: list[RegistryKeyRecord]
     tt10: RegistryTt10Record | None = None
+    name: FreeText | None = None  # what people call it, Vietnamese as written
+    province_code: ProvinceCode | None = None  # the administrative province, as the TT10 file name's <Tinh>
+    facility: FreeText | None = None  # the facility (TT10's <CoSo>) of an industrial station
+    latitude: Degrees | None = None
+    longitude: Degrees | None = None
+    parameters: dict[ParameterSymbol, RegistryParameterRecord] = Field(default_factory=dict)
 
 
 class RegistryBridgeRecord(_Strict):
@@ -265,6 +289,7 @@ class RegistryFile(_Strict):
                     )
         accounts: dict[str, str] = {}
         for station_id, spec in self.stations.items():
+            problems += coordinate_problems(station_id, spec.latitude, spec.longitude)
             if spec.tt10 is not None and accounts.setdefault(spec.tt10.account, station_id) != station_id:
                 problems.append(
                     DocumentProblem(
@@ -309,7 +334,19 @@ def _entries(model: RegistryFile) -> dict[str, StationEntry]:
                 t.account, t.password_hash, tuple(t.authorized_keys), t.quota_bytes, t.max_files_per_minute
             )
         entries[station_id] = StationEntry(
-            station_id, spec.enabled, _keys(spec.keys), spec.kind, spec.province, bound.get(station_id, {}), tt10
+            station_id,
+            spec.enabled,
+            _keys(spec.keys),
+            spec.kind,
+            spec.province,
+            bound.get(station_id, {}),
+            tt10,
+            name=spec.name,
+            province_code=spec.province_code,
+            facility=spec.facility,
+            latitude=spec.latitude,
+            longitude=spec.longitude,
+            intervals=MappingProxyType({p: r.interval_s for p, r in spec.parameters.items()}),
         )
     return entries
 
@@ -384,6 +421,8 @@ class StationRegistry:
         self._bridges: dict[str, BridgeEntry] = {}
         self._bridge_kids: dict[str, str] = {}  # key id -> bridge name, for every bridge key
         self._kinds: Mapping[str, str] = MappingProxyType({})
+        self._intervals: Mapping[str, Mapping[str, float]] = MappingProxyType({})
+        self.generation = 0  # rises with every good load of the file: the collector writes station_metadata then
         self.last_error: RegistryFileError | None = None  # the file as saved now is broken: the last good one applies
         self.reload_errors = 0  # broken versions of the file seen while running (one per change)
         self._loaded = False
@@ -421,11 +460,15 @@ class StationRegistry:
             log.info("registry_mended", file=str(self.path), stations=len(entries))
         self.last_error = None
         kinds = MappingProxyType({sid: e.kind for sid, e in entries.items() if e.kind is not None})
+        intervals = MappingProxyType({sid: e.intervals for sid, e in entries.items() if e.intervals})
         bridge_kids = {kid: b.name for b in bridges.values() for kid in b.keys}
         with self._lock:
             self._entries, self._stamp, self._bridges, self._bridge_kids = entries, stamp, bridges, bridge_kids
             if kinds != self._kinds:
                 self._kinds = kinds
+            if intervals != self._intervals:
+                self._intervals = intervals
+            self.generation += 1
         return True
 
     def get(self, station_id: str) -> StationEntry | None:
@@ -444,6 +487,17 @@ class StationRegistry:
     def station_ids(self) -> list[str]:
         with self._lock:
             return sorted(self._entries)
+
+    def entries(self) -> dict[str, StationEntry]:
+        """Every station's entry, as loaded last (a copy: the next reload does not change it)."""
+        with self._lock:
+            return dict(self._entries)
+
+    def intervals(self) -> Mapping[str, Mapping[str, float]]:
+        """Station id -> parameter -> logging interval in seconds, for the stations that declare one; the
+        same object until a reload changes one (like ``kinds``)."""
+        with self._lock:
+            return self._intervals
 
     def kinds(self) -> Mapping[str, str]:
         """Station id -> kind, for the stations that have one. The same object until a
@@ -469,7 +523,8 @@ def _load_doc(path: Path) -> dict:
 def _save_doc(path: Path, doc: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     header = "# quantrac station registry: stations and the public keys the collector trusts\n"
-    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=True))
+    # allow_unicode: Vietnamese names stay readable (not \u escapes); UTF-8 whatever the locale says.
+    tmp.write_text(header + yaml.safe_dump(doc, sort_keys=True, allow_unicode=True), encoding="utf-8")
     os.replace(tmp, path)  # readers see the old or the new file, never half of one
 
 
@@ -530,9 +585,73 @@ def _check_kind(kind: str) -> None:
         raise RegistryError(f"{kind!r} is not a station kind; use one of {', '.join(STATION_KINDS)}")
 
 
-def add_station(path: Path, station_id: str, public_key: Ed25519PublicKey, kind: str | None = None) -> str:
+@dataclass(frozen=True)
+class MetadataEdit:
+    """A change to what the registry says about a station (``quantrac station set``); None leaves a field
+    as it is. ``intervals`` maps a parameter symbol to its logging interval in seconds (None removes it);
+    ``clear`` names fields to remove: name, province_code, facility, coordinates, parameters, kind."""
+
+    name: str | None = None
+    province_code: str | None = None
+    facility: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    kind: str | None = None
+    intervals: Mapping[str, float | None] = field(default_factory=dict)
+    clear: frozenset[str] = frozenset()
+
+    def apply(self, entry: dict) -> None:
+        unknown = self.clear - set(CLEARABLE)
+        if unknown:
+            raise RegistryError(f"cannot clear {', '.join(sorted(unknown))}; use one of {', '.join(CLEARABLE)}")
+        for name in self.clear:
+            for key in CLEARABLE[name]:
+                entry.pop(key, None)
+        if self.kind is not None:
+            _check_kind(self.kind)
+        for key in ("name", "province_code", "facility", "latitude", "longitude", "kind"):
+            value = getattr(self, key)
+            if value is not None:
+                entry[key] = value
+        parameters = entry.setdefault("parameters", {})
+        for symbol, interval in self.intervals.items():
+            if interval is None:
+                parameters.pop(symbol, None)
+            else:
+                parameters.setdefault(symbol, {})["interval_s"] = interval
+        if not parameters:
+            entry.pop("parameters")
+
+
+CLEARABLE: dict[str, tuple[str, ...]] = {
+    "name": ("name",),
+    "province_code": ("province_code",),
+    "facility": ("facility",),
+    "coordinates": ("latitude", "longitude"),
+    "parameters": ("parameters",),
+    "kind": ("kind",),
+}
+
+
+def _save_checked(path: Path, doc: dict) -> None:
+    """Save an edited document only if it loads: a refused edit leaves the file as it was."""
+    try:
+        _validated(parse_yaml(yaml.safe_dump(doc, allow_unicode=True).encode("utf-8"), str(path), readme=README))
+    except ConfigError as exc:
+        problems = "; ".join(f"{i.path}: {i.message} (fix: {i.fix})" for i in exc.issues)
+        raise RegistryError(f"{path} not changed: {problems}") from None
+    _save_doc(path, doc)
+
+
+def add_station(
+    path: Path,
+    station_id: str,
+    public_key: Ed25519PublicKey,
+    kind: str | None = None,
+    metadata: MetadataEdit | None = None,
+) -> str:
     """Add a station (or a further key of it) to the registry file; returns the key id.
-    ``kind`` (one of vocabulary.stations.STATION_KINDS) sets the station's kind."""
+    ``kind`` (one of vocabulary.stations.STATION_KINDS) sets the station's kind, ``metadata`` the rest."""
     check_station_id(station_id)
     if kind is not None:
         _check_kind(kind)
@@ -541,11 +660,21 @@ def add_station(path: Path, station_id: str, public_key: Ed25519PublicKey, kind:
     entry = doc["stations"].setdefault(station_id, {"enabled": True, "keys": []})
     if kind is not None:
         entry["kind"] = kind
+    if metadata is not None:
+        metadata.apply(entry)
     kid = key_id(public_key)
     if all(k.get("kid") != kid for k in entry["keys"]):
         entry["keys"].append({"kid": kid, "public_key": public_key_b64(public_key), "state": "active"})
-    _save_doc(path, doc)
+    _save_checked(path, doc)
     return kid
+
+
+def set_metadata(path: Path, station_id: str, edit: MetadataEdit) -> None:
+    """Change what the registry says about a registered station (checked as the collector would load it)."""
+    path = Path(path)
+    doc = _load_doc(path)
+    edit.apply(_station(doc, station_id, path))
+    _save_checked(path, doc)
 
 
 def rotate_key(

@@ -45,6 +45,7 @@ from collector.registry import StationRegistry
 from collector.revisions import RevisionFinder
 from collector.sequence import DAY_NS, SequenceTracker
 from collector.sessions import SessionGuard
+from collector.station_metadata import StationMetadataCopy
 from store.commit import FlushRecords, Warehouse
 from store.ilp_writer import WarehouseUnavailable
 from store.payload_store import PayloadStore
@@ -113,6 +114,7 @@ class Collector:
             SeriesState(max_series=config.qc_max_series),
         )
         self.metrics.watch_config_file(config.registry_path, self.registry)
+        self.station_metadata = StationMetadataCopy(self.registry, config.ilp_conf)
         if config.qc_thresholds_path is not None:
             self.metrics.watch_config_file(config.qc_thresholds_path, self.qc.thresholds)
         self.sessions = SessionGuard()
@@ -195,6 +197,7 @@ class Collector:
         conninfo = self.config.pg_conninfo
         if conninfo is not None:
             self._until_warehouse("ensure_schema", lambda: ensure_schema(conninfo))
+        self.station_metadata.sync()  # the registry as loaded at start; each reload again, from the run loop
         if self.preparation.revisions is not None:
             newest = self._until_warehouse("seed_revisions", self.preparation.revisions.seed)
             log.info("revision_state_seeded", stations=newest, client_id=self.config.client_id)
@@ -238,6 +241,7 @@ class Collector:
             self.receipts.stop()
         self.intake.stop()
         self.warehouse.close()
+        self.station_metadata.close()
 
     # -- who flushes: the network thread under load, the run loop otherwise -------------
     def _flush_inline(self) -> None:
@@ -269,6 +273,7 @@ class Collector:
         stop = stop or threading.Event()
         backoff = 0.0
         while not stop.is_set() and not self._stop.is_set():
+            self.station_metadata.sync()  # one stat of the registry file, unless it was (re)loaded
             work = self._wait_for_work()
             if work is None:
                 with self.pipeline.lock:  # also while no message arrives: the station may be back, the ask lost

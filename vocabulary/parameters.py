@@ -37,3 +37,19 @@ REGULATION_SYMBOLS: tuple[str, ...] = (
     "PM10",
     "PM2,5",
 )
+
+
+def _lookalike(symbol: str) -> str:
+    return symbol.strip().upper().replace(".", ",").replace("0", "O").replace(" ", "")
+
+
+_LOOKALIKES = {_lookalike(s): s for s in REGULATION_SYMBOLS}
+
+
+def misspelt_parameter(symbol: str) -> str | None:
+    """The regulation's symbol a configuration key was most likely meant to be (``PM2,5`` for
+    ``PM2.5``, ``SO2`` for ``S02``, ``PM10`` for ``pm10``), else None. Other symbols are a station's
+    own and pass: a symbol outside the list is kept as it is, and so do the readings."""
+    if symbol in REGULATION_SYMBOLS:
+        return None
+    return _LOOKALIKES.get(_lookalike(symbol))

@@ -57,3 +57,26 @@ def test_the_shipped_limit_files_and_a_station_s_own_symbols_pass() -> None:
     assert [misspelt_parameter(s) for s in ("PM2,5", "PM10", "BOD5", "TSP", "X01", "pm10", "N02")] == [
         None, None, None, None, None, "PM10", "NO2",
     ]  # fmt: skip
+
+
+def test_the_registry_s_logging_interval_sets_the_expected_count_and_the_settings_only_default_it(
+    tmp_path: Path,
+) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text("averaging:\n  interval_s: 120\n  parameters:\n    COD: {interval_s: 600}\n")
+    loaded = Settings.load(settings)
+    assert loaded.rule("KCN_WW_01", "COD", 300).expected_per_hour == 12  # the registry's 300 s wins
+    assert loaded.rule("KCN_WW_01", "COD").expected_per_hour == 6  # none in the registry: the parameter's default
+    assert loaded.rule("KCN_WW_01", "pH").expected_per_hour == 30  # ... else the settings' default
+    assert Settings.load(None).rule("S", "PM10").expected_per_hour == 60
+
+
+def test_a_station_s_interval_in_the_settings_is_refused_with_the_registry_command_meant(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(
+        "stations:\n  NM_STACK_01:\n    interval_s: 60\n  KCN_WW_01:\n    parameters:\n      COD: {interval_s: 300}\n"
+    )
+    text = error_of(lambda: Settings.load(settings))
+    assert f"{settings}:3:" in text and "it lives in the registry now" in text
+    assert "quantrac station set NM_STACK_01 --interval <PARAMETER>=60" in text
+    assert f"{settings}:6:" in text and "quantrac station set KCN_WW_01 --interval COD=300" in text
