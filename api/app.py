@@ -1,6 +1,5 @@
 """The REST API (FastAPI): routes, access, errors. Reads the warehouse through store.api_queries only."""
 
-
 import contextlib
 import datetime as dt
 import json
