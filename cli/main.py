@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from cli.api import api_app
 from cli.bridge import bridge_app
 from cli.export import export_app
 from cli.logging_setup import configure_logging
@@ -31,6 +32,7 @@ app.add_typer(tt10_app, name="tt10")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(export_app, name="export")
 app.add_typer(warehouse_app, name="warehouse")
+app.add_typer(api_app, name="api")
 
 LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")
 BROKER_USER = typer.Option(None, "--broker-user", help="MQTT user name")
