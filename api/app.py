@@ -42,6 +42,7 @@ from api.times import maybe_moment, moment, to_ns
 from store import api_queries as q
 from store import vn_aqi
 from store.errors import WarehouseUnavailable
+from store.station_queries import station_descriptions
 from vocabulary.stations import STATION_ID_RE, STATION_KINDS
 
 log = structlog.get_logger("api")
@@ -185,20 +186,20 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     def _stations() -> list[Station]:
         with pool.connection() as conn:
-            rows = q.stations(conn)
+            rows = station_descriptions(conn).values()
             last = q.last_reading_times(conn)
         return [
             Station(
                 id=r.station,
-                name=r.name,
-                province_code=r.province_code,
-                facility=r.facility,
-                kind=r.kind,
+                name=r.name or "",
+                province_code=r.province_code or "",
+                facility=r.facility or "",
+                kind=r.kind or "",
                 latitude=r.latitude,
                 longitude=r.longitude,
                 enabled=r.enabled,
-                parameters={str(k): v for k, v in _json(r.parameters_json).items()},
-                described_at=moment(r.described_ns),
+                parameters=dict(r.intervals),
+                described_at=moment(r.loaded_ns),
                 last_reading=maybe_moment(last.get(r.station)),
             )
             for r in rows

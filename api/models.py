@@ -25,7 +25,7 @@ class Station(BaseModel):
     latitude: float | None
     longitude: float | None
     enabled: bool
-    parameters: dict[str, int | None] = Field(description="parameter symbol -> logging interval in seconds")
+    parameters: dict[str, float | None] = Field(description="parameter symbol -> logging interval in seconds")
     described_at: Moment = Field(description="when the registry that gave this description was loaded")
     last_reading: Moment | None
 

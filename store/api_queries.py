@@ -12,7 +12,6 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import psycopg
 
@@ -98,35 +97,6 @@ def _page(
 
 
 # -- stations --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StationRow:
-    station: str
-    described_ns: int  # when the registry was loaded that gave this description
-    name: str
-    province_code: str
-    facility: str
-    kind: str
-    latitude: float | None
-    longitude: float | None
-    enabled: bool
-    parameters_json: str
-
-
-def stations(conn: psycopg.Connection) -> list[StationRow]:
-    """The newest description of every station, by station id."""
-    rows = conn.execute(
-        "SELECT station, ts::long, name, province_code, facility, kind, latitude, longitude, enabled, parameters"
-        " FROM station_metadata LATEST ON ts PARTITION BY station"
-    ).fetchall()
-    return sorted(
-        (
-            StationRow(s, ts, n or "", pc or "", f or "", k or "", lat, lon, bool(e), p or "{}")
-            for s, ts, n, pc, f, k, lat, lon, e, p in rows
-        ),
-        key=lambda r: r.station,
-    )
 
 
 def last_reading_times(conn: psycopg.Connection) -> dict[str, int]:

@@ -9,6 +9,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import psycopg
+
 from store.ilp_writer import WarehouseWriter
 from store.queries import connect
 from store.schema import STATION_METADATA
@@ -50,9 +52,9 @@ def write_station_metadata(writer: WarehouseWriter, loaded_ns: int, stations: Se
     return writer.write_columns(STATION_METADATA, columns)
 
 
-def latest_station_metadata(conninfo: str, station: str | None = None) -> dict[str, StationMetadata]:
-    """Station id -> its newest row (every station ever described, or just ``station``). A station taken
-    out of the registry keeps the last row written for it."""
+def station_descriptions(conn: psycopg.Connection, station: str | None = None) -> dict[str, StationMetadata]:
+    """Station id -> its newest row (every station ever described, or just ``station``), on an open
+    connection. A station taken out of the registry keeps the last row written for it."""
     query = (
         "SELECT station, enabled, kind, name, province_code, facility, latitude, longitude, parameters, ts::long "
         "FROM station_metadata"
@@ -62,10 +64,15 @@ def latest_station_metadata(conninfo: str, station: str | None = None) -> dict[s
         query += " WHERE station = %s"
         params = (station,)
     query += " LATEST ON ts PARTITION BY station"
-    with connect(conninfo) as conn:
-        rows = conn.execute(query, params).fetchall()
+    rows = conn.execute(query, params).fetchall()
     out = {}
     for sid, enabled, kind, name, province, facility, lat, lon, parameters, ts in rows:
         intervals = {str(k): float(v) for k, v in json.loads(parameters or "{}").items()}
         out[sid] = StationMetadata(sid, bool(enabled), kind, name, province, facility, lat, lon, intervals, ts)
     return dict(sorted(out.items()))
+
+
+def latest_station_metadata(conninfo: str, station: str | None = None) -> dict[str, StationMetadata]:
+    """``station_descriptions`` on a connection of its own."""
+    with connect(conninfo) as conn:
+        return station_descriptions(conn, station)
