@@ -15,7 +15,7 @@ from pathlib import Path
 from store.bulk_export import publish
 from store.bulk_export.formats import COLUMNS, ENCODERS
 from store.bulk_export.layout import DAY_NS, FORMATS, UNKNOWN_PROVINCE, LocalDay, file_name, iso_local, iso_utc
-from store.export_queries import day_series, export_rows, open_gaps_seen_since, station_provinces
+from store.export_queries import day_series, export_reader, open_gaps_seen_since, station_provinces
 
 KIND = "readings"
 MANIFEST_VERSION = 1
@@ -75,7 +75,7 @@ def export_day(
     stations = sorted({s for members in groups.values() for s in members})
     gaps = open_gaps_seen_since(conninfo, stations, day.start_ns)
 
-    with publish.locked(out):
+    with publish.locked(out), export_reader(conninfo) as reader:
         current = publish.current_generation(out, day)
         old = publish.read_manifest(current[1]) if current else {"files": [], "withdrawn": []}
         old_by_path = {entry["path"]: entry for entry in old["files"]}
@@ -90,7 +90,7 @@ def export_day(
         encode = ENCODERS[fmt]
         for (province, parameter), members in sorted(groups.items()):
             name = file_name(KIND, day, province, parameter, fmt)
-            data, rows = encode(province, export_rows(conninfo, parameter, members, day.start_ns, day.end_ns))
+            data, rows = encode(province, reader.rows(parameter, members, day.start_ns, day.end_ns))
             publish.write_file(folder, name, data)
             reasons = _provisional_reasons(now_ns, final_after_ns, settle_days, members, gaps)
             entry = {

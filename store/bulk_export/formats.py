@@ -83,14 +83,6 @@ def _record(province: str, r: ExportRow) -> tuple:
     )
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)  # the shortest text that reads back as the same double
-    return str(value)
-
-
 def encode_csv(province: str, rows: Iterable[ExportRow]) -> tuple[bytes, int]:
     """(file bytes, row count). A header line, then one line per reading; CRLF line ends and quoting where
     needed (RFC 4180: ``"PM2,5"``); UTF-8 without a byte-order mark."""
@@ -99,8 +91,9 @@ def encode_csv(province: str, rows: Iterable[ExportRow]) -> tuple[bytes, int]:
     writer.writerow(COLUMN_NAMES)
     count = 0
     for r in rows:
-        record = _record(province, r)
-        writer.writerow([iso_utc(r.ts_ns), iso_local(r.ts_ns), *map(_cell, record[2:])])
+        # The csv module writes None as an empty cell and a float as repr() (the shortest text that reads
+        # back as the same double): the values go in as they are.
+        writer.writerow((iso_utc(r.ts_ns), iso_local(r.ts_ns), *_record(province, r)[2:]))
         count += 1
     return text.getvalue().encode("utf-8"), count
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from urllib.parse import quote
 
 from vocabulary.local_time import VIETNAM, VIETNAM_OFFSET_S
@@ -87,5 +88,12 @@ def iso_local(ts_ns: int) -> str:
 
 def _iso(ts_ns: int, offset_s: int, suffix: str) -> str:
     seconds, fraction = divmod(ts_ns, NS_PER_S)
-    moment = _EPOCH + timedelta(seconds=seconds + offset_s)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}{suffix}"
+    days, in_day = divmod(seconds + offset_s, 86_400)
+    hours, rest = divmod(in_day, 3600)
+    return f"{_date_text(days)}T{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{fraction:09d}{suffix}"
+
+
+@lru_cache(maxsize=1024)
+def _date_text(days_since_epoch: int) -> str:
+    # A file's rows fall on two or three calendar dates: the date is worked out once, not per row.
+    return (_EPOCH + timedelta(days=days_since_epoch)).date().isoformat()
