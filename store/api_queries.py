@@ -179,6 +179,11 @@ _MEAN_EXTRA = {
 }
 
 
+def mean_select(period: str) -> str:
+    """What ``means_page`` returns for ``period``: MEAN_COLUMNS then that table's extras."""
+    return MEAN_COLUMNS + _MEAN_EXTRA[period]
+
+
 def means_page(
     conn: psycopg.Connection,
     period: str,
@@ -194,8 +199,7 @@ def means_page(
     filters: list[tuple[str, object]] = [("station = %s", station)]
     if parameter is not None:
         filters.append(("parameter = %s", parameter))
-    select = MEAN_COLUMNS + _MEAN_EXTRA[period]
-    return _page(conn, select, MEAN_TABLES[period].name, MEAN_KEY, filters, low_ns, high_ns, after, limit)
+    return _page(conn, mean_select(period), MEAN_TABLES[period].name, MEAN_KEY, filters, low_ns, high_ns, after, limit)
 
 
 # -- VN_AQI ----------------------------------------------------------------------------------------------------
