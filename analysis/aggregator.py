@@ -31,6 +31,7 @@ from analysis.averages import (
     eight_hour_mean,
     hourly_columns,
 )
+from analysis.delivery import outbox_row
 from analysis.settings import PERIOD_NS, Limit, Settings
 from broker_bridge.alerts import AlertMessage, alert_id
 from store import analysis_queries as q
@@ -481,7 +482,7 @@ class Aggregator:
                 now,
                 confidence=lim.confidence,
             )
-            alerts.append((msg, _alert_row(msg, now, self.channels)))
+            alerts.append((msg, outbox_row(msg, now, self.channels)))
 
         def row(e: ep.Episode, state: str, version: int) -> None:
             values = dict(
@@ -569,23 +570,6 @@ def _aqi_row(table, ts: int, station: str, result: vn_aqi.AqiResult, now: int, l
     else:
         values["reason"] = result.no_aqi_reason or ""
     return ilp_row(table, ts, **values)
-
-
-def _alert_row(msg: AlertMessage, now: int, channels: Mapping[str, str]) -> IlpRow:
-    return ilp_row(
-        ALERTS,
-        now,
-        alert_id=msg.alert_id,
-        station=msg.station,
-        kind=msg.kind,
-        audience=msg.audience,
-        payload=msg.encode().decode("ascii"),
-        webhook_state=channels["webhook_state"],
-        webhook_attempts=0,
-        mqtt_state=channels["mqtt_state"],
-        mqtt_attempts=0,
-        updated_at=now,
-    )
 
 
 def _day_runs(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:

@@ -113,22 +113,21 @@ def _fail(message: str) -> None:
 
 def _run(questdb_pg: str, fmt: str, produce: Callable) -> None:
     """Connect, produce the rows, print them: every foreseeable failure is one line and exit code 2."""
-    import psycopg
-
     from store.errors import WarehouseUnavailable
+    from store.queries import QueryError, connect
 
     if fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     try:
         conninfo = pg_conninfo(questdb_pg)
-        with psycopg.connect(conninfo, autocommit=True) as conn:
+        with connect(conninfo) as conn:
             names, rows, columns = produce(conn)
             n = emit(records(names, rows), fmt, columns)
     except (ResultsError, RejectsError) as exc:
         _fail(str(exc))
-    except (psycopg.OperationalError, WarehouseUnavailable) as exc:
+    except WarehouseUnavailable as exc:
         _fail(f"QuestDB at {questdb_pg} is not reachable over the PostgreSQL wire: {exc}")
-    except psycopg.errors.Error as exc:  # an older warehouse without the analysis tables, say
+    except QueryError as exc:  # an older warehouse without the analysis tables, say
         _fail(f"the warehouse refused the query: {str(exc).strip()} (has `quantrac warehouse aggregate` run?)")
     if fmt == "table":
         typer.echo(f"{n} rows", err=True)

@@ -77,7 +77,7 @@ def test_alerts_decided_while_the_receiver_is_down_are_delivered_once_after_a_re
         sys.executable, "-m", "cli.main", "warehouse", "aggregate",
         "--questdb", f"{warehouse.host}:{warehouse.http_port}", "--questdb-pg", f"{warehouse.host}:{warehouse.pg_port}",
         "--settings", str(settings), "--webhook", f"http://127.0.0.1:{port}/alerts", "--poll-s", "0.2",
-        "--name", f"agg-{sid}",
+        "--name", f"agg-{sid}", "--availability-poll-s", "0",  # this station is silent: not what is tested here
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
