@@ -11,12 +11,16 @@ import datetime as dt
 import json
 import time
 
+import httpx
 import pytest
 
+from analysis.aggregator import Aggregator
+from analysis.settings import Settings, SettingsFile
 from api.public_page.page import BundleMissing, bundle
+from broker_bridge.envelope import Reading
 from store.ilp_writer import WarehouseWriter, ilp_row
 from store.schema import AQI_HOURLY, HOURLY_MEANS, STATION_METADATA
-from tests.api.conftest import H
+from tests.api.conftest import H, M
 from tests.api.page_rig import NO_AQI_RGB, browse, keep_screenshot, parse_colour, regulation_rgb
 from tests.helpers import sql, unique_station, wait_for_count
 
@@ -154,34 +158,9 @@ def test_public_page_colours_charts_and_languages(api, warehouse, tmp_path):
         assert page.inner_text(f"tr[data-station='{chart}'] td:nth-child(5)").strip() == vn_local(newest)
 
         # -- one station's last 48 hours ---------------------------------------------------------------
-        page.click(f"tr[data-station='{chart}']")
-        page.wait_for_selector(f"#detail[data-station='{chart}'] .means-chart[data-parameter='NO2'] path.point")
-        start = page.get_attribute("#detail", "data-start")
-        end = page.get_attribute("#detail", "data-end")
-        window = (_ns(start), _ns(end))
-        assert window[1] - window[0] == 48 * H
-        db = warehouse.pg_conninfo
-        hours = sql(
-            db,
-            "SELECT aqi FROM aqi_hourly WHERE station = %s AND ts >= cast(%s AS TIMESTAMP_NS)"
-            " AND ts < cast(%s AS TIMESTAMP_NS) AND aqi != null ORDER BY ts",
-            (chart, *window),
-        )
+        hours, published = check_station_chart(page, warehouse.pg_conninfo, chart)
         assert len(hours) in (45, 46), hours  # 48 hours less the two without an AQI (45: the hour turned meanwhile)
-        bars = page.eval_on_selector_all("#aqi-chart .trace.bars .point path", "ps => ps.map(p => p.style.fill)")
-        assert [parse_colour(b) for b in bars] == [regulation_rgb(a) for (a,) in hours]
-        published = dict(
-            sql(
-                db,
-                "SELECT parameter, count() FROM hourly_means WHERE station = %s AND valid"
-                " AND ts >= cast(%s AS TIMESTAMP_NS) AND ts < cast(%s AS TIMESTAMP_NS) GROUP BY parameter",
-                (chart, *window),
-            )
-        )
         assert set(published) == {"PM10", "PM2,5", "NO2"} and published["PM10"] < published["PM2,5"], published
-        for parameter, n in published.items():
-            drawn = page.locator(f".means-chart[data-parameter='{parameter}'] .scatterlayer path.point").count()
-            assert drawn == n, (parameter, drawn, n)
         keep_screenshot(page, tmp_path, "public_page_vi")
 
         # -- the language switch -----------------------------------------------------------------------
@@ -205,15 +184,103 @@ def test_public_page_colours_charts_and_languages(api, warehouse, tmp_path):
         assert any("/page/vendor/plotly-" in u for u in seen.requests)
 
 
+def check_station_chart(page, db: str, sid: str) -> tuple[list[tuple], dict[str, int]]:
+    """Opens ``sid`` from the list; its AQI bars (count and colours) and each parameter's points equal SQL
+    over the page's own window. Returns the AQI rows and the published means' counts per parameter."""
+    page.click(f"tr[data-station='{sid}']")
+    page.wait_for_selector(f"#detail[data-station='{sid}'] .means-chart path.point")
+    page.wait_for_function("() => document.querySelector('#aqi-chart').dataset.points !== undefined")
+    window = (_ns(page.get_attribute("#detail", "data-start")), _ns(page.get_attribute("#detail", "data-end")))
+    assert window[1] - window[0] == 48 * H
+    between = "station = %s AND ts >= cast(%s AS TIMESTAMP_NS) AND ts < cast(%s AS TIMESTAMP_NS)"
+    hours = sql(db, f"SELECT aqi FROM aqi_hourly WHERE {between} AND aqi != null ORDER BY ts", (sid, *window))
+    bars = page.eval_on_selector_all("#aqi-chart .trace.bars .point path", "ps => ps.map(p => p.style.fill)")
+    assert [parse_colour(b) for b in bars] == [regulation_rgb(a) for (a,) in hours]
+    published = dict(
+        sql(
+            db,
+            f"SELECT parameter, count() FROM hourly_means WHERE {between} AND valid GROUP BY parameter",
+            (sid, *window),
+        )
+    )
+    present = [p for (p,) in sql(db, f"SELECT DISTINCT parameter FROM hourly_means WHERE {between}", (sid, *window))]
+    charts = page.eval_on_selector_all(".means-chart", "cs => cs.map(c => c.dataset.parameter)")
+    assert sorted(charts) == sorted(present), (charts, present)  # one device here: one chart per parameter
+    for parameter in present:
+        drawn = page.locator(f".means-chart[data-parameter='{parameter}'] .scatterlayer path.point").count()
+        assert drawn == published.get(parameter, 0), (parameter, drawn, published)
+    return hours, published
+
+
 def _ns(text: str) -> int:
     """The page's window bound (``Date.toISOString``: milliseconds, ``Z``) in ns."""
     return int(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000) * 1_000_000
 
 
-def test_a_missing_chart_bundle_stops_the_server_naming_the_set_up_step():
+def test_the_chart_bundle_comes_from_the_installed_package_and_its_absence_names_the_set_up_step(api):
     path, version = bundle()
     assert path.is_file() and path.stat().st_size > 1_000_000 and version
+    html = httpx.get(api.base + "/page/", timeout=30).text
+    url = f"/page/vendor/plotly-{version}.min.js"
+    assert f'src="{url}"' in html and "://" not in html  # nothing from elsewhere
+    plain = httpx.get(api.base + url, headers={"Accept-Encoding": "identity"}, timeout=30)
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    assert plain.content == path.read_bytes()
+    packed = httpx.get(api.base + url, headers={"Accept-Encoding": "gzip"}, timeout=30)  # httpx decodes it
+    assert packed.headers["content-encoding"] == "gzip" and packed.content == path.read_bytes()
+    assert int(packed.headers["content-length"]) < path.stat().st_size / 2
     with pytest.raises(BundleMissing, match=r"absent\.min\.js is missing .*bash scripts/bootstrap\.sh"):
         bundle(file="plotly/package_data/absent.min.js")
     with pytest.raises(BundleMissing, match=r"`no-such-dist` package, which is not installed.*scripts/bootstrap\.sh"):
         bundle(dist_name="no-such-dist")
+
+
+def pm_level(hours_back: int) -> float:
+    """PM2,5 in µg/m³ for the hour ``hours_back`` hours before the newest: a new level every 8 hours,
+    from good air to very bad, so NowCast walks through several categories."""
+    return (12.0, 38.0, 65.0, 110.0, 190.0, 60.0, 20.0)[(hours_back // 8) % 7]
+
+
+@pytest.mark.slow  # 50 hours of minute readings through the collector, then the aggregator: ~20 s
+def test_public_page_over_readings_through_the_collector_and_the_aggregator(api, feed, tmp_path):
+    """The same page over what the real path made: signed batches -> Mosquitto -> collector -> QuestDB,
+    then the aggregator's hourly means and VN_AQI; the marker's colour is the regulation's for the newest
+    AQI in SQL, and the chart has a point for every published hour."""
+    newest = time.time_ns() // H * H
+    first = newest - 50 * H
+    readings = []
+    for t in range(first, newest, M):
+        back = (newest - t) // H  # the hour ending at newest - back*H holds t
+        for parameter, value in (("PM2,5", pm_level(back)), ("PM10", pm_level(back) * 1.6), ("CO", 900.0)):
+            status, cause = "00", ""
+            if parameter == "PM10" and back in (6, 7) and (t - first) % H < 25 * M:
+                status, cause = "01", "zero calibration"  # 35 of 60 valid: the hour is not published
+            readings.append(
+                Reading(t, "aqms1", parameter, round(value + (t // M % 5) * 0.2, 3), "ug/m3", status, cause)
+            )
+    feed.send(readings, per_batch=1000)
+    feed.describe("01", parameters={"PM2,5": 60, "PM10": 60, "CO": 60})
+    aggregator = Aggregator(
+        feed.warehouse.pg_conninfo, feed.warehouse.ilp_conf, Settings(SettingsFile()),
+        lambda: {feed.sid: "ambient_air"}, name=f"agg-{feed.sid}",
+    )  # fmt: skip
+    aggregator.start()
+    aggregator.poll_once()
+    db = feed.warehouse.pg_conninfo
+    wait_for_count(db, "SELECT count() FROM aqi_hourly WHERE station = %s AND aqi != null", 40, params=(feed.sid,))
+    ((latest,),) = sql(
+        db, "SELECT aqi FROM aqi_hourly WHERE station = %s LATEST ON ts PARTITION BY station", (feed.sid,)
+    )
+    assert latest is not None
+
+    with browse(api.base, tmp_path) as seen:
+        page = seen.page
+        page.goto(api.base + "/page/?lang=en", wait_until="load")
+        page.wait_for_selector("body[data-ready='true']", timeout=30_000)
+        assert page.get_attribute("html", "lang") == "en"
+        assert fill_of(page, f"circle.station[data-station='{feed.sid}']") == regulation_rgb(latest)
+        hours, published = check_station_chart(page, db, feed.sid)
+        assert len({regulation_rgb(a) for (a,) in hours}) >= 3, hours  # the levels crossed categories
+        assert set(published) == {"PM2,5", "PM10", "CO"} and published["PM10"] == published["PM2,5"] - 2, published
+        keep_screenshot(page, tmp_path, "public_page_collector")
+        assert seen.errors == [] and seen.outside() == []
