@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import cursor as cursors
+from api import public_page
 from api.errors import ApiError, ErrorBody, bad_parameter
 from api.keys import ApiKey, KeyRing
 from api.models import (
@@ -584,4 +585,5 @@ def create_app(config: ApiConfig) -> FastAPI:
         return Page[Reject](data=data, next_cursor=nxt)
 
     app.include_router(v1)
+    public_page.install(app)  # the public page at /page/ (api/public_page/README.md)
     return app

@@ -30,21 +30,27 @@ def serve(
     pool_size: int = typer.Option(16, min=1, help="connections to QuestDB kept open"),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
-    """Serve /v1 (OpenAPI at /openapi.json, interactive docs at /docs) until SIGINT or SIGTERM."""
+    """Serve /v1 (OpenAPI at /openapi.json, docs at /docs) and the public page (/page/) until SIGINT or SIGTERM."""
     configure_logging(log_level)
     import structlog
 
     from api.app import ApiConfig
     from api.keys import KeyFileError
+    from api.public_page import BundleMissing
     from api.server import make_server
     from store.questdb_server import QuestDBEndpoints
 
     try:
         conninfo = QuestDBEndpoints.at(pg).pg_conninfo
         server = make_server(ApiConfig(conninfo, keys, public_rate, pool_size), host, port)
-    except (KeyFileError, ValueError) as exc:
+    except (KeyFileError, BundleMissing, ValueError) as exc:
         _fail(str(exc))
-    structlog.get_logger("api").info("api_serving", url=f"http://{host}:{port}/v1", docs=f"http://{host}:{port}/docs")
+    structlog.get_logger("api").info(
+        "api_serving",
+        url=f"http://{host}:{port}/v1",
+        docs=f"http://{host}:{port}/docs",
+        page=f"http://{host}:{port}/page/",
+    )
     server.run()
 
 
