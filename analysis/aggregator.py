@@ -333,7 +333,9 @@ class Aggregator:
     def _aqi(self, buckets: Mapping[str, set[int]], kinds: Mapping[str, str | None], now: int) -> int:
         hourly_rows: list[IlpRow] = []
         daily_rows: list[IlpRow] = []
-        current_end = (now // HOUR_NS + 1) * HOUR_NS
+        # The newest hour that has ENDED: an hour still running has no AQI yet (NowCast from the hours
+        # before it would publish a value for a period that has not been measured).
+        current_end = now // HOUR_NS * HOUR_NS
         for station, hours in buckets.items():
             if not self.settings.aqi(station, kinds.get(station)):
                 continue

@@ -120,6 +120,12 @@ def test_alerts_decided_while_the_receiver_is_down_are_delivered_once_after_a_re
             assert second.wait(15) == 0
         third = aggregator()  # the outbox is empty now: nothing is sent again
         try:
+            # Started (its SIGTERM handler set) before it is judged: under load the imports take seconds.
+            wait_until(
+                lambda: (tmp_path / "aggregator.log").read_bytes().count(b"aggregator_started") >= 3,
+                timeout=30,
+                what="the third aggregator started",
+            )
             time.sleep(3)
         finally:
             third.send_signal(signal.SIGTERM)
