@@ -73,6 +73,9 @@ class LimitFile(_Strict):
     confidence: str = "primary"
     selector: Literal["zone", "column"] | None = None
     scaled_by_kq_kf: bool = False
+    # The O2 (% by volume, dry) the limits are stated at: a stack's measured concentration is corrected to
+    # it, C_ref = C x (21 - O2_ref) / (21 - O2_measured), before it is compared (analysis/README.md).
+    reference_o2: float | None = Field(None, ge=0, lt=21)
     parameters: dict[str, ParameterLimits]
 
     @model_validator(mode="after")
@@ -109,6 +112,8 @@ class Limit:
     starts: int | None  # UTC ns of period END from which it applies (effective dates are local days)
     ends: int | None
     confidence: str
+    reference_o2: float | None = None  # correct to this O2 % before comparing (None: compare as measured)
+    o2_parameter: str = "O2"  # the station's series of measured O2 (%), same device preferred
 
     def applies(self, period_end: int) -> bool:
         return (self.starts is None or period_end > self.starts) and (self.ends is None or period_end <= self.ends)
@@ -175,6 +180,8 @@ class StationLimitChoice(_Strict):
     column: str | None = None
     kq: float = Field(1.0, gt=0)
     kf: float = Field(1.0, gt=0)
+    reference_o2: float | None = Field(None, ge=0, lt=21)  # a permit's own reference O2 (the file's otherwise)
+    o2_parameter: str = "O2"
 
 
 class StationBlock(_Strict):
@@ -364,6 +371,8 @@ class Settings:
                             starts,
                             min(ends_list) if ends_list else None,
                             f.confidence,
+                            choice.reference_o2 if choice.reference_o2 is not None else f.reference_o2,
+                            choice.o2_parameter,
                         )
                     )
         return out
