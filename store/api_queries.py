@@ -111,11 +111,15 @@ def last_reading_times(conn: psycopg.Connection) -> dict[str, int]:
 _VALID = "status = '00' AND value IS NOT NULL AND (qc_flag IS NULL OR qc_flag IN (1, 2))"
 
 LATEST_VALUE_COLUMNS = "station, device, parameter, ts::long, value, unit"
-# The station, then everything a raw reading has in READING_COLUMNS' order: /latest/raw and /readings agree.
-LATEST_COLUMNS = (
-    "station, ts::long, device, parameter, value, unit, status, cause, qc_flag, qc_check, qc_cause, qc_checks, seq,"
-    " historical, source, received_at::long"
+# Blanks and the default provenance are filled in here, so a row is what the API answers as it comes
+# (api/app.py zips it with the model's field names instead of testing each column in Python).
+READING_COLUMNS = (
+    "ts::long, device, parameter, value, coalesce(unit, ''), coalesce(status, ''), coalesce(cause, ''), qc_flag,"
+    " coalesce(qc_check, ''), coalesce(qc_cause, ''), coalesce(qc_checks, ''), seq, historical,"
+    " coalesce(source, 'agent'), received_at::long"
 )
+# The station, then everything a raw reading has: /latest/raw and /readings answer the same fields.
+LATEST_COLUMNS = "station, " + READING_COLUMNS
 
 
 def latest_readings(
@@ -145,10 +149,6 @@ def latest_readings(
 # -- raw readings ----------------------------------------------------------------------------------------------
 
 READING_KEY = ("ts", "device", "parameter")
-READING_COLUMNS = (
-    "ts::long, device, parameter, value, unit, status, cause, qc_flag, qc_check, qc_cause, qc_checks, seq,"
-    " historical, source, received_at::long"
-)
 
 
 def readings_page(
