@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cli.logging_setup import configure_logging
+from store.station_state import DEFAULT_GRACE_S
 
 api_app = typer.Typer(help="The REST API (api/README.md): serve it, manage the agencies' keys.", no_args_is_help=True)
 key_app = typer.Typer(help="Agencies' API keys (stored as scrypt hashes in a 0600 file).", no_args_is_help=True)
@@ -35,7 +36,7 @@ def serve(
         1.0, min=0.0, help="seconds the shared latest-of-all answer is reused (its as_of says when it was read)"
     ),
     offline_grace: float = typer.Option(
-        900.0, min=0.0, help="seconds past its largest logging interval before a silent station is offline"
+        DEFAULT_GRACE_S, min=0.0, help="seconds past its largest logging interval before a silent station is offline"
     ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
