@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import cursor as cursors
+from api import sensorthings
 from api.errors import ApiError, ErrorBody, bad_parameter
 from api.keys import ApiKey, KeyRing
 from api.models import (
@@ -584,4 +585,5 @@ def create_app(config: ApiConfig) -> FastAPI:
         return Page[Reject](data=data, next_cursor=nxt)
 
     app.include_router(v1)
+    app.include_router(sensorthings.router(pool, identify))  # /sta/v1.1, api/sensorthings/README.md
     return app

@@ -1,0 +1,213 @@
+"""The small entity sets of the view, read once per request: Things and Locations (station_metadata),
+Sensors (analyzer profiles, as births name them), ObservedProperties (parameter symbols), Datastreams
+(every station x device x parameter with a reading); and Observations' JSON from reading rows.
+
+Ids are what the data already names, so they are stable and the same on every server: a Thing's and
+its Location's id is the station id, a Sensor's the profile name (``unknown`` where no birth named
+one), an ObservedProperty's the parameter symbol, a Datastream's ``station:device:parameter`` and an
+Observation's ``station:device:parameter:ts`` (UTC ns): its reading key.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.times import moment
+from station_profiles.loader import load_profile, profile_path
+from store import sta_queries
+from store.station_queries import station_descriptions
+from vocabulary.parameters import REGULATION_SYMBOLS
+from vocabulary.qc_flags import FLAG_NAMES
+from vocabulary.status import STATUS_MEANING
+
+UNKNOWN_SENSOR = "unknown"
+OM_MEASUREMENT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
+
+
+@functools.lru_cache(maxsize=256)
+def _profile_text(name: str) -> tuple[str, str] | None:
+    """(manufacturer model, file) of a profile shipped in station_profiles/, None for one we do not ship."""
+    if not profile_path(name).is_file():
+        return None
+    profile = load_profile(name)
+    return f"{profile.manufacturer} {profile.model}".strip(), f"station_profiles/profiles/{name}.yaml"
+
+
+def _devices(birth: str) -> dict[str, str]:
+    """device id -> profile from a birth's JSON body (a birth without a description names none)."""
+    try:
+        doc = json.loads(birth)
+    except ValueError:
+        return {}
+    devices = doc.get("devices") if isinstance(doc, dict) else None
+    out = {}
+    for d in devices if isinstance(devices, list) else []:
+        if isinstance(d, dict) and isinstance(d.get("id"), str) and isinstance(d.get("profile"), str):
+            out[d["id"]] = d["profile"]
+    return out
+
+
+@dataclass
+class Catalog:
+    things: dict[str, dict] = field(default_factory=dict)
+    locations: dict[str, dict] = field(default_factory=dict)
+    sensors: dict[str, dict] = field(default_factory=dict)
+    properties: dict[str, dict] = field(default_factory=dict)
+    datastreams: dict[str, dict] = field(default_factory=dict)
+    stream_key: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # id -> (station, device, parameter)
+    stream_sensor: dict[str, str] = field(default_factory=dict)
+
+    def by_set(self, name: str) -> dict[str, dict]:
+        return {
+            "Things": self.things,
+            "Locations": self.locations,
+            "Sensors": self.sensors,
+            "ObservedProperties": self.properties,
+            "Datastreams": self.datastreams,
+        }[name]
+
+    def related(self, set_name: str, entity_id: str, nav: str) -> list[str]:
+        """Ids of ``nav`` of one entity (not for Observations, which the store pages)."""
+        streams = self.stream_key
+        if set_name == "Things":
+            if nav == "Locations":
+                return [entity_id] if entity_id in self.locations else []
+            return [d for d, k in streams.items() if k[0] == entity_id]
+        if set_name == "Locations":
+            return [entity_id] if entity_id in self.things else []
+        if set_name == "Sensors":
+            return [d for d, s in self.stream_sensor.items() if s == entity_id]
+        if set_name == "ObservedProperties":
+            return [d for d, k in streams.items() if k[2] == entity_id]
+        if set_name == "Datastreams":
+            station, _device, parameter = streams[entity_id]
+            return {"Thing": [station], "Sensor": [self.stream_sensor[entity_id]], "ObservedProperty": [parameter]}[nav]
+        raise KeyError(f"{set_name}/{nav}")
+
+    def observation_key(self, observation_id: str) -> tuple[str, str, str, int] | None:
+        """(station, device, parameter, ts ns) of an Observation id, None if it names no Datastream."""
+        stream, _, ts = observation_id.rpartition(":")
+        if stream not in self.stream_key or not ts.isdigit():
+            return None
+        return (*self.stream_key[stream], int(ts))
+
+
+def read_catalog(conn: Any) -> Catalog:
+    """The sets on an open connection of ``store.api_queries.Pool``."""
+    cat = Catalog()
+    described = station_descriptions(conn)
+    streams = sta_queries.datastreams(conn)
+    births = {s: _devices(p) for s, p in sta_queries.newest_births(conn).items()}
+    for sid in sorted(set(described) | {r[0] for r in streams}):
+        meta = described.get(sid)
+        name = (meta.name if meta else None) or sid
+        props: dict[str, object] = {"station": sid}
+        if meta is not None:
+            props.update(
+                kind=meta.kind or "",
+                province_code=meta.province_code or "",
+                facility=meta.facility or "",
+                enabled=meta.enabled,
+                intervals_s=dict(meta.intervals),
+                described_at=moment(meta.loaded_ns).utc,
+            )
+        where = ", ".join(x for x in (meta.facility if meta else "", meta.province_code if meta else "") if x)
+        kind = (meta.kind if meta else "") or "monitoring"
+        cat.things[sid] = {
+            "@iot.id": sid,
+            "name": name,
+            "description": f"{kind} station {sid}" + (f" ({where})" if where else ""),
+            "properties": props,
+        }
+        if meta is not None and meta.latitude is not None and meta.longitude is not None:
+            cat.locations[sid] = {
+                "@iot.id": sid,
+                "name": name,
+                "description": f"where station {sid} stands (WGS 84)",
+                "encodingType": "application/geo+json",
+                "location": {"type": "Point", "coordinates": [meta.longitude, meta.latitude]},
+            }
+    for symbol in sorted(set(REGULATION_SYMBOLS) | {r[2] for r in streams}):
+        listed = symbol in REGULATION_SYMBOLS
+        cat.properties[symbol] = {
+            "@iot.id": symbol,
+            "name": symbol,
+            "definition": f"urn:quantrac:parameter:{symbol}",
+            "description": "TT 10/2021 Phụ lục 15, Bảng 34 parameter symbol"
+            if listed
+            else "a station's own parameter symbol (not in TT 10/2021's list)",
+        }
+    for station, device, parameter, unit, last_ns in streams:
+        sid = f"{station}:{device}:{parameter}"
+        profile = births.get(station, {}).get(device, UNKNOWN_SENSOR)
+        cat.stream_key[sid] = (station, device, parameter)
+        cat.stream_sensor[sid] = profile
+        cat.datastreams[sid] = {
+            "@iot.id": sid,
+            "name": f"{parameter} at {station} ({device})",
+            "description": f"{parameter} measured by device {device} of station {station}",
+            "observationType": OM_MEASUREMENT,
+            "unitOfMeasurement": {"name": unit or "", "symbol": unit or "", "definition": f"urn:quantrac:unit:{unit}"},
+            "properties": {
+                "station": station,
+                "device": device,
+                "parameter": parameter,
+                "last_reading": moment(last_ns).utc,
+            },
+        }
+        if profile not in cat.sensors:
+            cat.sensors[profile] = _sensor(profile)
+    return cat
+
+
+def _sensor(profile: str) -> dict:
+    if profile == UNKNOWN_SENSOR:
+        return {
+            "@iot.id": UNKNOWN_SENSOR,
+            "name": "analyzer model not known",
+            "description": "no birth of the station's agent names this device's analyzer profile (TT10 sends none)",
+            "encodingType": "text/plain",
+            "metadata": "",
+        }
+    known = _profile_text(profile)
+    return {
+        "@iot.id": profile,
+        "name": profile,
+        "description": known[0] if known else f"analyzer profile {profile} (not one shipped with quantrac)",
+        "encodingType": "text/plain",
+        "metadata": known[1] if known else "",
+    }
+
+
+def observation(row: tuple) -> dict:
+    """An Observation from an ``OBSERVATION_SELECT`` row."""
+    ts, station, device, parameter, value, unit, status, cause, flag, check, qc_cause, checks = row[:12]
+    received, seq, historical, source = row[12:]
+    when = moment(ts)
+    return {
+        "@iot.id": f"{station}:{device}:{parameter}:{ts}",
+        "phenomenonTime": when.utc,
+        "resultTime": when.utc,
+        "result": value,
+        "resultQuality": {
+            "status": status or "",
+            "status_meaning": STATUS_MEANING.get(status or "", ("", ""))[1],
+            "cause": cause or "",
+            "qc_flag": flag,
+            "qc_flag_name": FLAG_NAMES.get(flag, "") if flag is not None else "",
+            "qc_check": check or "",
+            "qc_cause": qc_cause or "",
+            "qc_checks": checks or "",
+        },
+        "parameters": {
+            "local_time": when.local,
+            "unit": unit or "",
+            "received_at": moment(received).utc if received is not None else None,
+            "seq": seq,
+            "historical": bool(historical),
+            "source": source or "agent",
+        },
+    }
