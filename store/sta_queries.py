@@ -150,19 +150,23 @@ def observations_count(conn: psycopg.Connection, condition: Condition | None) ->
 # -- datastreams and devices ------------------------------------------------------------------------------------
 
 
-def datastreams(conn: psycopg.Connection) -> list[tuple[str, str, str, str | None, int]]:
-    """Every (station, device, parameter) with a reading: its newest unit and reading time (ns), one
-    ``LATEST ON`` scan, sorted by the key."""
+def datastreams(conn: psycopg.Connection, station: str | None = None) -> list[tuple[str, str, str, str | None, int]]:
+    """Every (station, device, parameter) with a reading (or just ``station``'s): its newest unit and
+    reading time (ns), one ``LATEST ON`` scan, sorted by the key."""
+    where, params = ("", ()) if station is None else (" WHERE station = %s", (station,))
     rows = conn.execute(
-        "SELECT station, device, parameter, unit, ts::long FROM readings LATEST ON ts PARTITION BY station, device,"
-        " parameter"
+        f"SELECT station, device, parameter, unit, ts::long FROM readings{where}"
+        " LATEST ON ts PARTITION BY station, device, parameter",
+        params,
     ).fetchall()
     return sorted(rows, key=lambda r: (r[0], r[1], r[2]))
 
 
-def newest_births(conn: psycopg.Connection) -> dict[str, str]:
+def newest_births(conn: psycopg.Connection, station: str | None = None) -> dict[str, str]:
     """Station -> the JSON body of its newest birth (``online``) message: it names each device's profile."""
+    where, params = ("", ()) if station is None else (" AND station = %s", (station,))
     rows = conn.execute(
-        "SELECT station, payload FROM station_events WHERE state = 'online' LATEST ON ts PARTITION BY station"
+        f"SELECT station, payload FROM station_events WHERE state = 'online'{where} LATEST ON ts PARTITION BY station",
+        params,
     ).fetchall()
-    return {station: payload for station, payload in rows if payload}
+    return {s: payload for s, payload in rows if payload}

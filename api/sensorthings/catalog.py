@@ -15,10 +15,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.times import moment
+from api.times import moment, utc_text
 from station_profiles.loader import load_profile, profile_path
 from store import sta_queries
-from store.station_queries import station_descriptions
+from store.station_queries import StationMetadata, station_descriptions
 from vocabulary.parameters import REGULATION_SYMBOLS
 from vocabulary.qc_flags import FLAG_NAMES
 from vocabulary.status import STATUS_MEANING
@@ -50,8 +50,18 @@ def _devices(birth: str) -> dict[str, str]:
     return out
 
 
+def station_of(entity_id: str) -> str:
+    """The station a Thing, Location, Datastream or Observation id belongs to (station ids have no colon)."""
+    return entity_id.split(":", 1)[0]
+
+
 @dataclass
 class Catalog:
+    """The small sets, filled on demand on one connection: a whole set for a listing (``load_all``), one
+    station's entities for a path or filter that names one (``load_station``: its own few rows, not the
+    warehouse's 12,000 Datastreams)."""
+
+    conn: Any
     things: dict[str, dict] = field(default_factory=dict)
     locations: dict[str, dict] = field(default_factory=dict)
     sensors: dict[str, dict] = field(default_factory=dict)
@@ -59,6 +69,28 @@ class Catalog:
     datastreams: dict[str, dict] = field(default_factory=dict)
     stream_key: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # id -> (station, device, parameter)
     stream_sensor: dict[str, str] = field(default_factory=dict)
+    _all: bool = False
+    _stations: set[str] = field(default_factory=set)
+
+    def load_all(self) -> Catalog:
+        if not self._all:
+            self._fill(
+                station_descriptions(self.conn),
+                sta_queries.datastreams(self.conn),
+                sta_queries.newest_births(self.conn),
+            )
+            self._all = True
+        return self
+
+    def load_station(self, station: str) -> Catalog:
+        if not self._all and station not in self._stations:
+            self._fill(
+                station_descriptions(self.conn, station),
+                sta_queries.datastreams(self.conn, station),
+                sta_queries.newest_births(self.conn, station),
+            )
+            self._stations.add(station)
+        return self
 
     def by_set(self, name: str) -> dict[str, dict]:
         return {
@@ -69,8 +101,19 @@ class Catalog:
             "Datastreams": self.datastreams,
         }[name]
 
+    def find(self, set_name: str, entity_id: str) -> dict | None:
+        if set_name in ("Sensors", "ObservedProperties"):
+            self.load_all()
+        else:
+            self.load_station(station_of(entity_id))
+        return self.by_set(set_name).get(entity_id)
+
     def related(self, set_name: str, entity_id: str, nav: str) -> list[str]:
         """Ids of ``nav`` of one entity (not for Observations, which the store pages)."""
+        if set_name in ("Sensors", "ObservedProperties"):
+            self.load_all()
+        else:
+            self.load_station(station_of(entity_id))
         streams = self.stream_key
         if set_name == "Things":
             if nav == "Locations":
@@ -87,22 +130,59 @@ class Catalog:
             return {"Thing": [station], "Sensor": [self.stream_sensor[entity_id]], "ObservedProperty": [parameter]}[nav]
         raise KeyError(f"{set_name}/{nav}")
 
+    def stream(self, datastream_id: str) -> tuple[str, str, str] | None:
+        """(station, device, parameter) of a Datastream id. An id with exactly two colons is read as it
+        is (no query: it may name a series without readings, which then has no Observations); only
+        a device or parameter with a colon of its own needs the station's Datastreams to tell."""
+        parts = datastream_id.split(":")
+        if len(parts) == 3 and all(parts):
+            return parts[0], parts[1], parts[2]
+        self.load_station(station_of(datastream_id))
+        return self.stream_key.get(datastream_id)
+
     def observation_key(self, observation_id: str) -> tuple[str, str, str, int] | None:
         """(station, device, parameter, ts ns) of an Observation id, None if it names no Datastream."""
         stream, _, ts = observation_id.rpartition(":")
-        if stream not in self.stream_key or not ts.isdigit():
+        key = self.stream(stream)
+        if key is None or not ts.isdigit():
             return None
-        return (*self.stream_key[stream], int(ts))
+        return (*key, int(ts))
 
+    def _fill(self, described: dict, streams: list[tuple], births_json: dict[str, str]) -> None:
+        births = {s: _devices(p) for s, p in births_json.items()}
+        for sid in sorted(set(described) | {r[0] for r in streams}):
+            self._thing(sid, described.get(sid))
+        if not self.properties:
+            for symbol in REGULATION_SYMBOLS:
+                self.properties[symbol] = _observed_property(symbol)
+        for station, device, parameter, unit, last_ns in streams:
+            sid = f"{station}:{device}:{parameter}"
+            profile = births.get(station, {}).get(device, UNKNOWN_SENSOR)
+            self.stream_key[sid] = (station, device, parameter)
+            self.stream_sensor[sid] = profile
+            self.datastreams[sid] = {
+                "@iot.id": sid,
+                "name": f"{parameter} at {station} ({device})",
+                "description": f"{parameter} measured by device {device} of station {station}",
+                "observationType": OM_MEASUREMENT,
+                "unitOfMeasurement": {
+                    "name": unit or "",
+                    "symbol": unit or "",
+                    "definition": f"urn:quantrac:unit:{unit}",
+                },
+                "properties": {
+                    "station": station,
+                    "device": device,
+                    "parameter": parameter,
+                    "last_reading": utc_text(last_ns),
+                },
+            }
+            if profile not in self.sensors:
+                self.sensors[profile] = _sensor(profile)
+            if parameter not in self.properties:
+                self.properties[parameter] = _observed_property(parameter)
 
-def read_catalog(conn: Any) -> Catalog:
-    """The sets on an open connection of ``store.api_queries.Pool``."""
-    cat = Catalog()
-    described = station_descriptions(conn)
-    streams = sta_queries.datastreams(conn)
-    births = {s: _devices(p) for s, p in sta_queries.newest_births(conn).items()}
-    for sid in sorted(set(described) | {r[0] for r in streams}):
-        meta = described.get(sid)
+    def _thing(self, sid: str, meta: StationMetadata | None) -> None:
         name = (meta.name if meta else None) or sid
         props: dict[str, object] = {"station": sid}
         if meta is not None:
@@ -112,55 +192,36 @@ def read_catalog(conn: Any) -> Catalog:
                 facility=meta.facility or "",
                 enabled=meta.enabled,
                 intervals_s=dict(meta.intervals),
-                described_at=moment(meta.loaded_ns).utc,
+                described_at=utc_text(meta.loaded_ns),
             )
         where = ", ".join(x for x in (meta.facility if meta else "", meta.province_code if meta else "") if x)
         kind = (meta.kind if meta else "") or "monitoring"
-        cat.things[sid] = {
+        self.things[sid] = {
             "@iot.id": sid,
             "name": name,
             "description": f"{kind} station {sid}" + (f" ({where})" if where else ""),
             "properties": props,
         }
         if meta is not None and meta.latitude is not None and meta.longitude is not None:
-            cat.locations[sid] = {
+            self.locations[sid] = {
                 "@iot.id": sid,
                 "name": name,
                 "description": f"where station {sid} stands (WGS 84)",
                 "encodingType": "application/geo+json",
                 "location": {"type": "Point", "coordinates": [meta.longitude, meta.latitude]},
             }
-    for symbol in sorted(set(REGULATION_SYMBOLS) | {r[2] for r in streams}):
-        listed = symbol in REGULATION_SYMBOLS
-        cat.properties[symbol] = {
-            "@iot.id": symbol,
-            "name": symbol,
-            "definition": f"urn:quantrac:parameter:{symbol}",
-            "description": "TT 10/2021 Phụ lục 15, Bảng 34 parameter symbol"
-            if listed
-            else "a station's own parameter symbol (not in TT 10/2021's list)",
-        }
-    for station, device, parameter, unit, last_ns in streams:
-        sid = f"{station}:{device}:{parameter}"
-        profile = births.get(station, {}).get(device, UNKNOWN_SENSOR)
-        cat.stream_key[sid] = (station, device, parameter)
-        cat.stream_sensor[sid] = profile
-        cat.datastreams[sid] = {
-            "@iot.id": sid,
-            "name": f"{parameter} at {station} ({device})",
-            "description": f"{parameter} measured by device {device} of station {station}",
-            "observationType": OM_MEASUREMENT,
-            "unitOfMeasurement": {"name": unit or "", "symbol": unit or "", "definition": f"urn:quantrac:unit:{unit}"},
-            "properties": {
-                "station": station,
-                "device": device,
-                "parameter": parameter,
-                "last_reading": moment(last_ns).utc,
-            },
-        }
-        if profile not in cat.sensors:
-            cat.sensors[profile] = _sensor(profile)
-    return cat
+
+
+def _observed_property(symbol: str) -> dict:
+    listed = symbol in REGULATION_SYMBOLS
+    return {
+        "@iot.id": symbol,
+        "name": symbol,
+        "definition": f"urn:quantrac:parameter:{symbol}",
+        "description": "TT 10/2021 Phụ lục 15, Bảng 34 parameter symbol"
+        if listed
+        else "a station's own parameter symbol (not in TT 10/2021's list)",
+    }
 
 
 def _sensor(profile: str) -> dict:
@@ -205,7 +266,7 @@ def observation(row: tuple) -> dict:
         "parameters": {
             "local_time": when.local,
             "unit": unit or "",
-            "received_at": moment(received).utc if received is not None else None,
+            "received_at": utc_text(received) if received is not None else None,
             "seq": seq,
             "historical": bool(historical),
             "source": source or "agent",

@@ -100,6 +100,7 @@ def test_filter_orderby_count_top_select_expand_answer_what_sql_gives(api, feed)
     # -- the whole readings table: Datastream/id, $count, $top capped at 1000 ---------------------------------
     mine = get(api, "/Observations", **{"$filter": f"Datastream/id eq '{ds}' and phenomenonTime lt {iso(low)}"})
     assert ts_values(mine["value"]) == [(t, pm10(t)) for t in range(start, low, M)]
+    assert get(api, "/Observations", **{"$filter": "id eq 'nope' or Datastream/id eq 'no:such:series'"})["value"] == []
     capped = get(api, "/Observations", **{"$top": "5000", "$count": "true"})
     ((total,),) = sql(db, "SELECT count() FROM readings")
     assert capped["@iot.count"] == total and total > 1000
@@ -208,3 +209,5 @@ def test_bad_queries_get_a_4xx_json_error(api):
     refused("/Nope", 404, "not_found")
     refused("/Things('NO_SUCH_STATION')/Observations", 404, "not_found")
     refused("/Observations('nothing:here:at:1')", 404, "not_found")
+    refused("/Datastreams('NO_SUCH:d:PM10')/Observations", 404, "not_found")
+    refused("/Datastreams('NO_SUCH:d:PM10')", 404, "not_found")
