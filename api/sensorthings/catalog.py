@@ -67,6 +67,8 @@ class Catalog:
     sensors: dict[str, dict] = field(default_factory=dict)
     properties: dict[str, dict] = field(default_factory=dict)
     datastreams: dict[str, dict] = field(default_factory=dict)
+    historical: dict[str, dict] = field(default_factory=dict)
+    features: dict[str, dict] = field(default_factory=dict)
     stream_key: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # id -> (station, device, parameter)
     stream_sensor: dict[str, str] = field(default_factory=dict)
     _all: bool = False
@@ -99,6 +101,8 @@ class Catalog:
             "Sensors": self.sensors,
             "ObservedProperties": self.properties,
             "Datastreams": self.datastreams,
+            "HistoricalLocations": self.historical,
+            "FeaturesOfInterest": self.features,
         }[name]
 
     def find(self, set_name: str, entity_id: str) -> dict | None:
@@ -118,9 +122,15 @@ class Catalog:
         if set_name == "Things":
             if nav == "Locations":
                 return [entity_id] if entity_id in self.locations else []
+            if nav == "HistoricalLocations":
+                return [entity_id] if entity_id in self.historical else []
             return [d for d, k in streams.items() if k[0] == entity_id]
         if set_name == "Locations":
-            return [entity_id] if entity_id in self.things else []
+            pool = self.historical if nav == "HistoricalLocations" else self.things
+            return [entity_id] if entity_id in pool else []
+        if set_name == "HistoricalLocations":
+            pool = self.things if nav == "Thing" else self.locations
+            return [entity_id] if entity_id in pool else []
         if set_name == "Sensors":
             return [d for d, s in self.stream_sensor.items() if s == entity_id]
         if set_name == "ObservedProperties":
@@ -202,14 +212,26 @@ class Catalog:
             "description": f"{kind} station {sid}" + (f" ({where})" if where else ""),
             "properties": props,
         }
+        point = None
         if meta is not None and meta.latitude is not None and meta.longitude is not None:
+            point = {"type": "Point", "coordinates": [meta.longitude, meta.latitude]}
             self.locations[sid] = {
                 "@iot.id": sid,
                 "name": name,
                 "description": f"where station {sid} stands (WGS 84)",
                 "encodingType": "application/geo+json",
-                "location": {"type": "Point", "coordinates": [meta.longitude, meta.latitude]},
+                "location": point,
             }
+            # The registry's newest description only: an earlier position is not kept as its own entry.
+            self.historical[sid] = {"@iot.id": sid, "time": utc_text(meta.loaded_ns)}
+        # What a station's readings are about: the air or water at the station (its point, where known).
+        self.features[sid] = {
+            "@iot.id": sid,
+            "name": name,
+            "description": f"the medium station {sid} samples, at the station",
+            "encodingType": "application/geo+json",
+            "feature": point,
+        }
 
 
 def _observed_property(symbol: str) -> dict:

@@ -24,11 +24,25 @@ from store import sta_queries as sq
 PREFIX = "/sta/v1.1"
 DEFAULT_TOP = 100
 MAX_TOP = 1000  # a larger $top is cut to this; @iot.nextLink carries on
-SETS = ("Things", "Locations", "Sensors", "ObservedProperties", "Datastreams", "Observations")
+SETS = (
+    "Things",
+    "Locations",
+    "HistoricalLocations",
+    "Sensors",
+    "ObservedProperties",
+    "Datastreams",
+    "Observations",
+    "FeaturesOfInterest",
+)
 # set -> navigation property -> (target set, is a collection)
 NAV: dict[str, dict[str, tuple[str, bool]]] = {
-    "Things": {"Locations": ("Locations", True), "Datastreams": ("Datastreams", True)},
-    "Locations": {"Things": ("Things", True)},
+    "Things": {
+        "Locations": ("Locations", True),
+        "HistoricalLocations": ("HistoricalLocations", True),
+        "Datastreams": ("Datastreams", True),
+    },
+    "Locations": {"Things": ("Things", True), "HistoricalLocations": ("HistoricalLocations", True)},
+    "HistoricalLocations": {"Thing": ("Things", False), "Locations": ("Locations", True)},
     "Sensors": {"Datastreams": ("Datastreams", True)},
     "ObservedProperties": {"Datastreams": ("Datastreams", True)},
     "Datastreams": {
@@ -37,7 +51,8 @@ NAV: dict[str, dict[str, tuple[str, bool]]] = {
         "ObservedProperty": ("ObservedProperties", False),
         "Observations": ("Observations", True),
     },
-    "Observations": {"Datastream": ("Datastreams", False)},
+    "Observations": {"Datastream": ("Datastreams", False), "FeatureOfInterest": ("FeaturesOfInterest", False)},
+    "FeaturesOfInterest": {"Observations": ("Observations", True)},
 }
 _SEGMENT = re.compile(r"^([A-Za-z]+)(?:\((?:'((?:[^']|'')*)'|(\d+))\))?$")
 _OPTIONS = {"$top", "$skip", "$skiptoken", "$orderby", "$count", "$select", "$expand", "$filter"}
@@ -244,9 +259,11 @@ class View:
                     sq.Compare("parameter", "eq", parameter),
                 )
             )
+        if set_name == "FeaturesOfInterest":  # Observations: the station's readings
+            return sq.AllOf((sq.Compare("station", "eq", entity_id),))
         if set_name == "Observations":
             station, device, parameter, _ts = self.cat.observation_key(entity_id)  # type: ignore[misc]
-            return [f"{station}:{device}:{parameter}"]
+            return [f"{station}:{device}:{parameter}" if nav == "Datastream" else station]
         return self.cat.related(set_name, entity_id, nav)
 
     def entity(self, set_name: str, entity_id: str) -> dict:
@@ -265,7 +282,7 @@ class View:
             raise ApiError(
                 404,
                 "not_found",
-                f"no {set_name[:-1] if set_name != 'ObservedProperties' else 'ObservedProperty'} {entity_id!r}",
+                f"{set_name} has no {entity_id!r}",
             )
         return found
 

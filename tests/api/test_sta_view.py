@@ -154,6 +154,14 @@ def test_filter_orderby_count_top_select_expand_answer_what_sql_gives(api, feed)
     assert (observation["@iot.id"], observation["result"]) == (obs_id, pm10(start))
     back = httpx.get(observation["Datastream@iot.navigationLink"], headers={"X-API-Key": api.key}).json()
     assert back["@iot.id"] == ds
+    feature = get(api, f"/Observations('{obs_id}')/FeatureOfInterest")
+    assert (feature["@iot.id"], feature["feature"]["coordinates"]) == (sid, [105.8542, 21.0285])
+    at_station = get(api, f"/FeaturesOfInterest('{sid}')/Observations", **{"$count": "true", "$top": "1"})
+    ((n_station,),) = sql(db, "SELECT count() FROM readings WHERE station = %s", (sid,))
+    assert at_station["@iot.count"] == n_station == 720 + 360
+    ((described_at,),) = sql(db, "SELECT max(ts)::long FROM station_metadata WHERE station = %s", (sid,))
+    history = get(api, f"/Things('{sid}')/HistoricalLocations", **{"$expand": "Locations"})["value"]
+    assert [(utc_ns(h["time"]), [loc["@iot.id"] for loc in h["Locations"]]) for h in history] == [(described_at, [sid])]
     props = get(api, "/ObservedProperties", **{"$count": "true", "$filter": "id eq 'PM2,5' or id eq 'PM10'"})
     assert props["@iot.count"] == 2 and [p["name"] for p in props["value"]] == ["PM10", "PM2,5"]
 
