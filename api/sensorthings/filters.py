@@ -135,17 +135,26 @@ def _comparable(left: object, right: object) -> bool:
     return (isinstance(left, numbers) and isinstance(right, numbers)) or type(left) is type(right)
 
 
-def matches(condition: Condition, entity: Mapping[str, object], times: Mapping[str, int] | None = None) -> bool:
-    """Whether ``entity`` passes; a time literal compares with ``times[path]`` (ns) where one is given."""
+def _time_of(value: object) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return instant_ns(value)
+    except ApiError:
+        return None
+
+
+def matches(condition: Condition, entity: Mapping[str, object]) -> bool:
+    """Whether ``entity`` passes; a time literal compares with a property holding an ISO 8601 time."""
     if isinstance(condition, Negated):
-        return not matches(condition.part, entity, times)
+        return not matches(condition.part, entity)
     if isinstance(condition, AllOf):
-        return all(matches(p, entity, times) for p in condition.parts)
+        return all(matches(p, entity) for p in condition.parts)
     if isinstance(condition, AnyOf):
-        return any(matches(p, entity, times) for p in condition.parts)
+        return any(matches(p, entity) for p in condition.parts)
     value, wanted = lookup(entity, condition.column), condition.value
     if isinstance(wanted, tuple):  # ("time", ns)
-        value, wanted = (times or {}).get(condition.column), wanted[1]
+        value, wanted = _time_of(value), wanted[1]
     if wanted is None or value is None:
         same = value is None and wanted is None
         return same if condition.op == "eq" else (not same if condition.op == "ne" else False)
@@ -173,3 +182,12 @@ def parse_orderby(text: str | None) -> list[tuple[str, bool]]:
         path = "id" if words[0] == "@iot.id" else words[0]
         out.append((path, len(words) == 2 and words[1].lower() == "desc"))
     return out
+
+
+def paths(condition: Condition) -> list[str]:
+    """Every property path a condition compares."""
+    if isinstance(condition, Compare):
+        return [condition.column]
+    if isinstance(condition, Negated):
+        return paths(condition.part)
+    return [p for part in condition.parts for p in paths(part)]

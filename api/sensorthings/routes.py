@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from api.errors import ApiError
 from api.sensorthings.catalog import Catalog, observation
-from api.sensorthings.filters import bad_query, lookup, matches, parse_filter, parse_orderby, rewrite
+from api.sensorthings.filters import bad_query, lookup, matches, parse_filter, parse_orderby, paths, rewrite
 from store import api_queries
 from store import sta_queries as sq
 
@@ -54,6 +54,18 @@ NAV: dict[str, dict[str, tuple[str, bool]]] = {
     "Observations": {"Datastream": ("Datastreams", False), "FeatureOfInterest": ("FeaturesOfInterest", False)},
     "FeaturesOfInterest": {"Observations": ("Observations", True)},
 }
+# The properties of each small set, for $filter and $orderby (under properties/ and the like, anything goes).
+PROPERTIES: dict[str, frozenset[str]] = {
+    "Things": frozenset({"id", "name", "description", "properties"}),
+    "Locations": frozenset({"id", "name", "description", "encodingType", "location"}),
+    "HistoricalLocations": frozenset({"id", "time"}),
+    "Sensors": frozenset({"id", "name", "description", "encodingType", "metadata"}),
+    "ObservedProperties": frozenset({"id", "name", "definition", "description"}),
+    "Datastreams": frozenset({"id", "name", "description", "observationType", "unitOfMeasurement", "properties"}),
+    "FeaturesOfInterest": frozenset({"id", "name", "description", "encodingType", "feature"}),
+}
+EXPANDED_PARENTS = 100  # at most this many entities per page when each expands its Observations (a query each)
+EXPANDED_OBSERVATIONS = 100  # and at most this many Observations each
 _SEGMENT = re.compile(r"^([A-Za-z]+)(?:\((?:'((?:[^']|'')*)'|(\d+))\))?$")
 _OPTIONS = {"$top", "$skip", "$skiptoken", "$orderby", "$count", "$select", "$expand", "$filter"}
 _SAFE = "$,()'"  # kept as they are in a nextLink: readable, and valid in a query
@@ -290,6 +302,10 @@ class View:
         """``members``: ids of an in-memory set (None: all of it) or, for Observations, a store condition."""
         if set_name == "Observations":
             return self._observations(members, opts, link)
+        known = PROPERTIES[set_name]
+        for path in [p for p, _ in opts.orderby] + (paths(opts.filter) if opts.filter is not None else []):
+            if path.split("/")[0] not in known:
+                raise bad_query(f"{set_name} have no property {path!r}; they have {', '.join(sorted(known))}")
         pool = (self.cat if members is not None else self.cat.load_all()).by_set(set_name)
         ents = [pool[i] for i in members if i in pool] if members is not None else list(pool.values())
         if opts.filter is not None:
@@ -379,6 +395,10 @@ def router(pool: api_queries.Pool, identify: Callable[..., Any]) -> APIRouter:
     def _answer(path: str, request: Request, caller: Any) -> dict:
         segments = _parse_path(path)
         opts = parse_options(dict(request.query_params))
+        for nav, sub in opts.expand:
+            if nav == "Observations":  # each entity of the page costs a query: fewer of them, and shorter
+                opts.top = min(opts.top, EXPANDED_PARENTS)
+                sub.top = min(sub.top, EXPANDED_OBSERVATIONS)
         wants_readings = any(n == "Observations" for n, _ in segments) or any(
             n == "Observations" for n, _ in opts.expand
         )

@@ -162,6 +162,21 @@ def test_filter_orderby_count_top_select_expand_answer_what_sql_gives(api, feed)
     ((described_at,),) = sql(db, "SELECT max(ts)::long FROM station_metadata WHERE station = %s", (sid,))
     history = get(api, f"/Things('{sid}')/HistoricalLocations", **{"$expand": "Locations"})["value"]
     assert [(utc_ns(h["time"]), [loc["@iot.id"] for loc in h["Locations"]]) for h in history] == [(described_at, [sid])]
+    recent = get(api, "/HistoricalLocations", **{"$filter": f"time ge {iso(described_at - 10_000)} and id eq '{sid}'"})
+    assert [h["@iot.id"] for h in recent["value"]] == [sid]
+    assert (
+        get(api, "/HistoricalLocations", **{"$filter": f"time gt {iso(described_at + 10_000)} and id eq '{sid}'"})[
+            "value"
+        ]
+        == []
+    )
+    mine_expanded = get(
+        api,
+        "/Datastreams",
+        **{"$filter": f"properties/station eq '{sid}'", "$expand": "Observations($top=1000)"},
+    )["value"]
+    assert sorted(d["@iot.id"] for d in mine_expanded) == sorted([ds, f"{sid}:o3a:O3"])
+    assert all(len(d["Observations"]) == 100 and "Observations@iot.nextLink" in d for d in mine_expanded)
     props = get(api, "/ObservedProperties", **{"$count": "true", "$filter": "id eq 'PM2,5' or id eq 'PM10'"})
     assert props["@iot.count"] == 2 and [p["name"] for p in props["value"]] == ["PM10", "PM2,5"]
 
@@ -207,6 +222,8 @@ def test_bad_queries_get_a_4xx_json_error(api):
     refused("/Things", 400, "bad_query", **{"$count": "maybe"})
     assert "$foo" in refused("/Things", 400, "bad_query", **{"$foo": "1"})
     refused("/Things", 400, "bad_query", **{"$orderby": "name sideways"})
+    assert "properties" in refused("/Things", 400, "bad_query", **{"$filter": "colour eq 'red'"})
+    refused("/Datastreams", 400, "bad_query", **{"$orderby": "colour desc"})
     refused("/Observations", 400, "bad_query", **{"$orderby": "name"})
     assert "one level" in refused("/Things", 400, "bad_query", **{"$expand": "Datastreams/Observations"})
     refused("/Things", 400, "bad_query", **{"$expand": "Nope"})
