@@ -26,12 +26,6 @@ def moment(ns: int) -> Moment:
     return Moment(utc=_iso(seconds, fraction, dt.UTC) + "Z", local=_iso(seconds, fraction, VIETNAM) + "+07:00")
 
 
-def utc_text(ns: int) -> str:
-    """``moment(ns).utc`` alone (half the formatting, for the SensorThings view's many times)."""
-    seconds, fraction = divmod(ns, _NS)
-    return _iso(seconds, fraction, dt.UTC) + "Z"
-
-
 def maybe_moment(ns: int | None) -> Moment | None:
     return None if ns is None else moment(ns)
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.times import moment, utc_text
+from api.times import moment
 from station_profiles.loader import load_profile, profile_path
 from store import sta_queries
 from store.station_queries import StationMetadata, station_descriptions
@@ -48,6 +48,10 @@ def _devices(birth: str) -> dict[str, str]:
         if isinstance(d, dict) and isinstance(d.get("id"), str) and isinstance(d.get("profile"), str):
             out[d["id"]] = d["profile"]
     return out
+
+
+def utc_text(ns: int) -> str:
+    return moment(ns).utc
 
 
 def station_of(entity_id: str) -> str:
