@@ -31,6 +31,7 @@ from analysis.averages import (
     eight_hour_mean,
     hourly_columns,
 )
+from analysis.delivery import outbox_row
 from analysis.settings import PERIOD_NS, Limit, Settings
 from broker_bridge.alerts import AlertMessage, alert_id
 from store import analysis_queries as q
@@ -332,7 +333,9 @@ class Aggregator:
     def _aqi(self, buckets: Mapping[str, set[int]], kinds: Mapping[str, str | None], now: int) -> int:
         hourly_rows: list[IlpRow] = []
         daily_rows: list[IlpRow] = []
-        current_end = (now // HOUR_NS + 1) * HOUR_NS
+        # The newest hour that has ENDED: an hour still running has no AQI yet (NowCast from the hours
+        # before it would publish a value for a period that has not been measured).
+        current_end = now // HOUR_NS * HOUR_NS
         for station, hours in buckets.items():
             if not self.settings.aqi(station, kinds.get(station)):
                 continue
@@ -426,13 +429,23 @@ class Aggregator:
                 ):
                     anchor = min(anchor, e.opened)
         series = self._series(table, station, anchor, now + PERIOD_NS[period], [lim.parameter for lim in limits])
-        for (device, parameter, unit), values in series.items():
+        o2_parameters = sorted({lim.o2_parameter for lim in limits if lim.reference_o2 is not None})
+        o2 = self._series(table, station, anchor, now + PERIOD_NS[period], o2_parameters) if o2_parameters else {}
+        for (device, parameter, unit), measured in series.items():
             for lim in (x for x in limits if x.parameter == parameter):
                 if _norm_unit(unit) != _norm_unit(lim.unit):
                     log.warning(
                         "limit_unit_mismatch", station=station, parameter=parameter, unit=unit, limit=lim.limit_id
                     )
                     continue
+                values = measured
+                if lim.reference_o2 is not None:
+                    values = o2_corrected(measured, _o2_of(o2, device, lim.o2_parameter), lim.reference_o2)
+                    if len(values) < len(measured):
+                        log.info(
+                            "o2_correction_not_judged", station=station, device=device, parameter=parameter,
+                            periods=len(measured) - len(values), reason="no valid O2 mean, or O2 >= 20 %",
+                        )  # fmt: skip
                 stored = [e for e in stored_all.get((lim.limit_id, (device, parameter)), []) if e.opened >= anchor]
                 new = ep.scan(sorted((end, v) for end, (v, _) in values.items()), lim, rules)
                 self._diff(station, device, lim, stored, new, values, now, episode_rows, alerts)
@@ -481,7 +494,7 @@ class Aggregator:
                 now,
                 confidence=lim.confidence,
             )
-            alerts.append((msg, _alert_row(msg, now, self.channels)))
+            alerts.append((msg, outbox_row(msg, now, self.channels)))
 
         def row(e: ep.Episode, state: str, version: int) -> None:
             values = dict(
@@ -543,6 +556,33 @@ class Aggregator:
             alert("withdraw", gone, opened, "withdrawn", mean_at(opened), before.version + 1)
 
 
+#: Above this measured O2 (%) the stack carries mostly air (a plant stopped or starting): the correction
+#: factor (21 - ref) / (21 - O2) grows without bound, so the period is not judged at all.
+O2_JUDGEABLE_BELOW = 20.0
+
+
+def o2_corrected(values: dict[int, tuple], o2: dict[int, tuple], reference: float) -> dict[int, tuple]:
+    """Means corrected to the reference O2: C x (21 - ref) / (21 - O2), period by period. A period without
+    a valid O2 mean, or with O2 at or above ``O2_JUDGEABLE_BELOW``, is left out (not judged, never
+    compared uncorrected)."""
+    out = {}
+    for end, (mean, worst) in values.items():
+        measured = o2.get(end)
+        if measured is None or not 0 <= measured[0] < O2_JUDGEABLE_BELOW:
+            continue
+        out[end] = (mean * (21.0 - reference) / (21.0 - measured[0]), worst)
+    return out
+
+
+def _o2_of(o2: dict, device: str, parameter: str) -> dict[int, tuple]:
+    """The O2 series of the same device when it measures O2, else the station's first (by device name)."""
+    candidates = sorted((d, s) for (d, p, _unit), s in o2.items() if p == parameter)
+    for d, s in candidates:
+        if d == device:
+            return s
+    return candidates[0][1] if candidates else {}
+
+
 def _norm_unit(unit: str) -> str:
     return unit.strip().replace("³", "3").replace("µ", "u").replace("μ", "u").lower()
 
@@ -569,23 +609,6 @@ def _aqi_row(table, ts: int, station: str, result: vn_aqi.AqiResult, now: int, l
     else:
         values["reason"] = result.no_aqi_reason or ""
     return ilp_row(table, ts, **values)
-
-
-def _alert_row(msg: AlertMessage, now: int, channels: Mapping[str, str]) -> IlpRow:
-    return ilp_row(
-        ALERTS,
-        now,
-        alert_id=msg.alert_id,
-        station=msg.station,
-        kind=msg.kind,
-        audience=msg.audience,
-        payload=msg.encode().decode("ascii"),
-        webhook_state=channels["webhook_state"],
-        webhook_attempts=0,
-        mqtt_state=channels["mqtt_state"],
-        mqtt_attempts=0,
-        updated_at=now,
-    )
 
 
 def _day_runs(days: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:

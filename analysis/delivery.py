@@ -14,16 +14,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
 
 from broker_bridge import session
-from broker_bridge.alerts import SIGNATURE_HEADER, AlertMessage, signature
+from broker_bridge.alerts import SIGNATURE_HEADER, AlertMessage, AvailabilityAlert, signature
 from broker_bridge.session import BrokerAddress
-from broker_bridge.topics import alert_topic
+from broker_bridge.topics import alert_topic, availability_topic
 from store import analysis_queries as q
-from store.ilp_writer import WarehouseWriter, ilp_row
+from store.ilp_writer import IlpRow, WarehouseWriter, ilp_row
 from store.schema import ALERTS
 
 log = structlog.get_logger("analysis.delivery")
@@ -47,6 +48,24 @@ class Outgoing:
     @property
     def done(self) -> bool:
         return self.webhook_state != "pending" and self.mqtt_state != "pending"
+
+
+def outbox_row(msg: AlertMessage | AvailabilityAlert, now: int, channels: Mapping[str, str]) -> IlpRow:
+    """A new decision's ``alerts`` row: pending on each configured channel (``AlertDelivery.channels``)."""
+    return ilp_row(
+        ALERTS,
+        now,
+        alert_id=msg.alert_id,
+        station=msg.station,
+        kind=msg.kind,
+        audience=msg.audience,
+        payload=msg.encode().decode("ascii"),
+        webhook_state=channels["webhook_state"],
+        webhook_attempts=0,
+        mqtt_state=channels["mqtt_state"],
+        mqtt_attempts=0,
+        updated_at=now,
+    )
 
 
 class AlertDelivery:
@@ -109,7 +128,7 @@ class AlertDelivery:
         self._wake.set()
         return len(rows)
 
-    def submit(self, alerts: list[AlertMessage]) -> None:
+    def submit(self, alerts: list[AlertMessage | AvailabilityAlert]) -> None:
         """Alerts already written to the ``alerts`` table (pending) by the aggregator."""
         states = self.channels
         with self._lock:
@@ -186,7 +205,9 @@ class AlertDelivery:
         if self._client is None or not self._client.is_connected():
             out.last_error = "mqtt: not connected"
             return False
-        info = self._client.publish(alert_topic(out.station), out.payload, qos=session.QOS, retain=True)
+        # Each audience keeps its own retained message: a silent station must not hide an open exceedance.
+        topic = availability_topic(out.station) if out.audience == "technician" else alert_topic(out.station)
+        info = self._client.publish(topic, out.payload, qos=session.QOS, retain=True)
         try:
             info.wait_for_publish(timeout=self.timeout_s)
         except (RuntimeError, ValueError) as exc:
@@ -221,6 +242,5 @@ class AlertDelivery:
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.loop_stop()
-            self._client.disconnect()
+            session.disconnect_and_stop(self._client)
         self.writer.close()

@@ -73,6 +73,9 @@ class LimitFile(_Strict):
     confidence: str = "primary"
     selector: Literal["zone", "column"] | None = None
     scaled_by_kq_kf: bool = False
+    # The O2 (% by volume, dry) the limits are stated at: a stack's measured concentration is corrected to
+    # it, C_ref = C x (21 - O2_ref) / (21 - O2_measured), before it is compared (analysis/README.md).
+    reference_o2: float | None = Field(None, ge=0, lt=21)
     parameters: dict[str, ParameterLimits]
 
     @model_validator(mode="after")
@@ -109,6 +112,8 @@ class Limit:
     starts: int | None  # UTC ns of period END from which it applies (effective dates are local days)
     ends: int | None
     confidence: str
+    reference_o2: float | None = None  # correct to this O2 % before comparing (None: compare as measured)
+    o2_parameter: str = "O2"  # the station's series of measured O2 (%), same device preferred
 
     def applies(self, period_end: int) -> bool:
         return (self.starts is None or period_end > self.starts) and (self.ends is None or period_end <= self.ends)
@@ -155,12 +160,28 @@ class EpisodeBlock(_Strict):
     escalate_factor: float | None = Field(None, gt=1)
 
 
+class AvailabilityRules(_Strict):
+    """When a technician is told (analysis/README.md, "Data availability")."""
+
+    silent_after_s: float = Field(900.0, gt=0)  # no reading from the station for this long
+    device_error_after_s: float = Field(600.0, gt=0)  # a series reporting 02 for this long
+    calibration_after_s: float = Field(4 * 3600.0, gt=0)  # a series reporting 01 for this long
+    incomplete_hours: int = Field(3, ge=1)  # this many invalid hourly means in a row
+    lookback_days: float = Field(7.0, gt=0, le=60)  # how far back a condition's start is looked for
+
+
+class StationAvailability(_Strict):
+    silent_after_s: float | None = Field(None, gt=0)  # a station that reports every 5 minutes by file, say
+
+
 class StationLimitChoice(_Strict):
     regulation: str  # a file name in analysis/limits/ without .yaml
     zone: str | None = None
     column: str | None = None
     kq: float = Field(1.0, gt=0)
     kf: float = Field(1.0, gt=0)
+    reference_o2: float | None = Field(None, ge=0, lt=21)  # a permit's own reference O2 (the file's otherwise)
+    o2_parameter: str = "O2"
 
 
 class StationBlock(_Strict):
@@ -169,6 +190,7 @@ class StationBlock(_Strict):
     aqi: bool | None = None  # default: true for ambient_air stations
     limits: list[StationLimitChoice] | None = None  # default: the files whose kinds name the station's kind
     episodes: EpisodeBlock = EpisodeBlock()
+    availability: StationAvailability = StationAvailability()
 
 
 def _station_intervals(raw: SettingsFile) -> list[tuple[tuple, str, str]]:
@@ -192,6 +214,7 @@ def _station_intervals(raw: SettingsFile) -> list[tuple[tuple, str, str]]:
 class SettingsFile(_Strict):
     averaging: AveragingBlock = AveragingBlock()
     episodes: EpisodeRules = EpisodeRules()
+    availability: AvailabilityRules = AvailabilityRules()
     stations: dict[str, StationBlock] = {}
 
 
@@ -219,6 +242,15 @@ class Settings:
         self.eight_hour_parameters = tuple(raw.averaging.eight_hour_parameters)
         for choice in (c for s in raw.stations.values() for c in (s.limits or [])):
             self.limit_file(choice.regulation)  # a missing or broken file fails at start, not at the first alert
+
+    @property
+    def availability(self) -> AvailabilityRules:
+        return self.raw.availability
+
+    def silent_after_s(self, station: str) -> float:
+        block = self.raw.stations.get(station)
+        own = block.availability.silent_after_s if block is not None else None
+        return own if own is not None else self.raw.availability.silent_after_s
 
     @classmethod
     def load(cls, path: Path | None) -> Settings:
@@ -339,6 +371,8 @@ class Settings:
                             starts,
                             min(ends_list) if ends_list else None,
                             f.confidence,
+                            choice.reference_o2 if choice.reference_o2 is not None else f.reference_o2,
+                            choice.o2_parameter,
                         )
                     )
         return out

@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime as dt
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -9,41 +10,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
+import orjson
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import cursor as cursors
-from api import sensorthings
+from api import public_page, sensorthings
 from api.errors import ApiError, ErrorBody, bad_parameter
 from api.keys import ApiKey, KeyRing
-from api.models import (
-    Aqi,
-    AqiCategory,
-    Coverage,
-    Episode,
-    LatestReading,
-    LatestReadings,
-    LatestValue,
-    LatestValues,
-    Mean,
-    MeanDetail,
-    Page,
-    Reading,
-    Reject,
-    Station,
-    StationAqi,
-    SubIndex,
-)
+from api.models import Aqi, Episode, LatestReadings, LatestValues, Mean, Page, Reading, Reject, Station, StationAqi
 from api.ratelimit import RateLimiter
-from api.times import maybe_moment, moment, to_ns
+from api.snapshot import Snapshot
+from api.times import maybe_moment_json, moment_json, to_ns
 from store import api_queries as q
-from store import vn_aqi
+from store import station_state, vn_aqi
 from store.errors import WarehouseUnavailable
-from store.station_queries import station_descriptions
+from store.station_queries import StationMetadata, station_descriptions
 from vocabulary.stations import STATION_ID_RE, STATION_KINDS
 
 log = structlog.get_logger("api")
@@ -62,6 +48,10 @@ class ApiConfig:
     keys_path: Path | None = None
     public_rate_per_minute: int = 600  # per client address, without a key
     pool_size: int = 16
+    # Wrong keys per client address: each costs a scrypt and could be a guess; past this, 429 before any check.
+    failed_keys_per_minute: int = 10
+    latest_max_age_s: float = 1.0  # the shared latest-of-all answer is recomputed at most this often (0: never shared)
+    offline_grace_s: float = station_state.DEFAULT_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -106,10 +96,30 @@ def _json(text: str | None) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _answer(body: object) -> Response:
+    """JSON bytes straight from plain dicts and lists (orjson): the endpoints declare their pydantic model for
+    the OpenAPI document, but a model per row, then FastAPI's re-validation and the stdlib encoder, cost more
+    than the query for answers of thousands of rows (bench/bench_api.py)."""
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for part in accept_encoding.split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            try:
+                return not params.strip() or float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
 def create_app(config: ApiConfig) -> FastAPI:
     pool = q.Pool(config.conninfo, config.pool_size)
     ring = KeyRing(config.keys_path)
     limiter = RateLimiter()
+    failed_keys = RateLimiter()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -158,14 +168,27 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     def identify(request: Request) -> Caller:
         presented = request.headers.get("x-api-key")
+        address = f"ip:{request.client.host if request.client else '?'}"
         key = None
         if presented is not None:
+            # Checked before the key: an address that guessed wrong too often gets no answer about any key
+            # (not even a right one) until its bucket refills, and costs no scrypt meanwhile.
+            wait = failed_keys.waiting(address, config.failed_keys_per_minute)
+            if wait is not None:
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"more than {config.failed_keys_per_minute} wrong keys a minute from this address;"
+                    f" retry in {wait} s",
+                    {"Retry-After": str(wait)},
+                )
             key = ring.check(presented)
             if key is None:
+                failed_keys.allow(address, config.failed_keys_per_minute)
                 raise ApiError(401, "bad_key", "X-API-Key is unknown, wrong or revoked")
             who, rate = f"key:{key.id}", key.rate_per_minute
         else:
-            who, rate = f"ip:{request.client.host if request.client else '?'}", config.public_rate_per_minute
+            who, rate = address, config.public_rate_per_minute
         wait = limiter.allow(who, rate)
         if wait is not None:
             raise ApiError(
@@ -185,24 +208,34 @@ def create_app(config: ApiConfig) -> FastAPI:
 
     # -- stations ----------------------------------------------------------------------------------------------
 
-    def _stations() -> list[Station]:
+    def _descriptions() -> list[StationMetadata]:
         with pool.connection() as conn:
-            rows = station_descriptions(conn).values()
+            return list(station_descriptions(conn).values())
+
+    def _stations() -> list[dict]:
+        with pool.connection() as conn:
+            rows = list(station_descriptions(conn).values())
             last = q.last_reading_times(conn)
+            connections = station_state.connection_states(conn)
+            available = station_state.availability(conn, {r.station: r.intervals for r in rows})
+        now = time.time_ns()
         return [
-            Station(
-                id=r.station,
-                name=r.name or "",
-                province_code=r.province_code or "",
-                facility=r.facility or "",
-                kind=r.kind or "",
-                latitude=r.latitude,
-                longitude=r.longitude,
-                enabled=r.enabled,
-                parameters=dict(r.intervals),
-                described_at=moment(r.loaded_ns),
-                last_reading=maybe_moment(last.get(r.station)),
-            )
+            {
+                "id": r.station,
+                "name": r.name or "",
+                "province_code": r.province_code or "",
+                "facility": r.facility or "",
+                "kind": r.kind or "",
+                "latitude": r.latitude,
+                "longitude": r.longitude,
+                "enabled": r.enabled,
+                "parameters": dict(r.intervals),
+                "described_at": moment_json(r.loaded_ns),
+                "last_reading": maybe_moment_json(last.get(r.station)),
+                "state": station_state.online_state(last.get(r.station), r.intervals, now, config.offline_grace_s),
+                "connection": connections.get(r.station, ("unknown",))[0] or "unknown",
+                "availability": _availability(available.get(r.station)),
+            }
             for r in rows
         ]
 
@@ -211,95 +244,112 @@ def create_app(config: ApiConfig) -> FastAPI:
             raise bad_parameter(f"kind={kind!r} is not one of {', '.join(STATION_KINDS)}")
         return kind
 
-    def _selected(province: str | None, kind: str | None) -> list[Station]:
-        kind = _kind(kind)
-        return [
-            s
-            for s in _stations()
-            if (province is None or s.province_code == province) and (kind is None or s.kind == kind)
-        ]
+    def _matches(province: str | None, kind: str | None, s_province: str, s_kind: str) -> bool:
+        return (province is None or s_province == province) and (kind is None or s_kind == kind)
 
     @v1.get("/stations", response_model=Page[Station], summary="Stations, by id (public)")
     def list_stations(
         province: str | None = None, kind: str | None = None, limit: Limit = DEFAULT_PAGE, cursor: Cursor = None
-    ) -> Page[Station]:
+    ) -> Response:
         query, after = cursors.resolve("stations", {"province": province, "kind": kind}, cursor, (str,))
-        chosen = _selected(query.get("province"), query.get("kind"))
-        if after is not None:
-            chosen = [s for s in chosen if s.id > after[0]]
+        wanted_kind = _kind(query.get("kind"))
+        chosen = [
+            s
+            for s in _stations()
+            if _matches(query.get("province"), wanted_kind, s["province_code"], s["kind"])
+            and (after is None or s["id"] > after[0])
+        ]
         page = chosen[:limit]
         more = len(chosen) > limit
-        return Page[Station](data=page, next_cursor=cursors.encode("stations", query, [page[-1].id]) if more else None)
+        return _answer(
+            {"data": page, "next_cursor": cursors.encode("stations", query, [page[-1]["id"]]) if more else None}
+        )
 
     @v1.get("/stations/{station}", response_model=Station, summary="One station (public)")
-    def one_station(station: StationId) -> Station:
+    def one_station(station: StationId) -> Response:
         for s in _stations():
-            if s.id == station:
-                return s
+            if s["id"] == station:
+                return _answer(s)
         raise ApiError(404, "not_found", f"no station {station!r}")
 
     # -- latest ------------------------------------------------------------------------------------------------
 
-    def _chosen_ids(province: str | None, kind: str | None, station: list[str] | None) -> list[str] | None:
-        ids = None if province is None and kind is None else [s.id for s in _selected(province, kind)]
+    def _chosen_ids(province: str | None, kind: str | None, station: list[str] | None) -> set[str] | None:
+        kind = _kind(kind)
+        ids = None
+        if province is not None or kind is not None:
+            ids = {r.station for r in _descriptions() if _matches(province, kind, r.province_code or "", r.kind or "")}
         if station:
-            ids = [s for s in station if ids is None or s in ids]
+            ids = {s for s in station if ids is None or s in ids}
         return ids
+
+    def _shared(as_of: dict, data: list[dict]) -> tuple[dict, list[dict], bytes, bytes]:
+        # The whole answer is encoded once per snapshot, and gzipped once (1.8 MB of JSON for 12,000 series,
+        # about a tenth of that compressed): most of a latest-of-all request was moving those bytes.
+        whole = orjson.dumps({"as_of": as_of, "data": data})
+        return as_of, data, whole, gzip.compress(whole, compresslevel=5, mtime=0)
+
+    def _latest_values() -> tuple[dict, list[dict], bytes, bytes]:
+        as_of = moment_json(time.time_ns())  # before the query: the data are at least as new as this
+        with pool.connection() as conn:
+            rows = q.latest_readings(conn, valid_only=True)
+        data = [
+            {"station": s, "device": d, "parameter": p, "ts": moment_json(ts), "value": v, "unit": u or ""}
+            for s, d, p, ts, v, u in rows
+        ]
+        return _shared(as_of, data)
+
+    def _latest_readings() -> tuple[dict, list[dict], bytes, bytes]:
+        as_of = moment_json(time.time_ns())
+        with pool.connection() as conn:
+            rows = q.latest_readings(conn, valid_only=False)
+        return _shared(as_of, [{**_reading(row[1:]), "station": row[0]} for row in rows])
+
+    latest_values = Snapshot(_latest_values, config.latest_max_age_s)
+    latest_readings = Snapshot(_latest_readings, config.latest_max_age_s)
+
+    def _latest_answer(
+        request: Request,
+        snapshot: Snapshot,
+        province: str | None,
+        kind: str | None,
+        station: list[str] | None,
+        parameter: str | None,
+    ) -> Response:
+        ids = _chosen_ids(province, kind, station)
+        as_of, data, whole, zipped = snapshot.get()
+        if ids is None and parameter is None:
+            if _accepts_gzip(request.headers.get("accept-encoding", "")):
+                headers = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+                return Response(zipped, media_type="application/json", headers=headers)
+            return Response(whole, media_type="application/json", headers={"Vary": "Accept-Encoding"})
+        chosen = [
+            r
+            for r in data
+            if (ids is None or r["station"] in ids) and (parameter is None or r["parameter"] == parameter)
+        ]
+        return _answer({"as_of": as_of, "data": chosen})
 
     @v1.get("/latest", response_model=LatestValues, summary="Every series' newest valid reading, one call (public)")
     def latest(
+        request: Request,
         province: str | None = None,
         kind: str | None = None,
         station: Annotated[list[str] | None, Query(description="repeat for several")] = None,
         parameter: str | None = None,
-    ) -> LatestValues:
-        ids = _chosen_ids(province, kind, station)
-        with pool.connection() as conn:
-            rows = q.latest_readings(conn, valid_only=True, stations=ids)
-        return LatestValues(
-            as_of=moment(time.time_ns()),
-            data=[
-                LatestValue(station=r[0], device=r[1], parameter=r[2], ts=moment(r[3]), value=r[4], unit=r[5] or "")
-                for r in rows
-                if parameter is None or r[2] == parameter
-            ],
-        )
+    ) -> Response:
+        return _latest_answer(request, latest_values, province, kind, station, parameter)
 
     @v1.get("/latest/raw", response_model=LatestReadings, summary="Every series' newest reading, any status (key)")
     def latest_raw(
+        request: Request,
         caller: Annotated[Caller, Depends(agency)],
         province: str | None = None,
         kind: str | None = None,
         station: Annotated[list[str] | None, Query()] = None,
         parameter: str | None = None,
-    ) -> LatestReadings:
-        ids = _chosen_ids(province, kind, station)
-        with pool.connection() as conn:
-            rows = q.latest_readings(conn, valid_only=False, stations=ids)
-        data = []
-        for s, d, p, ts, v, u, st, cause, flag, check, qc_cause, received in rows:
-            if parameter is None or p == parameter:
-                data.append(
-                    LatestReading(
-                        station=s,
-                        ts=moment(ts),
-                        device=d,
-                        parameter=p,
-                        value=v,
-                        unit=u or "",
-                        status=st or "",
-                        cause=cause or "",
-                        qc_flag=flag,
-                        qc_check=check or "",
-                        qc_cause=qc_cause or "",
-                        qc_checks="",
-                        seq=None,
-                        historical=False,
-                        source="",
-                        received_at=maybe_moment(received),
-                    )
-                )
-        return LatestReadings(as_of=moment(time.time_ns()), data=data)
+    ) -> Response:
+        return _latest_answer(request, latest_readings, province, kind, station, parameter)
 
     # -- raw readings ------------------------------------------------------------------------------------------
 
@@ -333,7 +383,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         parameter: str | None = None,
         limit: Limit = DEFAULT_PAGE,
         cursor: Cursor = None,
-    ) -> Page[Reading]:
+    ) -> Response:
         asked = {"station": station, "parameter": parameter, **_period(start, end, DEFAULT_SPAN_NS["readings"])}
 
         def fetch(query: dict, after: list | None, n: int) -> list[tuple]:
@@ -349,27 +399,7 @@ def create_app(config: ApiConfig) -> FastAPI:
                 )
 
         rows, nxt = _paged("readings", asked, cursor, (int, str, str), fetch, limit, lambda r: [r[0], r[1], r[2]])
-        data = [
-            Reading(
-                ts=moment(ts),
-                device=d,
-                parameter=p,
-                value=v,
-                unit=u or "",
-                status=st or "",
-                cause=cause or "",
-                qc_flag=flag,
-                qc_check=check or "",
-                qc_cause=qc_cause or "",
-                qc_checks=checks or "",
-                seq=seq,
-                historical=bool(hist),
-                source=src or "agent",
-                received_at=maybe_moment(received),
-            )
-            for ts, d, p, v, u, st, cause, flag, check, qc_cause, checks, seq, hist, src, received in rows
-        ]
-        return Page[Reading](data=data, next_cursor=nxt)
+        return _answer({"data": [_reading(r) for r in rows], "next_cursor": nxt})
 
     # -- means -------------------------------------------------------------------------------------------------
 
@@ -387,7 +417,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         parameter: str | None = None,
         limit: Limit = DEFAULT_PAGE,
         cursor: Cursor = None,
-    ) -> Page[Mean]:
+    ) -> Response:
         asked = {"station": station, "parameter": parameter, **_period(start, end, DEFAULT_SPAN_NS[period])}
 
         def fetch(query: dict, after: list | None, n: int) -> list[tuple]:
@@ -401,70 +431,9 @@ def create_app(config: ApiConfig) -> FastAPI:
             f"means/{period}", asked, cursor, (int, str, str), fetch, limit, lambda r: [r[0], r[1], r[2]]
         )
         keyed = identified.key is not None
-        data = []
-        for row in rows:
-            ts, d, p, unit, mean, low, high, n_valid, n_expected, coverage, valid, worst, rule, computed = row[:14]
-            extra = row[14:]
-            detail = None
-            if keyed:
-                detail = MeanDetail(mean_if_invalid=None if valid else mean, worst_flag=worst)
-                if period == "hourly":
-                    (
-                        detail.n_readings,
-                        detail.n_calibrating,
-                        detail.n_device_error,
-                        detail.n_qc_fail,
-                        detail.n_suspect,
-                    ) = extra
-            data.append(
-                Mean(
-                    start=moment(ts - PERIOD_NS[period]),
-                    end=moment(ts),
-                    local_day=extra[0] if period == "daily" else None,
-                    device=d,
-                    parameter=p,
-                    unit=unit or "",
-                    mean=mean if valid else None,
-                    min=low if valid else None,
-                    max=high if valid else None,
-                    max_hourly=extra[1] if period == "daily" else None,
-                    coverage=Coverage(
-                        expected=n_expected,
-                        observed=n_valid,
-                        percent=None if coverage is None else round(coverage * 100, 2),
-                        valid=bool(valid),
-                        rule=rule or "",
-                    ),
-                    computed_at=maybe_moment(computed),
-                    detail=detail,
-                )
-            )
-        return Page[Mean](data=data, next_cursor=nxt)
+        return _answer({"data": [_mean(row, period, keyed) for row in rows], "next_cursor": nxt})
 
     # -- VN_AQI ------------------------------------------------------------------------------------------------
-
-    def _aqi_fields(ts: int, aqi, dominant, sub_json, missing_json, reason, computed, period: str) -> dict:
-        cat = None
-        if aqi is not None:
-            c = vn_aqi.category(int(aqi))
-            cat = AqiCategory(
-                name_vi=c.name_vi, name_en=c.name_en, colour_vi=c.colour_vi, colour_en=c.colour_en, hex=c.hex
-            )
-        subs = {
-            p: SubIndex(value=s["value"], scale=s["scale"], concentration=s["concentration"], basis=s["basis"])
-            for p, s in _json(sub_json).items()
-        }
-        return dict(
-            start=moment(ts - PERIOD_NS[period]),
-            end=moment(ts),
-            aqi=aqi,
-            category=cat,
-            dominant=dominant or None,
-            sub_indices=subs,
-            missing={str(k): str(v) for k, v in _json(missing_json).items()},
-            reason=reason or "",
-            computed_at=maybe_moment(computed),
-        )
 
     @v1.get("/stations/{station}/aqi/{period}", response_model=Page[Aqi], summary="Hourly or daily VN_AQI (public)")
     def aqi(
@@ -474,7 +443,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         end: End = None,
         limit: Limit = DEFAULT_PAGE,
         cursor: Cursor = None,
-    ) -> Page[Aqi]:
+    ) -> Response:
         asked = {"station": station, **_period(start, end, DEFAULT_SPAN_NS["daily" if period == "daily" else "hourly"])}
 
         def fetch(query: dict, after: list | None, n: int) -> list[tuple]:
@@ -484,22 +453,22 @@ def create_app(config: ApiConfig) -> FastAPI:
         rows, nxt = _paged(f"aqi/{period}", asked, cursor, (int,), fetch, limit, lambda r: [r[0]])
         data = []
         for ts, value, _category, _colour, dominant, subs, missing, reason, computed in rows:
-            fields = _aqi_fields(ts, value, dominant, subs, missing, reason, computed, period)
-            if period == "daily":
-                fields["local_day"] = vn_aqi.local_day_of(ts).isoformat()
-            data.append(Aqi(**fields))
-        return Page[Aqi](data=data, next_cursor=nxt)
+            local_day = vn_aqi.local_day_of(ts).isoformat() if period == "daily" else None
+            data.append(_aqi(ts, value, dominant, subs, missing, reason, computed, period, local_day))
+        return _answer({"data": data, "next_cursor": nxt})
 
     @v1.get("/aqi/latest", response_model=list[StationAqi], summary="Every station's newest hourly VN_AQI (public)")
-    def aqi_latest(province: str | None = None, kind: str | None = None) -> list[StationAqi]:
+    def aqi_latest(province: str | None = None, kind: str | None = None) -> Response:
         ids = _chosen_ids(province, kind, None)
         with pool.connection() as conn:
             rows = q.latest_aqi(conn)
-        return [
-            StationAqi(station=s, **_aqi_fields(ts, v, dom, subs, miss, reason, comp, "hourly"))
-            for s, ts, v, _c, _col, dom, subs, miss, reason, comp in sorted(rows)
-            if ids is None or s in ids
-        ]
+        return _answer(
+            [
+                {**_aqi(ts, v, dom, subs, miss, reason, comp, "hourly", None), "station": s}
+                for s, ts, v, _c, _col, dom, subs, miss, reason, comp in sorted(rows)
+                if ids is None or s in ids
+            ]
+        )
 
     # -- exceedance episodes -----------------------------------------------------------------------------------
 
@@ -512,7 +481,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         end: End = None,
         limit: Limit = DEFAULT_PAGE,
         cursor: Cursor = None,
-    ) -> Page[Episode]:
+    ) -> Response:
         asked = {"station": station, "parameter": parameter, "state": state, **_period(start, end, 31 * DAY_NS)}
 
         def fetch(query: dict, after: list | None, n: int) -> list[tuple]:
@@ -525,27 +494,27 @@ def create_app(config: ApiConfig) -> FastAPI:
         key = (int, str, str, str, str)
         rows, nxt = _paged("episodes", asked, cursor, key, fetch, limit, lambda r: list(r[:5]))
         data = [
-            Episode(
-                opened=moment(ts),
-                station=s,
-                device=d,
-                parameter=p,
-                limit_id=lid,
-                period=per or "",
-                limit_value=lv,
-                unit=u or "",
-                state=stt or "",
-                escalated_at=maybe_moment(esc),
-                closed_at=maybe_moment(closed),
-                periods=n,
-                peak=peak,
-                last_mean=last,
-                decided_at=maybe_moment(dec),
-                version=ver,
-            )
+            {
+                "opened": moment_json(ts),
+                "station": s,
+                "device": d,
+                "parameter": p,
+                "limit_id": lid,
+                "period": per or "",
+                "limit_value": lv,
+                "unit": u or "",
+                "state": stt or "",
+                "escalated_at": maybe_moment_json(esc),
+                "closed_at": maybe_moment_json(closed),
+                "periods": n,
+                "peak": peak,
+                "last_mean": last,
+                "decided_at": maybe_moment_json(dec),
+                "version": ver,
+            }
             for ts, s, d, p, lid, per, lv, u, stt, esc, closed, n, peak, last, dec, ver in rows
         ]
-        return Page[Episode](data=data, next_cursor=nxt)
+        return _answer({"data": data, "next_cursor": nxt})
 
     # -- rejects -----------------------------------------------------------------------------------------------
 
@@ -558,7 +527,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         end: End = None,
         limit: Limit = DEFAULT_PAGE,
         cursor: Cursor = None,
-    ) -> Page[Reject]:
+    ) -> Response:
         asked = {"station": station, "reason": reason, **_period(start, end, DAY_NS)}
 
         def fetch(query: dict, after: list | None, n: int) -> list[tuple]:
@@ -570,20 +539,113 @@ def create_app(config: ApiConfig) -> FastAPI:
 
         rows, nxt = _paged("rejects", asked, cursor, (int, str), fetch, limit, lambda r: [r[0], r[1]])
         data = [
-            Reject(
-                received_at=moment(ts),
-                payload_sha256=sha or "",
-                topic=topic or "",
-                claimed_station=claimed or "",
-                reason=why or "",
-                detail=detail or "",
-                payload_size=size,
-                payload_stored=bool(stored),
-            )
+            {
+                "received_at": moment_json(ts),
+                "payload_sha256": sha or "",
+                "topic": topic or "",
+                "claimed_station": claimed or "",
+                "reason": why or "",
+                "detail": detail or "",
+                "payload_size": size,
+                "payload_stored": bool(stored),
+            }
             for ts, sha, topic, claimed, why, detail, size, stored in rows
         ]
-        return Page[Reject](data=data, next_cursor=nxt)
+        return _answer({"data": data, "next_cursor": nxt})
 
     app.include_router(v1)
     app.include_router(sensorthings.router(pool, identify))  # /sta/v1.1, api/sensorthings/README.md
+    public_page.install(app)  # the public page at /page/ (api/public_page/README.md)
     return app
+
+
+# -- rows as the models describe them (api/models.py), as plain dicts -------------------------------------------
+
+
+_READING_FIELDS = tuple(Reading.model_fields)
+
+
+def _reading(row: tuple) -> dict:
+    """A row of store.api_queries.READING_COLUMNS (blanks already filled) as ``Reading``."""
+    answer = dict(zip(_READING_FIELDS, row))
+    answer["ts"] = moment_json(row[0])
+    answer["received_at"] = maybe_moment_json(row[14])
+    return answer
+
+
+def _mean(row: tuple, period: str, keyed: bool) -> dict:
+    """A row of store.api_queries.MEAN_COLUMNS (then the period's extras) as ``Mean``."""
+    ts, d, p, unit, mean, low, high, n_valid, n_expected, coverage, valid, worst, rule, computed = row[:14]
+    extra = row[14:]
+    detail = None
+    if keyed:
+        counts = extra if period == "hourly" else (None,) * 5
+        detail = {
+            "mean_if_invalid": None if valid else mean,
+            "worst_flag": worst,
+            **dict(zip(("n_readings", "n_calibrating", "n_device_error", "n_qc_fail", "n_suspect"), counts)),
+        }
+    return {
+        "start": moment_json(ts - PERIOD_NS[period]),
+        "end": moment_json(ts),
+        "local_day": extra[0] if period == "daily" else None,
+        "device": d,
+        "parameter": p,
+        "unit": unit or "",
+        "mean": mean if valid else None,
+        "min": low if valid else None,
+        "max": high if valid else None,
+        "max_hourly": extra[1] if period == "daily" else None,
+        "coverage": {
+            "expected": n_expected,
+            "observed": n_valid,
+            "percent": None if coverage is None else round(coverage * 100, 2),
+            "valid": bool(valid),
+            "rule": rule or "",
+        },
+        "computed_at": maybe_moment_json(computed),
+        "detail": detail,
+    }
+
+
+def _aqi(ts: int, aqi, dominant, sub_json, missing_json, reason, computed, period: str, local_day: str | None) -> dict:
+    """An AQI row as ``Aqi``; the category's names and colours come from store.vn_aqi, not from the row."""
+    cat = None
+    if aqi is not None:
+        c = vn_aqi.category(int(aqi))
+        cat = {"name_vi": c.name_vi, "name_en": c.name_en, "colour_vi": c.colour_vi, "colour_en": c.colour_en,
+               "hex": c.hex}  # fmt: skip
+    subs = {
+        p: {"value": int(s["value"]), "scale": str(s["scale"]), "concentration": float(s["concentration"]),
+            "basis": str(s["basis"])}
+        for p, s in _json(sub_json).items()
+    }  # fmt: skip
+    return {
+        "start": moment_json(ts - PERIOD_NS[period]),
+        "end": moment_json(ts),
+        "local_day": local_day,
+        "aqi": aqi,
+        "category": cat,
+        "dominant": dominant or None,
+        "sub_indices": subs,
+        "missing": {str(k): str(v) for k, v in _json(missing_json).items()},
+        "reason": reason or "",
+        "computed_at": maybe_moment_json(computed),
+    }
+
+
+def _availability(a: station_state.Availability | None) -> dict | None:
+    if a is None:
+        return None
+    return {
+        "through": moment_json(a.through_ns),
+        "last_hour": {
+            "expected": a.last_hour.expected,
+            "observed": a.last_hour.observed,
+            "percent": a.last_hour.percent,
+        },
+        "last_day": {"expected": a.last_day.expected, "observed": a.last_day.observed, "percent": a.last_day.percent},
+        "calibrating": a.calibrating,
+        "device_error": a.device_error,
+        "qc_fail": a.qc_fail,
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,23 @@ T = TypeVar("T")
 class Page(BaseModel, Generic[T]):
     data: list[T]
     next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null on the last page")
+
+
+class Completeness(BaseModel):
+    expected: int = Field(description="readings the station should have logged (its logging intervals)")
+    observed: int = Field(description="valid readings that went into its hourly means")
+    percent: float | None
+
+
+class Availability(BaseModel):
+    """How complete a station's data were, from the hourly means (as far as the aggregator has got)."""
+
+    through: Moment = Field(description="the end of the newest hour the aggregator has written")
+    last_hour: Completeness = Field(description="the hour ending at `through`")
+    last_day: Completeness = Field(description="the 24 hours ending at `through`")
+    calibrating: int = Field(description="readings with status 01 (calibrating) in the last day")
+    device_error: int = Field(description="readings with status 02 (device error) in the last day")
+    qc_fail: int = Field(description="readings with status 00 failed by the controls (QC 4 or 9) in the last day")
 
 
 class Station(BaseModel):
@@ -28,6 +45,12 @@ class Station(BaseModel):
     parameters: dict[str, float | None] = Field(description="parameter symbol -> logging interval in seconds")
     described_at: Moment = Field(description="when the registry that gave this description was loaded")
     last_reading: Moment | None
+    state: Literal["online", "offline", "never"] = Field(
+        description="never: no reading stored; online: the newest reading is at most the largest logging interval"
+        " plus the grace period old (quantrac api serve --offline-grace); offline: older"
+    )
+    connection: str = Field(description="what the station last announced over MQTT: online / offline / unknown")
+    availability: Availability | None = Field(description="null: no hourly means and no declared intervals")
 
 
 class LatestValue(BaseModel):
@@ -42,7 +65,7 @@ class LatestValue(BaseModel):
 
 
 class LatestValues(BaseModel):
-    as_of: Moment
+    as_of: Moment = Field(description="when the answer was read from the warehouse (shared, at most a second old)")
     data: list[LatestValue]
 
 
@@ -69,7 +92,7 @@ class LatestReading(Reading):
 
 
 class LatestReadings(BaseModel):
-    as_of: Moment
+    as_of: Moment = Field(description="when the answer was read from the warehouse (shared, at most a second old)")
     data: list[LatestReading]
 
 

@@ -17,6 +17,15 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._max = max_callers
 
+    def waiting(self, who: str, per_minute: int) -> int | None:
+        """The seconds until ``who``'s next token when its bucket is empty, else None; takes nothing."""
+        now = self._clock()
+        rate = per_minute / 60.0
+        with self._lock:
+            tokens, at = self._buckets.get(who, (float(per_minute), now))
+        tokens = min(float(per_minute), tokens + (now - at) * rate)
+        return None if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / rate))
+
     def allow(self, who: str, per_minute: int) -> int | None:
         now = self._clock()
         rate = per_minute / 60.0

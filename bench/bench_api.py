@@ -2,17 +2,22 @@
 the PostgreSQL wire (the ratio is the API's overhead). Issue 14's targets: latest-of-all p99 < 100 ms,
 overhead < 2x.
 
-    .venv/bin/python bench/bench_api.py [--stations 2000] [--clients 50] [--seconds 10]
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_api.py [--stations 2000] [--clients 50] [--seconds 10]
+        [--before REV]
 
-Starts its own QuestDB and ``quantrac api serve`` (a separate process, as deployed), writes the rows
-over ILP (the collector is not what is measured here), then per query: N clients for S seconds each
-way, p50 / p99 side by side.
+Starts its own QuestDB and ``quantrac api serve`` (a separate process, as deployed) from this tree and,
+beside it, from commit REV (``git archive``; default: the API core before the work on its speed), writes
+the rows over ILP (the collector is not what is measured here), then per query: N clients for S seconds
+against each server and against QuestDB directly, p50 / p99 side by side, and whether both servers' answers
+hold the same data.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
@@ -30,6 +35,8 @@ from store.schema import HOURLY_MEANS, READINGS, ensure_schema
 from supervisor import free_port
 from supervisor.process import ManagedProcess, wait_until
 
+REPO = Path(__file__).resolve().parents[1]
+BEFORE = "ed525b4"  # the REST API core as it landed on main, before the work on its speed
 M = 60_000_000_000
 H = 60 * M
 PARAMETERS = ("PM10", "PM2,5", "NO2", "SO2", "CO", "O3")
@@ -61,7 +68,11 @@ def load(endpoints, stations: int, now: int) -> None:
         writer.close()
 
 
+ERRORS: dict[str, int] = {}
+
+
 def run_clients(clients: int, seconds: float, make_call) -> list[float]:
+    """Latencies (s) of the calls that succeeded; failures are counted in ERRORS by kind, and printed."""
     latencies: list[float] = []
     lock = threading.Lock()
     stop_at = time.monotonic() + seconds
@@ -71,7 +82,12 @@ def run_clients(clients: int, seconds: float, make_call) -> list[float]:
         mine = []
         while time.monotonic() < stop_at:
             t0 = time.perf_counter()
-            call()
+            try:
+                call()
+            except (httpx.HTTPError, psycopg.Error) as exc:
+                with lock:
+                    ERRORS[type(exc).__name__] = ERRORS.get(type(exc).__name__, 0) + 1
+                continue
             mine.append(time.perf_counter() - t0)
         with lock:
             latencies.extend(mine)
@@ -88,15 +104,42 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[p - 1] * 1000 if len(values) > 1 else float("nan")
 
 
+def serve_api(
+    root: Path, name: str, pg: str, keys_file: Path, tree: Path | None, extra: tuple[str, ...] = ()
+) -> tuple[ManagedProcess, str]:
+    """``quantrac api serve`` from this tree, or from ``tree`` (another commit's files) when given."""
+    port = free_port()
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+    argv = quantrac("api", "serve", "--pg", pg, "--port", str(port), "--keys", keys_file, "--pool-size", "50", *extra)
+    process = ManagedProcess(argv, log_path=root / f"{name}.log", cwd=tree, env=env, name=name).start()
+    base = f"http://127.0.0.1:{port}/v1"
+    wait_until(lambda: _ok(base + "/stations"), timeout=60, what=f"{name} API up")
+    return process, base
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The files of commit ``rev`` of this repository, to serve the API as it was (the "before" column)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stations", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument(
+        "--before",
+        default=BEFORE,
+        help="a commit whose API is measured in the same run, beside this tree's ('' for none);"
+        f" default {BEFORE}, the API core as it landed",
+    )
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
     server = QuestDBServer(root / "questdb").start()
-    api = None
+    apis: list[ManagedProcess] = []
     try:
         conninfo = server.endpoints.pg_conninfo
         ensure_schema(conninfo)
@@ -109,14 +152,7 @@ def main() -> None:
         )  # fmt: skip
         keys_file = root / "keys.json"
         _, secret = add_key(keys_file, "bench", 100_000_000)
-        port = free_port()
         pg = f"{server.endpoints.host}:{server.endpoints.pg_port}"
-        api = ManagedProcess(
-            quantrac("api", "serve", "--pg", pg, "--port", str(port), "--keys", keys_file, "--pool-size", "50"),
-            log_path=root / "api.log", name="api",
-        ).start()  # fmt: skip
-        base = f"http://127.0.0.1:{port}/v1"
-        wait_until(lambda: _ok(base + "/stations"), timeout=30, what="API up")
         day0, day, month = now - 2 * 86_400_000_000_000, 86_400_000_000_000, 31 * 86_400_000_000_000
         iso = lambda ns: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9))  # noqa: E731
         cases = [
@@ -129,29 +165,60 @@ def main() -> None:
              {"start": iso(now - month), "end": iso(now), "limit": 10000},
              lambda c: q.means_page(c, "hourly", "B0000", now - month, now, limit=10001)),
         ]  # fmt: skip
-        print(f"{args.stations} stations x {len(PARAMETERS)} parameters, {args.clients} clients, {args.seconds} s each")
-        print(f"{'query':26} {'rows':>6} {'API p50':>9} {'API p99':>9} {'PG p50':>9} {'PG p99':>9} {'p50 ratio':>9}")
-        for label, path, params, direct in cases:
-            headers = {"X-API-Key": secret}  # an agency's key: its check (memoised scrypt) is part of the cost
-            rows = _rows(base + path, params, headers)
+        headers = {"X-API-Key": secret}  # an agency's key: its check (memoised scrypt) is part of the cost
+        # One server at a time, stopped before the next starts: each keeps its pool of connections open, and
+        # QuestDB's PostgreSQL wire takes only so many (two pools and 50 direct clients were refused).
+        servers = [(f"before ({args.before})", checkout(args.before, root / "before"))] if args.before else []
+        servers.append(("this tree", None))
+        latencies: dict[tuple[str, str], list[float]] = {}
+        bodies: dict[tuple[str, str], list] = {}
+        for name, tree in servers:
+            process, base = serve_api(root, name.split()[0], pg, keys_file, tree)
+            apis.append(process)
+            for label, path, params, _ in cases:
+                bodies[label, name] = _body(base + path, params, headers)["data"]
 
-            def api_call(url=base + path, params=params, headers=headers):
-                client = httpx.Client(timeout=30)
-                return lambda: client.get(url, params=params, headers=headers).raise_for_status()
+                def api_call(url=base + path, params=params):
+                    client = httpx.Client(timeout=120)
+                    return lambda: client.get(url, params=params, headers=headers).raise_for_status()
+
+                latencies[label, name] = run_clients(args.clients, args.seconds, api_call)
+            process.stop()
+        for label, _, _, direct in cases:
 
             def pg_call(direct=direct):
                 conn = psycopg.connect(conninfo, autocommit=True)
                 return lambda: direct(conn)
 
-            a = run_clients(args.clients, args.seconds, api_call)
-            d = run_clients(args.clients, args.seconds, pg_call)
-            print(
-                f"{label:26} {rows:>6} {pct(a, 50):>7.1f}ms {pct(a, 99):>7.1f}ms {pct(d, 50):>7.1f}ms"
-                f" {pct(d, 99):>7.1f}ms {pct(a, 50) / pct(d, 50):>8.2f}x"
-            )
+            latencies[label, "PostgreSQL wire"] = run_clients(args.clients, args.seconds, pg_call)
+        print(
+            f"{args.stations} stations x {len(PARAMETERS)} parameters, {args.clients} clients, {args.seconds} s each;"
+        )
+        print("latency in ms; ratio: the API / the same query over the PostgreSQL wire (target < 2x); n: requests")
+        print(
+            f"{'query':24} {'rows':>6} {'server':22} {'p50':>8} {'p99':>8} {'n':>6} {'p50 ratio':>9} {'p99 ratio':>9}"
+        )
+        for label, *_ in cases:
+            d = latencies[label, "PostgreSQL wire"]
+            rows = len(bodies[label, "this tree"])
+            for name, _ in servers:
+                a = latencies[label, name]
+                print(
+                    f"{label:24} {rows:>6} {name:22} {pct(a, 50):>8.1f} {pct(a, 99):>8.1f} {len(a):>6}"
+                    f" {pct(a, 50) / pct(d, 50):>8.2f}x {pct(a, 99) / pct(d, 99):>8.2f}x"
+                )
+            print(f"{label:24} {rows:>6} {'PostgreSQL wire':22} {pct(d, 50):>8.1f} {pct(d, 99):>8.1f} {len(d):>6}")
+            if len(servers) == 2:
+                b, a = (latencies[label, name] for name, _ in servers)
+                same = bodies[label, servers[0][0]] == bodies[label, "this tree"]
+                print(
+                    f"{'':31} before/after: p50 {pct(b, 50) / pct(a, 50):.1f}x, p99 {pct(b, 99) / pct(a, 99):.1f}x;"
+                    f" same data in both answers: {'yes' if same else 'NO'}"
+                )
+        print(f"failed calls: {ERRORS or 'none'}")
     finally:
-        if api is not None:
-            api.stop()
+        for process in apis:
+            process.stop()
         server.stop()
 
 
@@ -162,9 +229,10 @@ def _ok(url: str) -> bool:
         return False
 
 
-def _rows(url: str, params: dict, headers: dict) -> int:
-    body = httpx.get(url, params=params, headers=headers, timeout=30).json()
-    return len(body["data"]) if "data" in body else -1
+def _body(url: str, params: dict, headers: dict) -> dict:
+    answer = httpx.get(url, params=params, headers=headers, timeout=120)
+    answer.raise_for_status()
+    return answer.json()
 
 
 if __name__ == "__main__":

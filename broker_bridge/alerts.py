@@ -1,4 +1,5 @@
-"""The alert message: one decision about an exceedance episode, as JSON.
+"""The alert messages, as JSON: one decision about an exceedance episode (``AlertMessage``, for
+regulators) or about the data's availability (``AvailabilityAlert``, for technicians).
 
 The same bytes are the body of the webhook POST and the retained MQTT message on
 ``quantrac/v1/<station>/alert`` (docs/wire-format.md, "Alert"). Published by the aggregator
@@ -26,6 +27,10 @@ from broker_bridge.json_message import (
 ALERT_VERSION = 1
 MAX_ALERT_BYTES = 16 * 1024
 ALERT_KINDS = ("open", "escalate", "close", "reopen", "withdraw")
+AVAILABILITY_KINDS = ("open", "close")
+#: What an availability alert is about: the station sent nothing (device and parameter empty), a series
+#: reports device error (02) or calibration (01) for too long, or its hourly means stay incomplete.
+AVAILABILITY_CONDITIONS = ("silent", "device_error", "calibration_long", "incomplete")
 SIGNATURE_HEADER = "X-Quantrac-Signature"  # "sha256=<hex HMAC-SHA256 of the body>" when a webhook secret is set
 
 
@@ -82,6 +87,56 @@ class AlertMessage:
             decided_ns=as_int(require(doc, "decided_ns", "decided_ns"), "decided_ns"),
             audience=as_str(doc.get("audience", "regulator"), "audience"),
             confidence=as_str(doc.get("confidence", "primary"), "confidence"),
+        )
+
+
+@dataclass(frozen=True)
+class AvailabilityAlert:
+    """A data-availability condition opened or closed: published retained on
+    ``quantrac/v1/<station>/availability`` and POSTed to the same webhook as the pollution alerts."""
+
+    alert_id: str
+    kind: str  # open / close
+    station: str
+    device: str  # "" for the whole station (silent)
+    parameter: str  # "" for the whole station
+    condition: str  # one of AVAILABILITY_CONDITIONS
+    since_ns: int  # when the condition began (UTC): the last reading before a silence, the first 02/01 reading
+    at_ns: int  # when it was decided to hold (open) or to have ended (close)
+    state: str  # open / closed
+    detail: str  # for people: "no reading for 47 min (grace 15 min)"
+    decided_ns: int
+    audience: str = "technician"
+
+    def encode(self) -> bytes:
+        return encode_json({"v": ALERT_VERSION, "type": "availability", **asdict(self)})
+
+    @staticmethod
+    def parse(payload: bytes) -> AvailabilityAlert:
+        doc = load_json_object(payload, "availability alert", MAX_ALERT_BYTES)
+        if doc.get("v") != ALERT_VERSION or doc.get("type") != "availability":
+            raise MessageError("version", "v", f"not an availability alert of version {ALERT_VERSION}")
+        kind = as_str(require(doc, "kind", "kind"), "kind")
+        if kind not in AVAILABILITY_KINDS:
+            raise MessageError("schema", "kind", f"{kind!r} is not one of {', '.join(AVAILABILITY_KINDS)}")
+        condition = as_str(require(doc, "condition", "condition"), "condition")
+        if condition not in AVAILABILITY_CONDITIONS:
+            raise MessageError(
+                "schema", "condition", f"{condition!r} is not one of {', '.join(AVAILABILITY_CONDITIONS)}"
+            )
+        return AvailabilityAlert(
+            alert_id=as_str(require(doc, "alert_id", "alert_id"), "alert_id", 64),
+            kind=kind,
+            station=as_station_id(require(doc, "station", "station"), "station"),
+            device=as_str(require(doc, "device", "device"), "device"),
+            parameter=as_str(require(doc, "parameter", "parameter"), "parameter"),
+            condition=condition,
+            since_ns=as_int(require(doc, "since_ns", "since_ns"), "since_ns"),
+            at_ns=as_int(require(doc, "at_ns", "at_ns"), "at_ns"),
+            state=as_str(require(doc, "state", "state"), "state"),
+            detail=as_str(require(doc, "detail", "detail"), "detail", 1000),
+            decided_ns=as_int(require(doc, "decided_ns", "decided_ns"), "decided_ns"),
+            audience=as_str(doc.get("audience", "technician"), "audience"),
         )
 
 

@@ -71,6 +71,7 @@ from broker_bridge.envelope import MAX_ENVELOPE_BYTES
 from broker_bridge.mosquitto_server import GiB, render_mosquitto_conf
 from broker_bridge.topics import (
     ALERT_SUFFIX,
+    AVAILABILITY_SUFFIX,
     COMMAND_SUFFIX,
     DATA_SUFFIX,
     PREFIX,
@@ -327,7 +328,12 @@ def render_acl(
         " retained, and read nothing."
     )
     for user in aggregator_users:
-        lines += [f"user {user}", f"topic write {PREFIX}/+/{ALERT_SUFFIX}", ""]
+        lines += [
+            f"user {user}",
+            f"topic write {PREFIX}/+/{ALERT_SUFFIX}",
+            f"topic write {PREFIX}/+/{AVAILABILITY_SUFFIX}",
+            "",
+        ]
     if province_users:
         lines.append(
             "# Each province's relay or bridge user speaks only for the stations the national registry delegated to it"
@@ -358,6 +364,7 @@ def render_acl(
             f"topic read {PREFIX}/{station_id}/{COMMAND_SUFFIX}",
             f"topic read {PREFIX}/{station_id}/{RECEIPT_SUFFIX}",
             f"topic read {PREFIX}/{station_id}/{ALERT_SUFFIX}",
+            f"topic read {PREFIX}/{station_id}/{AVAILABILITY_SUFFIX}",
             "",
         ]
     return "\n".join(lines)

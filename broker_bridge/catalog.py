@@ -15,13 +15,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker_bridge.alerts import AlertMessage
+from broker_bridge.alerts import AlertMessage, AvailabilityAlert
 from broker_bridge.commands import ResendRequest
 from broker_bridge.envelope import open_envelope
 from broker_bridge.receipts import SignedReceipt
 from broker_bridge.session import QOS
 from broker_bridge.station_messages import Birth, ResendReport, Status, Will
-from broker_bridge.topics import ALERT_SUFFIX, COMMAND_SUFFIX, DATA_SUFFIX, RECEIPT_SUFFIX, STATUS_SUFFIX
+from broker_bridge.topics import (
+    ALERT_SUFFIX,
+    AVAILABILITY_SUFFIX,
+    COMMAND_SUFFIX,
+    DATA_SUFFIX,
+    RECEIPT_SUFFIX,
+    STATUS_SUFFIX,
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,13 @@ ALERT = TopicContract(
     (MessageKind("alert", AlertMessage.parse),),
 )  # fmt: skip
 
-TOPICS: tuple[TopicContract, ...] = (DATA, STATUS, COMMAND, RECEIPT, ALERT)
+# Retained beside the pollution alert (each keeps its own latest decision): technicians' tools subscribe here.
+AVAILABILITY = TopicContract(
+    AVAILABILITY_SUFFIX, "json", QOS, True, "the aggregator (quantrac warehouse aggregate)", "technicians' tools",
+    (MessageKind("availability", AvailabilityAlert.parse),),
+)  # fmt: skip
+
+TOPICS: tuple[TopicContract, ...] = (DATA, STATUS, COMMAND, RECEIPT, ALERT, AVAILABILITY)
 
 
 def kinds() -> dict[str, tuple[TopicContract, MessageKind]]:

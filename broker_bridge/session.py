@@ -135,3 +135,16 @@ def connect_async(client: mqtt.Client, broker: BrokerAddress, properties: Proper
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
     client.connect_async(broker.host, broker.port, keepalive=KEEPALIVE_S, clean_start=False, properties=properties)
+
+
+def disconnect_and_stop(client: mqtt.Client, timeout_s: float = 10.0) -> None:
+    """Disconnect, then stop paho's network thread. After ``disconnect()`` that thread ends by itself and
+    clears ``client._thread`` as it goes, while ``loop_stop()`` reads the attribute twice: it can find it
+    gone in between (AttributeError in paho 2.1). Then the thread it saw is joined here instead."""
+    thread = getattr(client, "_thread", None)
+    client.disconnect()
+    try:
+        client.loop_stop()
+    except AttributeError:
+        if thread is not None:
+            thread.join(timeout_s)

@@ -17,6 +17,8 @@ STATUS_SUFFIX = "status"
 COMMAND_SUFFIX = "cmd"  # warehouse -> station, e.g. "re-send batches 120..135"
 RECEIPT_SUFFIX = "receipt"  # warehouse -> station: how far its batches are committed (broker_bridge/receipts.py)
 ALERT_SUFFIX = "alert"  # warehouse -> people: an exceedance episode opened, escalated, closed (broker_bridge/alerts.py)
+# warehouse -> technicians: a station silent, a device in error, a long calibration, hours incomplete
+AVAILABILITY_SUFFIX = "availability"
 
 
 class TopicError(ValueError):
@@ -50,6 +52,10 @@ def receipt_topic(station_id: str) -> str:
 
 def alert_topic(station_id: str) -> str:
     return f"{PREFIX}/{check_station_id(station_id)}/{ALERT_SUFFIX}"
+
+
+def availability_topic(station_id: str) -> str:
+    return f"{PREFIX}/{check_station_id(station_id)}/{AVAILABILITY_SUFFIX}"
 
 
 def data_subscription(share_group: str | None = None) -> str:

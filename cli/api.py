@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from cli.logging_setup import configure_logging
+from store.station_state import DEFAULT_GRACE_S
 
 api_app = typer.Typer(help="The REST API (api/README.md): serve it, manage the agencies' keys.", no_args_is_help=True)
 key_app = typer.Typer(help="Agencies' API keys (stored as scrypt hashes in a 0600 file).", no_args_is_help=True)
@@ -28,23 +29,50 @@ def serve(
     keys: Path | None = typer.Option(None, help="the agencies' keys file (quantrac api key add); none: public only"),
     public_rate: int = typer.Option(600, min=1, help="requests a minute per client address without a key"),
     pool_size: int = typer.Option(16, min=1, help="connections to QuestDB kept open"),
+    failed_key_rate: int = typer.Option(
+        10, min=1, help="wrong keys a minute per client address before 429 (each wrong key costs a scrypt)"
+    ),
+    latest_max_age: float = typer.Option(
+        1.0, min=0.0, help="seconds the shared latest-of-all answer is reused (its as_of says when it was read)"
+    ),
+    offline_grace: float = typer.Option(
+        DEFAULT_GRACE_S, min=0.0, help="seconds past its largest logging interval before a silent station is offline"
+    ),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
-    """Serve /v1 (OpenAPI at /openapi.json, interactive docs at /docs) until SIGINT or SIGTERM."""
+    """Serve /v1 (OpenAPI at /openapi.json, docs at /docs) and the public page (/page/) until SIGINT or SIGTERM."""
     configure_logging(log_level)
     import structlog
 
     from api.app import ApiConfig
     from api.keys import KeyFileError
+    from api.public_page import BundleMissing
     from api.server import make_server
     from store.questdb_server import QuestDBEndpoints
 
     try:
         conninfo = QuestDBEndpoints.at(pg).pg_conninfo
-        server = make_server(ApiConfig(conninfo, keys, public_rate, pool_size), host, port)
-    except (KeyFileError, ValueError) as exc:
+        server = make_server(
+            ApiConfig(
+                conninfo,
+                keys,
+                public_rate,
+                pool_size,
+                failed_keys_per_minute=failed_key_rate,
+                latest_max_age_s=latest_max_age,
+                offline_grace_s=offline_grace,
+            ),
+            host,
+            port,
+        )
+    except (KeyFileError, BundleMissing, ValueError) as exc:
         _fail(str(exc))
-    structlog.get_logger("api").info("api_serving", url=f"http://{host}:{port}/v1", docs=f"http://{host}:{port}/docs")
+    structlog.get_logger("api").info(
+        "api_serving",
+        url=f"http://{host}:{port}/v1",
+        docs=f"http://{host}:{port}/docs",
+        page=f"http://{host}:{port}/page/",
+    )
     server.run()
 
 

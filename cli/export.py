@@ -1,4 +1,6 @@
-"""`quantrac export tt10`: the regulation's TXT files from the warehouse, one per cycle.
+"""`quantrac export tt10`: the regulation's TXT files from the warehouse, one per cycle; and
+`quantrac export csv|parquet`: the bulk downloads (``store.bulk_export``, its README), whose days,
+filters and messages are here.
 
 For forwarding a station's stored readings to a system that only takes TT10 files (the
 ministry's current one). The cycles, the mean and the period's status are
@@ -159,3 +161,106 @@ def export_tt10_cmd(
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
     typer.echo(f"{len(written)} file{'s' if len(written) != 1 else ''} written to {out}", err=True)
+
+
+# -- bulk downloads: daily files per province and parameter (store/bulk_export) -------------------------------
+
+
+def bulk_days(day: str | None, first: str | None, last: str | None) -> list:
+    """The Vietnam local days asked for: ``--day D``, or ``--from D1 --to D2`` (both included)."""
+    from store.bulk_export.layout import LocalDay, days_between
+
+    try:
+        if day is not None:
+            if first is not None or last is not None:
+                raise ExportError("give --day, or --from and --to, not both")
+            return [LocalDay.parse(day)]
+        if first is None or last is None:
+            raise ExportError("give --day D, or --from D1 --to D2 (Vietnam local days, e.g. 2026-03-25)")
+        return days_between(LocalDay.parse(first), LocalDay.parse(last))
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
+
+
+def _bulk(fmt: str, day, first, last, province, parameter, out: Path, settle_days: float, questdb_pg: str) -> None:
+    from cli.rejects import RejectsError, pg_conninfo
+    from store.bulk_export.export import ExportError as BulkError
+    from store.bulk_export.export import export_day
+    from store.bulk_export.publish import PublishError
+    from store.errors import WarehouseUnavailable
+    from store.queries import QueryError
+
+    try:
+        days = bulk_days(day, first, last)
+        conninfo = pg_conninfo(questdb_pg)
+        for d in days:
+            result = export_day(
+                conninfo,
+                d,
+                out,
+                fmt,
+                provinces=province or None,
+                parameters=parameter or None,
+                settle_days=settle_days,
+            )
+            state = "provisional" if result.provisional else "final"
+            rows = sum(e["rows"] for e in result.written)
+            typer.echo(
+                f"{d}: {len(result.written)} {fmt} file{'s' if len(result.written) != 1 else ''}, {rows} rows,"
+                f" {state} (generation {result.generation}, {result.kept} other files kept) -> {out / str(d)}",
+                err=True,
+            )
+            if result.unknown_stations:
+                typer.echo(
+                    f"{d}: no province known for {', '.join(result.unknown_stations)}: under 'unknown'", err=True
+                )
+            for name in result.revised_final:
+                typer.secho(f"warning: {d}: final file {name} changed; the manifest says what it supersedes", err=True)
+            for name in result.withdrawn:
+                typer.secho(f"warning: {d}: {name} has no rows any more; withdrawn (listed in the manifest)", err=True)
+    except (ExportError, BulkError, PublishError, RejectsError, OSError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    except (WarehouseUnavailable, QueryError) as exc:
+        typer.secho(f"error: the warehouse cannot answer: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+
+
+_DAY = typer.Option(None, "--day", help="one Vietnam local day, e.g. 2026-03-25")
+_FIRST = typer.Option(None, "--from", help="first local day (with --to; both included)")
+_LAST = typer.Option(None, "--to", help="last local day")
+_PROVINCE = typer.Option([], "--province", help="only this province code (repeat; 'unknown': no province known)")
+_PARAMETER = typer.Option([], "--parameter", help="only this parameter symbol, e.g. PM2,5 (repeat)")
+_OUT = typer.Option(..., "--out", help="folder of the downloads: <day>/ with the files and manifest.json")
+_SETTLE = typer.Option(60.0, "--settle-days", help="days after a day ends until its files are final (default 60)")
+_PG = typer.Option("127.0.0.1:8812", "--questdb-pg", help="QuestDB PostgreSQL-wire host:port")
+
+
+@export_app.command("csv")
+def export_csv_cmd(
+    day: str | None = _DAY,
+    first: str | None = _FIRST,
+    last: str | None = _LAST,
+    province: list[str] = _PROVINCE,
+    parameter: list[str] = _PARAMETER,
+    out: Path = _OUT,
+    settle_days: float = _SETTLE,
+    questdb_pg: str = _PG,
+) -> None:
+    """Daily CSV files of raw readings per province and parameter, with a manifest (sha256, rows, provisional)."""
+    _bulk("csv", day, first, last, province, parameter, out, settle_days, questdb_pg)
+
+
+@export_app.command("parquet")
+def export_parquet_cmd(
+    day: str | None = _DAY,
+    first: str | None = _FIRST,
+    last: str | None = _LAST,
+    province: list[str] = _PROVINCE,
+    parameter: list[str] = _PARAMETER,
+    out: Path = _OUT,
+    settle_days: float = _SETTLE,
+    questdb_pg: str = _PG,
+) -> None:
+    """The same files as `export csv`, as Parquet (pyarrow)."""
+    _bulk("parquet", day, first, last, province, parameter, out, settle_days, questdb_pg)

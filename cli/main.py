@@ -13,6 +13,7 @@ from cli.api import api_app
 from cli.bridge import bridge_app
 from cli.export import export_app
 from cli.logging_setup import configure_logging
+from cli.results import COMMANDS as RESULT_COMMANDS
 from cli.tt10 import tt10_app
 from cli.warehouse import warehouse_app
 from vocabulary.stations import STATION_KINDS
@@ -32,6 +33,8 @@ app.add_typer(tt10_app, name="tt10")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(export_app, name="export")
 app.add_typer(warehouse_app, name="warehouse")
+for _name, _command in RESULT_COMMANDS.items():
+    app.command(_name)(_command)
 app.add_typer(api_app, name="api")
 
 LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")

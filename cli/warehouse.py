@@ -32,6 +32,12 @@ def aggregate(
     webhook: str | None = typer.Option(None, help="URL every alert is POSTed to (JSON)"),
     webhook_secret_file: Path | None = typer.Option(None, help="file (mode 0600) with the webhook's HMAC secret"),
     poll_s: float = typer.Option(10.0, min=0.05, help="seconds between polls of touched_hours"),
+    availability_poll_s: float = typer.Option(
+        60.0,
+        min=0,
+        help="seconds between checks of the data's availability (silent stations, long 01/02, incomplete hours);"
+        " 0: not in this process",
+    ),
     settle_s: float = typer.Option(
         0.0, min=0, help="compute an hour only this long after it ended (late data are recomputed anyway)"
     ),
@@ -44,6 +50,7 @@ def aggregate(
     """Recompute the hours the collector's commits touched, and everything built on them; send alerts."""
     configure_logging(log_level)
     from analysis.aggregator import Aggregator
+    from analysis.availability import AvailabilityMonitor
     from analysis.delivery import AlertDelivery
     from analysis.settings import Settings
     from broker_bridge.session import BrokerAddress
@@ -101,11 +108,24 @@ def aggregate(
         on_alerts=delivery.submit if delivery else None,
         channels=delivery.channels if delivery else None,
     )
+    monitor = AvailabilityMonitor(
+        endpoints.pg_conninfo,
+        endpoints.ilp_conf,
+        loaded,
+        channels=delivery.channels if delivery else None,
+        on_alerts=delivery.submit if delivery else None,
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     aggregator.start()
     threads = []
+    if availability_poll_s > 0:
+        monitor.start()
+        threads.append(
+            threading.Thread(target=monitor.run, args=(stop, availability_poll_s), daemon=True, name="availability")
+        )
+        threads[-1].start()
     if delivery is not None:
         delivery.load_pending()
         threads.append(threading.Thread(target=delivery.run, args=(stop,), daemon=True, name="alert-delivery"))

@@ -127,8 +127,7 @@ class Intake:
         self._stopping.set()
         with self.cond:
             self.cond.notify_all()
-        self._client.disconnect()
-        self._client.loop_stop()
+        session.disconnect_and_stop(self._client)
 
     def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         self._client.publish(topic, payload, qos=session.QOS, retain=retain)

@@ -210,8 +210,7 @@ class BatchPublisher:
             goodbye = Will(self.station_id, self.session_number, planned=True)
             info = self._client.publish(self.status_topic, self._signed(goodbye), qos=STATUS.qos, retain=STATUS.retain)
             info.wait_for_publish(timeout=2)
-        self._client.disconnect()
-        self._client.loop_stop()
+        session.disconnect_and_stop(self._client)
         self.pump_acks()
 
     def publish_status(self, state: StationState) -> None:

@@ -8,6 +8,7 @@
 #     (Debian 12 packages; see PROGRAMS below): mosquitto (+ mosquitto_passwd),
 #     mosquitto-clients (mosquitto_pub/_sub), mbpoll, cc + libc6-dev,
 #     curl and OpenSSH's sftp (the TT10 bridge's tests upload with clients nobody here wrote)
+#     chromium (the public page's browser test)
 #   * java 17+ (default-jre-headless) and, if the QuestDB jar must be fetched, maven
 #   * the quantrac_acl Mosquitto plugin, built with cc into .cache/mosquitto-plugin/
 #     (headers from mosquitto-dev + libmosquitto-dev; rebuilt only when its source changes)
@@ -93,6 +94,8 @@ fi
 #   mosquitto_pub/sub tests/broker_bridge/test_broker_listeners: attackers nobody here wrote
 #   cc                builds the quantrac_acl Mosquitto plugin below
 #   mbpoll            tests/firmware_sim: an independent Modbus master reads the simulators
+#   chromium          tests/api/test_public_page.py: the public page in a real browser (driven by
+#                     Playwright for Python, whose own browser download cannot work offline)
 # Note: on systemd hosts the Debian mosquitto package may start a system broker
 # on port 1883; quantrac never uses it (it starts its own on a free port).
 PROGRAMS=(
@@ -105,6 +108,7 @@ PROGRAMS=(
     "curl:curl"
     "sftp:openssh-client"
     "ssh-keygen:openssh-client"
+    "chromium:chromium"
 )
 have_program() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]

@@ -342,3 +342,92 @@ def recent_alerts(conninfo: Conn, station: str | None = None, limit: int = 100) 
             f"SELECT {_ALERT_COLUMNS} FROM alerts {where} ORDER BY ts DESC LIMIT %s", [*params, limit]
         ).fetchall()
     return [StoredAlert(*r) for r in rows]
+
+
+# -- data availability (analysis/availability.py) -------------------------------------------------------------
+
+
+def _scalar(cursor) -> object | None:
+    """The one value of an aggregate; QuestDB answers no row at all where nothing matched."""
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def newest_of_every_series(conninfo: Conn, since_ns: int) -> list[tuple[str, str, str, int, str]]:
+    """(station, device, parameter, ts, status) of the newest reading of every series since ``since_ns``."""
+    with _connection(conninfo) as conn:
+        return conn.execute(
+            "SELECT station, device, parameter, ts::long, status FROM readings WHERE ts >= cast(%s AS TIMESTAMP_NS)"
+            " LATEST ON ts PARTITION BY station, device, parameter",
+            (since_ns,),
+        ).fetchall()
+
+
+def status_run_start(conninfo: Conn, station: str, device: str, parameter: str, status: str, since_ns: int) -> int:
+    """The first reading of the run of ``status`` that the series' newest reading ends (not before
+    ``since_ns``): after the newest reading of another status. Two plain queries (no sub-query)."""
+    series = "station = %s AND device = %s AND parameter = %s AND ts >= cast(%s AS TIMESTAMP_NS)"
+    with _connection(conninfo) as conn:
+        other = _scalar(
+            conn.execute(
+                f"SELECT max(ts)::long FROM readings WHERE {series} AND status != %s",
+                (station, device, parameter, since_ns, status),
+            )
+        )
+        first = _scalar(
+            conn.execute(
+                f"SELECT min(ts)::long FROM readings WHERE {series} AND status = %s",
+                (station, device, parameter, since_ns if other is None else other + 1, status),
+            )
+        )
+    return since_ns if first is None else first
+
+
+def newest_hourly_validity(conninfo: Conn, since_ns: int) -> list[tuple[str, str, str, int, bool]]:
+    """(station, device, parameter, hour end, valid) of every series' newest hourly mean since ``since_ns``."""
+    with _connection(conninfo) as conn:
+        return conn.execute(
+            "SELECT station, device, parameter, ts::long, valid FROM hourly_means WHERE ts >= cast(%s AS TIMESTAMP_NS)"
+            " LATEST ON ts PARTITION BY station, device, parameter",
+            (since_ns,),
+        ).fetchall()
+
+
+def invalid_hours_run_start(conninfo: Conn, station: str, device: str, parameter: str, since_ns: int) -> int:
+    """The first of the invalid hourly means that end at the series' newest one."""
+    series = "station = %s AND device = %s AND parameter = %s AND ts >= cast(%s AS TIMESTAMP_NS)"
+    with _connection(conninfo) as conn:
+        valid = _scalar(
+            conn.execute(
+                f"SELECT max(ts)::long FROM hourly_means WHERE {series} AND valid",
+                (station, device, parameter, since_ns),
+            )
+        )
+        first = _scalar(
+            conn.execute(
+                f"SELECT min(ts)::long FROM hourly_means WHERE {series} AND NOT valid",
+                (station, device, parameter, since_ns if valid is None else valid + 1),
+            )
+        )
+    return since_ns if first is None else first
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAvailability:
+    since: int
+    station: str
+    device: str
+    parameter: str
+    condition: str
+    opened_at: int
+    detail: str
+
+
+def open_availability(conninfo: Conn) -> list[StoredAvailability]:
+    """Every availability condition whose newest row is open."""
+    with _connection(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT ts::long, station, device, parameter, condition, state, opened_at::long, detail"
+            " FROM availability_episodes LATEST ON ts PARTITION BY station, device, parameter, condition"
+        ).fetchall()
+    return [StoredAvailability(r[0], r[1], r[2], r[3], r[4], r[6], r[7] or "") for r in rows if r[5] == "open"]

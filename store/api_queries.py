@@ -110,9 +110,16 @@ def last_reading_times(conn: psycopg.Connection) -> dict[str, int]:
 # admission as the averages' "pass" and "not evaluated" classes; suspect is left out there too).
 _VALID = "status = '00' AND value IS NOT NULL AND (qc_flag IS NULL OR qc_flag IN (1, 2))"
 
-LATEST_COLUMNS = (
-    "station, device, parameter, ts::long, value, unit, status, cause, qc_flag, qc_check, qc_cause, received_at::long"
+LATEST_VALUE_COLUMNS = "station, device, parameter, ts::long, value, unit"
+# Blanks and the default provenance are filled in here, so a row is what the API answers as it comes
+# (api/app.py zips it with the model's field names instead of testing each column in Python).
+READING_COLUMNS = (
+    "ts::long, device, parameter, value, coalesce(unit, ''), coalesce(status, ''), coalesce(cause, ''), qc_flag,"
+    " coalesce(qc_check, ''), coalesce(qc_cause, ''), coalesce(qc_checks, ''), seq, historical,"
+    " coalesce(source, 'agent'), received_at::long"
 )
+# The station, then everything a raw reading has: /latest/raw and /readings answer the same fields.
+LATEST_COLUMNS = "station, " + READING_COLUMNS
 
 
 def latest_readings(
@@ -121,7 +128,8 @@ def latest_readings(
     """The newest reading of every (station, device, parameter), one LATEST ON scan.
 
     ``valid_only``: the newest reading that would count in a mean (the filter applies before LATEST ON),
-    not the newest reading when that one is calibration or a device error. Rows as ``LATEST_COLUMNS``.
+    not the newest reading when that one is calibration or a device error; rows as ``LATEST_VALUE_COLUMNS``.
+    Otherwise the newest of any status, rows as ``LATEST_COLUMNS``.
     """
     clauses, params = [], []
     if valid_only:
@@ -132,18 +140,15 @@ def latest_readings(
         clauses.append(f"station IN ({', '.join(['%s'] * len(stations))})")
         params += list(stations)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    columns = LATEST_VALUE_COLUMNS if valid_only else LATEST_COLUMNS
     return conn.execute(
-        f"SELECT {LATEST_COLUMNS} FROM readings{where} LATEST ON ts PARTITION BY station, device, parameter", params
+        f"SELECT {columns} FROM readings{where} LATEST ON ts PARTITION BY station, device, parameter", params
     ).fetchall()
 
 
 # -- raw readings ----------------------------------------------------------------------------------------------
 
 READING_KEY = ("ts", "device", "parameter")
-READING_COLUMNS = (
-    "ts::long, device, parameter, value, unit, status, cause, qc_flag, qc_check, qc_cause, qc_checks, seq,"
-    " historical, source, received_at::long"
-)
 
 
 def readings_page(
@@ -179,6 +184,11 @@ _MEAN_EXTRA = {
 }
 
 
+def mean_select(period: str) -> str:
+    """What ``means_page`` returns for ``period``: MEAN_COLUMNS then that table's extras."""
+    return MEAN_COLUMNS + _MEAN_EXTRA[period]
+
+
 def means_page(
     conn: psycopg.Connection,
     period: str,
@@ -194,8 +204,7 @@ def means_page(
     filters: list[tuple[str, object]] = [("station = %s", station)]
     if parameter is not None:
         filters.append(("parameter = %s", parameter))
-    select = MEAN_COLUMNS + _MEAN_EXTRA[period]
-    return _page(conn, select, MEAN_TABLES[period].name, MEAN_KEY, filters, low_ns, high_ns, after, limit)
+    return _page(conn, mean_select(period), MEAN_TABLES[period].name, MEAN_KEY, filters, low_ns, high_ns, after, limit)
 
 
 # -- VN_AQI ----------------------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def ilp_row(table: Table, ts_ns: int, **values: object) -> IlpRow:
         if sql_type == "SYMBOL":
             symbols[name] = value
         elif sql_type == "TIMESTAMP_NS":
-            columns[name] = TimestampNanos(value)
+            columns[name] = None if value is None else TimestampNanos(value)  # None: NULL (the client skips it)
         else:
             columns[name] = value
     return symbols, columns, ts_ns

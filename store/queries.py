@@ -15,6 +15,7 @@ from datetime import datetime
 import psycopg
 
 from store.errors import WarehouseUnavailable
+from store.station_state import connection_states
 
 
 @contextmanager
@@ -119,13 +120,7 @@ def station_overview(conninfo: str) -> list[StationOverview]:
             if state in (None, "open"):
                 opened += count
             gaps[station] = (opened, lost_total + (lost or 0))
-        # A late will from an older session must not override a newer birth:
-        # order by session first, then by arrival.
-        events = {}
-        for station, state, session, payload in conn.execute(
-            "SELECT station, state, session, payload FROM station_events ORDER BY station, session, ts"
-        ):
-            events[station] = (state, session, payload)
+        events = connection_states(conn)
     overview = []
     for station in sorted(set(readings) | set(ledger) | set(events) | {s for s in rejects if s}):
         count, last = readings.get(station, (0, None))

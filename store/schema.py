@@ -378,6 +378,26 @@ AGGREGATOR_PROGRESS = Table(
     partition_by="MONTH",
 )
 
+AVAILABILITY_EPISODES = Table(
+    # A data-availability condition (analysis/availability.py) from when it began until it ended; closing
+    # rewrites the row. At most one open row per (station, device, parameter, condition).
+    name="availability_episodes",
+    columns=(
+        ("ts", "TIMESTAMP_NS"),  # when the condition began: the last reading before a silence, the first 01/02
+        ("station", "SYMBOL"),
+        ("device", "SYMBOL"),  # "*": the whole station (silent)
+        ("parameter", "SYMBOL"),  # "*": the whole station
+        ("condition", "SYMBOL"),  # silent / device_error / calibration_long / incomplete
+        ("state", "SYMBOL"),  # open / closed
+        ("opened_at", "TIMESTAMP_NS"),  # when the monitor decided it holds
+        ("closed_at", "TIMESTAMP_NS"),  # the reading (or hour) that ended it
+        ("detail", "VARCHAR"),
+        ("decided_at", "TIMESTAMP_NS"),
+    ),
+    dedup_keys=("ts", "station", "device", "parameter", "condition"),
+    partition_by="MONTH",
+)
+
 ANALYSIS_TABLES = (
     TOUCHED_HOURS,
     HOURLY_MEANS,
@@ -388,6 +408,7 @@ ANALYSIS_TABLES = (
     EXCEEDANCE_EPISODES,
     ALERTS,
     AGGREGATOR_PROGRESS,
+    AVAILABILITY_EPISODES,
 )
 
 TABLES = (

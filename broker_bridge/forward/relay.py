@@ -192,8 +192,7 @@ class Relay:
 
     def stop(self) -> None:
         for client in (self._province, self._national):
-            client.disconnect()
-            client.loop_stop()
+            session.disconnect_and_stop(client)
         self._resolve_pubacks()
         for box in self.outboxes.values():
             box.close()

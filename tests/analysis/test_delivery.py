@@ -39,16 +39,19 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 
 def write_hours(warehouse, sid: str, start: int, means: list[float]) -> None:
-    """Two hours of SO2 readings, a reading a minute, QC pass, and the touched_hours rows a collector commits."""
-    ts = [start + h * H + m * M for h in range(len(means)) for m in range(60)]
+    """Two hours of SO2 and O2 readings, a reading a minute, QC pass, and the touched_hours rows of a commit."""
+    minutes = [start + h * H + m * M for h in range(len(means)) for m in range(60)]
+    ts = minutes * 2  # SO2, then O2 at the reference 7 % (QCVN 19's limits are stated at it)
+    parameter = ["SO2"] * len(minutes) + ["O2"] * len(minutes)
     n = len(ts)
     writer = WarehouseWriter(warehouse.ilp_conf)
     writer.write_reading_columns(
         ReadingColumns(
             station=[sid] * n, seq=[1] * n, historical=[False] * n, key_id=["k"] * n, received_ns=[time.time_ns()] * n,
-            ts_ns=ts, device=["cems"] * n, parameter=["SO2"] * n, value=[means[t // H - start // H] for t in ts],
-            unit=["mg/Nm3"] * n, status=["00"] * n, cause=[""] * n, qc_flag=[1] * n, qc_check=[""] * n,
-            qc_cause=[""] * n, qc_checks=[""] * n,
+            ts_ns=ts, device=["cems"] * n, parameter=parameter,
+            value=[means[t // H - start // H] if p == "SO2" else 7.0 for t, p in zip(ts, parameter)],
+            unit=["mg/Nm3" if p == "SO2" else "%" for p in parameter], status=["00"] * n, cause=[""] * n,
+            qc_flag=[1] * n, qc_check=[""] * n, qc_cause=[""] * n, qc_checks=[""] * n,
         )
     )  # fmt: skip
     now = time.time_ns()
@@ -77,7 +80,7 @@ def test_alerts_decided_while_the_receiver_is_down_are_delivered_once_after_a_re
         sys.executable, "-m", "cli.main", "warehouse", "aggregate",
         "--questdb", f"{warehouse.host}:{warehouse.http_port}", "--questdb-pg", f"{warehouse.host}:{warehouse.pg_port}",
         "--settings", str(settings), "--webhook", f"http://127.0.0.1:{port}/alerts", "--poll-s", "0.2",
-        "--name", f"agg-{sid}",
+        "--name", f"agg-{sid}", "--availability-poll-s", "0",  # this station is silent: not what is tested here
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
@@ -120,6 +123,12 @@ def test_alerts_decided_while_the_receiver_is_down_are_delivered_once_after_a_re
             assert second.wait(15) == 0
         third = aggregator()  # the outbox is empty now: nothing is sent again
         try:
+            # Started (its SIGTERM handler set) before it is judged: under load the imports take seconds.
+            wait_until(
+                lambda: (tmp_path / "aggregator.log").read_bytes().count(b"aggregator_started") >= 3,
+                timeout=30,
+                what="the third aggregator started",
+            )
             time.sleep(3)
         finally:
             third.send_signal(signal.SIGTERM)

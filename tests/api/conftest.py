@@ -58,9 +58,10 @@ class Api:
                 between_pages(n, body)
 
 
-def start_api(conninfo: str, keys_path: Path, public_rate: int = 6000) -> tuple[str, Callable[[], None]]:
+def start_api(conninfo: str, keys_path: Path, public_rate: int = 6000, **config) -> tuple[str, Callable[[], None]]:
+    """The real server in a thread; ``config``: further ApiConfig fields (e.g. offline_grace_s)."""
     port = free_port()
-    server = make_server(ApiConfig(conninfo, keys_path, public_rate), "127.0.0.1", port)
+    server = make_server(ApiConfig(conninfo, keys_path, public_rate, **config), "127.0.0.1", port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -114,10 +115,18 @@ class StationFeed:
                 params=(self.sid,),
             )
 
-    def describe(self, province: str, name: str = "Trạm quan trắc thử", parameters: dict | None = None) -> None:
-        """The registry's description, as the collector will write it (station_metadata)."""
+    def describe(
+        self,
+        province: str,
+        name: str = "Trạm quan trắc thử",
+        parameters: dict | None = None,
+        station: str | None = None,
+    ) -> None:
+        """The registry's description, as the collector will write it (station_metadata); of this feed's
+        station, or of ``station`` (one that sends nothing)."""
         import json
 
+        station = station or self.sid
         writer = WarehouseWriter(self.warehouse.ilp_conf)
         try:
             writer.write_rows(
@@ -126,7 +135,7 @@ class StationFeed:
                     ilp_row(
                         STATION_METADATA,
                         time.time_ns(),
-                        station=self.sid,
+                        station=station,
                         name=name,
                         province_code=province,
                         facility="",
@@ -141,7 +150,7 @@ class StationFeed:
         finally:
             writer.close()
         wait_for_count(
-            self.warehouse.pg_conninfo, "SELECT count() FROM station_metadata WHERE station = %s", 1, params=(self.sid,)
+            self.warehouse.pg_conninfo, "SELECT count() FROM station_metadata WHERE station = %s", 1, params=(station,)
         )
 
 

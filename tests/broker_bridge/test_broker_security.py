@@ -37,7 +37,7 @@ from broker_bridge.broker_config import (
 )
 from broker_bridge.keys import write_new_key
 from broker_bridge.mosquitto_server import MosquittoServer
-from broker_bridge.session import BrokerAddress, connect_properties
+from broker_bridge.session import BrokerAddress, connect_properties, disconnect_and_stop
 from broker_bridge.topics import data_subscription, data_topic, status_topic
 from cli.broker import broker_config
 from collector.registry import add_station
@@ -203,8 +203,7 @@ class Probe:
         return self.subacks.get(timeout=timeout)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        disconnect_and_stop(self.client)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker_bridge import catalog
-from broker_bridge.alerts import AlertMessage
+from broker_bridge.alerts import AlertMessage, AvailabilityAlert
 from broker_bridge.commands import MAX_COMMAND_BYTES, ResendRequest, parse_command
 from broker_bridge.envelope import verifier
 from broker_bridge.json_message import MAX_JSON_DEPTH, MessageError
@@ -73,11 +73,13 @@ CASES = {
                           "QCVN 19:2024/BTNMT (boiler, O2 ref 7 %)",
                           "1h", 200.0, "mg/Nm3", TS, TS, "open", 250.0, 250.0, 1, TS + 120_000_000_000,
                           confidence="UNCONFIRMED"),
+    "availability": AvailabilityAlert("9b0c51e2d4a7f3186c5e2b9d0a4f7e13", "open", ST, "*", "*", "silent", TS, TS,
+                                      "open", "no reading for 16 min (grace 15 min)", TS + 960_000_000_000),
 }  # fmt: skip
 KIND_OF_CASE = {"birth": "birth", "will": "will", "will_planned": "will",
                 "status": "status", "status_minimal": "status",
                 "resend_report": "resend_report", "resend_request": "resend_request", "receipt": "receipt",
-                "alert": "alert"}  # fmt: skip
+                "alert": "alert", "availability": "availability"}  # fmt: skip
 
 
 def vector(name: str) -> bytes:

@@ -283,9 +283,14 @@ def test_a_stack_so2_exceedance_opens_one_episode_escalates_once_and_closes(
     def send_hours(first, last):
         nonlocal sent
         readings = [
-            Reading(start + h * H + m * M, "cems", "SO2", hour_means[h] + (0.5 if m % 2 else -0.5), "mg/Nm3", "00")
+            r
             for h in range(first, last)
             for m in range(60)
+            for r in (
+                Reading(start + h * H + m * M, "cems", "SO2", hour_means[h] + (0.5 if m % 2 else -0.5), "mg/Nm3", "00"),
+                # at the reference O2 (7 %): the correction to it is a factor of 1 (its own test is in tests/analysis)
+                Reading(start + h * H + m * M, "cems", "O2", 7.0, "%", "00"),
+            )
         ]
         sender.send(readings)
         sent += len(readings)

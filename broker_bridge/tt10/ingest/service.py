@@ -104,8 +104,7 @@ class IngestService:
 
     def stop(self) -> None:
         """After ``run`` returned (it closes the outboxes on its own thread)."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        session.disconnect_and_stop(self._client)
         if self.reporter is not None:
             self.reporter.close()
         self.ledger.close()

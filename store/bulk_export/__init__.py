@@ -1,0 +1,1 @@
+"""Bulk downloads: daily files per province and parameter from the warehouse, with a manifest (README.md)."""
