@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import cursor as cursors
-from api import public_page
+from api import public_page, sensorthings
 from api.errors import ApiError, ErrorBody, bad_parameter
 from api.keys import ApiKey, KeyRing
 from api.models import Aqi, Episode, LatestReadings, LatestValues, Mean, Page, Reading, Reject, Station, StationAqi
@@ -554,6 +554,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         return _answer({"data": data, "next_cursor": nxt})
 
     app.include_router(v1)
+    app.include_router(sensorthings.router(pool, identify))  # /sta/v1.1, api/sensorthings/README.md
     public_page.install(app)  # the public page at /page/ (api/public_page/README.md)
     return app
 
