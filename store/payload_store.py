@@ -81,6 +81,30 @@ def write_durably(target: Path, data: bytes) -> None:
     fsync_dir(target.parent)
 
 
+def write_all_durably(files: dict[Path, bytes]) -> None:
+    """``write_durably`` for several files, durable together once this returns: every temporary file
+    written before any is fsynced (the file system can write them back together instead of one journal
+    commit each), then renamed, then each directory fsynced once."""
+    opened: list[tuple[int, Path, Path]] = []
+    try:
+        for target, data in files.items():
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            opened.append((fd, tmp, target))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        for fd, _, _ in opened:
+            os.fsync(fd)
+    finally:
+        for fd, _, _ in opened:
+            os.close(fd)
+    for _, tmp, target in opened:
+        os.replace(tmp, target)
+    for folder in {target.parent for target in files}:
+        fsync_dir(folder)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a directory's entries (a rename, a new file or folder) durable."""
     fd = os.open(path, os.O_RDONLY)
