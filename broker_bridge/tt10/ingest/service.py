@@ -32,6 +32,9 @@ from edge_agent.publisher import BatchPublisher, resolve_shared_pubacks
 log = structlog.get_logger("broker_bridge.tt10.ingest")
 
 RETENTION_EVERY_S = 3600.0
+# Idle, the worker waits this long for news; sources, PUBACKs, receipts and requests wake it at once,
+# so this only bounds how late a hold's end or the sweep comes (was 0.05 s: 20 idle rounds a second).
+IDLE_WAIT_S = 0.5
 SWEEP_EVERY_S = 1.0  # the unsettled publishers' send() (retries, receipts' time-outs, a reconnect)
 DAY_NS = 86_400 * 10**9
 
@@ -55,7 +58,7 @@ class IngestService:
         self._client = session.new_client(settings.client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = lambda c, u, mid, rc, p: self._pubacks.put((mid, rc))
+        self._client.on_publish = self._on_publish
         self._client.on_message = self._on_command
         self._opened_existing = False
         self._due: set[str] = set()  # stations with something new for their publisher this round (worker thread)
@@ -74,7 +77,12 @@ class IngestService:
         if stations:
             client.subscribe([(topic, session.QOS) for s in stations for topic in self._topics_of(s)])
         self.connected.set()
+        self.wake.set()  # the unsettled publishers can send again
         log.info("tt10_bridge_connected", session_present=flags.session_present, stations=len(stations))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._pubacks.put((mid, reason_code))
+        self.wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -91,6 +99,7 @@ class IngestService:
             if publisher is not None:
                 publisher.take_receipt(message)  # verified there; applied by its next send()
                 self._woken.put(parts[2])
+                self.wake.set()
             return
         station = parts[2] if len(parts) == 4 and parts[3] == COMMAND_SUFFIX else None
         try:
@@ -100,6 +109,7 @@ class IngestService:
             return
         if station is not None:
             self._commands.put((station, request.capped()))
+            self.wake.set()
 
     # -- worker thread ---------------------------------------------------------
     def start(self) -> None:
@@ -119,13 +129,13 @@ class IngestService:
         last_retention = 0.0
         try:
             while not stop.is_set():
+                self.wake.clear()  # before the round: news during it makes the wait below return at once
                 busy = self.step()
                 if time.monotonic() - last_retention >= RETENTION_EVERY_S:
                     last_retention = time.monotonic()
                     self.enforce_retention()
                 if not busy:
-                    self.wake.wait(0.05)
-                    self.wake.clear()
+                    self.wake.wait(IDLE_WAIT_S)
         finally:
             self._resolve_pubacks()
             for box in self.outboxes.values():
