@@ -222,6 +222,20 @@ class BatchPublisher:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def settled(self) -> bool:
+        """Nothing to do until something new comes (a batch sealed, a PUBACK, a receipt, a re-send request),
+        so a shared session's owner need not call ``send`` again until then: connected, nothing in flight,
+        no retry or request waiting, and (with receipts) no batch waiting for its receipt, whose time-out
+        would make it due."""
+        return (
+            self.connected.is_set()
+            and not self._in_flight
+            and not self._retry_due
+            and self._resend_requests.empty()
+            and self._receipts.empty()
+            and not (self.collector_keys and self.outbox.awaiting_receipt())
+        )
+
     def pump_acks(self) -> int:
         acks = []
         while True:

@@ -10,10 +10,13 @@ leaves at worst a file without its row, never a row without its bytes.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REJECT_HEAD_BYTES = 64 * 1024  # what the rejects table keeps of each payload (base64: ~87 KB per row)
@@ -79,6 +82,60 @@ def write_durably(target: Path, data: bytes) -> None:
         os.close(fd)
     os.replace(tmp, target)
     fsync_dir(target.parent)
+
+
+def write_all_durably(files: dict[Path, bytes]) -> None:
+    """``write_durably`` for several files, all durable once this returns, with the same order: every
+    file's bytes durable before its rename, every rename durable before the return. Where the system
+    has ``syncfs`` (Linux), each of the two steps is one ``syncfs`` of the file system instead of an
+    fsync per file and per directory (measured: 100 files' fsyncs are ~100 journal commits)."""
+    if not files:
+        return
+    temporary = {target: target.with_name(f".{target.name}.{os.getpid()}.partial") for target in files}
+    sync_all = _syncfs_of(next(iter(files)))
+    for target, data in files.items():
+        fd = os.open(temporary[target], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync_all is None:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    if sync_all is not None:
+        sync_all()
+    for target, tmp in temporary.items():
+        os.replace(tmp, target)
+    if sync_all is not None:
+        sync_all()
+    else:
+        for folder in {target.parent for target in files}:
+            fsync_dir(folder)
+
+
+def _syncfs_of(path: Path) -> Callable[[], None] | None:
+    """A call that makes everything written to ``path``'s file system durable (``syncfs(2)``), or None."""
+    syncfs = getattr(_libc(), "syncfs", None) if sys.platform.startswith("linux") else None
+    if syncfs is None:
+        return None
+    folder = path.parent
+
+    def sync() -> None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, f"syncfs {folder}: {os.strerror(error)}")
+        finally:
+            os.close(fd)
+
+    return sync
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def fsync_dir(path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from store.payload_store import fsync_dir, write_durably
+from store.payload_store import fsync_dir, write_all_durably, write_durably
 
 
 class ArchiveError(OSError):
@@ -36,6 +36,22 @@ class Archive:
             fsync_dir(self.root)  # the new sub-folder itself
         write_durably(target, data)
         return sha256
+
+    def put_all(self, datas: list[bytes]) -> list[str]:
+        """``put`` for several files, durable together when this returns (``write_all_durably``)."""
+        shas = [hashlib.sha256(data).hexdigest() for data in datas]
+        new: dict[Path, bytes] = {}
+        for sha256, data in zip(shas, datas, strict=True):
+            target = self.path_of(sha256)
+            if target in new or (target.exists() and target.stat().st_size == len(data)):
+                continue
+            if not target.parent.is_dir():
+                target.parent.mkdir(exist_ok=True, mode=0o700)
+                fsync_dir(self.root)
+            new[target] = data
+        if new:
+            write_all_durably(new)
+        return shas
 
     def get(self, sha256: str) -> bytes:
         try:

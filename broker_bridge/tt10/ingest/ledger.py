@@ -1,7 +1,7 @@
 """The bridge's durable record of every file it received and what became of it (SQLite, WAL, FULL).
 
 One row per upload, written before ``take`` returns (``record``), then moved through its states by
-the sink's one worker thread, each move one transaction:
+the sink's one worker thread, each move in one transaction (several moves may share one):
 
     received -> accepted | held | refused | duplicate        (judged)
     held     -> accepted | refused                            (its wait is over: whole lines taken)
@@ -10,6 +10,10 @@ the sink's one worker thread, each move one transaction:
 
 The refused lines of a judged file (line number, raw text, reason) are kept beside it. ``report_due``
 marks rows whose state the warehouse's ``tt10_files`` table has not seen yet.
+
+``transaction()`` groups several of the worker's moves into one commit (one fsync for a round of
+judgements, not one per file); ``record`` waits for it, so an upload is still durable when ``record``
+returns, and is never part of a transaction the worker could roll back.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +111,9 @@ class Ledger:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
+        # Re-entrant: the moves inside a worker's transaction() take it again. Sources' record() waits for
+        # the whole transaction (it shares the connection, so it must not land inside an open one).
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a recorded upload survives a power cut
@@ -116,6 +123,23 @@ class Ledger:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The worker's moves inside are one transaction: committed together on leaving, rolled back on an
+        exception. The moves read their own uncommitted writes (one connection), so a round judges as one
+        file at a time would."""
+        with self._lock, self._write():
+            yield
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        with self._lock:
+            if self._db.in_transaction:  # inside transaction(): its commit is ours
+                yield
+            else:
+                with WriteTransaction(self._db):
+                    yield
+
     def _select(self, where: str, params: Sequence = ()) -> list[FileRow]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE {where}", params).fetchall()
@@ -124,23 +148,36 @@ class Ledger:
     # -- the stream: one row per upload ------------------------------------
     def record(self, upload: Upload, sha256: str) -> int:
         with self._lock:
-            return self._db.execute(
-                "INSERT INTO files(sha256, account, station, name, path, transport, peer, received_ns, size,"
-                " interrupted, state) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    sha256,
-                    upload.account,
-                    upload.station,
-                    upload.name,
-                    upload.path,
-                    upload.transport,
-                    upload.peer,
-                    upload.received_ns,
-                    len(upload.data),
-                    int(upload.interrupted),
-                    RECEIVED,
-                ),  # fmt: skip
-            ).lastrowid
+            if self._db.in_transaction:  # only the worker's own thread could get here: a bug, not a race
+                raise RuntimeError("record() inside the worker's transaction would not be durable on return")
+            return self._insert(upload, sha256)
+
+    def _insert(self, upload: Upload, sha256: str) -> int:
+        return self._db.execute(
+            "INSERT INTO files(sha256, account, station, name, path, transport, peer, received_ns, size,"
+            " interrupted, state) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                sha256,
+                upload.account,
+                upload.station,
+                upload.name,
+                upload.path,
+                upload.transport,
+                upload.peer,
+                upload.received_ns,
+                len(upload.data),
+                int(upload.interrupted),
+                RECEIVED,
+            ),  # fmt: skip
+        ).lastrowid
+
+    def record_all(self, uploads: Sequence[tuple[Upload, str]]) -> list[int]:
+        """``record`` for several uploads (and their SHA-256s) in one transaction: one commit for all."""
+        with self._lock:
+            if self._db.in_transaction:
+                raise RuntimeError("record_all() inside the worker's transaction would not be durable on return")
+            with WriteTransaction(self._db):
+                return [self._insert(upload, sha256) for upload, sha256 in uploads]
 
     # -- the worker's reads ------------------------------------------------
     def get(self, file_id: int) -> FileRow | None:
@@ -212,7 +249,7 @@ class Ledger:
             raise ValueError(f"{state!r} is not a judgement")
         refused = list(refused)
         now = time.time_ns()
-        with self._lock, WriteTransaction(self._db):
+        with self._write():
             self._db.execute(
                 "UPDATE files SET state=?, reasons=?, readings=?, refused_lines=?, hold_until_ns=?, decided_ns=?,"
                 " duplicate_of=?, report_due=1 WHERE id=?",
@@ -240,7 +277,7 @@ class Ledger:
                 )
 
     def mark_converted(self, file_id: int, first_seq: int, last_seq: int) -> None:
-        with self._lock:
+        with self._write():
             self._db.execute(
                 "UPDATE files SET converted_ns=?, first_seq=?, last_seq=?, report_due=1 WHERE id=?",
                 (time.time_ns(), first_seq, last_seq, file_id),

@@ -32,7 +32,10 @@ from edge_agent.publisher import BatchPublisher, resolve_shared_pubacks
 log = structlog.get_logger("broker_bridge.tt10.ingest")
 
 RETENTION_EVERY_S = 3600.0
-SWEEP_EVERY_S = 1.0  # every publisher's send() (retries, a reconnect): otherwise only the stations with news
+# Idle, the worker waits this long for news; sources, PUBACKs, receipts and requests wake it at once,
+# so this only bounds how late a hold's end or the sweep comes (was 0.05 s: 20 idle rounds a second).
+IDLE_WAIT_S = 0.5
+SWEEP_EVERY_S = 1.0  # the unsettled publishers' send() (retries, receipts' time-outs, a reconnect)
 DAY_NS = 86_400 * 10**9
 
 
@@ -55,10 +58,14 @@ class IngestService:
         self._client = session.new_client(settings.client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = lambda c, u, mid, rc, p: self._pubacks.put((mid, rc))
+        self._client.on_publish = self._on_publish
         self._client.on_message = self._on_command
         self._opened_existing = False
-        self._due: set[str] = set()  # stations with something new for their publisher this round
+        self._due: set[str] = set()  # stations with something new for their publisher this round (worker thread)
+        self._woken: queue.SimpleQueue[str] = queue.SimpleQueue()  # the same, from the network thread (receipts)
+        # Publishers that may have work without news (in flight, a retry or a receipt's time-out waiting,
+        # disconnected): the sweep visits these, not all 2,000. A settled one comes back with news.
+        self._unsettled: set[str] = set()
         self._swept = 0.0
 
     # -- network thread --------------------------------------------------------
@@ -70,7 +77,12 @@ class IngestService:
         if stations:
             client.subscribe([(topic, session.QOS) for s in stations for topic in self._topics_of(s)])
         self.connected.set()
+        self.wake.set()  # the unsettled publishers can send again
         log.info("tt10_bridge_connected", session_present=flags.session_present, stations=len(stations))
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        self._pubacks.put((mid, reason_code))
+        self.wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -86,7 +98,8 @@ class IngestService:
             publisher = self.publishers.get(parts[2])
             if publisher is not None:
                 publisher.take_receipt(message)  # verified there; applied by its next send()
-                self._due.add(parts[2])
+                self._woken.put(parts[2])
+                self.wake.set()
             return
         station = parts[2] if len(parts) == 4 and parts[3] == COMMAND_SUFFIX else None
         try:
@@ -96,6 +109,7 @@ class IngestService:
             return
         if station is not None:
             self._commands.put((station, request.capped()))
+            self.wake.set()
 
     # -- worker thread ---------------------------------------------------------
     def start(self) -> None:
@@ -114,13 +128,13 @@ class IngestService:
         last_retention = 0.0
         try:
             while not stop.is_set():
+                self.wake.clear()  # before the round: news during it makes the wait below return at once
                 busy = self.step()
                 if time.monotonic() - last_retention >= RETENTION_EVERY_S:
                     last_retention = time.monotonic()
                     self.enforce_retention()
                 if not busy:
-                    self.wake.wait(0.05)
-                    self.wake.clear()
+                    self.wake.wait(IDLE_WAIT_S)
         finally:
             self._resolve_pubacks()
             for box in self.outboxes.values():
@@ -134,14 +148,22 @@ class IngestService:
                 self._outbox(path.stem)  # batches left unsent by the last run go out first
         work = self.converter.step()
         work += self._resolve_pubacks() + self._answer_commands()
+        while not self._woken.empty():
+            self._due.add(self._woken.get_nowait())
+        due, self._due = self._due, set()
         now = time.monotonic()
-        if now - self._swept >= SWEEP_EVERY_S:  # 2,000 idle publishers each round cost a core (one query each)
+        if now - self._swept >= SWEEP_EVERY_S:
             self._swept = now
-            due = set(self.publishers)
-        else:
-            due = self._due | {s for s, p in self.publishers.items() if p.in_flight()}
-        self._due = set()
-        work += sum(self.publishers[s].send() for s in due if s in self.publishers)
+            due |= self._unsettled
+        for station in due:
+            publisher = self.publishers.get(station)
+            if publisher is None:
+                continue
+            work += publisher.send()
+            if publisher.settled():
+                self._unsettled.discard(station)
+            else:
+                self._unsettled.add(station)
         if self.reporter is not None:
             work += self.reporter.report(self.ledger)
         return bool(work)

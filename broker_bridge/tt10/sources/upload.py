@@ -8,6 +8,7 @@ conversion) is built elsewhere and only has to implement ``take``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -37,6 +38,19 @@ class UploadSink(Protocol):
         ...
 
 
+def take_all(sink: UploadSink, uploads: Sequence[Upload]) -> None:
+    """Every upload durable before returning (or raise: then none may count as taken). A sink with a
+    ``take_all`` of its own makes them durable together (fewer fsyncs); any other takes them one by one."""
+    if not uploads:
+        return
+    grouped = getattr(sink, "take_all", None)
+    if grouped is not None:
+        grouped(uploads)
+        return
+    for upload in uploads:
+        sink.take(upload)
+
+
 class SerializedSink:
     """A sink called from several source threads at once, one ``take`` at a time."""
 
@@ -47,3 +61,7 @@ class SerializedSink:
     def take(self, upload: Upload) -> None:
         with self._lock:
             self._sink.take(upload)
+
+    def take_all(self, uploads: Sequence[Upload]) -> None:
+        with self._lock:
+            take_all(self._sink, uploads)

@@ -22,9 +22,11 @@ import structlog
 
 from broker_bridge.tt10.sources.layout import is_day_folder, is_tt10_name, may_descend, station_of
 from broker_bridge.tt10.sources.taken import TakenMemory
-from broker_bridge.tt10.sources.upload import Upload, UploadSink
+from broker_bridge.tt10.sources.upload import Upload, UploadSink, take_all
 
 log = structlog.get_logger("broker_bridge.tt10.sources.watch")
+
+TAKE_TOGETHER = 100  # settled files handed to the sink at once (their fsyncs shared), then remembered
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Watcher:
     def scan_once(self) -> ScanResult:
         result = ScanResult()
         settle_ns = int(self.settings.settle_s * 1e9)
+        pending: list[tuple[Upload, int, int, str]] = []  # (upload, size, mtime, sha256): not yet with the sink
         for station, path in self._files():
             rel = path.relative_to(self.settings.root).as_posix()
             try:
@@ -96,30 +99,56 @@ class Watcher:
                     result.unsettled += 1  # written while read: next scan
                     continue
                 sha = hashlib.sha256(data).hexdigest()
-                if not self.memory.has_hash(self.source, rel, sha):  # else touched, same bytes: taken already
-                    self.sink.take(
-                        Upload(
-                            account=self.source,
-                            station=station,
-                            name=path.name,
-                            path=rel,
-                            data=data,
-                            received_ns=after.st_mtime_ns,
-                            transport="watch",
-                            peer=str(self.settings.root),
-                            interrupted=False,
-                        )
-                    )
-                    result.taken += 1
-                    log.info("tt10_upload_taken", account=self.source, station=station, transport="watch", path=rel)
-                self.memory.remember(self.source, rel, after.st_size, after.st_mtime_ns, sha, station)
+                if self.memory.has_hash(self.source, rel, sha):  # touched, same bytes: taken already
+                    self.memory.remember(self.source, rel, after.st_size, after.st_mtime_ns, sha, station)
+                    continue
+                upload = Upload(
+                    account=self.source,
+                    station=station,
+                    name=path.name,
+                    path=rel,
+                    data=data,
+                    received_ns=after.st_mtime_ns,
+                    transport="watch",
+                    peer=str(self.settings.root),
+                    interrupted=False,
+                )
+                pending.append((upload, after.st_size, after.st_mtime_ns, sha))
             except FileNotFoundError:
                 continue  # removed by the province's server since the listing
             except Exception as exc:  # noqa: BLE001 - logged, not remembered: the next scan tries again
                 result.failed += 1
                 log.error("tt10_watch_not_taken", station=station, transport="watch", path=rel, error=repr(exc))
+            if len(pending) >= TAKE_TOGETHER:
+                self._hand_on(pending, result)
+        self._hand_on(pending, result)
         self.memory.commit()
         return result
+
+    def _hand_on(self, pending: list[tuple[Upload, int, int, str]], result: ScanResult) -> None:
+        """The pending files to the sink together, then remembered; a sink that raises took none of them."""
+        if not pending:
+            return
+        try:
+            take_all(self.sink, [upload for upload, *_ in pending])
+        except Exception as exc:  # noqa: BLE001 - logged, not remembered: the next scan tries again
+            result.failed += len(pending)
+            for upload, *_ in pending:
+                log.error(
+                    "tt10_watch_not_taken", station=upload.station, transport="watch", path=upload.path, error=repr(exc)
+                )
+        else:
+            for upload, size, mtime_ns, sha in pending:
+                result.taken += 1
+                log.info(
+                    "tt10_upload_taken",
+                    account=self.source,
+                    station=upload.station,
+                    transport="watch",
+                    path=upload.path,
+                )
+                self.memory.remember(self.source, upload.path, size, mtime_ns, sha, upload.station)
+        pending.clear()
 
     def _run(self) -> None:
         while not self._stop.is_set():

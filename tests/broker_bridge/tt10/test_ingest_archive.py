@@ -36,3 +36,15 @@ def test_altered_or_missing_file_is_an_error_not_wrong_bytes(tmp_path):
     assert archive.remove(sha) and not archive.remove(sha)
     with pytest.raises(ArchiveError, match="missing"):
         archive.get(sha)
+
+
+def test_put_all_stores_each_file_once_and_leaves_no_temporary_file(tmp_path):
+    archive = Archive(tmp_path / "a")
+    kept = archive.put(b"already here")
+    datas = [f"file {i}\r\n".encode() for i in range(40)] + [b"file 3\r\n", b"already here"]
+    shas = archive.put_all(datas)
+    assert shas == [hashlib.sha256(d).hexdigest() for d in datas] and shas[-1] == kept
+    assert all(archive.get(sha) == data for sha, data in zip(shas, datas, strict=True))
+    stored = [p for p in (tmp_path / "a").rglob("*") if p.is_file()]
+    assert len(stored) == 41 and not [p for p in stored if p.name.startswith(".")]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in stored} == {0o600}

@@ -47,3 +47,29 @@ def test_prune_forgets_only_finished_old_files_and_names_the_bytes_no_row_needs(
     assert ledger.prune(old.received_ns) == []  # nothing is older than the cut-off yet
     assert ledger.prune(old.received_ns + 61 * DAY_NS) == ["aa" * 32]
     assert sorted(r.id for r in ledger.files()) == [unconverted, held]
+
+
+def test_moves_in_one_transaction_are_committed_together_or_not_at_all(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    a = ledger.record(upload("ST_A", "a.txt", b"a"), "aa" * 32)
+    b = ledger.record(upload("ST_A", "b.txt", b"b"), "bb" * 32)
+    try:
+        with ledger.transaction():
+            ledger.decide(a, ACCEPTED, [], readings=1)
+            assert ledger.get(a).state == ACCEPTED  # a later judgement of the round sees it
+            raise RuntimeError("killed mid-round")
+    except RuntimeError:
+        pass
+    assert [ledger.get(i).state for i in (a, b)] == ["received", "received"]
+    with ledger.transaction():
+        ledger.decide(a, ACCEPTED, [], readings=1)
+        ledger.decide(b, HELD, ["cut"], hold_until_ns=1)
+    ledger.close()
+    again = Ledger(tmp_path / "l.sqlite")
+    assert [again.get(i).state for i in (a, b)] == [ACCEPTED, HELD]
+
+
+def test_record_all_gives_each_upload_its_row(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ids = ledger.record_all([(upload("ST_A", f"{i}.txt", b"x"), f"{i:02d}" * 32) for i in range(5)])
+    assert [ledger.get(i).name for i in ids] == [f"{i}.txt" for i in range(5)]
