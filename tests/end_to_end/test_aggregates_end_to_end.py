@@ -288,8 +288,9 @@ def test_a_stack_so2_exceedance_opens_one_episode_escalates_once_and_closes(
             for m in range(60)
             for r in (
                 Reading(start + h * H + m * M, "cems", "SO2", hour_means[h] + (0.5 if m % 2 else -0.5), "mg/Nm3", "00"),
-                # at the reference O2 (7 %): the correction to it is a factor of 1 (its own test is in tests/analysis)
-                Reading(start + h * H + m * M, "cems", "O2", 7.0, "%", "00"),
+                # O2 means at the reference 7 %: a correction factor of exactly 1 (its own test is in tests/analysis);
+                # 6.5 / 7.5 alternating, since a flat line would be flagged by the controls and not judged
+                Reading(start + h * H + m * M, "cems", "O2", 7.5 if m % 2 else 6.5, "%", "00"),
             )
         ]
         sender.send(readings)
