@@ -2,7 +2,9 @@
 
 QuestDB and Mosquitto on free ports -> three simulated stations (ambient air,
 wastewater, stack) -> one agent each -> one collector -> a report read back
-from QuestDB over the PostgreSQL wire. Ctrl-C stops everything it started.
+from QuestDB over the PostgreSQL wire; beside them the aggregator (means,
+VN_AQI, exceedances, availability) and the API with its public page.
+Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import typer
 
 from broker_bridge.keys import write_new_key
 from broker_bridge.mosquitto_server import MosquittoServer
-from cli.processes import agent_process, collector_process, sim_process
-from collector.registry import add_station
+from cli.processes import agent_process, aggregator_process, api_process, collector_process, sim_process
+from collector.registry import MetadataEdit, add_station
 from station_profiles.loader import load_station
 from store.queries import parameter_summaries, reject_counts
 from store.questdb_server import QuestDBServer
@@ -27,6 +29,12 @@ from supervisor.process import ManagedProcess, free_port
 
 STATIONS_DIR = Path(__file__).resolve().parents[1] / "station_profiles" / "stations"
 DEMO_STATION_FILES = ("demo_air_01.yaml", "demo_ww_01.yaml", "demo_stack_01.yaml")
+# Where the demo's stations are drawn on the public page (Hà Nội, Bắc Ninh, Hải Phòng): invented places.
+DEMO_PLACES = {
+    "demo_air_01.yaml": ("HN", 21.0278, 105.8342),
+    "demo_ww_01.yaml": ("BN", 21.1861, 106.0763),
+    "demo_stack_01.yaml": ("HP", 20.8449, 106.6881),
+}
 
 
 def default_workdir() -> Path:
@@ -67,7 +75,9 @@ def run_demo(duration: float | None, workdir: Path | None, report_every: float) 
             station_ids.append(station_id)
             key_path = workdir / "keys" / f"{station_id}.key"
             key = write_new_key(key_path)
-            add_station(registry, station_id, key.public_key)
+            province, lat, lon = DEMO_PLACES[name]
+            place = MetadataEdit(name=station.station.name, province_code=province, latitude=lat, longitude=lon)
+            add_station(registry, station_id, key.public_key, kind=station.station.kind, metadata=place)
             ports = {device.id: free_port() for device in station.devices}
             logs = workdir / "logs"
             sim = sim_process(
@@ -93,7 +103,23 @@ def run_demo(duration: float | None, workdir: Path | None, report_every: float) 
             key=collector_key,
         )
         started.append(collector.start())
-        typer.echo(f"started {len(station_ids)} stations ({', '.join(station_ids)}), their agents and a collector")
+        aggregator = aggregator_process(
+            f"127.0.0.1:{endpoints.http_port}",
+            f"127.0.0.1:{endpoints.pg_port}",
+            registry,
+            workdir / "logs" / "aggregator.log",
+        )
+        started.append(aggregator.start())
+        api_port = free_port()
+        started.append(api_process(f"127.0.0.1:{endpoints.pg_port}", api_port, workdir / "logs" / "api.log").start())
+        typer.echo(
+            f"started {len(station_ids)} stations ({', '.join(station_ids)}), their agents, a collector,"
+            " the aggregator and the API"
+        )
+        typer.echo(
+            f"API: http://127.0.0.1:{api_port}/v1/stations (docs: /docs, SensorThings: /sta/v1.1);"
+            f" public page: http://127.0.0.1:{api_port}/page/ (hourly AQI once an hour has ended)"
+        )
         typer.echo("Ctrl-C stops every process the demo started.\n")
         return _report_loop(
             endpoints.pg_conninfo, endpoints.console_url, station_ids, started, stop, duration, report_every, t0

@@ -74,6 +74,23 @@ def collector_process(
     return ManagedProcess(argv, log_path=log, name=f"collector:{client_id}")
 
 
+def aggregator_process(
+    questdb: str, questdb_pg: str, registry: Path, log: Path, poll_s: float = 10.0, availability_poll_s: float = 60.0
+) -> ManagedProcess:
+    """`quantrac warehouse aggregate`: averages, VN_AQI, exceedances and availability alerts."""
+    argv = quantrac(
+        "warehouse", "aggregate", "--questdb", questdb, "--questdb-pg", questdb_pg, "--registry", registry,
+        "--poll-s", str(poll_s), "--availability-poll-s", str(availability_poll_s),
+    )  # fmt: skip
+    return ManagedProcess(argv, log_path=log, name="aggregator")
+
+
+def api_process(questdb_pg: str, port: int, log: Path, keys: Path | None = None) -> ManagedProcess:
+    """`quantrac api serve`: the REST API, the SensorThings view and the public page."""
+    argv = quantrac("api", "serve", "--pg", questdb_pg, "--port", str(port), *(["--keys", keys] if keys else []))
+    return ManagedProcess(argv, log_path=log, name="api")
+
+
 def relay_process(config: Path, log: Path) -> ManagedProcess:
     return ManagedProcess(
         quantrac("bridge", "forward", "--config", config), log_path=log, name=f"relay:{Path(config).stem}"
