@@ -409,7 +409,8 @@ class Aggregator:
                     station, period, period_limits, changed_from[period], rules, now, episode_rows, alerts
                 )
         self.writer.write_rows(EXCEEDANCE_EPISODES, episode_rows)
-        fresh = [(a, row) for a, row in alerts if a.alert_id not in q.existing_alert_ids(self.db, [a.alert_id])]
+        known = q.existing_alert_ids(self.db, [a.alert_id for a, _ in alerts])  # one query, not one per alert
+        fresh = [(a, row) for a, row in alerts if a.alert_id not in known]
         self.writer.write_rows(ALERTS, [row for _, row in fresh])
         return len(episode_rows), [a for a, _ in fresh]
 
@@ -575,8 +576,9 @@ def o2_corrected(values: dict[int, tuple], o2: dict[int, tuple], reference: floa
 
 
 def _o2_of(o2: dict, device: str, parameter: str) -> dict[int, tuple]:
-    """The O2 series of the same device when it measures O2, else the station's first (by device name)."""
-    candidates = sorted((d, s) for (d, p, _unit), s in o2.items() if p == parameter)
+    """The O2 series (in %) of the same device when it measures O2, else the station's first (by device
+    name). A series in another unit (ppm, a fraction) is never used: the correction would be wrong."""
+    candidates = sorted((d, s) for (d, p, unit), s in o2.items() if p == parameter and _norm_unit(unit).startswith("%"))
     for d, s in candidates:
         if d == device:
             return s

@@ -156,7 +156,8 @@ class AvailabilityMonitor:
             detail = f"ended: {o.detail}"
             rows.append(self._row(o.since, key, "closed", o.opened_at, ended, detail))
             alerts.append(self._alert("close", key, o.since, ended, "closed", detail, now))
-        fresh = [a for a in alerts if a.alert_id not in q.existing_alert_ids(self.pg, [a.alert_id])]
+        known = q.existing_alert_ids(self.pg, [a.alert_id for a in alerts])
+        fresh = [a for a in alerts if a.alert_id not in known]
         # The alert rows first: they are the durable outbox; a crash before the episode rows re-decides the
         # same ids at the next poll, and existing_alert_ids keeps them from going out twice.
         self.writer.write_rows(ALERTS, [outbox_row(a, now, self.channels) for a in fresh])

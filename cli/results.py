@@ -81,7 +81,7 @@ def emit(rows: Iterator[dict[str, object]], fmt: str, columns: Sequence[str], ou
             writer.writerow(row)
             n += 1
         return n
-    table = [[_cell(row.get(c)) for c in columns] for row in rows]
+    table = [[_cell(c, row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in table)]) for i, c in enumerate(columns)]
     out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
     for r in table:
@@ -89,13 +89,13 @@ def emit(rows: Iterator[dict[str, object]], fmt: str, columns: Sequence[str], ou
     return len(table)
 
 
-def _cell(value: object) -> str:
-    if value is None:
+def _cell(column: str, value: object) -> str:
+    if value is None or value == "":
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, str) and "T" in value and value[:4].isdigit():
-        return value[:16].replace("T", " ")  # a time: to the minute in the table (json/csv keep it whole)
+    if column.endswith(("_utc", "_local")):
+        return str(value)[:16].replace("T", " ")  # a time: to the minute in the table (json/csv keep it whole)
     return str(value)
 
 

@@ -296,15 +296,20 @@ def stored_episodes(conninfo: Conn, station: str, period: str) -> list[StoredEpi
     return [StoredEpisode(*r) for r in rows]
 
 
-def existing_alert_ids(conninfo: Conn, alert_ids: Sequence[str]) -> set[str]:
-    if not alert_ids:
-        return set()
+def existing_alert_ids(conninfo: Conn, alert_ids: Sequence[str], chunk: int = 500) -> set[str]:
+    """Which of ``alert_ids`` the alerts table holds already (one query per ``chunk`` ids)."""
+    ids = list(dict.fromkeys(alert_ids))
+    found: set[str] = set()
+    if not ids:
+        return found
     with _connection(conninfo) as conn:
-        rows = conn.execute(
-            f"SELECT DISTINCT alert_id FROM alerts WHERE alert_id IN ({', '.join(['%s'] * len(alert_ids))})",
-            list(alert_ids),
-        ).fetchall()
-    return {r[0] for r in rows}
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            rows = conn.execute(
+                f"SELECT DISTINCT alert_id FROM alerts WHERE alert_id IN ({', '.join(['%s'] * len(part))})", part
+            ).fetchall()
+            found.update(r[0] for r in rows)
+    return found
 
 
 @dataclass(frozen=True, slots=True)

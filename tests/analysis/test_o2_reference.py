@@ -25,6 +25,14 @@ def test_the_correction_and_what_is_not_judged():
     assert got == {1: (pytest.approx(252.0), 1), 2: (pytest.approx(157.5), 1)}  # 180 x 14/10, 180 x 14/16
 
 
+def test_only_an_o2_series_in_percent_corrects():
+    from analysis.aggregator import _o2_of
+
+    o2 = {("cems", "O2", "ppm"): {1: (70000.0, 1)}, ("zr", "O2", "% vol"): {1: (9.0, 1)}}
+    assert _o2_of(o2, "cems", "O2") == {1: (9.0, 1)}  # the same device's ppm series is not used
+    assert _o2_of({("cems", "O2", "ppm"): {1: (70000.0, 1)}}, "cems", "O2") == {}  # nothing to correct with
+
+
 def write_hours(warehouse, sid: str, start: int, hours: list[tuple[float, float | None]]) -> None:
     """Per hour (SO2 mg/Nm3, O2 % or None for no O2 reading), a reading a minute, QC pass, then the commit's
     touched_hours rows."""
