@@ -52,6 +52,7 @@ def collector_process(
     max_pending: int | None = None,
     key: Path | None = None,
     resend_retry_s: float | None = None,
+    metrics_port: int | None = None,
 ) -> ManagedProcess:
     argv = quantrac(
         "collector",
@@ -70,6 +71,7 @@ def collector_process(
         *(["--max-pending", str(max_pending)] if max_pending else []),
         *(["--key", key] if key is not None else []),
         *(["--resend-retry-s", str(resend_retry_s)] if resend_retry_s is not None else []),
+        *(["--metrics-port", str(metrics_port)] if metrics_port is not None else []),
     )
     return ManagedProcess(argv, log_path=log, name=f"collector:{client_id}")
 
