@@ -17,6 +17,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 
 from api import cursor as cursors
 from api import public_page, sensorthings
@@ -115,6 +116,9 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+GZIP_MIN_BYTES = 1400  # about one TCP segment: below it gzip saves no packet
+
+
 def create_app(config: ApiConfig) -> FastAPI:
     pool = q.Pool(config.conninfo, config.pool_size)
     ring = KeyRing(config.keys_path)
@@ -134,6 +138,11 @@ def create_app(config: ApiConfig) -> FastAPI:
         responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 429: {"model": ErrorBody}},
     )
     app.state.pool = pool
+    # Every other answer over GZIP_MIN_BYTES gzipped when the client takes it (a station-day of raw readings
+    # is ~2 MB of JSON, a tenth of that gzipped: what a province's uplink pays). Starlette's middleware
+    # leaves an answer that set its own Content-Encoding alone (the shared latest answer, the chart bundle)
+    # and compresses large bodies in a worker thread, off the event loop.
+    app.add_middleware(GZipMiddleware, minimum_size=GZIP_MIN_BYTES, compresslevel=5)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

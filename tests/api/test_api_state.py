@@ -12,6 +12,7 @@ import httpx
 from analysis.aggregator import Aggregator
 from analysis.settings import Settings, SettingsFile
 from api import keys
+from api.app import GZIP_MIN_BYTES
 from api.models import LatestReadings, LatestValues, Page, Reading, Station
 from broker_bridge.envelope import Reading as Sent
 from store.ilp_writer import WarehouseWriter, ilp_row
@@ -55,6 +56,15 @@ def test_latest_raw_is_a_whole_reading_and_the_latest_is_shared_and_gzipped(api,
     plain = httpx.get(api.base + "/v1/latest", headers={"Accept-Encoding": "identity"}, timeout=30)
     assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
     assert zipped.json()["data"] and set(zipped.json()) == set(plain.json()) == {"as_of", "data"}
+    # Other large answers are gzipped on the way out too, and say the same.
+    url = f"{api.base}/v1/stations/{feed.sid}/readings?start={iso(t0)}"
+    keyed = {"X-API-Key": api.key}
+    zipped_walk = httpx.get(url, headers={**keyed, "Accept-Encoding": "gzip"}, timeout=30)
+    plain_walk = httpx.get(url, headers={**keyed, "Accept-Encoding": "identity"}, timeout=30)
+    assert len(plain_walk.content) > GZIP_MIN_BYTES, "the walk is big enough to be gzipped"
+    assert zipped_walk.headers["content-encoding"] == "gzip" and "content-encoding" not in plain_walk.headers
+    assert int(zipped_walk.headers["content-length"]) < len(plain_walk.content) / 2
+    assert zipped_walk.json() == plain_walk.json() == walked
 
     # A new reading shows within about a second; its as_of moves on and is never after the answer was read.
     feed.send([Sent(t0 + 10 * M, "aqms1", "PM10", 77.0, "ug/m3", "00")])
