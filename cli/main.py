@@ -651,6 +651,19 @@ def broker_tls_cmd(
         fail(str(exc))
 
 
+@broker_app.command("plugin")
+def broker_plugin_cmd(
+    out: Path | None = typer.Option(None, "--out", help="folder for quantrac_acl.so (default: quantrac's cache)"),
+) -> None:
+    """Build the quantrac_acl Mosquitto plugin from its shipped source with cc (broker config points at it)."""
+    from broker_bridge.broker_config import BrokerConfigError, build_acl_plugin
+
+    try:
+        typer.echo(f"built {build_acl_plugin(out)}")
+    except (BrokerConfigError, OSError) as exc:
+        fail(str(exc))
+
+
 @broker_app.command("run")
 def broker_run_cmd(
     config_dir: Path = typer.Option(..., "--config-dir", help="the folder `quantrac broker config --out` wrote"),

@@ -149,11 +149,9 @@ if [ -s "$PLUGIN_SO" ] && [ -f "$PLUGIN_STAMP" ] && [ "$(cat "$PLUGIN_STAMP")" =
     say "quantrac_acl plugin up to date: ${PLUGIN_SO#"$REPO_ROOT"/}"
 else
     say "building ${PLUGIN_SO#"$REPO_ROOT"/} with cc"
-    mkdir -p "$PLUGIN_DIR"
-    cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -O2 -shared -fPIC \
-        -o "$PLUGIN_SO.tmp" "$PLUGIN_SRC" \
+    # the one recipe: broker_bridge/broker_config.py build_acl_plugin (also `quantrac broker plugin`)
+    "$VENV/bin/python" -m cli.main broker plugin --out "$PLUGIN_DIR" \
         || die "building the Mosquitto plugin failed (needs cc and the mosquitto-dev/libmosquitto-dev headers)"
-    mv -f "$PLUGIN_SO.tmp" "$PLUGIN_SO"
     sha256 "$PLUGIN_SRC" >"$PLUGIN_STAMP"
 fi
 
