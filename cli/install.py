@@ -85,7 +85,8 @@ def _broker_login(layout: Layout, password_credential: str) -> tuple[list[str], 
     if layout.broker_user is None:
         return [], {}
     args = ["--broker-user", layout.broker_user, "--broker-password-file", f"%d/{password_credential}"]
-    return args, {password_credential: layout.secrets / f"{password_credential}"}
+    # each broker user's own file, so the collector, aggregator and bridge of one host never share one
+    return args, {password_credential: layout.secrets / f"{layout.broker_user}.password"}
 
 
 def _tls(layout: Layout, option: str = "--tls-ca") -> list[str]:
@@ -165,7 +166,7 @@ def build_unit(role: str, layout: Layout) -> Unit:
             after=["network-online.target", "quantrac-broker.service"],
             credentials={
                 "tt10-bridge.key": layout.secrets / "tt10-bridge.key",
-                **({"broker.password": layout.secrets / "broker.password"} if layout.broker_user else {}),
+                **_broker_login(layout, "broker.password")[1],
             },
             capabilities=("CAP_NET_BIND_SERVICE",),  # FTP on port 21, SFTP on 22 if the sources file says so
         )  # fmt: skip
@@ -303,7 +304,7 @@ def install_systemd(
     broker: str = typer.Option("127.0.0.1:1883", help="the broker the agent, collector, aggregator, bridge use"),
     broker_user: str | None = typer.Option(
         None,
-        help="the role's broker user (station id, collector or aggregator user); password: secrets/broker.password",
+        help="the role's broker user (station id, collector or aggregator user); password: secrets/USER.password",
     ),
     tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate of the broker (enables TLS)"),
     arg: list[str] = typer.Option([], "--arg", help="a further argument appended to ExecStart (repeatable)"),

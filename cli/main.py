@@ -388,7 +388,10 @@ def agent_run(
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except NotImplementedError:  # Windows' event loop has none; WinSW stops a service with Ctrl+C (SIGINT)
+                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
         await agent.run(stop)
 
     asyncio.run(main())

@@ -37,7 +37,7 @@ def test_every_role_s_unit_passes_systemd_analyze_verify(tmp_path):
     analyze = require_tool("systemd-analyze", package="systemd")
     secrets = tmp_path / "etc" / "secrets"
     secrets.mkdir(parents=True)
-    for name in ("broker.password", "station.key", "collector.key", "tt10-bridge.key"):
+    for name in ("HN_AIR_001.password", "station.key", "collector.key", "tt10-bridge.key"):
         (secrets / name).write_text(SECRET + "\n")
         os.chmod(secrets / name, 0o600)
     units = _units(tmp_path, "--broker-user", "HN_AIR_001", "--broker", "mqtt.example.vn:8883", "--tls-ca", "/x/ca.crt")
@@ -58,7 +58,8 @@ def test_every_role_s_unit_passes_systemd_analyze_verify(tmp_path):
         # secrets come in as systemd credentials (%d/<name>) from 0600 files, never as values
         for credential in d.get("LoadCredential", []):
             name, _, source = credential.partition(":")
-            assert source == str(secrets / name) and f"%d/{name}" in d["ExecStart"][0]
+            expected = secrets / ("HN_AIR_001.password" if name == "broker.password" else name)
+            assert source == str(expected) and f"%d/{name}" in d["ExecStart"][0]
     assert "--broker-password-file %d/broker.password" in _directives(units["agent"])["ExecStart"][0]
     assert _directives(units["bridge"])["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
     assert _directives(units["api"])["CapabilityBoundingSet"] == [""]

@@ -4,13 +4,15 @@ Everything here is a separate process started from its command line: the broker'
 `quantrac broker config`, Mosquitto through `quantrac broker run`, QuestDB through `quantrac
 warehouse run`, then a simulated station, its agent and a collector logging in with the users
 and password files `broker config` wrote.  SIGTERM stops both servers cleanly (exit 0, the
-broker's database saved) and the warehouse started again on the same folder still holds the rows.
+broker's database saved) and the warehouse started again on the same folder still holds the rows,
+as does a copy taken between CHECKPOINT CREATE and RELEASE and restored with a `_restore` file.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import shutil
 import signal
 import subprocess
 
@@ -99,6 +101,11 @@ def test_warehouse_run_and_broker_run_carry_a_station_and_stop_cleanly(tmp_path)
         served = {(t["device"], t["parameter"]) for t in station.served_values()}
         assert {(row[1], row[2]) for row in station.stored()} <= served
 
+        # docs/deployment.md's backup: CHECKPOINT CREATE, copy the root, CHECKPOINT RELEASE (QuestDB 9.3)
+        sql(endpoints.pg_conninfo, "CHECKPOINT CREATE")
+        shutil.copytree(tmp_path / "qdb", tmp_path / "backup", symlinks=True)
+        sql(endpoints.pg_conninfo, "CHECKPOINT RELEASE")
+
         assert _sigterm(broker, 30) == 0, broker.log_path.read_text()
         assert _sigterm(warehouse, 120) == 0, warehouse.log_path.read_text()
         assert {"broker_stopped"} <= {e["event"] for e in _events(broker)}
@@ -111,6 +118,15 @@ def test_warehouse_run_and_broker_run_carry_a_station_and_stop_cleanly(tmp_path)
         count = sql(endpoints.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", (station.id,))[0][0]
         assert count == stored
         assert _sigterm(again, 120) == 0
+
+        (tmp_path / "backup" / "_restore").touch()  # the restore: the copy, a _restore file, a start
+        restore_argv = [str(tmp_path / "backup") if a == str(tmp_path / "qdb") else a for a in warehouse_argv]
+        restored = ManagedProcess(restore_argv, log_path=tmp_path / "warehouse-restored.log", name="restored")
+        started.append(restored.start())
+        _wait_event(restored, "warehouse_ready", 120)
+        count = sql(endpoints.pg_conninfo, "SELECT count() FROM readings WHERE station = %s", (station.id,))[0][0]
+        assert count == stored and not (tmp_path / "backup" / "_restore").exists()
+        assert _sigterm(restored, 120) == 0
     finally:
         station.stop_all()
         for process in reversed(started):
