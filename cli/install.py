@@ -330,6 +330,13 @@ def install_systemd(
         tls_ca=tls_ca,
         extra_args=tuple(arg),
     )
+    if layout.exe.is_relative_to("/home") or layout.exe.is_relative_to("/root"):
+        typer.secho(
+            f"WARNING: {layout.exe} is under a home folder, which ProtectHome=yes hides from the service;"
+            " install quantrac system-wide (docs/deployment.md: PIPX_HOME=/opt/quantrac/pipx) or pass --exec",
+            err=True,
+            fg="yellow",
+        )
     for path in write_units(roles, out, layout):
         typer.echo(f"wrote {path}")
     typer.echo(

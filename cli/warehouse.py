@@ -172,3 +172,16 @@ def run(
     except (RunError, ValueError) as exc:
         _fail(str(exc))
     raise typer.Exit(code=code)
+
+
+@warehouse_app.command("fetch-jar")
+def fetch_jar(
+    dest: Path | None = typer.Option(None, help="folder for questdb-9.3.4.jar (default: quantrac's cache)"),
+) -> None:
+    """Fetch the QuestDB 9.3.4 jar with Maven (mvn dependency:copy) before `warehouse run` needs it."""
+    from store.questdb_server import fetch_questdb_jar
+
+    try:
+        typer.echo(f"fetched {fetch_questdb_jar(dest)}")
+    except (FileNotFoundError, RuntimeError, OSError) as exc:
+        _fail(str(exc))
