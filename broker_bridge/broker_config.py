@@ -54,7 +54,9 @@ import hmac
 import math
 import os
 import secrets
+import shutil
 import stat
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,6 +82,7 @@ from broker_bridge.topics import (
     TopicError,
     check_station_id,
 )
+from supervisor.paths import cache_dir
 
 __all__ = [
     "BridgeSettings",
@@ -90,6 +93,8 @@ __all__ = [
     "Pki",
     "QueueSizing",
     "TlsListener",
+    "acl_plugin_candidates",
+    "build_acl_plugin",
     "built_acl_plugin",
     "create_pki",
     "generate_broker_config",
@@ -479,19 +484,62 @@ ACL_PLUGIN_NAME = "quantrac_acl.so"
 ACL_PLUGIN_SOURCE = Path(__file__).parent / "mosquitto_plugin" / "quantrac_acl.c"
 
 
-def built_acl_plugin() -> Path:
-    """The quantrac_acl Mosquitto plugin built by scripts/bootstrap.sh for this checkout.
+# The one build recipe of the plugin (scripts/bootstrap.sh and `quantrac broker plugin` run it).
+ACL_PLUGIN_CFLAGS = ("-std=c99", "-D_POSIX_C_SOURCE=200809L", "-Wall", "-Wextra", "-Werror", "-O2", "-shared", "-fPIC")
 
-    ``$QUANTRAC_ACL_PLUGIN`` names another build (e.g. on a broker host).
+
+def acl_plugin_candidates() -> list[Path]:
+    """This checkout's build (scripts/bootstrap.sh), then quantrac's cache (`quantrac broker plugin`)."""
+    return [
+        Path(__file__).resolve().parents[1] / ".cache" / "mosquitto-plugin" / ACL_PLUGIN_NAME,
+        cache_dir() / "mosquitto-plugin" / ACL_PLUGIN_NAME,
+    ]
+
+
+def built_acl_plugin() -> Path:
+    """The quantrac_acl Mosquitto plugin built for this installation.
+
+    ``$QUANTRAC_ACL_PLUGIN`` names another build (e.g. on a broker host); else the first of
+    ``acl_plugin_candidates()`` that exists.
     """
     env = os.environ.get("QUANTRAC_ACL_PLUGIN")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / ".cache" / "mosquitto-plugin" / ACL_PLUGIN_NAME
-    if not path.is_file():
+    candidates = [Path(env)] if env else acl_plugin_candidates()
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise BrokerConfigError(
+        f"Mosquitto plugin {candidates[0]} not found: run `quantrac broker plugin` (it builds it with cc from "
+        f"{ACL_PLUGIN_SOURCE.name}; scripts/bootstrap.sh in a checkout), or give the path of a build on the broker"
+        " host (--acl-plugin)"
+    )
+
+
+def build_acl_plugin(out_dir: Path | None = None) -> Path:
+    """Compile ``mosquitto_plugin/quantrac_acl.c`` (shipped in the package) into ``out_dir/quantrac_acl.so``.
+
+    ``out_dir`` defaults to ``cache_dir()/mosquitto-plugin``.  A missing compiler or missing
+    Mosquitto headers is a BrokerConfigError naming the Debian packages.
+    """
+    out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "mosquitto-plugin"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    headers = [Path(p) for p in ("/usr/include/mosquitto_broker.h", "/usr/include/mosquitto.h")]
+    if cc is None or not all(h.is_file() for h in headers):
+        missing = ["gcc"] if cc is None else []
+        missing += ["mosquitto-dev", "libmosquitto-dev"] if not all(h.is_file() for h in headers) else []
+        how = "apt-get install" if shutil.which("apt-get") else "install"
         raise BrokerConfigError(
-            f"Mosquitto plugin {path} not found: run scripts/bootstrap.sh (it builds it with cc from "
-            f"{ACL_PLUGIN_SOURCE.name}), or give the path of a build on the broker host (--acl-plugin)"
+            f"building {ACL_PLUGIN_NAME} needs a C compiler and Mosquitto's headers: {how} " + " ".join(missing)
         )
-    return path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / ACL_PLUGIN_NAME
+    tmp = target.with_name(target.name + ".tmp")
+    done = subprocess.run(
+        [cc, *ACL_PLUGIN_CFLAGS, "-o", str(tmp), str(ACL_PLUGIN_SOURCE)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise BrokerConfigError(f"cc failed building {ACL_PLUGIN_NAME}:\n{done.stderr.strip()}")
+    os.replace(tmp, target)
+    return target
 
 
 def _listener(port: int, host: str | None) -> list[str]:

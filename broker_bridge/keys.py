@@ -74,7 +74,9 @@ def load_signing_key(private_path: Path) -> SigningKey:
         mode = private_path.stat().st_mode & 0o777
     except FileNotFoundError as exc:
         raise KeyFileError(f"{private_path}: no such key file; create one with `quantrac keys new`") from exc
-    if mode & 0o077:
+    # Windows has no POSIX modes (st_mode says 0o666 or 0o444 for every file): there the file's ACL
+    # keeps others out (scripts/windows/install-agent.ps1 sets it), so the check cannot be made.
+    if mode & 0o077 and os.name != "nt":
         raise KeyFileError(
             f"{private_path}: private key is readable by others (mode {mode:o}); run `chmod 600 {private_path}`"
         )

@@ -15,6 +15,7 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import struct
 from pathlib import Path
@@ -23,6 +24,7 @@ from supervisor import ServerStartError, free_port, port_in_use
 from supervisor.server import ServerProcess
 
 __all__ = [
+    "ConfiguredMosquitto",
     "MosquittoServer",
     "find_mosquitto",
     "mqtt_connack",
@@ -46,7 +48,10 @@ def find_mosquitto() -> Path:
     for cand in (Path("/usr/sbin/mosquitto"), Path("/usr/local/sbin/mosquitto")):
         if cand.is_file() and os.access(cand, os.X_OK):
             return cand
-    raise FileNotFoundError("mosquitto binary not found; install with apt-get install mosquitto or run make setup")
+    install = (
+        "apt-get install mosquitto" if shutil.which("apt-get") else "install Mosquitto 2.x with your package manager"
+    )
+    raise FileNotFoundError(f"mosquitto not found: {install} (or set QUANTRAC_MOSQUITTO); in a checkout, make setup")
 
 
 def _current_user() -> str:
@@ -263,3 +268,130 @@ class MosquittoServer(ServerProcess):
             stop_timeout=5,
         )
         return self
+
+
+def _listeners_and_files(conf_path: Path) -> tuple[dict[str, tuple[int, str]], list[tuple[str, int, bool]]]:
+    """Of a mosquitto.conf: (directive -> (line, value), [(host, port, tls)] per listener).
+
+    The directives kept are ``user``, ``persistence_location``, ``log_file`` (``log_dest file``) and,
+    as ``file:<line>``, every line naming a file Mosquitto must read (password, ACL, plugin, TLS).
+    """
+    single: dict[str, tuple[int, str]] = {}
+    listeners: list[tuple[str, int, bool]] = []
+    files: list[tuple[int, str, str]] = []
+    for number, raw in enumerate(conf_path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if key == "listener":
+            port, _, host = value.partition(" ")
+            listeners.append((host or "127.0.0.1", int(port), False))
+        elif key == "certfile" and listeners:
+            host, port, _ = listeners[-1]
+            listeners[-1] = (host, port, True)
+        elif key == "log_dest" and value.startswith("file "):
+            single["log_file"] = (number, value.removeprefix("file ").strip())
+        elif key in ("persistence_location", "user"):
+            single[key] = (number, value)
+        if key in ("password_file", "acl_file", "plugin", "cafile", "certfile", "keyfile"):
+            files.append((number, key, value))
+    single.update({f"file:{n}": (n, f"{key} {value}") for n, key, value in files})
+    return single, listeners
+
+
+class ConfiguredMosquitto(ServerProcess):
+    name = "mosquitto"
+
+    """Mosquitto run with a mosquitto.conf written beforehand (``quantrac broker config``), as it is.
+
+    What the file names is checked before the start (password file, ACL, plugin, TLS files: each
+    missing one is reported with the file and line that names it); the persistence folder and the
+    log file's folder are created.  Ready when the first listener accepts (an MQTT CONNACK on a
+    plain listener, a TCP connection on a TLS one).  ``reload()`` sends SIGHUP (new passwd/acl).
+    """
+
+    def __init__(self, conf_path: Path | str, binary: Path | str | None = None) -> None:
+        self.conf_path = Path(conf_path).resolve()
+        self.root = self.conf_path.parent
+        if not self.conf_path.is_file():
+            raise FileNotFoundError(
+                f"{self.conf_path} not found: write it with `quantrac broker config --out {self.root}`"
+            )
+        self._binary = Path(binary) if binary is not None else None
+        self.settings, self.listeners = _listeners_and_files(self.conf_path)
+        if not self.listeners:
+            raise ValueError(f"{self.conf_path}: no `listener` line; regenerate it with `quantrac broker config`")
+        data = self.settings.get("persistence_location")
+        self.data_dir = Path(data[1]) if data else None
+        log = self.settings.get("log_file")
+        self.log_path = Path(log[1]) if log else self.root / "mosquitto.log"
+
+    @property
+    def binary(self) -> Path:
+        return self._binary if self._binary is not None else find_mosquitto()
+
+    @property
+    def persistence_file(self) -> Path | None:
+        return self.data_dir / "mosquitto.db" if self.data_dir is not None else None
+
+    def missing_files(self) -> list[str]:
+        """``conf:line: directive path`` for every file the config names that cannot be read."""
+        missing = []
+        for key, (number, text) in self.settings.items():
+            if key.startswith("file:"):
+                path = Path(text.partition(" ")[2])
+                if not os.access(path, os.R_OK):
+                    missing.append(f"{self.conf_path}:{number}: {text} (not found or not readable)")
+        return missing
+
+    def _prepare_dirs(self) -> None:
+        owner = self.settings.get("user")
+        for folder in (self.data_dir, self.log_path.parent):
+            if folder is None or folder.is_dir():
+                continue
+            folder.mkdir(parents=True)
+            if os.geteuid() == 0 and owner is not None:  # mosquitto drops to `user` and must still write there
+                try:
+                    entry = pwd.getpwnam(owner[1])
+                except KeyError:
+                    continue
+                os.chown(folder, entry.pw_uid, entry.pw_gid)
+
+    def _ready(self) -> bool:
+        host, port, tls = self.listeners[0]
+        probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        if tls:
+            return port_in_use(probe, port)
+        return mqtt_connack(probe, port) is not None
+
+    def start(self, timeout: float = 30.0) -> ConfiguredMosquitto:
+        if self.running:
+            return self
+        missing = self.missing_files()
+        if missing:
+            raise ServerStartError(
+                "Mosquitto cannot start; the config names files it cannot read:\n" + "\n".join(missing)
+            )
+        for host, port, _ in self.listeners:
+            probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            if port_in_use(probe, port):
+                raise ServerStartError(f"Mosquitto cannot start: {host}:{port} is already in use by another process")
+        binary = self.binary
+        self._prepare_dirs()
+        host, port, _ = self.listeners[0]
+        self._launch(
+            [binary, "-c", self.conf_path],
+            self._ready,
+            what=f"Mosquitto listening on {host}:{port}",
+            timeout=timeout,
+            interval=0.05,
+            stop_timeout=10,
+        )
+        return self
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password file and ACL (listeners and queues need a restart)."""
+        if self.pid is not None and self.running:
+            os.kill(self.pid, signal.SIGHUP)

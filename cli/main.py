@@ -12,6 +12,7 @@ import typer
 from cli.api import api_app
 from cli.bridge import bridge_app
 from cli.export import export_app
+from cli.install import install_app
 from cli.logging_setup import configure_logging
 from cli.results import COMMANDS as RESULT_COMMANDS
 from cli.tt10 import tt10_app
@@ -36,6 +37,7 @@ app.add_typer(warehouse_app, name="warehouse")
 for _name, _command in RESULT_COMMANDS.items():
     app.command(_name)(_command)
 app.add_typer(api_app, name="api")
+app.add_typer(install_app, name="install")
 
 LOG_LEVEL = typer.Option("info", "--log-level", help="debug, info, warning or error")
 BROKER_USER = typer.Option(None, "--broker-user", help="MQTT user name")
@@ -386,7 +388,10 @@ def agent_run(
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except NotImplementedError:  # Windows' event loop has none; WinSW stops a service with Ctrl+C (SIGINT)
+                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
         await agent.run(stop)
 
     asyncio.run(main())
@@ -647,6 +652,35 @@ def broker_tls_cmd(
         broker_tls(out, hosts=host or ["127.0.0.1", "localhost"], clients=client, days=days, echo=typer.echo)
     except (BrokerConfigError, OSError) as exc:
         fail(str(exc))
+
+
+@broker_app.command("plugin")
+def broker_plugin_cmd(
+    out: Path | None = typer.Option(None, "--out", help="folder for quantrac_acl.so (default: quantrac's cache)"),
+) -> None:
+    """Build the quantrac_acl Mosquitto plugin from its shipped source with cc (broker config points at it)."""
+    from broker_bridge.broker_config import BrokerConfigError, build_acl_plugin
+
+    try:
+        typer.echo(f"built {build_acl_plugin(out)}")
+    except (BrokerConfigError, OSError) as exc:
+        fail(str(exc))
+
+
+@broker_app.command("run")
+def broker_run_cmd(
+    config_dir: Path = typer.Option(..., "--config-dir", help="the folder `quantrac broker config --out` wrote"),
+    log_level: str = LOG_LEVEL,
+) -> None:
+    """Mosquitto in the foreground with CONFIG_DIR/mosquitto.conf; SIGTERM stops it, SIGHUP reloads passwd/acl."""
+    configure_logging(log_level)
+    from cli.servers import RunError, broker_run
+
+    try:
+        code = broker_run(config_dir)
+    except RunError as exc:
+        fail(str(exc))
+    raise typer.Exit(code=code)
 
 
 @app.command("demo")

@@ -138,3 +138,50 @@ def aggregate(
             t.join(10)
         if delivery is not None:
             delivery.close()
+
+
+@warehouse_app.command("run")
+def run(
+    data_dir: Path = typer.Option(..., "--data-dir", help="QuestDB's root (-d): conf/server.conf, db/, questdb.log"),
+    host: str = typer.Option("127.0.0.1", help="address QuestDB listens on (keep loopback unless firewalled)"),
+    http_port: int = typer.Option(9000, help="HTTP port: REST, web console and ILP over HTTP (the collector's writes)"),
+    pg_port: int = typer.Option(8812, help="PostgreSQL-wire port (queries, the schema)"),
+    min_http_port: int = typer.Option(9003, help="QuestDB's minimal HTTP server (health)"),
+    heap: str = typer.Option("1g", help="Java heap (-Xmx), e.g. 4g"),
+    commit_mode: str = typer.Option("nosync", help="cairo.commit.mode: nosync (QuestDB's default), async or sync"),
+    jar: Path | None = typer.Option(None, help="QuestDB 9.3.4 jar (default: found, else fetched with mvn)"),
+    fetch: bool = typer.Option(True, help="fetch org.questdb:questdb:9.3.4 with mvn when no jar is found"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """QuestDB 9.3.4 in the foreground with the settings the pipeline relies on, and the schema; SIGTERM stops it."""
+    configure_logging(log_level)
+    from cli.servers import RunError, warehouse_run
+
+    try:
+        code = warehouse_run(
+            data_dir,
+            host=host,
+            http_port=http_port,
+            pg_port=pg_port,
+            min_http_port=min_http_port,
+            heap=heap,
+            commit_mode=commit_mode,
+            jar=jar,
+            fetch=fetch,
+        )
+    except (RunError, ValueError) as exc:
+        _fail(str(exc))
+    raise typer.Exit(code=code)
+
+
+@warehouse_app.command("fetch-jar")
+def fetch_jar(
+    dest: Path | None = typer.Option(None, help="folder for questdb-9.3.4.jar (default: quantrac's cache)"),
+) -> None:
+    """Fetch the QuestDB 9.3.4 jar with Maven (mvn dependency:copy) before `warehouse run` needs it."""
+    from store.questdb_server import fetch_questdb_jar
+
+    try:
+        typer.echo(f"fetched {fetch_questdb_jar(dest)}")
+    except (FileNotFoundError, RuntimeError, OSError) as exc:
+        _fail(str(exc))

@@ -96,6 +96,9 @@ fi
 #   mbpoll            tests/firmware_sim: an independent Modbus master reads the simulators
 #   chromium          tests/api/test_public_page.py: the public page in a real browser (driven by
 #                     Playwright for Python, whose own browser download cannot work offline)
+#   systemd-analyze   tests/cli/test_install_systemd.py: `verify` on every unit `quantrac install systemd` writes
+#   mvn               tests/cli/test_servers_cli.py: `quantrac warehouse run` fetches the QuestDB jar with it
+#   pipx              tests/test_packaging.py: the built wheel installed as users install it
 # Note: on systemd hosts the Debian mosquitto package may start a system broker
 # on port 1883; quantrac never uses it (it starts its own on a free port).
 PROGRAMS=(
@@ -109,6 +112,9 @@ PROGRAMS=(
     "sftp:openssh-client"
     "ssh-keygen:openssh-client"
     "chromium:chromium"
+    "systemd-analyze:systemd"
+    "mvn:maven"
+    "pipx:pipx"
 )
 have_program() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]
@@ -143,11 +149,9 @@ if [ -s "$PLUGIN_SO" ] && [ -f "$PLUGIN_STAMP" ] && [ "$(cat "$PLUGIN_STAMP")" =
     say "quantrac_acl plugin up to date: ${PLUGIN_SO#"$REPO_ROOT"/}"
 else
     say "building ${PLUGIN_SO#"$REPO_ROOT"/} with cc"
-    mkdir -p "$PLUGIN_DIR"
-    cc -std=c99 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -O2 -shared -fPIC \
-        -o "$PLUGIN_SO.tmp" "$PLUGIN_SRC" \
+    # the one recipe: broker_bridge/broker_config.py build_acl_plugin (also `quantrac broker plugin`)
+    "$VENV/bin/python" -m cli.main broker plugin --out "$PLUGIN_DIR" \
         || die "building the Mosquitto plugin failed (needs cc and the mosquitto-dev/libmosquitto-dev headers)"
-    mv -f "$PLUGIN_SO.tmp" "$PLUGIN_SO"
     sha256 "$PLUGIN_SRC" >"$PLUGIN_STAMP"
 fi
 

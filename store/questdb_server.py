@@ -7,7 +7,9 @@ QuestDB 9.3.4 is pinned: 9.4+ needs Java 25, this project targets Java 17.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -15,14 +17,18 @@ from pathlib import Path
 
 from supervisor import ServerStartError, free_ports, port_in_use
 from supervisor.address import split_host_port
+from supervisor.paths import cache_dir
 from supervisor.server import ServerProcess
 
 __all__ = [
     "QUESTDB_VERSION",
     "QuestDBEndpoints",
     "QuestDBServer",
+    "check_java",
+    "fetch_questdb_jar",
     "find_java",
     "find_questdb_jar",
+    "questdb_jar_candidates",
     "render_server_conf",
 ]
 
@@ -34,12 +40,64 @@ PG_PASSWORD = "quest"
 COMMIT_MODES = ("nosync", "async", "sync")
 
 
+MAVEN_ARTIFACT = f"org.questdb:questdb:{QUESTDB_VERSION}"
+JAR_NAME = f"questdb-{QUESTDB_VERSION}.jar"
+MIN_JAVA = 17
+
+
+def questdb_jar_candidates() -> list[Path]:
+    """Where a QuestDB 9.3.4 jar is looked for, in order (the first that exists wins).
+
+    This checkout's ``.cache/questdb/`` (scripts/bootstrap.sh), quantrac's cache
+    (``supervisor.paths.cache_dir()/questdb/``: what ``fetch_questdb_jar`` writes when
+    quantrac was installed from a wheel), then Maven's local repository (``mvn dependency:get``).
+    """
+    return [
+        DEFAULT_JAR,
+        cache_dir() / "questdb" / JAR_NAME,
+        Path.home() / ".m2" / "repository" / "org" / "questdb" / "questdb" / QUESTDB_VERSION / JAR_NAME,
+    ]
+
+
 def find_questdb_jar() -> Path:
-    """$QUANTRAC_QUESTDB_JAR, else ``<repo>/.cache/questdb/questdb-9.3.4.jar``."""
+    """$QUANTRAC_QUESTDB_JAR, else the first of ``questdb_jar_candidates()`` that exists."""
     env = os.environ.get("QUANTRAC_QUESTDB_JAR")
-    jar = Path(env).expanduser() if env else DEFAULT_JAR
-    if not jar.is_file():
-        raise FileNotFoundError(f"QuestDB jar not found at {jar}; run `make setup` (scripts/bootstrap.sh)")
+    if env:
+        jar = Path(env).expanduser()
+        if not jar.is_file():
+            raise FileNotFoundError(f"QUANTRAC_QUESTDB_JAR={env} is not a file")
+        return jar
+    for jar in questdb_jar_candidates():
+        if jar.is_file():
+            return jar
+    raise FileNotFoundError(
+        f"QuestDB jar not found at {DEFAULT_JAR}; run `make setup` (scripts/bootstrap.sh)"
+        f" or `quantrac warehouse run`, which fetches {MAVEN_ARTIFACT} with Maven"
+    )
+
+
+def fetch_questdb_jar(dest_dir: Path | None = None, timeout: float = 600.0) -> Path:
+    """Copy ``org.questdb:questdb:9.3.4`` from Maven Central into ``dest_dir`` with ``mvn``, as bootstrap.sh does.
+
+    ``dest_dir`` defaults to ``cache_dir()/questdb``.  Raises FileNotFoundError with the one
+    thing to install when Maven is missing, RuntimeError with Maven's last lines when it fails.
+    """
+    dest_dir = Path(dest_dir) if dest_dir is not None else cache_dir() / "questdb"
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        install = "apt-get install maven" if shutil.which("apt-get") else "install Apache Maven"
+        raise FileNotFoundError(
+            f"QuestDB {QUESTDB_VERSION} jar not found and mvn is missing to fetch it: {install},"
+            f" or download {JAR_NAME} ({MAVEN_ARTIFACT}) and pass --jar / set QUANTRAC_QUESTDB_JAR"
+        )
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    argv = [mvn, "-q", "-B", "-Dstyle.color=never", "dependency:copy", f"-Dartifact={MAVEN_ARTIFACT}"]
+    argv.append(f"-DoutputDirectory={dest_dir}")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    jar = dest_dir / JAR_NAME
+    if done.returncode != 0 or not jar.is_file():
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
+        raise RuntimeError(f"`{' '.join(argv)}` failed (exit {done.returncode}); {jar} not written:\n{tail}")
     return jar
 
 
@@ -50,8 +108,31 @@ def find_java() -> Path:
         return Path(java_home) / "bin" / "java"
     found = shutil.which("java")
     if not found:
-        raise FileNotFoundError("java not found (QuestDB needs Java 17+); run `make setup` (scripts/bootstrap.sh)")
+        install = "apt-get install openjdk-17-jre-headless" if shutil.which("apt-get") else "install a Java 17+ JRE"
+        raise FileNotFoundError(
+            f"java not found (QuestDB {QUESTDB_VERSION} needs Java 17+): {install} or set JAVA_HOME"
+        )
     return Path(found)
+
+
+def java_major(java: Path) -> int:
+    """The major version ``java -version`` reports (8 for 1.8, 17 for 17.0.x)."""
+    done = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
+    if match is None:
+        raise RuntimeError(f"could not read the version of {java} from `java -version`: {done.stderr.strip()!r}")
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def check_java(java: Path | None = None) -> Path:
+    """The Java that will run QuestDB, refused with what to install when it is older than 17."""
+    java = java or find_java()
+    major = java_major(java)
+    if major < MIN_JAVA:
+        install = "apt-get install openjdk-17-jre-headless" if shutil.which("apt-get") else "install a Java 17+ JRE"
+        raise FileNotFoundError(f"{java} is Java {major}; QuestDB {QUESTDB_VERSION} needs Java 17+: {install}")
+    return java
 
 
 @dataclass(frozen=True)
