@@ -271,7 +271,7 @@ def _resolve_reference(
     if is_profile_path(reference):
         ppath = Path(reference)
         if not ppath.is_absolute():
-            ppath = station_file.parent / ppath
+            ppath = (station_file.parent / ppath).resolve()  # "../models/x.yaml" as the system reads it
         if not ppath.is_file():
             issues.append(
                 doc.issue(

@@ -188,7 +188,8 @@ def draft_profile(
     try:
         profile = load_profile_text(text.encode("utf-8"), Path(f"{name}.yaml"))
     except ConfigError as exc:
-        raise ConfigError([_at_csv_line(issue, values, header, shown) for issue in exc.issues]) from None
+        mapped = [_at_csv_line(issue, values, header, shown) for issue in exc.issues]
+        raise ConfigError(sorted(mapped, key=lambda i: i.line)) from None
     assert isinstance(profile, AnalyzerProfile)
     return Draft(text, profile, len(values), skipped, ignored)
 
