@@ -104,7 +104,7 @@ def check(
 ) -> None:
     """Check one analyzer profile alone: problems as FILE:LINE (exit 1), or what it defines (exit 0)."""
     try:
-        profile = load_profile(file)
+        profile = load_profile(file.absolute())  # always this file, never a built-in profile of that name
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=1) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -51,6 +52,17 @@ def test_check_a_broken_profile_gives_file_line_fix_and_exit_1(tmp_path: Path) -
     assert (
         result.exit_code == 1 and "other.yaml:1: profile: profile 'acme' does not match the file name" in result.output
     )
+
+
+def test_check_reads_the_file_named_even_without_a_slash_or_yaml_suffix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = _run("profile", "check", "teledyne-t400")  # a file here, not the built-in profile of that name
+    assert result.exit_code == 1 and "teledyne-t400: file not found" in result.output
+    Path("acme.txt").write_text((PROFILES_DIR / "teledyne-t400.yaml").read_text().replace("t400", "acme", 1))
+    result = _run("profile", "check", "acme.txt")
+    assert result.exit_code == 1 and "acme.txt:2: profile: profile 'teledyne-acme' does not match" in result.output
 
 
 def test_check_notes_a_profile_of_the_same_name_in_the_search_path(tmp_path: Path) -> None:
