@@ -391,6 +391,14 @@ def agent_run(
     except (ConfigError, KeyFileError, ValueError, OSError) as exc:
         fail(str(exc))
 
+    import structlog
+
+    log = structlog.get_logger("cli.agent")
+    for d in station.devices:  # with a search path, which file won matters
+        log.info(
+            "profile_resolved", station=station.id, device=d.id, profile=d.profile, file=station.profile_file(d.id)
+        )
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ station file, and QuestDB ends up holding exactly the values the simulator serve
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -141,6 +142,12 @@ def test_a_station_with_profiles_outside_the_package_by_path_and_by_search_path(
             process=agent,
         )
         assert agent.stop(timeout=20) == 0  # graceful: finishes the cycle, drains the outbox
+        events = [json.loads(line) for line in agent.log_path.read_text().splitlines() if line.startswith("{")]
+        resolved = {e["device"]: (e["profile"], e["file"]) for e in events if e["event"] == "profile_resolved"}
+        assert resolved == {
+            "dust": ("acme-dust", str(models / "acme-dust.yaml")),
+            "gas": ("acme-gas", str(lib / "acme-gas.yaml")),
+        }
         values = served()
         count = wait_for_count(
             warehouse.pg_conninfo,
