@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -26,14 +26,14 @@ def run_doctor(
     station_file: Path,
     *,
     devices: list[str] | None = None,
-    profiles_dir: Path | None = None,
+    profiles_dirs: Sequence[Path] | Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> int:
     from edge_agent.doctor import probe_station, render
     from station_profiles.loader import ConfigError, load_station
 
     try:
-        station = load_station(station_file, profiles_dir)
+        station = load_station(station_file, profiles_dirs)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -48,5 +48,23 @@ def run_doctor(
         )
         return 2
     results = asyncio.run(probe_station(station, devices))
-    echo(render(results))
+    echo(profiles_used(station, devices) + "\n\n" + render(results))
     return 0 if all(r.ok for r in results) else 1
+
+
+def profiles_used(station, devices: list[str] | None = None) -> str:
+    """Which file each profile came from: with a search path, the technician must see which one won."""
+    from configuration.yaml_source import display_path
+
+    users: dict[str, list[str]] = {}
+    for d in station.devices:
+        if not devices or d.id in devices:
+            users.setdefault(d.profile, []).append(d.id)
+    width = max(map(len, users))
+    lines = ["profiles used:"]
+    for name, ids in users.items():
+        file = station.profile_file(ids[0])
+        lines.append(
+            f"  {name:<{width}}  {display_path(Path(file)) if file else '(given in code)'}  ({', '.join(ids)})"
+        )
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ from cli.bridge import bridge_app
 from cli.export import export_app
 from cli.install import install_app
 from cli.logging_setup import configure_logging
+from cli.profile import profile_app
 from cli.results import COMMANDS as RESULT_COMMANDS
 from cli.tt10 import tt10_app
 from cli.warehouse import warehouse_app
@@ -34,6 +35,7 @@ app.add_typer(tt10_app, name="tt10")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(export_app, name="export")
 app.add_typer(warehouse_app, name="warehouse")
+app.add_typer(profile_app, name="profile")
 for _name, _command in RESULT_COMMANDS.items():
     app.command(_name)(_command)
 app.add_typer(api_app, name="api")
@@ -45,6 +47,12 @@ BROKER_PASSWORD_FILE = typer.Option(None, "--broker-password-file", help="file h
 TLS_CA = typer.Option(None, "--tls-ca", help="CA certificate the broker's certificate must chain to (enables TLS)")
 TLS_CERT = typer.Option(None, "--tls-cert", help="client certificate (optional, with --tls-key)")
 TLS_KEY = typer.Option(None, "--tls-key", help="client certificate's private key")
+PROFILES_DIRS = typer.Option(
+    [],
+    "--profiles-dir",
+    help="a folder of analyzer profiles for the names the station file uses (repeatable); searched after the"
+    " station file's folder (and its profiles/), before /etc/quantrac/profiles and the built-in ones",
+)
 
 
 def broker_address(broker: str, user, password_file, tls_ca, tls_cert, tls_key):
@@ -331,6 +339,7 @@ def agent_run(
     broker: str = typer.Option("127.0.0.1:1883", help="MQTT broker host:port"),
     outbox: Path = typer.Option(..., help="outbox database file (SQLite)"),
     port: list[str] = typer.Option([], "--port", help="override a device's TCP port: DEVICE_ID=PORT"),
+    profiles_dir: list[Path] = PROFILES_DIRS,
     retention_days: float = typer.Option(60.0, help="keep sent data this long (the regulation asks for 60 days)"),
     max_mb: float = typer.Option(2048.0, help="byte cap of the outbox; acknowledged data goes first"),
     overflow: str = typer.Option(
@@ -362,7 +371,7 @@ def agent_run(
     from station_profiles.loader import ConfigError, load_station
 
     try:
-        station = load_station(station_file)
+        station = load_station(station_file, profiles_dir)
         overrides = parse_port_overrides(port)
         if overrides:
             station = station.with_port_overrides(overrides)
@@ -384,6 +393,14 @@ def agent_run(
     except (ConfigError, KeyFileError, ValueError, OSError) as exc:
         fail(str(exc))
 
+    import structlog
+
+    log = structlog.get_logger("cli.agent")
+    for d in station.devices:  # with a search path, which file won matters
+        log.info(
+            "profile_resolved", station=station.id, device=d.id, profile=d.profile, file=station.profile_file(d.id)
+        )
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -401,6 +418,7 @@ def agent_run(
 def agent_doctor(
     station_file: Path = typer.Argument(..., help="station file (YAML)"),
     device: list[str] = typer.Option([], "--device", help="probe only this device (repeatable)"),
+    profiles_dir: list[Path] = PROFILES_DIRS,
     log_level: str = typer.Option("error", "--log-level", help="debug, info, warning or error"),
 ) -> None:
     """Probe every device once: raw registers, decoded value, status, latency, hints.
@@ -410,7 +428,7 @@ def agent_doctor(
     configure_logging(log_level)
     from cli.doctor import run_doctor
 
-    raise typer.Exit(code=run_doctor(station_file, devices=device or None))
+    raise typer.Exit(code=run_doctor(station_file, devices=device or None, profiles_dirs=profiles_dir))
 
 
 @collector_app.command("run")
@@ -521,13 +539,19 @@ def sim_run(
     ),
     truth: Path = typer.Option(..., help="ground-truth log: every value served, one JSON line each"),
     port: list[str] = typer.Option([], "--port", help="override a device's TCP port: DEVICE_ID=PORT"),
+    profiles_dir: list[Path] = PROFILES_DIRS,
     log_level: str = LOG_LEVEL,
 ) -> None:
     """Serve a simulated analyzer for every device of a station file; serial ports become ptys at the file's paths."""
     configure_logging(log_level)
     from firmware_sim.modbus_tcp import run_sim
+    from station_profiles.loader import ConfigError
 
-    run_sim(station_file, truth, parse_port_overrides(port) or None)
+    overrides = parse_port_overrides(port) or None
+    try:
+        run_sim(station_file, truth, overrides, profiles_dirs=profiles_dir)
+    except (ConfigError, KeyError, ValueError) as exc:  # KeyError: a --port for a device the station lacks
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
 
 
 broker_app = typer.Typer(help="The Mosquitto broker: users, ACL, TLS, queue sizing.", no_args_is_help=True)

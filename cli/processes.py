@@ -16,10 +16,20 @@ def _ports(port_overrides: dict[str, int] | None) -> list[str]:
     return [arg for device, port in (port_overrides or {}).items() for arg in ("--port", f"{device}={port}")]
 
 
+def _profiles_dirs(dirs: tuple[Path, ...]) -> list[str]:
+    return [arg for d in dirs for arg in ("--profiles-dir", str(d))]
+
+
 def sim_process(
-    station_file: Path, truth: Path, log: Path, port_overrides: dict[str, int] | None = None
+    station_file: Path,
+    truth: Path,
+    log: Path,
+    port_overrides: dict[str, int] | None = None,
+    profiles_dirs: tuple[Path, ...] = (),
 ) -> ManagedProcess:
-    argv = quantrac("sim", "run", station_file, "--truth", truth, *_ports(port_overrides))
+    argv = quantrac(
+        "sim", "run", station_file, "--truth", truth, *_ports(port_overrides), *_profiles_dirs(profiles_dirs)
+    )
     return ManagedProcess(argv, log_path=log, name=f"sim:{Path(station_file).stem}")
 
 
@@ -32,9 +42,11 @@ def agent_process(
     port_overrides: dict[str, int] | None = None,
     collector_keys: tuple[Path, ...] = (),
     receipt_timeout_s: float | None = None,
+    profiles_dirs: tuple[Path, ...] = (),
 ) -> ManagedProcess:
     argv = quantrac(
         "agent", "run", station_file, "--key", key, "--broker", broker, "--outbox", outbox, *_ports(port_overrides),
+        *_profiles_dirs(profiles_dirs),
         *(arg for k in collector_keys for arg in ("--collector-key", k)),
         *(["--receipt-timeout-s", str(receipt_timeout_s)] if receipt_timeout_s is not None else []),
     )  # fmt: skip

@@ -202,7 +202,7 @@ def run_sim(
     port_overrides: dict[str, int] | None = None,
     *,
     seed: int = 0,
-    profiles_dir: Path | None = None,
+    profiles_dirs: Sequence[Path] = (),
 ) -> None:
     """Serve every device of a station file (Modbus TCP, Modbus RTU and serial
     ASCII; see firmware_sim.station) until SIGINT/SIGTERM. Raises ConfigError
@@ -210,7 +210,7 @@ def run_sim(
     from firmware_sim.station import run_station_sim
 
     _configure_logging()
-    run_station_sim(station_file, truth_path, port_overrides, seed=seed, profiles_dir=profiles_dir)
+    run_station_sim(station_file, truth_path, port_overrides, seed=seed, profiles_dirs=profiles_dirs)
 
 
 def _parse_override(text: str) -> tuple[str, int]:
@@ -240,14 +240,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--profiles-dir",
+        action="append",
+        default=[],
         type=Path,
-        default=None,
-        help="analyzer profiles directory (default: station_profiles/profiles)",
+        help="a folder of analyzer profiles searched for the names the station file uses (repeatable; after the"
+        " station file's folder, before /etc/quantrac/profiles and the built-in ones)",
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     args = parser.parse_args(argv)
     try:
-        run_sim(args.station, args.truth, dict(args.port_override), seed=args.seed, profiles_dir=args.profiles_dir)
+        run_sim(args.station, args.truth, dict(args.port_override), seed=args.seed, profiles_dirs=args.profiles_dir)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,14 +219,15 @@ def run_station_sim(
     port_overrides: dict[str, int] | None = None,
     *,
     seed: int = 0,
-    profiles_dir: Path | None = None,
+    profiles_dirs: Sequence[Path] = (),
 ) -> None:
-    """Serve every device of a station file until SIGINT/SIGTERM (blocking).
+    """Serve every device of a station file until SIGINT/SIGTERM (blocking); profile names are looked
+    up in the station file's folder, ``profiles_dirs``, /etc/quantrac/profiles and the built-in ones.
 
     Raises ConfigError for a bad station file and OSError if a TCP port cannot
     be bound or a serial path cannot be created.
     """
-    station = load_station(station_file, profiles_dir)
+    station = load_station(station_file, profiles_dirs)
     if port_overrides:
         station = station.with_port_overrides(port_overrides)
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from configuration.errors import ConfigError, ConfigIssue, Loc
-from configuration.yaml_source import YamlDocument, display_path, read_yaml, short, validate
+from configuration.yaml_source import YamlDocument, display_path, parse_yaml, read_yaml, short, validate
 from station_profiles.profile_model import (
     PROTOCOLS,
     TRANSPORT_PROTOCOL,
@@ -26,22 +27,30 @@ from station_profiles.profile_model import (
     Profile,
     SerialAsciiProfile,
     StationConfig,
+    is_profile_path,
 )
 
 __all__ = [
     "ConfigError",
     "ConfigIssue",
+    "find_profile",
     "list_profiles",
     "load_profile",
+    "load_profile_text",
     "load_station",
     "load_stations",
     "profile_path",
+    "profile_search_path",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROFILES_DIR = PACKAGE_DIR / "profiles"
 STATIONS_DIR = PACKAGE_DIR / "stations"
+#: The machine's own profiles, searched after the folders given on the command line.
+SYSTEM_PROFILES_DIR = Path("/etc/quantrac/profiles")
 README = "station_profiles/README.md"
+
+ProfileDirs = Sequence[Path | str] | Path | str | None
 
 
 # --------------------------------------------------------------------------- #
@@ -57,17 +66,85 @@ def list_profiles(profiles_dir: Path | str | None = None) -> list[str]:
 def profile_path(name_or_path: str | os.PathLike[str], profiles_dir: Path | str | None = None) -> Path:
     """A profile name ("demo-ambient-air") or a path to a YAML file -> the file's path."""
     s = os.fspath(name_or_path)
-    p = Path(s)
-    if p.suffix in (".yaml", ".yml") or os.sep in s or "/" in s:
-        return p
+    if is_profile_path(s):
+        return Path(s)
     return (Path(profiles_dir) if profiles_dir is not None else PROFILES_DIR) / f"{s}.yaml"
+
+
+def profile_search_path(
+    station_file: str | os.PathLike[str] | None = None,
+    profiles_dirs: ProfileDirs = None,
+    *,
+    system_dir: Path | str | None = SYSTEM_PROFILES_DIR,
+    builtin_dir: Path | str = PROFILES_DIR,
+) -> list[Path]:
+    """The folders a profile *name* is looked up in, in order, each once: the station file's folder,
+    the ``profiles/`` folder beside the station file, ``profiles_dirs`` (``--profiles-dir``, in the
+    order given), ``system_dir`` (/etc/quantrac/profiles) and the built-in ``builtin_dir``. Folders
+    that do not exist are left out, except a ``profiles_dirs`` entry: a folder the operator named must
+    exist (ConfigError)."""
+    given = [Path(d) for d in _as_dirs(profiles_dirs)]
+    missing = [d for d in given if not d.is_dir()]
+    if missing:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    display_path(d),
+                    0,
+                    "",
+                    "profiles folder not found" if not d.exists() else "is not a folder",
+                    "check --profiles-dir: it names a folder holding <name>.yaml profile files",
+                )
+                for d in missing
+            ]
+        )
+    candidates: list[Path] = []
+    if station_file is not None:
+        here = Path(station_file).parent
+        candidates += [here, here / "profiles"]
+    candidates += given
+    if system_dir is not None:
+        candidates.append(Path(system_dir))
+    candidates.append(Path(builtin_dir))
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for d in candidates:
+        key = d.resolve()
+        if key not in seen and d.is_dir():
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def find_profile(name: str, search_path: Sequence[Path], *, besides: Path | None = None) -> list[Path]:
+    """Every ``<name>.yaml`` in the search path, in its order, each file once (a symlink to a file
+    already found is that file), leaving out ``besides`` (the station file itself). One is the
+    answer; two or more are an error."""
+    found: list[Path] = []
+    seen = {besides.resolve()} if besides is not None else set()
+    for d in search_path:
+        candidate = d / f"{name}.yaml"
+        if candidate.is_file() and candidate.resolve() not in seen:
+            seen.add(candidate.resolve())
+            found.append(candidate)
+    return found
 
 
 def load_profile(name_or_path: str | os.PathLike[str], profiles_dir: Path | str | None = None) -> Profile:
     """Load and check one analyzer profile (``protocol: modbus`` -> AnalyzerProfile,
-    ``protocol: serial_ascii`` -> SerialAsciiProfile). Raises :class:`ConfigError`."""
-    path = profile_path(name_or_path, profiles_dir)
-    doc = _read(path)
+    ``protocol: serial_ascii`` -> SerialAsciiProfile); a name is looked up in ``profiles_dir``
+    (default: the built-in profiles). Raises :class:`ConfigError`."""
+    return _profile_of(_read(profile_path(name_or_path, profiles_dir)))
+
+
+def load_profile_text(raw: bytes, path: str | os.PathLike[str]) -> Profile:
+    """Check a profile's bytes as if read from ``path`` (which names it in errors and gives the stem
+    its ``profile:`` must equal): what ``quantrac profile new`` runs on a draft before writing it."""
+    return _profile_of(parse_yaml(raw, path, readme=README, tag_keys=("transport",)))
+
+
+def _profile_of(doc: YamlDocument) -> Profile:
+    path = doc.path
     data = doc.data
     protocol = data.get("protocol", "modbus") if isinstance(data, dict) else "modbus"
     if protocol not in PROTOCOLS:
@@ -97,39 +174,59 @@ def load_profile(name_or_path: str | os.PathLike[str], profiles_dir: Path | str 
     return profile
 
 
-def load_station(path: str | os.PathLike[str], profiles_dir: Path | str | None = None) -> StationConfig:
-    """Load a station file and resolve every device's profile (from ``profiles_dir``,
-    default station_profiles/profiles/). Raises :class:`ConfigError` listing the
-    problems of the station file and of the profiles it uses."""
+def load_station(
+    path: str | os.PathLike[str],
+    profiles_dirs: ProfileDirs = None,
+    *,
+    system_dir: Path | str | None = SYSTEM_PROFILES_DIR,
+    builtin_dir: Path | str = PROFILES_DIR,
+) -> StationConfig:
+    """Load a station file and resolve every device's profile. ``profile:`` is a path (relative to
+    the station file's folder, or absolute) or a name, looked up in :func:`profile_search_path`
+    (``profiles_dirs`` are the ``--profiles-dir`` folders); a name found in two folders is an error.
+    In the station returned every device's ``profile`` is the name of the profile it resolved to, and
+    ``profile_file(device_id)`` says which file. Raises :class:`ConfigError` listing the problems of
+    the station file and of the profiles it uses."""
     path = Path(path)
     doc = _read(path)
     station = _validate(StationConfig, doc)
-    pdir = Path(profiles_dir) if profiles_dir is not None else PROFILES_DIR
+    search = profile_search_path(path, profiles_dirs, system_dir=system_dir, builtin_dir=builtin_dir)
     issues: list[ConfigIssue] = []
-    profiles: dict[str, AnalyzerProfile] = {}
+    by_reference: dict[str, Profile] = {}
+    profiles: dict[str, Profile] = {}
+    files: dict[str, Path] = {}  # profile name -> the file it came from
+    first_device: dict[str, int] = {}  # profile name -> the first device using it
     for i, device in enumerate(station.devices):
-        name = device.profile
-        if name in profiles:
+        reference = device.profile
+        if reference in by_reference:
             continue
-        ppath = pdir / f"{name}.yaml"
-        if not ppath.is_file():
-            available = list_profiles(pdir)
-            close = difflib.get_close_matches(name, available, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+        ppath = _resolve_reference(reference, path, search, doc, ("devices", i, "profile"), issues)
+        if ppath is None:
+            continue
+        try:
+            profile = load_profile(ppath)
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+            continue
+        name = profile.profile
+        if name in files and files[name].resolve() != ppath.resolve():
             issues.append(
                 doc.issue(
                     ("devices", i, "profile"),
-                    f"no analyzer profile {name!r} in {display_path(pdir)}",
-                    f"{hint}available: {', '.join(available) or '(none)'}; or add {display_path(ppath)}",
+                    (
+                        f"profile name {name!r} is used by two files: {display_path(files[name])}"
+                        f" (devices[{first_device[name]}]) and {display_path(ppath)}"
+                    ),
+                    "a station's profiles need distinct names: rename one file and its profile: key",
                 )
             )
             continue
-        try:
-            profiles[name] = load_profile(ppath)
-        except ConfigError as exc:
-            issues.extend(exc.issues)
+        by_reference[reference] = profile
+        profiles[name] = profile
+        files.setdefault(name, ppath)
+        first_device.setdefault(name, i)
     for i, device in enumerate(station.devices):
-        profile = profiles.get(device.profile)
+        profile = by_reference.get(device.profile)
         if profile is None:
             continue
         needed = TRANSPORT_PROTOCOL[device.transport]
@@ -145,10 +242,81 @@ def load_station(path: str | os.PathLike[str], profiles_dir: Path | str | None =
                     f"use a {needed} profile here, or transport: {' / '.join(fitting)}",
                 )
             )
+    if not issues:
+        renamed = {
+            d.id: {"profile": by_reference[d.profile].profile}
+            for d in station.devices
+            if by_reference[d.profile].profile != d.profile
+        }
+        if renamed:
+            station = station.with_device_updates(renamed)
     issues.extend(_tt10_parameter_clashes(station, profiles, doc))
     if issues:
         raise ConfigError(issues)
-    return station.with_profiles(profiles)
+    return station.with_profiles(profiles, {name: str(f) for name, f in files.items()})
+
+
+def _as_dirs(profiles_dirs: ProfileDirs) -> list[Path | str]:
+    if profiles_dirs is None:
+        return []
+    if isinstance(profiles_dirs, (str, os.PathLike)):
+        return [profiles_dirs]
+    return list(profiles_dirs)
+
+
+def _resolve_reference(
+    reference: str, station_file: Path, search: list[Path], doc: YamlDocument, loc: Loc, issues: list[ConfigIssue]
+) -> Path | None:
+    """A device's ``profile:`` -> the profile file, or None with the problem added to ``issues``."""
+    if is_profile_path(reference):
+        ppath = Path(reference)
+        if not ppath.is_absolute():
+            ppath = (station_file.parent / ppath).resolve()  # "../models/x.yaml" as the system reads it
+        if not ppath.is_file():
+            issues.append(
+                doc.issue(
+                    loc,
+                    f"profile file {display_path(ppath)} not found",
+                    (
+                        "check the path; a relative path starts at the station file's folder"
+                        f" ({display_path(station_file.parent) or '.'}), or write the absolute path"
+                    ),
+                )
+            )
+            return None
+        return ppath
+    found = find_profile(reference, search, besides=station_file)
+    if len(found) > 1:
+        issues.append(
+            doc.issue(
+                loc,
+                f"profile {reference!r} is found twice in the search path: {' and '.join(map(display_path, found))}",
+                (
+                    "keep one file, or rename one (the file and its profile: key), or name the file by path"
+                    f" (profile: {found[0].resolve()})"
+                ),
+            )
+        )
+        return None
+    if not found:
+        own = station_file.resolve()
+        available = sorted({p.stem for d in search for p in d.glob("*.yaml") if p.resolve() != own})
+        close = difflib.get_close_matches(reference, available, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        folders = ", ".join(display_path(d) for d in search)
+        issues.append(
+            doc.issue(
+                loc,
+                f"no analyzer profile {reference!r} in {folders}",
+                (
+                    f"{hint}available: {', '.join(available) or '(none)'}; or put {reference}.yaml beside the"
+                    " station file, name its folder with --profiles-dir, or write its path"
+                    " (profile: path/to/model.yaml)"
+                ),
+            )
+        )
+        return None
+    return found[0]
 
 
 def _tt10_parameter_clashes(station: StationConfig, profiles: dict[str, Any], doc: YamlDocument) -> list[ConfigIssue]:
@@ -173,11 +341,9 @@ def _tt10_parameter_clashes(station: StationConfig, profiles: dict[str, Any], do
     return issues
 
 
-def load_stations(
-    stations_dir: Path | str | None = None, profiles_dir: Path | str | None = None
-) -> list[StationConfig]:
+def load_stations(stations_dir: Path | str | None = None, profiles_dirs: ProfileDirs = None) -> list[StationConfig]:
     d = Path(stations_dir) if stations_dir is not None else STATIONS_DIR
-    return [load_station(p, profiles_dir) for p in sorted(d.glob("*.yaml"))]
+    return [load_station(p, profiles_dirs) for p in sorted(d.glob("*.yaml"))]
 
 
 def _read(path: Path) -> YamlDocument:

@@ -20,9 +20,9 @@ import string
 import struct
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from configuration.errors import DocumentProblem, Loc, SemanticErrors
+from configuration.errors import DocumentProblem, Loc, SemanticErrors, config_error
 from vocabulary.modbus import (
     BIT_TABLES,
     INT_LIMITS,
@@ -934,9 +934,46 @@ class StationInfo(_Strict):
     kind: StationKind
 
 
+#: A profile file's name ends in one of these; a name in a station file is looked up as ``<name>.yaml``.
+PROFILE_FILE_SUFFIXES = (".yaml", ".yml")
+_NAME_PATTERN = re.compile(NAME_RE)
+
+
+def is_profile_path(reference: str) -> bool:
+    """A station file's ``profile:`` is a path (relative to the station file's folder, or absolute) when
+    it holds a slash or ends in .yaml/.yml; otherwise it is a name looked up in the profile search path."""
+    return "/" in reference or "\\" in reference or reference.endswith(PROFILE_FILE_SUFFIXES)
+
+
+def _profile_reference(reference: str) -> str:
+    if is_profile_path(reference):
+        if reference.startswith("~"):
+            raise config_error(
+                f"{reference!r}: ~ is not expanded (the agent may run as another user)",
+                "write the full path, e.g. /etc/quantrac/profiles/model.yaml, or one relative to the station file",
+            )
+        if not reference.endswith(PROFILE_FILE_SUFFIXES):
+            raise config_error(
+                f"{reference!r} is a path but does not end in .yaml",
+                "write the profile file's whole name, e.g. profiles/model.yaml",
+            )
+        if len(reference) > 4096:
+            raise config_error("the path is longer than 4096 characters", "use a shorter path")
+        return reference
+    if not _NAME_PATTERN.match(reference):
+        raise config_error(
+            f"{reference!r} is neither a profile name nor a path to a .yaml file",
+            "write a name (1-64 characters of A-Z a-z 0-9 _ . -) looked up in the profile folders,"
+            " or a path such as profiles/model.yaml (relative to this file) or /etc/quantrac/profiles/model.yaml",
+        )
+    return reference
+
+
 class _DeviceBase(_Strict):
     id: Annotated[str, Field(pattern=NAME_RE)]
-    profile: Annotated[str, Field(pattern=NAME_RE)]
+    #: a profile name (looked up in the search path) or a path to a profile file; after load_station,
+    #: always the name of the profile it resolved to (see StationConfig.profile_file)
+    profile: Annotated[str, Field(min_length=1), AfterValidator(_profile_reference)]
     timeout_s: float = Field(default=1.0, gt=0, le=60)
 
 
@@ -1050,6 +1087,7 @@ class StationConfig(_Strict):
     clock: ClockConfig | None = None
     tt10_out: list[Tt10Target] = []  # province servers the agent also delivers TT10 files to
     _profiles: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _profile_files: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> StationConfig:
@@ -1166,9 +1204,14 @@ class StationConfig(_Strict):
                 f"profile {name!r} of device {device_id!r} is not resolved; load the station with load_station()"
             ) from None
 
-    def with_profiles(self, profiles: dict[str, Any]) -> StationConfig:
+    def profile_file(self, device_id: str) -> str | None:
+        """The file the device's profile was loaded from (None when given in code, not loaded)."""
+        return self._profile_files.get(self.device(device_id).profile)
+
+    def with_profiles(self, profiles: dict[str, Any], files: dict[str, str] | None = None) -> StationConfig:
         copy = self.model_copy()
         copy._profiles = dict(profiles)
+        copy._profile_files = dict(files or {})
         return copy
 
     def with_port_overrides(self, ports: dict[str, int] | None = None, *, host: str | None = None) -> StationConfig:
@@ -1208,6 +1251,7 @@ class StationConfig(_Strict):
             }
         )
         copy._profiles = dict(self._profiles)
+        copy._profile_files = dict(self._profile_files)
         return copy
 
     def with_device_updates(self, updates: dict[str, dict[str, Any]], **station_fields: Any) -> StationConfig:
@@ -1222,6 +1266,7 @@ class StationConfig(_Strict):
         doc.update(station_fields)
         copy = StationConfig.model_validate(doc)
         copy._profiles = dict(self._profiles)
+        copy._profile_files = dict(self._profile_files)
         return copy
 
 

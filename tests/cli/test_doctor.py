@@ -63,7 +63,7 @@ def test_doctor_points_at_word_order_address_and_wiring_mistakes(tmp_path: Path)
     assert ready.wait(10)
     out: list[str] = []
     try:
-        code = run_doctor(station_file, profiles_dir=wrong, echo=out.append)
+        code = run_doctor(station_file, profiles_dirs=[wrong], echo=out.append)
     finally:
         stop.set()
         thread.join(10)

@@ -394,7 +394,12 @@ def test_duplicate_device_ids(tmp_path: Path) -> None:
 
 def test_unknown_profile_suggests_a_name(tmp_path: Path) -> None:
     err = _station_error(tmp_path, GOOD_STATION.format(profile="q"))
-    _assert_issue(err, "stations/s.yaml", 5, "devices[0].profile", "no analyzer profile 'q'", "available: p")
+    # the folders searched, then every name found there (the built-in ones too), never the station file itself
+    _assert_issue(
+        err, "stations/s.yaml", 5, "devices[0].profile", "no analyzer profile 'q' in ", "/stations, ", "/profiles, ",
+        "station_profiles/profiles (fix: available: advantech-adam-4017p", ", p, sick-marsic300",
+    )  # fmt: skip
+    assert ", s, " not in str(err)
 
 
 def test_errors_in_a_used_profile_point_at_the_profile(tmp_path: Path) -> None:
