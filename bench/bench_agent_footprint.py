@@ -60,7 +60,8 @@ import atexit, os, sys
 from pathlib import Path
 
 def _dump():
-    loaded = [name for name, module in sys.modules.items() if module is not None]  # in import order
+    # in import order; "-name": a module the agent's process blocked (None in sys.modules), the floor blocks it too
+    loaded = [name if module is not None else "-" + name for name, module in sys.modules.items()]
     Path(os.environ["BENCH_MODULES_OUT"]).write_text("\\n".join(loaded))
 
 atexit.register(_dump)
@@ -82,6 +83,10 @@ def rss_kb():
     return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 
 names = open(sys.argv[1]).read().split()
+for name in names:
+    if name.startswith("-"):
+        sys.modules[name[1:]] = None
+names = [name for name in names if not name.startswith("-")]
 project = set(sys.argv[2].split(","))
 failed, cost, bare = 0, {}, rss_kb()
 for name in names:  # in the agent's import order: each library is charged what it brought in first
@@ -314,7 +319,8 @@ def run(args: argparse.Namespace) -> dict:
             polled = log.count("poll_overrun")
             results[v.name]["poll_overruns"] = polled
             results[v.name]["batches_received"] = subscriber.messages.get(v.station_id, 0)
-            results[v.name]["modules"] = len(v.modules.read_text().split()) if v.modules.exists() else None
+            loaded = v.modules.read_text().split() if v.modules.exists() else None
+            results[v.name]["modules"] = None if loaded is None else sum(not n.startswith("-") for n in loaded)
         # The floors, side by side too: each imports what its agent had loaded.
         floors: dict[str, ManagedProcess] = {}
         for v in variants:
