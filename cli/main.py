@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+if sys.argv[1:3] == ["agent", "run"]:
+    # The agent runs for months on a station PC: rich and greenlet (which structlog imports when they are
+    # installed, for its console renderer and its deprecated thread-local context) cost it ~6 MB and do
+    # nothing for JSON log lines, so its process goes without them (typer then prints plain errors).
+    os.environ["TYPER_USE_RICH"] = "0"
+    sys.modules.setdefault("rich", None)
+    sys.modules.setdefault("greenlet", None)
+
 import asyncio
 import signal
 import threading

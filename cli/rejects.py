@@ -25,10 +25,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from store.errors import WarehouseUnavailable
 from store.payload_store import REJECT_HEAD_BYTES, PayloadStore
-from store.queries import QueryError, RejectRecord, recent_rejects, stream_rejects
+
+if TYPE_CHECKING:  # store.queries brings psycopg, which every other quantrac command (the agent) must not load
+    from store.queries import RejectRecord
 
 FORMATS = ("jsonl", "csv")
 EXPORT_FIELDS = (
@@ -123,6 +126,8 @@ def list_rejects(
     echo: Callable[[str], None] = print,
 ) -> list[RejectRecord]:
     """Print the newest ``limit`` matching rejects as a table (newest first); return them."""
+    from store.queries import QueryError, recent_rejects
+
     if limit < 1:
         raise RejectsError(f"--limit must be at least 1, not {limit}")
     try:
@@ -175,6 +180,8 @@ def export_rejects(
     name and renamed into place at the end, so a failed export never leaves
     a file that looks complete.
     """
+    from store.queries import QueryError, stream_rejects
+
     if format not in FORMATS:
         raise RejectsError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
     store = None

@@ -33,7 +33,6 @@ from edge_agent.group_commit import GroupCommitter
 from edge_agent.outbox import Outbox, OutboxFull, RetentionPolicy
 from edge_agent.publisher import BatchPublisher
 from edge_agent.sources import sources_for_station
-from edge_agent.tt10_out import Tt10Out
 from station_profiles.profile_model import StationConfig
 
 log = structlog.get_logger("edge_agent")
@@ -125,7 +124,11 @@ class StationAgent:
         self.clock = ClockMonitor(station.clock, station_id=self.station_id) if station.clock is not None else None
         self.devices = {d.id: DeviceState() for d in station.devices}
         #: TT10 files to province servers (station file's tt10_out), in a thread of its own; None without targets
-        self.tt10 = Tt10Out(station, Path(outbox_path), tick_s=self.settings.tt10_tick_s) if station.tt10_out else None
+        self.tt10 = None
+        if station.tt10_out:
+            from edge_agent.tt10_out import Tt10Out  # FTP/SFTP clients: only for a station that names targets
+
+            self.tt10 = Tt10Out(station, Path(outbox_path), tick_s=self.settings.tt10_tick_s)
         self.cycles = 0
         self.refused_readings = 0
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import psycopg
+if TYPE_CHECKING:  # only in annotations: importing DEFAULT_GRACE_S (the CLI) must not load psycopg
+    import psycopg
 
 HOUR_NS = 3_600_000_000_000
 # An agent batches and may hold readings in its outbox for a while: a station is offline only when its newest
