@@ -300,6 +300,9 @@ class View:
 
     def collection(self, set_name: str, members: Any, opts: Options, link: str) -> dict:
         """``members``: ids of an in-memory set (None: all of it) or, for Observations, a store condition."""
+        for nav, _ in opts.expand:  # before any entity: an empty page must refuse a bad $expand as well
+            if nav not in NAV[set_name]:
+                raise bad_query(f"{set_name} have no {nav!r} to expand; they have {', '.join(NAV[set_name])}")
         if set_name == "Observations":
             return self._observations(members, opts, link)
         known = PROPERTIES[set_name]
