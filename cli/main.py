@@ -532,7 +532,9 @@ app.add_typer(broker_app, name="broker")
 @broker_app.command("config")
 def broker_config_cmd(
     out: Path = typer.Option(..., "--out", help="directory for mosquitto.conf, passwd, acl and credentials/"),
-    registry: Path | None = typer.Option(None, help="station registry: each enabled station gets a broker user"),
+    registry: Path | None = typer.Option(
+        None, help="station registry: each enabled station, province and bridge gets a broker user"
+    ),
     station: list[str] = typer.Option([], "--station", help="a further station id (repeatable)"),
     collector_user: list[str] = typer.Option(
         [], "--collector-user", help="collector user (repeatable; one per collector); default quantrac-collector"

@@ -562,6 +562,18 @@ def delegations(entries: Mapping[str, StationEntry]) -> dict[str, list[str]]:
     return by_province
 
 
+def bridge_delegations(entries: Mapping[str, StationEntry]) -> dict[str, list[str]]:
+    """Bridge name -> the enabled stations bound to it (sorted): the broker ACL of the bridge's user.
+    A bridge bound to no enabled station is absent, as a disabled station is (no broker access)."""
+    by_bridge: dict[str, list[str]] = {}
+    for station_id in sorted(entries):
+        entry = entries[station_id]
+        if entry.enabled:
+            for bridge in sorted({name for name, _ in entry.bridge_keys.values()}):
+                by_bridge.setdefault(bridge, []).append(station_id)
+    return dict(sorted(by_bridge.items()))
+
+
 def set_province(path: Path, station_id: str, province: str | None) -> None:
     """Delegate a registered station to one province (None: take the delegation back)."""
     if province is not None:
