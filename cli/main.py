@@ -15,6 +15,7 @@ from cli.export import export_app
 from cli.logging_setup import configure_logging
 from cli.results import COMMANDS as RESULT_COMMANDS
 from cli.tt10 import tt10_app
+from cli.tt10_account import tt10_account
 from cli.warehouse import warehouse_app
 from vocabulary.stations import STATION_KINDS
 
@@ -264,6 +265,9 @@ def station_set(
 
     edit = metadata_edit(name, province_code, facility, lat, lon, interval, kind, clear)
     edit_registry(lambda: set_metadata(registry, station_id, edit), f"{station_id}: updated in {registry}")
+
+
+station_app.command("tt10-account")(tt10_account)
 
 
 @app.command("status")
