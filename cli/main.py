@@ -270,6 +270,26 @@ def station_set(
 station_app.command("tt10-account")(tt10_account)
 
 
+@station_app.command("bind-bridge")
+def station_bind_bridge(
+    bridge: str = typer.Argument(..., help="the bridge's name, e.g. tt10-hn (also its broker user)"),
+    public_key: Path = typer.Argument(..., help="the bridge's .pub file from `quantrac keys new`"),
+    station: list[str] = typer.Option(..., "--station", help="a registered station the bridge serves (repeatable)"),
+    registry: Path = REGISTRY,
+) -> None:
+    """Bind a bridge's own key to stations (the registry's bridges:): the collector accepts their converted
+    batches (a TT10 file's readings) signed with it; `broker config --registry` gives the bridge its user."""
+    from broker_bridge.keys import KeyFileError, load_public_key
+    from broker_bridge.topics import TopicError
+    from collector.registry import RegistryError, bind_bridge
+
+    try:
+        kid = bind_bridge(registry, bridge, load_public_key(public_key), list(station))
+    except (KeyFileError, RegistryError, TopicError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"bridge {bridge}: key {kid} bound to {', '.join(station)} in {registry}")
+
+
 @app.command("status")
 def status(
     questdb_pg: str = typer.Option("127.0.0.1:8812", help="QuestDB PostgreSQL-wire host:port"),

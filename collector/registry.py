@@ -204,7 +204,8 @@ def _scrypt_hash(value: Any) -> str | None:
     if len(parts) != 6 or parts[0] != "scrypt" or not all(parts[1:]) or not all(p.isdigit() for p in parts[1:4]):
         raise config_error(
             "password_hash is not a scrypt hash string; plain-text passwords are never stored",
-            "write a hash made by hash_password: scrypt$16384$8$1$<salt b64>$<hash b64>",
+            "set the password with `quantrac station tt10-account STATION --password-file F`"
+            " (it writes the scrypt$16384$8$1$<salt b64>$<hash b64> hash)",
         )
     return str(value)
 

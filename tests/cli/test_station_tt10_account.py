@@ -147,3 +147,19 @@ def test_refused_edits_name_the_reason_and_leave_the_registry_and_no_password_fi
     assert run("NO_SUCH", "--registry", str(registry), "--account", "x", "--generate-password-file",
                str(generated)).exit_code == 2  # fmt: skip
     assert registry.read_bytes() == before and not generated.exists()
+
+
+def test_bind_bridge_binds_the_bridges_key_to_registered_stations_only(registry: Path, tmp_path: Path) -> None:
+    key = write_new_key(tmp_path / "bridge.key")
+    pub = tmp_path / "bridge.pub"
+    result = CliRunner().invoke(app, ["station", "bind-bridge", "tt10-hn", str(pub), "--station", A,
+                                      "--registry", str(registry)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"key {key.key_id} bound to {A}" in result.output
+    entries = parse_registry(registry.read_text(), str(registry))
+    assert {n for n, _ in entries[A].bridge_keys.values()} == {"tt10-hn"} and not entries[B].bridge_keys
+    before = registry.read_bytes()
+    result = CliRunner().invoke(app, ["station", "bind-bridge", "tt10-hn", str(pub), "--station", "NO_SUCH",
+                                      "--registry", str(registry)])  # fmt: skip
+    assert result.exit_code == 2 and "NO_SUCH is not registered" in result.output
+    assert registry.read_bytes() == before
