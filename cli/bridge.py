@@ -145,9 +145,20 @@ def tt10_serve(
         None, "--registry", help="station registry: the stations this bridge serves and their tt10 accounts"
     ),
     bridge: str | None = typer.Option(None, "--bridge", help="this bridge's name in the registry's bridges:"),
-    user: str | None = typer.Option(None, "--user", help="broker user name"),
-    password_file: Path | None = typer.Option(None, "--password-file", help="broker password (one line, 0600)"),
-    tls_ca: Path | None = typer.Option(None, "--tls-ca", help="the broker's CA certificate (TLS)"),
+    user: str | None = typer.Option(
+        None,
+        "--broker-user",
+        "--user",
+        help="MQTT user name: the bridge's name, whose user `quantrac broker config --registry` makes",
+    ),
+    password_file: Path | None = typer.Option(
+        None, "--broker-password-file", "--password-file", help="file holding the MQTT password (mode 0600)"
+    ),
+    tls_ca: Path | None = typer.Option(
+        None, "--tls-ca", help="CA certificate the broker's certificate must chain to (enables TLS)"
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="client certificate (optional, with --tls-key)"),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="client certificate's private key"),
     questdb: str | None = typer.Option(
         None, "--questdb", help="QuestDB HTTP host:port for the tt10_files table (default: the ledger only)"
     ),
@@ -205,7 +216,7 @@ def tt10_serve(
         foreign = sorted({a.station for a in config.accounts.values()} - set(stations or ()))
         if stations is not None and foreign:
             _fail(f"accounts for stations {foreign} that bridge {bridge} does not serve (registry bridges:)")
-        address = BrokerAddress.parse(broker).with_credentials(user, password_file).with_tls(tls_ca, None, None)
+        address = BrokerAddress.parse(broker).with_credentials(user, password_file).with_tls(tls_ca, tls_cert, tls_key)
         receipt_keys = {key_id(k): verifier(k) for k in map(load_public_key, collector_key)}
         settings = IngestSettings(
             root=root,

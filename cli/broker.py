@@ -27,7 +27,7 @@ from broker_bridge.broker_config import (
     generate_broker_config,
 )
 from broker_bridge.session import SESSION_EXPIRY_S
-from collector.registry import RegistryError, delegations, parse_registry
+from collector.registry import RegistryError, bridge_delegations, delegations, parse_registry
 
 log = structlog.get_logger("cli.broker")
 
@@ -55,12 +55,13 @@ def _is_loopback(host: str | None) -> bool:
 
 def stations_from_registry(registry: Path) -> tuple[list[str], list[str]]:
     """(enabled, disabled) station ids of a registry file."""
-    enabled, disabled, _ = registry_users(registry)
+    enabled, disabled, _, _ = registry_users(registry)
     return enabled, disabled
 
 
-def registry_users(registry: Path) -> tuple[list[str], list[str], dict[str, list[str]]]:
-    """(enabled, disabled) station ids and province user -> delegated stations of a registry file."""
+def registry_users(registry: Path) -> tuple[list[str], list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """(enabled, disabled) station ids, province user -> delegated stations and bridge (``bridges:``) ->
+    its bound enabled stations, of a registry file."""
     try:
         text = Path(registry).read_text()
     except FileNotFoundError as exc:
@@ -71,7 +72,7 @@ def registry_users(registry: Path) -> tuple[list[str], list[str], dict[str, list
         raise BrokerConfigError(str(exc)) from exc
     enabled = sorted(s for s, e in entries.items() if e.enabled)
     disabled = sorted(s for s, e in entries.items() if not e.enabled)
-    return enabled, disabled, delegations(entries)
+    return enabled, disabled, delegations(entries), bridge_delegations(entries)
 
 
 def broker_config(
@@ -113,14 +114,17 @@ def broker_config(
     re-enabling restores the same password.  ``acl_plugin``: quantrac_acl.so as
     the broker host sees it (default: this checkout's build from scripts/bootstrap.sh).
     A national registry's ``province:`` delegations give each province a user that speaks
-    only for its stations.  ``bridge_to`` (a province broker) adds a bridge to the national
-    broker, logging in as ``bridge_user`` (the province's user there), TLS verified by ``bridge_ca``.
+    only for its stations, and each bridge of its ``bridges:`` (a TT10 ingest bridge) a user of its name
+    that speaks only for the enabled stations bound to it.  ``bridge_to`` (a province broker) adds a
+    bridge to the national broker, logging in as ``bridge_user`` (the province's user there), TLS
+    verified by ``bridge_ca``.
     """
     ids: list[str] = []
     disabled: list[str] = []
     provinces: dict[str, list[str]] = {}
+    bridges: dict[str, list[str]] = {}
     if registry is not None:
-        ids, disabled, provinces = registry_users(registry)
+        ids, disabled, provinces, bridges = registry_users(registry)
     ids += [s for s in stations if s not in ids]
     if not ids:
         raise BrokerConfigError("no stations: give --registry and/or --station")
@@ -197,6 +201,7 @@ def broker_config(
         acl_plugin=acl_plugin,
         province_users=provinces,
         bridge=bridge,
+        bridge_users=bridges,
     )
     log.info(
         "broker_config_written",
@@ -213,6 +218,11 @@ def broker_config(
             echo(f"  {label}: {', '.join(users)}")
     for province, delegated in provinces.items():
         echo(f"  province {province} may forward {len(delegated)} delegated station(s): {', '.join(delegated)}")
+    for name, bound in bridges.items():
+        echo(
+            f"  bridge {name} (registry bridges:) may speak for {len(bound)} station(s): {', '.join(bound)};"
+            f" run it with --broker-user {name} --broker-password-file credentials/{name}.password"
+        )
     if bridge is not None:
         echo(
             f"bridge to {bridge.host}:{bridge.port} as {bridge.remote_user}: data and status out, commands in (QoS 1);"

@@ -28,6 +28,7 @@ from cli.logging_setup import configure_logging
 from cli.profile import profile_app
 from cli.results import COMMANDS as RESULT_COMMANDS
 from cli.tt10 import tt10_app
+from cli.tt10_account import tt10_account
 from cli.warehouse import warehouse_app
 from vocabulary.stations import STATION_KINDS
 
@@ -285,6 +286,29 @@ def station_set(
 
     edit = metadata_edit(name, province_code, facility, lat, lon, interval, kind, clear)
     edit_registry(lambda: set_metadata(registry, station_id, edit), f"{station_id}: updated in {registry}")
+
+
+station_app.command("tt10-account")(tt10_account)
+
+
+@station_app.command("bind-bridge")
+def station_bind_bridge(
+    bridge: str = typer.Argument(..., help="the bridge's name, e.g. tt10-hn (also its broker user)"),
+    public_key: Path = typer.Argument(..., help="the bridge's .pub file from `quantrac keys new`"),
+    station: list[str] = typer.Option(..., "--station", help="a registered station the bridge serves (repeatable)"),
+    registry: Path = REGISTRY,
+) -> None:
+    """Bind a bridge's own key to stations (the registry's bridges:): the collector accepts their converted
+    batches (a TT10 file's readings) signed with it; `broker config --registry` gives the bridge its user."""
+    from broker_bridge.keys import KeyFileError, load_public_key
+    from broker_bridge.topics import TopicError
+    from collector.registry import RegistryError, bind_bridge
+
+    try:
+        kid = bind_bridge(registry, bridge, load_public_key(public_key), list(station))
+    except (KeyFileError, RegistryError, TopicError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"bridge {bridge}: key {kid} bound to {', '.join(station)} in {registry}")
 
 
 @app.command("status")
@@ -572,7 +596,9 @@ app.add_typer(broker_app, name="broker")
 @broker_app.command("config")
 def broker_config_cmd(
     out: Path = typer.Option(..., "--out", help="directory for mosquitto.conf, passwd, acl and credentials/"),
-    registry: Path | None = typer.Option(None, help="station registry: each enabled station gets a broker user"),
+    registry: Path | None = typer.Option(
+        None, help="station registry: each enabled station, province and bridge gets a broker user"
+    ),
     station: list[str] = typer.Option([], "--station", help="a further station id (repeatable)"),
     collector_user: list[str] = typer.Option(
         [], "--collector-user", help="collector user (repeatable; one per collector); default quantrac-collector"

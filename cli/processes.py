@@ -122,6 +122,9 @@ def tt10_bridge_process(
     questdb: str | None = None,
     hold_s: float | None = None,
     client_id: str | None = None,
+    broker_user: str | None = None,
+    broker_password_file: Path | None = None,
+    tls_ca: Path | None = None,
 ) -> ManagedProcess:
     """`quantrac bridge tt10 serve`: the TT10 ingest bridge (FTP/FTPS, SFTP, watch, pull) as a process."""
     argv = quantrac(
@@ -131,5 +134,8 @@ def tt10_bridge_process(
         *(["--questdb", questdb] if questdb is not None else []),
         *(["--hold-s", str(hold_s)] if hold_s is not None else []),
         *(["--client-id", client_id] if client_id is not None else []),
+        *(["--broker-user", broker_user] if broker_user is not None else []),
+        *(["--broker-password-file", broker_password_file] if broker_password_file is not None else []),
+        *(["--tls-ca", tls_ca] if tls_ca is not None else []),
     )  # fmt: skip
     return ManagedProcess(argv, log_path=log, name=f"tt10-bridge:{Path(root).name}")

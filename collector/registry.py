@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -204,7 +204,8 @@ def _scrypt_hash(value: Any) -> str | None:
     if len(parts) != 6 or parts[0] != "scrypt" or not all(parts[1:]) or not all(p.isdigit() for p in parts[1:4]):
         raise config_error(
             "password_hash is not a scrypt hash string; plain-text passwords are never stored",
-            "write a hash made by hash_password: scrypt$16384$8$1$<salt b64>$<hash b64>",
+            "set the password with `quantrac station tt10-account STATION --password-file F`"
+            " (it writes the scrypt$16384$8$1$<salt b64>$<hash b64> hash)",
         )
     return str(value)
 
@@ -562,6 +563,18 @@ def delegations(entries: Mapping[str, StationEntry]) -> dict[str, list[str]]:
     return by_province
 
 
+def bridge_delegations(entries: Mapping[str, StationEntry]) -> dict[str, list[str]]:
+    """Bridge name -> the enabled stations bound to it (sorted): the broker ACL of the bridge's user.
+    A bridge bound to no enabled station is absent, as a disabled station is (no broker access)."""
+    by_bridge: dict[str, list[str]] = {}
+    for station_id in sorted(entries):
+        entry = entries[station_id]
+        if entry.enabled:
+            for bridge in sorted({name for name, _ in entry.bridge_keys.values()}):
+                by_bridge.setdefault(bridge, []).append(station_id)
+    return dict(sorted(by_bridge.items()))
+
+
 def set_province(path: Path, station_id: str, province: str | None) -> None:
     """Delegate a registered station to one province (None: take the delegation back)."""
     if province is not None:
@@ -633,14 +646,17 @@ CLEARABLE: dict[str, tuple[str, ...]] = {
 }
 
 
-def _save_checked(path: Path, doc: dict) -> None:
+def _save_checked(path: Path, doc: dict) -> RegistryFile:
     """Save an edited document only if it loads: a refused edit leaves the file as it was."""
     try:
-        _validated(parse_yaml(yaml.safe_dump(doc, allow_unicode=True).encode("utf-8"), str(path), readme=README))
+        model = _validated(
+            parse_yaml(yaml.safe_dump(doc, allow_unicode=True).encode("utf-8"), str(path), readme=README)
+        )
     except ConfigError as exc:
         problems = "; ".join(f"{i.path}: {i.message} (fix: {i.fix})" for i in exc.issues)
         raise RegistryError(f"{path} not changed: {problems}") from None
     _save_doc(path, doc)
+    return model
 
 
 def add_station(
@@ -667,6 +683,67 @@ def add_station(
         entry["keys"].append({"kid": kid, "public_key": public_key_b64(public_key), "state": "active"})
     _save_checked(path, doc)
     return kid
+
+
+def set_tt10_account(
+    path: Path,
+    station_id: str,
+    account: str | None = None,
+    *,
+    password_hash: str | None = None,
+    authorized_keys: list[str] | None = None,
+    quota_bytes: int | None = None,
+    max_files_per_minute: int | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> Tt10Account:
+    """Create or change a registered station's TT10 account (``tt10:`` on its entry); None leaves a field as
+    it is (``authorized_keys=[]`` removes the keys). The password is only ever a scrypt hash here
+    (broker_bridge/tt10/sources/accounts.py makes it). ``check`` sees the account entry before it is saved
+    (and raises to refuse it); then it is checked as the collector would load the file. A refused edit
+    leaves the file as it was. Returns the account as the registry now says it."""
+    path = Path(path)
+    doc = _load_doc(path)
+    entry = _station(doc, station_id, path)
+    current = dict(entry.get("tt10") or {})
+    name = account if account is not None else current.get("account")
+    if name is None:
+        raise RegistryError(f"{path}: station {station_id} has no TT10 account yet; give it a name (--account)")
+    for other_id, other in doc["stations"].items():
+        if other_id != station_id and (other.get("tt10") or {}).get("account") == name:
+            raise RegistryError(
+                f"{path} not changed: TT10 account {name} is station {other_id}'s; give {station_id} another name"
+            )
+    current["account"] = name
+    for key, value in (
+        ("password_hash", password_hash),
+        ("quota_bytes", quota_bytes),
+        ("max_files_per_minute", max_files_per_minute),
+    ):
+        if value is not None:
+            current[key] = value
+    if authorized_keys is not None:
+        current["authorized_keys"] = list(authorized_keys)
+        if not authorized_keys:
+            current.pop("authorized_keys")
+    if check is not None:
+        check(current)
+    entry["tt10"] = current
+    account_saved = _entries(_save_checked(path, doc))[station_id].tt10
+    assert account_saved is not None
+    return account_saved
+
+
+def remove_tt10_account(path: Path, station_id: str) -> str:
+    """Remove a registered station's TT10 account; returns its name. The bridge refuses its logins once it
+    re-reads the registry (at its next start)."""
+    path = Path(path)
+    doc = _load_doc(path)
+    entry = _station(doc, station_id, path)
+    if "tt10" not in entry:
+        raise RegistryError(f"{path}: station {station_id} has no TT10 account")
+    name = entry.pop("tt10").get("account")
+    _save_checked(path, doc)
+    return name
 
 
 def set_metadata(path: Path, station_id: str, edit: MetadataEdit) -> None:

@@ -68,8 +68,16 @@ class GeneratedConfigBroker(MosquittoServer):
 
 
 class SecuredBroker:
-    def __init__(self, tmp_path: Path, stations: list[str], tls: bool, require_certificate: bool) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        stations: list[str],
+        tls: bool,
+        require_certificate: bool,
+        bridge_users: dict[str, list[str]] | None = None,
+    ) -> None:
         self.tmp_path = tmp_path
+        self.bridge_users = bridge_users  # the registry's bridges: (TT10 ingest bridges) -> bound stations
         self.root = tmp_path / "broker"
         self.out = tmp_path / "broker-config"
         self.port = free_port()
@@ -100,6 +108,7 @@ class SecuredBroker:
             data_dir=self.root / "data",
             log_file=self.root / "mosquitto.log",
             run_as=None,  # the broker runs as the test's user, never as 'mosquitto'
+            bridge_users=self.bridge_users,
         )
 
     def address(
@@ -120,8 +129,10 @@ class SecuredBroker:
 def make_secured(tmp_path: Path) -> Iterator[Callable[..., SecuredBroker]]:
     brokers: list[SecuredBroker] = []
 
-    def _make(stations=(STATION_A, STATION_B), tls: bool = False, require_certificate: bool = False) -> SecuredBroker:
-        broker = SecuredBroker(tmp_path, list(stations), tls, require_certificate)
+    def _make(
+        stations=(STATION_A, STATION_B), tls: bool = False, require_certificate: bool = False, bridge_users=None
+    ) -> SecuredBroker:
+        broker = SecuredBroker(tmp_path, list(stations), tls, require_certificate, bridge_users)
         brokers.append(broker)
         broker.server.start()
         record_startup("Mosquitto (generated secure config)", broker.server.started_in_s)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from broker_bridge.tt10.sources.accounts import Account, AccountEntry, PasswordChecker, accounts_from_model
 from broker_bridge.tt10.sources.ftp_server import FtpSettings, FtpSource
-from broker_bridge.tt10.sources.homes import DEFAULT_HOLD_SUFFIXES, recover_leftovers
+from broker_bridge.tt10.sources.homes import DEFAULT_HOLD_SUFFIXES, HomeSweeper, recover_leftovers
 from broker_bridge.tt10.sources.limits import AccountLimits
 from broker_bridge.tt10.sources.pull import Puller, PullSettings
 from broker_bridge.tt10.sources.sftp_server import SftpSettings, SftpSource
@@ -83,6 +83,9 @@ class SourcesFile(_Strict):
     watch: list[WatchSection] = Field(default_factory=list)
     pull: list[PullSection] = Field(default_factory=list)
     accounts: dict[str, AccountEntry] = Field(default_factory=dict)
+    # a file left in a home this long after its last write (a partial upload never resumed, a file the
+    # sink refused and its logger never sent again) goes to the sink as interrupted and leaves the home
+    leftover_age_s: float = Field(3600.0, gt=0)
     # true: the accounts are the station registry's (`tt10:` on each station), read by
     # `quantrac bridge tt10 serve --registry`; an account here as well is refused there
     accounts_in_registry: bool = False
@@ -166,11 +169,12 @@ def load_sources_file(path: Path, *, check_files: bool = True) -> SourcesConfig:
 class RunningSources:
     ftp: FtpSource | None = None
     sftp: SftpSource | None = None
+    sweeper: HomeSweeper | None = None
     watchers: list[Watcher] = field(default_factory=list)
     pullers: list[Puller] = field(default_factory=list)
 
     def stop(self) -> None:
-        for part in [*self.pullers, *self.watchers, self.sftp, self.ftp]:
+        for part in [*self.pullers, *self.watchers, self.sweeper, self.sftp, self.ftp]:
             if part is not None:
                 part.stop()
 
@@ -210,6 +214,10 @@ def serve_sources(config: SourcesConfig, sink: UploadSink) -> RunningSources:
                 config.accounts, shared, settings_s, limits=limits, checker=checker, recover=False
             )
             running.sftp.start()
+        if m.ftp or m.sftp:
+            running.sweeper = HomeSweeper(
+                shared, config.accounts, transport="ftp" if m.ftp else "sftp", age_s=m.leftover_age_s
+            ).start()
         for w in m.watch:
             memory = _memory(m.state_dir, "watch", str(w.dir.resolve()), w.memory)
             ws = WatchSettings(w.dir, memory, w.settle_s, w.interval_s, dict(w.stations))

@@ -4,6 +4,7 @@ purpose (cut a transfer, ABOR, rename), with the standard library's ftplib."""
 from __future__ import annotations
 
 import ftplib
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from broker_bridge.broker_config import create_pki
 from broker_bridge.tt10.sources.accounts import Account, hash_password
 from broker_bridge.tt10.sources.ftp_server import FtpSettings, FtpSource
+from supervisor.process import wait_until
 from tests.broker_bridge.tt10.upload_recorder import RecordingSink
 from tests.helpers import require_tool
 
@@ -244,3 +246,73 @@ def test_226_only_after_the_sink_took_it_and_leftovers_are_taken_at_the_next_sta
     (upload,) = sink.uploads
     assert (upload.data, upload.interrupted, upload.peer) == (BODY, True, "leftover")
     assert not (accounts["hn_air"].root / NAME).exists()
+
+
+def test_a_partial_never_resumed_and_a_refused_file_leave_the_home_after_their_age(tmp_path):
+    """Stop 18 left it open: a kept partial stayed in the home until the next start, filling the account's
+    quota (a logger with a flaky link and a small quota was refused every file: 552), and a file the sink
+    refused waited there for a restart. HomeSweeper hands both to the sink, as at start, once they are
+    ``age_s`` old, and frees the quota; a younger one stays for its resume."""
+    from broker_bridge.tt10.sources.homes import HomeSweeper
+
+    accounts = make_accounts(tmp_path, hn_air={"quota_bytes": len(BODY)})
+    home = accounts["hn_air"].root
+    source, sink = start(tmp_path, accounts)
+    sweeper = HomeSweeper(sink, accounts, transport="ftp", age_s=60)
+    url = f"ftp://hn_air:correct%20horse@127.0.0.1:{source.port}/"
+    other = "HN_BKHN_KHIKXQ_20260325001000.txt"
+    try:
+        # An upload larger than the quota is cut at it and kept as interrupted, for a resume that never comes.
+        done = curl("-T", str(write(tmp_path, BODY * 2, NAME)), url)
+        assert done.returncode == 70 and "Exceeded storage allocation" in done.stderr, done.stderr  # 552
+        (cut,) = sink.wait_for(1)
+        assert (cut.interrupted, cut.data) == (True, BODY) and (home / NAME).read_bytes() == BODY
+        done = curl("-T", str(write(tmp_path, BODY, other)), url)
+        assert done.returncode != 0, done.stderr  # the home is full: every later file refused (552)
+        assert sweeper.sweep_once() == 0 and [p.name for p in home.iterdir()] == [NAME]  # too young: kept
+
+        old = home.stat().st_mtime - 3600
+        os.utime(home / NAME, (old, old))
+        assert sweeper.sweep_once() == 1
+        swept = sink.uploads[-1]
+        assert (swept.name, swept.data, swept.interrupted, swept.peer) == (NAME, BODY, True, "leftover")
+        assert list(home.iterdir()) == []
+        assert curl("-T", str(write(tmp_path, BODY, other)), url).returncode == 0  # the quota is free again
+        assert (sink.uploads[-1].name, sink.uploads[-1].data, sink.uploads[-1].interrupted) == (other, BODY, False)
+
+        # A file the sink refused (451) and its logger never sent again: taken by the sweep, not at a restart.
+        third = "HN_BKHN_KHIKXQ_20260325001500.txt"
+        sink.refuse = 1
+        assert "451" in curl("-T", str(write(tmp_path, BODY, third)), url).stderr
+        os.utime(home / third, (old, old))
+        count = len(sink.uploads)
+        sweeper = HomeSweeper(sink, accounts, transport="ftp", age_s=60, interval_s=0.1).start()
+        sink.wait_for(count + 1)
+        assert (sink.uploads[-1].name, sink.uploads[-1].data, sink.uploads[-1].peer) == (third, BODY, "leftover")
+        wait_until(lambda: not (home / third).exists(), timeout=5, what="the swept file to leave the home")
+    finally:
+        sweeper.stop()
+        source.stop()
+
+
+def test_a_leftover_written_to_while_it_is_taken_stays_in_the_home(tmp_path):
+    """A client appending (APPE) while the sweep hands the file on: the sweep's copy reaches the sink, the
+    file stays for its own upload (or the next sweep), never removed under the writer."""
+    from broker_bridge.tt10.sources.homes import recover_leftovers
+
+    accounts = make_accounts(tmp_path)
+    path = accounts["hn_air"].root / NAME
+    path.parent.mkdir(parents=True)
+    path.write_bytes(BODY[:20])
+    sink = RecordingSink(tmp_path / "sink")
+
+    class AppendingSink:
+        def take(self, upload):
+            sink.take(upload)
+            with open(path, "ab") as handle:  # the resume arrives meanwhile
+                handle.write(BODY[20:])
+
+    assert recover_leftovers(AppendingSink(), accounts, transport="ftp") == 1
+    assert sink.uploads[0].data == BODY[:20] and path.read_bytes() == BODY
+    assert recover_leftovers(sink, accounts, transport="ftp") == 1  # unchanged now: taken whole and removed
+    assert sink.uploads[1].data == BODY and not path.exists()

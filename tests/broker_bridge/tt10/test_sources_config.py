@@ -76,7 +76,7 @@ def test_serve_sources_runs_ftp_sftp_and_watch_in_front_of_one_sink(tmp_path):
     os.utime(watched, ns=(time.time_ns() - 10**11,) * 2)
     config_path = tmp_path / "sources.yaml"
     config_path.write_text(
-        f"state_dir: {tmp_path / 'state'}\nhomes_dir: {tmp_path / 'homes'}\n"
+        f"state_dir: {tmp_path / 'state'}\nhomes_dir: {tmp_path / 'homes'}\nleftover_age_s: 120\n"
         "ftp:\n  host: 127.0.0.1\n  port: 0\n  auth_failed_delay_s: 0\n"
         "sftp:\n  host: 127.0.0.1\n  port: 0\n"
         f"watch:\n  - dir: {tmp_path / 'province'}\n    settle_s: 1\n    interval_s: 0.2\n"
@@ -85,6 +85,8 @@ def test_serve_sources_runs_ftp_sftp_and_watch_in_front_of_one_sink(tmp_path):
     sink = RecordingSink(tmp_path / "sink")
     running = serve_sources(load_sources_file(config_path), sink)
     try:
+        # the homes' sweeper runs beside the servers, with the file's age (interval a quarter of it)
+        assert (running.sweeper.age_s, running.sweeper.interval_s) == (120, 30)
         body = tmp_path / "HN_AIR_1_20260325000500.txt"
         body.write_bytes(b"PM2,5\t23.4\tug/m3\t20260325000500\t00\r\n")
         curl = require_tool("curl", package="curl")
