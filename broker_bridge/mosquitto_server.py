@@ -263,3 +263,14 @@ class MosquittoServer(ServerProcess):
             stop_timeout=5,
         )
         return self
+
+
+class GeneratedConfigServer(MosquittoServer):
+    """A MosquittoServer that runs a generated mosquitto.conf (``quantrac broker config``) exactly as written."""
+
+    def __init__(self, root: Path, port: int, conf_file: Path) -> None:
+        super().__init__(root, port=port, allow_anonymous=False)
+        self.generated_conf = conf_file
+
+    def render_conf(self) -> str:
+        return self.generated_conf.read_text()
