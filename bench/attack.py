@@ -1,12 +1,22 @@
-"""An attacker with one station's broker access floods the collector with garbage: every payload ends as
-exactly one reject, the collector's memory stays flat, and a legitimate station's data keep flowing.
+"""The attack table against the collector and the broker, two ways.
 
-    .venv/bin/python bench/attack.py                      # 100,000 payloads (issue 11)
-    .venv/bin/python bench/attack.py --payloads 20000     # a quicker look
+    .venv/bin/python bench/attack.py                      # flood: 100,000 payloads (issue 11), its own servers
+    .venv/bin/python bench/attack.py flood --payloads 20000
+    .venv/bin/python bench/attack.py staging --broker mqtt.staging.example.vn:8883 --tls-ca pki/ca.crt \
+        --station QUANTRAC_ATTACK --broker-password-file QUANTRAC_ATTACK.password \
+        --station-key keys/QUANTRAC_ATTACK.key --other-station HN_AIR_001 --questdb-pg 10.0.0.5:8812
 
-Real QuestDB, Mosquitto and `quantrac collector run` (a process). The attacker publishes on its own
-station's data topic, at QoS 1, as fast as the broker takes it, payloads of seven kinds, each unique
-(a counter inside), so that "one reject each" is checkable by their SHA-256:
+``staging`` (bench/attack_staging.py) runs, with ONE station's broker password and signing key, every
+attack of docs/security.md that such a holder can try, against a deployment made by
+``quantrac broker config``, and prints one line per attack: PASS, FAIL or UNOBSERVED, what was tried,
+what was expected and what was observed; exit 1 if any FAIL. docs/security.md says what it leaves.
+
+``flood`` (the default) starts its own QuestDB, Mosquitto from the generated configuration (TLS
+listener, ACL, quantrac_acl plugin, size limits: as a staging deployment) and ``quantrac collector
+run`` (a process) over TLS with its own collector user; the attacker publishes, with one station's
+credentials over TLS, on its own station's data topic, at QoS 1, as fast as the broker takes it,
+payloads of seven kinds, each unique (a counter inside), so that "one reject each" is checkable by
+their SHA-256:
 
 * random bytes; truncated valid envelopes; valid envelopes with one bit flipped (bad signature);
   envelopes signed by a key nobody registered; msgpack of the wrong shape; a valid signature over a
@@ -23,35 +33,35 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import random
+import json
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import msgpack  # noqa: E402
-import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from attack_staging import DEFAULT_COLLECTOR_CLIENT_ID, Payloads, StagingRun, format_table, publish_all  # noqa: E402
 
+from broker_bridge.broker_config import TlsListener, create_pki, generate_broker_config  # noqa: E402
 from broker_bridge.envelope import BatchBody, Reading, seal  # noqa: E402
-from broker_bridge.keys import key_id, write_new_key  # noqa: E402
-from broker_bridge.mosquitto_server import MosquittoServer  # noqa: E402
+from broker_bridge.keys import KeyFileError, load_signing_key, write_new_key  # noqa: E402
+from broker_bridge.mosquitto_server import GeneratedConfigServer  # noqa: E402
+from broker_bridge.probe import Probe  # noqa: E402
+from broker_bridge.session import BrokerAddress  # noqa: E402
 from broker_bridge.topics import data_topic  # noqa: E402
-from cli.processes import collector_process  # noqa: E402
+from cli.logging_setup import configure_logging  # noqa: E402
+from cli.processes import quantrac  # noqa: E402
 from collector.registry import add_station  # noqa: E402
-from store.questdb_server import QuestDBServer  # noqa: E402
+from store.questdb_server import QuestDBEndpoints, QuestDBServer  # noqa: E402
 from store.schema import ensure_schema  # noqa: E402
-from supervisor.process import wait_until  # noqa: E402
+from supervisor.process import ManagedProcess, free_port, wait_until  # noqa: E402
 
 ATTACKER, LEGIT = "ATTACK_B", "LEGIT_A"
-KINDS = ("random", "truncated", "bit_flip", "unknown_key", "wrong_shape", "contract", "huge")
+COLLECTOR_USER = "quantrac-collector"
 
 
 def rss_mb(pid: int) -> float:
@@ -67,124 +77,100 @@ def query(conninfo: str, text: str, params=None) -> list[tuple]:
         return conn.execute(text, params).fetchall()
 
 
-class Payloads:
-    """Unique garbage of every kind, cheap enough to make 100,000 in seconds."""
-
-    def __init__(self, attacker_key, rng: random.Random) -> None:
-        self.key = attacker_key
-        self.stranger = Ed25519PrivateKey.generate()
-        self.rng = rng
-
-    def body(self, n: int, status: str = "00") -> BatchBody:
-        now = time.time_ns()
-        return BatchBody(ATTACKER, n + 1, now, (Reading(now - n, "d", "SO2", float(n), "ug/m3", status, ""),))
-
-    def make(self, n: int) -> tuple[str, bytes]:
-        kind = "huge" if n % 1000 == 999 else KINDS[n % (len(KINDS) - 1)]
-        tag = n.to_bytes(8, "big")
-        if kind == "random":
-            return kind, tag + self.rng.randbytes(self.rng.randrange(1, 400))
-        if kind == "huge":
-            return kind, tag + os.urandom(900 * 1024)
-        if kind == "wrong_shape":
-            return kind, msgpack.packb({"v": 1, "n": n, "body": [n, "x"] * self.rng.randrange(1, 5)})
-        if kind == "unknown_key":
-            return kind, seal(self.body(n), key_id(self.stranger.public_key()), self.stranger)
-        if kind == "contract":
-            return kind, seal(self.body(n, status="07"), self.key.key_id, self.key.private_key)
-        good = bytearray(seal(self.body(n), self.key.key_id, self.key.private_key))
-        if kind == "truncated":
-            return kind, bytes(good[: self.rng.randrange(len(good) - 60, len(good) - 1)])  # cut in the signature
-        good[self.rng.randrange(len(good) - 70, len(good))] ^= 1 << self.rng.randrange(8)  # in the signature
-        return kind, bytes(good)
-
-
-def publish_all(port: int, client_id: str, items: list[bytes], topic: str) -> float:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    t0 = time.monotonic()
-    try:
-        for start in range(0, len(items), 5000):  # in steps, so paho's own queue stays small
-            infos = [client.publish(topic, payload, qos=1) for payload in items[start : start + 5000]]
-            for info in infos:
-                info.wait_for_publish(timeout=120)
-                if not info.is_published():
-                    raise RuntimeError(f"the broker did not acknowledge publish {info.mid}: {info.rc}")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return time.monotonic() - t0
-
-
 class Legitimate(threading.Thread):
     """A station that keeps sending a signed batch every ``interval`` seconds."""
 
-    def __init__(self, port: int, key, interval: float = 0.5) -> None:
+    def __init__(self, address: BrokerAddress, key, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.port, self.key, self.interval = port, key, interval
+        self.address, self.key, self.interval = address, key, interval
         self.stop = threading.Event()
         self.sent = 0
 
     def run(self) -> None:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"legit-{uuid.uuid4().hex[:6]}",
-                             protocol=mqtt.MQTTv5)  # fmt: skip
-        client.connect("127.0.0.1", self.port)
-        client.loop_start()
+        probe = Probe(self.address)
+        probe.connect(timeout=15)
         try:
             while not self.stop.is_set():
                 self.sent += 1
                 now = time.time_ns()
                 body = BatchBody(LEGIT, self.sent, now, (Reading(now, "d", "PM10", 42.0, "ug/m3", "00", ""),))
-                client.publish(data_topic(LEGIT), seal(body, self.key.key_id, self.key.private_key), qos=1)
+                probe.client.publish(data_topic(LEGIT), seal(body, self.key.key_id, self.key.private_key), qos=1)
                 self.stop.wait(self.interval)
         finally:
-            client.disconnect()
-            client.loop_stop()
+            probe.close()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--payloads", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, QuestDB)")
-    args = ap.parse_args()
+class Deployment:
+    """QuestDB, Mosquitto from `quantrac broker config`'s files (TLS) and `quantrac collector run` over TLS."""
+
+    def __init__(self, tmp: Path, stations: list[str]) -> None:
+        self.tmp = tmp
+        self.qdb = QuestDBServer(tmp / "questdb")
+        self.pki = create_pki(tmp / "tls")
+        self.tls_port, plain_port = free_port(), free_port()
+        # as generated by default: a plain loopback listener for local tools (the start-up check), TLS for the rest
+        self.config = generate_broker_config(
+            tmp / "broker-config", stations, collector_users=(COLLECTOR_USER,),
+            plain_listener=("127.0.0.1", plain_port),
+            tls=TlsListener(self.pki.ca_cert, self.pki.server_cert, self.pki.server_key, port=self.tls_port,
+                            host="127.0.0.1"),
+            data_dir=tmp / "broker" / "data", log_file=tmp / "broker" / "mosquitto.log", run_as=None,
+        )  # fmt: skip
+        self.broker = GeneratedConfigServer(tmp / "broker", plain_port, self.config.conf_file)
+        self.collector: ManagedProcess | None = None
+
+    def address(self, user: str) -> BrokerAddress:
+        base = BrokerAddress("127.0.0.1", self.tls_port).with_credentials(user, self.config.credential_file(user))
+        return base.with_tls(self.pki.ca_cert)
+
+    def start(self, registry: Path) -> None:
+        self.qdb.start()
+        self.broker.start()
+        ensure_schema(self.qdb.endpoints.pg_conninfo)
+        log = self.tmp / "collector.log"
+        argv = quantrac(
+            "collector", "run", "--registry", registry, "--broker", f"127.0.0.1:{self.tls_port}",
+            "--tls-ca", self.pki.ca_cert, "--broker-user", COLLECTOR_USER,
+            "--broker-password-file", self.config.credential_file(COLLECTOR_USER),
+            "--questdb", f"127.0.0.1:{self.qdb.endpoints.http_port}",
+            "--questdb-pg", f"127.0.0.1:{self.qdb.endpoints.pg_port}", "--client-id", "attack-collector",
+        )  # fmt: skip
+        self.collector = ManagedProcess(argv, log_path=log, name="collector").start()
+        wait_until(lambda: '"event": "mqtt_connected"' in log.read_text(), timeout=60, what="collector connected",
+                   process=self.collector)  # fmt: skip
+
+    def stop(self) -> None:
+        if self.collector is not None:
+            self.collector.stop(timeout=30)
+        self.broker.stop()
+        self.qdb.stop()
+
+
+def flood(args) -> int:
+    import random
+
+    configure_logging("warning")
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="quantrac-attack-"))
-    qdb, broker = (
-        QuestDBServer(tmp / "questdb"),
-        MosquittoServer(tmp / "mosquitto", extra_conf="message_size_limit 1048576"),
-    )
-    collector = None
+    deployment = Deployment(tmp, [ATTACKER, LEGIT])
     try:
-        qdb.start()
-        broker.start()
-        pg = qdb.endpoints.pg_conninfo
-        ensure_schema(pg)
         registry = tmp / "registry.yaml"
         attacker_key, legit_key = write_new_key(tmp / "attacker.key"), write_new_key(tmp / "legit.key")
         add_station(registry, ATTACKER, attacker_key.public_key)
         add_station(registry, LEGIT, legit_key.public_key)
-        log = tmp / "collector.log"
-        collector = collector_process(
-            registry, f"127.0.0.1:{broker.port}", f"127.0.0.1:{qdb.endpoints.http_port}",
-            f"127.0.0.1:{qdb.endpoints.pg_port}", log, client_id="attack-collector",
-        ).start()  # fmt: skip
-        wait_until(lambda: '"event": "mqtt_connected"' in log.read_text(), timeout=60, what="collector connected",
-                   process=collector)  # fmt: skip
+        deployment.start(registry)
+        pg = deployment.qdb.endpoints.pg_conninfo
+        collector = deployment.collector
         pid = collector.pid
         t_make = time.monotonic()
-        maker = Payloads(attacker_key, rng)
-        made = [maker.make(n) for n in range(args.payloads)]
-        payloads = [p for _, p in made]
+        maker = Payloads(ATTACKER, attacker_key, rng)
+        payloads = [p for _, p in (maker.make(n) for n in range(args.payloads))]
         digests = {hashlib.sha256(p).hexdigest() for p in payloads}
         assert len(digests) == len(payloads), "the payloads must be unique"
-        print(f"attack: {len(payloads):,} payloads made in {time.monotonic() - t_make:.1f} s; "
-              f"collector RSS at rest {rss_mb(pid):.0f} MB", flush=True)  # fmt: skip
+        print(f"attack: {len(payloads):,} payloads made in {time.monotonic() - t_make:.1f} s; over TLS "
+              f"(generated config); collector RSS at rest {rss_mb(pid):.0f} MB", flush=True)  # fmt: skip
 
-        legit = Legitimate(broker.port, legit_key)
+        legit = Legitimate(deployment.address(LEGIT), legit_key)
         legit.start()
         samples: list[tuple[float, float]] = []
         sampling = threading.Event()
@@ -197,7 +183,7 @@ def main() -> int:
         sampler = threading.Thread(target=sample, daemon=True)
         t0 = time.monotonic()
         sampler.start()
-        pub_s = publish_all(broker.port, f"attacker-{uuid.uuid4().hex[:6]}", payloads, data_topic(ATTACKER))
+        pub_s = publish_all(deployment.address(ATTACKER), payloads, data_topic(ATTACKER))
         print(f"  published in {pub_s:.1f} s ({len(payloads) / pub_s:,.0f}/s)", flush=True)
         count_sql = "SELECT count(), count_distinct(payload_sha256) FROM rejects WHERE claimed_station = %s"
 
@@ -234,14 +220,75 @@ def main() -> int:
         print(f"verdict: {'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1
     finally:
-        if collector is not None:
-            collector.stop(timeout=30)
-        broker.stop()
-        qdb.stop()
+        deployment.stop()
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def staging(args) -> int:
+    configure_logging("warning")  # events to stderr: stdout is the report
+    try:
+        address = BrokerAddress.parse(args.broker).with_credentials(args.station, args.broker_password_file)
+        address = address.with_tls(args.tls_ca, args.tls_cert, args.tls_key)
+        key = load_signing_key(args.station_key)
+    except (ValueError, KeyFileError) as exc:
+        print(f"attack.py staging: {exc}", file=sys.stderr)
+        return 2
+    if address.tls is None:
+        print("attack.py staging: no --tls-ca: the attacks run over a plain listener", file=sys.stderr)
+    pg = None
+    if args.questdb_pg:
+        pg = QuestDBEndpoints.at(args.questdb_pg).pg_conninfo
+        if args.questdb_user:
+            password = Path(args.questdb_password_file).read_text().strip() if args.questdb_password_file else ""
+            pg = pg.replace("user=admin password=quest", f"user={args.questdb_user} password={password}")
+    run = StagingRun(
+        address, key, other_station=args.other_station, pg_conninfo=pg, collector_client_id=args.collector_client_id,
+        flood=args.flood, listen_s=args.listen_s, wait_s=args.wait_s, run_id=args.run_id,
+    )  # fmt: skip
+    run.run()
+    if args.json:
+        print(json.dumps(run.report(), indent=2))
+    else:
+        for line in format_table(run.results):
+            print(line)
+        counts = {v: sum(r.verdict == v for r in run.results) for v in ("PASS", "FAIL", "UNOBSERVED")}
+        print(f"summary: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['UNOBSERVED']} UNOBSERVED")
+        for line in run.cleanup_note():
+            print(line)
+    return 1 if run.failed() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="mode")
+    fl = sub.add_parser("flood", help="the 100,000-payload flood against servers of its own (the default)")
+    st = sub.add_parser("staging", help="the attack table against a running deployment, with one station's access")
+    for parser in (ap, fl):
+        parser.add_argument("--payloads", type=int, default=100_000)
+        parser.add_argument("--seed", type=int, default=11)
+        parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, QuestDB)")
+    st.add_argument("--broker", required=True, help="the stations' listener, HOST:PORT (TLS: 8883)")
+    st.add_argument("--tls-ca", type=Path, help="CA of the broker's certificate (always verified)")
+    st.add_argument("--tls-cert", type=Path, help="the station's client certificate (--require-certificate)")
+    st.add_argument("--tls-key", type=Path)
+    st.add_argument("--station", required=True, help="the one station whose credentials are used (no agent running)")
+    st.add_argument("--broker-password-file", type=Path, required=True, help="its credentials/<station>.password")
+    st.add_argument("--station-key", type=Path, required=True, help="its Ed25519 private key (signs the bad batches)")
+    st.add_argument("--other-station", help="a real other station to pose as (default: a made-up id)")
+    st.add_argument("--collector-client-id", default=DEFAULT_COLLECTOR_CLIENT_ID, help="the collector's --client-id")
+    st.add_argument("--questdb-pg", help="QuestDB PostgreSQL wire HOST:PORT: check each reject and the flood's")
+    st.add_argument("--questdb-user", help="a read-only QuestDB user (default admin)")
+    st.add_argument("--questdb-password-file", type=Path)
+    st.add_argument("--flood", type=int, default=200, help="garbage payloads in the bounded flood (0: none)")
+    st.add_argument("--listen-s", type=float, default=5.0, help="how long to listen for other stations' messages")
+    st.add_argument("--wait-s", type=float, default=60.0, help="how long to wait for the collector's rejects")
+    st.add_argument("--run-id", help="names the marker quantrac-attack-<run id> (default: time + random)")
+    st.add_argument("--json", action="store_true", help="print the report as JSON (with every payload's SHA-256)")
+    args = ap.parse_args(argv)
+    return staging(args) if args.mode == "staging" else flood(args)
 
 
 if __name__ == "__main__":

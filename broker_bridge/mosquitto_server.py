@@ -395,3 +395,14 @@ class ConfiguredMosquitto(ServerProcess):
         """SIGHUP: Mosquitto re-reads its password file and ACL (listeners and queues need a restart)."""
         if self.pid is not None and self.running:
             os.kill(self.pid, signal.SIGHUP)
+
+
+class GeneratedConfigServer(MosquittoServer):
+    """A MosquittoServer that runs a generated mosquitto.conf (``quantrac broker config``) exactly as written."""
+
+    def __init__(self, root: Path, port: int, conf_file: Path) -> None:
+        super().__init__(root, port=port, allow_anonymous=False)
+        self.generated_conf = conf_file
+
+    def render_conf(self) -> str:
+        return self.generated_conf.read_text()

@@ -185,6 +185,18 @@ def ledger_ranges(conninfo: str) -> list[tuple[str, int, int]]:
         ).fetchall()
 
 
+def batches_received_since(conninfo: str, since: datetime, except_station: str | None = None) -> int:
+    """How many batches the collectors committed with ``received_at`` at or after ``since`` (other stations'
+    only, with ``except_station``): proof that a collector kept committing (bench/attack.py staging)."""
+    sql = "SELECT count() FROM batches WHERE received_at >= %s"
+    params: list[object] = [_bounded(since)]
+    if except_station is not None:
+        sql += " AND station != %s"
+        params.append(except_station)
+    with connect(conninfo) as conn:
+        return conn.execute(sql, params).fetchone()[0]
+
+
 def open_gaps(conninfo: str) -> list[tuple[str, int, int, int]]:
     """(station, first missing, last missing, seen ns) of every gap not closed yet: asked for again after a restart."""
     with connect(conninfo) as conn:

@@ -14,15 +14,11 @@ import signal
 import ssl
 import stat
 import subprocess
-import threading
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.reasoncodes import ReasonCode
 
 from broker_bridge.broker_config import (
     GeneratedBrokerConfig,
@@ -36,8 +32,9 @@ from broker_bridge.broker_config import (
     verify_password,
 )
 from broker_bridge.keys import write_new_key
-from broker_bridge.mosquitto_server import MosquittoServer
-from broker_bridge.session import BrokerAddress, connect_properties, disconnect_and_stop
+from broker_bridge.mosquitto_server import GeneratedConfigServer, MosquittoServer
+from broker_bridge.probe import NO_MATCHING_SUBSCRIBERS, NOT_AUTHORIZED, Probe, drain
+from broker_bridge.session import BrokerAddress
 from broker_bridge.topics import data_subscription, data_topic, status_topic
 from cli.broker import broker_config
 from collector.registry import add_station
@@ -49,22 +46,12 @@ STATION_A = "HN_AIR_001"
 STATION_B = "HCM_WW_002"
 COLLECTOR = "quantrac-collector"
 AGGREGATOR = "quantrac-aggregator"
-NOT_AUTHORIZED = 0x87  # MQTT v5 reason code 135
-NO_MATCHING_SUBSCRIBERS = 0x10
 
 
 # -- a broker running the generated configuration --------------------------------------
 
 
-class GeneratedConfigBroker(MosquittoServer):
-    """MosquittoServer that runs a generated mosquitto.conf exactly as written."""
-
-    def __init__(self, root: Path, port: int, conf_file: Path) -> None:
-        super().__init__(root, port=port, allow_anonymous=False)
-        self.generated_conf = conf_file
-
-    def render_conf(self) -> str:
-        return self.generated_conf.read_text()
+GeneratedConfigBroker = GeneratedConfigServer  # the name the other tests import
 
 
 class SecuredBroker:
@@ -145,76 +132,7 @@ def make_secured(tmp_path: Path) -> Iterator[Callable[..., SecuredBroker]]:
             b.server.stop()
 
 
-# -- an MQTT v5 client that reports what the broker answered -----------------------------
-
-
-class Probe:
-    def __init__(self, address: BrokerAddress, client_id: str | None = None, persistent: bool = False) -> None:
-        self.address = address
-        self.persistent = persistent
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"probe-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5,
-        )
-        if address.username is not None:
-            self.client.username_pw_set(address.username, address.password)
-        if address.tls is not None:
-            # the same settings as broker_bridge.session.connect_async
-            self.client.tls_set(
-                ca_certs=str(address.tls.ca_file),
-                certfile=str(address.tls.cert_file) if address.tls.cert_file else None,
-                keyfile=str(address.tls.key_file) if address.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        self.connacks: queue.Queue[ReasonCode] = queue.Queue()
-        self.session_present: bool | None = None
-        self.disconnects: queue.Queue[ReasonCode] = queue.Queue()
-        self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
-        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self._pubacks: dict[int, ReasonCode] = {}
-        self._cond = threading.Condition()
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnects.put(rc)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.put(rcs)
-        self.client.on_message = lambda c, u, m: self.messages.put(m)
-        self.client.on_publish = self._on_publish
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.session_present = flags.session_present
-        self.connacks.put(reason_code)
-
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        with self._cond:
-            self._pubacks[mid] = reason_code
-            self._cond.notify_all()
-
-    def connect(self, timeout: float = 5.0) -> ReasonCode:
-        """The CONNACK's reason code.  TLS failures raise from paho's connect()."""
-        self.client.connect(
-            self.address.host,
-            self.address.port,
-            keepalive=30,
-            clean_start=not self.persistent,
-            properties=connect_properties() if self.persistent else None,
-        )
-        self.client.loop_start()
-        return self.connacks.get(timeout=timeout)
-
-    def publish(self, topic: str, payload: bytes, timeout: float = 5.0, retain: bool = False) -> ReasonCode:
-        """Publish at QoS 1 and return the PUBACK's reason code."""
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
-        with self._cond:
-            assert self._cond.wait_for(lambda: info.mid in self._pubacks, timeout), f"no PUBACK for {topic}"
-            return self._pubacks.pop(info.mid)
-
-    def subscribe(self, topic_filter: str, timeout: float = 5.0) -> list[ReasonCode]:
-        self.client.subscribe(topic_filter, qos=1)
-        return self.subacks.get(timeout=timeout)
-
-    def close(self) -> None:
-        disconnect_and_stop(self.client)
+# -- clients that report what the broker answered (broker_bridge/probe.py) ---------------------
 
 
 @pytest.fixture
@@ -238,15 +156,6 @@ def connected(probes, address: BrokerAddress, **kwargs) -> Probe:
     rc = p.connect()
     assert not rc.is_failure, f"{address.username} could not connect: {rc}"
     return p
-
-
-def drain(q: queue.Queue) -> list:
-    items = []
-    while True:
-        try:
-            items.append(q.get_nowait())
-        except queue.Empty:
-            return items
 
 
 # -- users and ACL -------------------------------------------------------------------------
