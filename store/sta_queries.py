@@ -163,10 +163,15 @@ def datastreams(conn: psycopg.Connection, station: str | None = None) -> list[tu
 
 
 def newest_births(conn: psycopg.Connection, station: str | None = None) -> dict[str, str]:
-    """Station -> the JSON body of its newest birth (``online``) message: it names each device's profile."""
+    """Station -> the JSON body of its newest birth message: it names each device's profile and range.
+
+    Periodic statuses and re-send reports are ``online`` too; their bodies carry an ``"outbox"`` or
+    ``"resend"`` key (broker_bridge/station_messages.py), which a birth's never does (inside a JSON
+    string a quote is escaped), so they are filtered out before ``LATEST ON`` picks the newest."""
     where, params = ("", ()) if station is None else (" AND station = %s", (station,))
     rows = conn.execute(
-        f"SELECT station, payload FROM station_events WHERE state = 'online'{where} LATEST ON ts PARTITION BY station",
-        params,
+        "SELECT station, payload FROM station_events WHERE state = 'online'"
+        f" AND payload NOT LIKE %s AND payload NOT LIKE %s{where} LATEST ON ts PARTITION BY station",
+        ('%"outbox":%', '%"resend":%', *params),
     ).fetchall()
     return {s: payload for s, payload in rows if payload}
