@@ -365,6 +365,9 @@ class Collector:
                 self._next_ledger_refresh = time.monotonic() + self.config.ledger_refresh_s
                 try:
                     self.sequences.merge_ledger(ledger_ranges(self.config.pg_conninfo))
+                    # The other members' births (the status topic is shared too): their analyzer ranges.
+                    window = max(60, int(self.config.ledger_refresh_s * 6))
+                    self.analyzer_ranges.seed(newest_births(self.config.pg_conninfo, within_s=window))
                 except WarehouseUnavailable as exc:  # the receipts wait; the data path must not
                     log.warning("ledger_refresh_failed", error=str(exc), client_id=self.config.client_id)
         self._watch_wal()

@@ -99,11 +99,12 @@ def highest_station_sessions(conninfo: str) -> dict[str, int]:
         }
 
 
-def newest_births(conninfo: str) -> dict[str, str]:
-    """Station -> the JSON body of its newest birth: the analyzer ranges the collector applies after a
-    restart (collector/analyzer_ranges.py)."""
+def newest_births(conninfo: str, within_s: int | None = None) -> dict[str, str]:
+    """Station -> the JSON body of its newest birth (received in the last ``within_s`` seconds): the
+    analyzer ranges the collector applies after a restart (collector/analyzer_ranges.py), and what
+    the members of a share group learn of each other's births."""
     with connect(conninfo) as conn:
-        return sta_queries.newest_births(conn)
+        return sta_queries.newest_births(conn, within_s=within_s)
 
 
 def station_overview(conninfo: str) -> list[StationOverview]:

@@ -33,7 +33,7 @@ def birth(station: str, session: int, high: float) -> Birth:
 
 
 def test_the_newest_birth_is_found_behind_newer_statuses_and_reports(warehouse):
-    station, other = unique_station("ST_BIRTHS"), unique_station("ST_NOBIRTH")
+    station, other, recent = unique_station("ST_BIRTHS"), unique_station("ST_NOBIRTH"), unique_station("ST_RECENT")
     now = time.time_ns()
     state = StationState(OutboxStatus(0, 0, 0, 0, 0, 0, 1 << 30, 0.0, 0.0, 0, 0, 0), None, {}, 0, None, 0)
     events = [
@@ -43,6 +43,7 @@ def test_the_newest_birth_is_found_behind_newer_statuses_and_reports(warehouse):
         (now - 2 * M, station, ResendReport(station, 2, now, 1, 2, 0, ((1, 2),))),
         (now - 1 * M, station, Will(station, 2, planned=True)),
         (now - 1 * M, other, Status(other, 1, now, state)),
+        (now - 10 * 10**9, recent, birth(recent, 1, 300.0)),
     ]
     writer = WarehouseWriter(warehouse.ilp_conf)
     try:
@@ -55,11 +56,13 @@ def test_the_newest_birth_is_found_behind_newer_statuses_and_reports(warehouse):
         writer.close()
     wait_for_count(
         warehouse.pg_conninfo,
-        "SELECT count() FROM station_events WHERE station IN (%s, %s)",
-        6,
-        params=(station, other),
+        "SELECT count() FROM station_events WHERE station IN (%s, %s, %s)",
+        7,
+        params=(station, other, recent),
     )
     found = newest_births(warehouse.pg_conninfo)
     newest = Birth.parse(found[station].encode())  # raises if a status or re-send report came back
     assert newest.session == 2 and newest.description.ranges[0].high == 800.0
-    assert other not in found
+    assert other not in found and recent in found
+    latest = newest_births(warehouse.pg_conninfo, within_s=120)  # what a share group's member polls
+    assert recent in latest and station not in latest and other not in latest
