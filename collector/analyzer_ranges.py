@@ -32,17 +32,20 @@ class AnalyzerRanges:
     """Station -> its newest birth's ranges; ``current()`` is what ``ThresholdSource`` applies.
 
     ``current()`` returns the same mapping until a range changes (the thresholds compare it by
-    identity, as they do the registry's kinds). Not thread-safe: the flush loop is its caller.
+    identity, as they do the registry's kinds, and apply it at their next reload, in the same
+    flush). A change costs the station's own ranges, not all of them: the mapping is a new view of
+    one dict updated in place. Not thread-safe: the flush loop is its caller.
     """
 
     def __init__(self) -> None:
         self._stations: dict[str, tuple[int, tuple[MeasuringRange, ...]]] = {}
-        self._current: Mapping[RangeKey, tuple[float, float, str]] = MappingProxyType({})
+        self._by_key: dict[RangeKey, tuple[float, float, str]] = {}
+        self._current: Mapping[RangeKey, tuple[float, float, str]] = MappingProxyType(self._by_key)
 
     def current(self) -> Mapping[RangeKey, tuple[float, float, str]]:
         return self._current
 
-    def learn(self, birth: Birth) -> bool:
+    def learn(self, birth: Birth, quiet: bool = False) -> bool:
         """Take the ranges of a verified birth; True when the ranges in force changed."""
         ranges = birth.description.ranges if birth.description is not None else ()
         known = self._stations.get(birth.station)
@@ -51,13 +54,13 @@ class AnalyzerRanges:
         self._stations[birth.station] = (birth.session, ranges)
         if known is not None and known[1] == ranges:
             return False
-        self._current = MappingProxyType(
-            {
-                (station, r.device, r.parameter, r.unit): (r.low, r.high, r.profile)
-                for station, (_session, kept) in self._stations.items()
-                for r in kept
-            }
-        )
+        for r in known[1] if known is not None else ():
+            self._by_key.pop((birth.station, r.device, r.parameter, r.unit), None)
+        for r in ranges:
+            self._by_key[birth.station, r.device, r.parameter, r.unit] = (r.low, r.high, r.profile)
+        self._current = MappingProxyType(self._by_key)  # a new identity: the thresholds apply it
+        if quiet:
+            return True
         log.info(
             "analyzer_ranges_learnt",
             station=birth.station,
@@ -78,7 +81,7 @@ class AnalyzerRanges:
                 log.warning("stored_birth_unreadable", station=station, error=str(exc))
                 continue
             if isinstance(message, Birth) and message.station == station:
-                self.learn(message)
+                self.learn(message, quiet=True)  # one line for all: the caller's analyzer_ranges_seeded
         return sum(1 for _session, ranges in self._stations.values() if ranges)
 
     def __len__(self) -> int:

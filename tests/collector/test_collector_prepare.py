@@ -306,3 +306,11 @@ def test_in_flight_messages_count_against_memory_and_come_back_in_order():
     assert [i.mid for i in again] == [2, 3]
     held.settled(again)
     assert held.held() == 3 and not held.full()
+
+
+def test_a_birth_naming_one_range_twice_is_learnt_and_replaced_without_error():
+    ranges = AnalyzerRanges()
+    twice = ranged_birth(1, time.time_ns(), ((0.0, 800.0), (0.0, 900.0)))  # the later entry wins
+    assert ranges.learn(twice) is True
+    assert ranges.current() == {(STATION, "aqms1", "PM10", "ug/m3"): (0.0, 900.0, "demo-pm")}
+    assert ranges.learn(ranged_birth(2, time.time_ns(), ())) is True and ranges.current() == {}
