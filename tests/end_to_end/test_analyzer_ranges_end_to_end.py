@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from broker_bridge.topics import status_topic
 from cli.processes import collector_process
 from firmware_sim.analyzer import read_truth
 from supervisor.process import wait_until
@@ -59,6 +61,18 @@ def start_collector(station: Station, tmp_path, name: str):
 
 def log_events(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def forget_retained_birth(station: Station) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"clear-{station.id}", protocol=mqtt.MQTTv5)
+    host, port = station.broker.split(":")
+    client.connect(host, int(port))
+    client.loop_start()
+    try:
+        client.publish(status_topic(station.id), b"", qos=1, retain=True).wait_for_publish(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def polls(station: Station) -> int:
@@ -117,9 +131,11 @@ def test_the_ranges_survive_a_collector_restart(tmp_path, station):
         agent = station.agent()
         wait_until(lambda: birth_seen(station), timeout=30, what="the birth with ranges stored")
         first.stop(timeout=20)
+        forget_retained_birth(station)  # as hours later, when the retained message is a status: no birth to resend
         second = start_collector(station, tmp_path, "collector-2")
         seeded = [e for e in log_events(second.log_path) if e.get("event") == "analyzer_ranges_seeded"]
-        assert [(e["stations"], e["ranges"]) for e in seeded] == [(1, 6)]  # read back from station_events
+        # Read back from station_events: this station's 6 ranges, and those of other tests' stations.
+        assert len(seeded) == 1 and seeded[0]["stations"] >= 1 and seeded[0]["ranges"] >= 6, seeded
         serve(sim, station, 1200.0)
         serve(sim, station, None, 1)
         agent.stop(timeout=20)
