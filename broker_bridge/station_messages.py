@@ -21,6 +21,7 @@ with its name. Layout and test vectors: docs/wire-format.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal
@@ -54,6 +55,7 @@ MAX_SIGNED_STATUS_BYTES = MAX_STATUS_BYTES + 256
 # and a key holder needs over eight million signed messages to push a station to 2^63-1.
 MAX_SESSION_JUMP = 1 << 40
 MAX_DEVICES = 1024
+MAX_RANGES = 4096  # measuring ranges in one birth (a real station: a few analyzers x 20 values)
 MAX_NOT_KEPT_RANGES = 10_000
 State = Literal["online", "offline"]
 
@@ -113,23 +115,57 @@ class DeviceDescription:
 
 
 @dataclass(frozen=True, slots=True)
+class MeasuringRange:
+    """One value's measuring range as the device's analyzer profile states it (``range:``), in its unit."""
+
+    device: str
+    parameter: str
+    unit: str
+    low: float
+    high: float
+    profile: str  # the profile it comes from, named in the collector's flag 4 cause
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], path: str) -> MeasuringRange:
+        def text(key: str) -> str:
+            return as_str(require(doc, key, f"{path}.{key}"), f"{path}.{key}", 64)
+
+        def number(key: str) -> float:
+            value = as_float(require(doc, key, f"{path}.{key}"), f"{path}.{key}")
+            if not math.isfinite(value):
+                raise MessageError("schema", f"{path}.{key}", f"must be finite, got {value}")
+            return value
+
+        low, high = number("low"), number("high")
+        if not low < high:
+            raise MessageError("schema", path, f"low {low:g} must be below high {high:g}")
+        return cls(text("device"), text("parameter"), text("unit"), low, high, text("profile"))
+
+
+@dataclass(frozen=True, slots=True)
 class StationDescription:
-    """What a birth says about the station: which analyzers, on which profiles."""
+    """What a birth says about the station: which analyzers, on which profiles, with which ranges."""
 
     name: str
     kind: str  # one of vocabulary.stations.STATION_KINDS
     devices: tuple[DeviceDescription, ...]
     profiles_sha256: str  # identifies exactly which analyzer models the station runs
+    # Each value's measuring range from its profile (the collector fails a value outside it, flag 4);
+    # empty from agents before ranges, and then not sent, so their births stay byte for byte as they were.
+    ranges: tuple[MeasuringRange, ...] = ()
 
     FIELDS: ClassVar[tuple[str, ...]] = ("name", "kind", "devices", "profiles_sha256")
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "devices": [asdict(d) for d in self.devices],
             "profiles_sha256": self.profiles_sha256,
         }
+        if self.ranges:
+            doc["ranges"] = [asdict(r) for r in self.ranges]
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> StationDescription:
@@ -150,7 +186,11 @@ class StationDescription:
         digest = as_str(require(doc, "profiles_sha256", "profiles_sha256"), "profiles_sha256", 64)
         if len(digest) != 64 or digest.strip("0123456789abcdef"):
             raise MessageError("schema", "profiles_sha256", f"must be 64 lower-case hex digits, got {digest!r}")
-        return cls(as_str(require(doc, "name", "name"), "name"), kind, tuple(devices), digest)
+        ranges = tuple(
+            MeasuringRange.from_json(as_object(item, f"ranges[{i}]"), f"ranges[{i}]")
+            for i, item in enumerate(as_list(doc.get("ranges", []), "ranges", MAX_RANGES))
+        )
+        return cls(as_str(require(doc, "name", "name"), "name"), kind, tuple(devices), digest, ranges)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +210,7 @@ class Birth(_Parsed):
 
     @classmethod
     def _from_json(cls, header: Header, doc: dict[str, Any]) -> Birth:
-        described = any(k in doc for k in StationDescription.FIELDS)
+        described = any(k in doc for k in (*StationDescription.FIELDS, "ranges"))
         return cls(
             header.station, header.session, _optional_ts(doc), StationDescription.from_json(doc) if described else None
         )

@@ -248,17 +248,30 @@ def broker_config(
         )
     if tls is None:
         echo("WARNING: no TLS listener; use --tls-ca/--tls-cert/--tls-key for stations outside this host")
-    echo(
-        f"install: copy mosquitto.conf, passwd and acl to {config_dir or result.out_dir.resolve()}, "
-        f"chown them (and the TLS files) to user {run_as} with mode 0600, then restart Mosquitto; "
-        "after adding stations or rotating, copying passwd and acl and sending SIGHUP is enough"
-    )
+    echo(install_hint(result, config_dir, run_as))
     echo(
         f"plugin: mosquitto.conf loads {result.acl_plugin}; on another host build it there from "
         "broker_bridge/mosquitto_plugin/quantrac_acl.c (see its header) and pass --acl-plugin; "
         "a new collector user needs a restart (plugin options are read at start only)"
     )
     return result
+
+
+def install_hint(result: GeneratedBrokerConfig, config_dir: Path | None, run_as: str | None) -> str:
+    """What to do with the files: copy them only when the broker reads them from elsewhere (--config-dir)."""
+    owner = f"chown them (and the TLS files) to user {run_as} with mode 0600, " if run_as else ""
+    written = result.out_dir.resolve()
+    if config_dir is None or Path(config_dir).resolve() == written:
+        return (
+            f"install: mosquitto.conf names passwd and acl where they were written, in {written}: "
+            f"{owner}then start Mosquitto with -c {result.conf_file.resolve()} (or restart it); "
+            "after adding stations or rotating, run this command again and send Mosquitto SIGHUP"
+        )
+    return (
+        f"install: copy mosquitto.conf, passwd and acl from {written} to {config_dir} on the broker host "
+        f"(mosquitto.conf names them there), {owner}then restart Mosquitto; "
+        "after adding stations or rotating, copying passwd and acl again and sending SIGHUP is enough"
+    )
 
 
 def broker_tls(

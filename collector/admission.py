@@ -21,7 +21,7 @@ from broker_bridge.envelope import (
     verify,
 )
 from broker_bridge.json_message import MessageError
-from broker_bridge.station_messages import Will, header_of, open_station_envelope, parse_station_message
+from broker_bridge.station_messages import Birth, Will, header_of, open_station_envelope, parse_station_message
 from broker_bridge.topics import STATUS_SUFFIX, parse_topic
 from collector.registry import StationEntry, StationRegistry
 from collector.sessions import SessionGuard
@@ -48,6 +48,7 @@ class StationEvent:
     planned: bool
     payload: str
     received_ns: int
+    birth: Birth | None = None  # the parsed birth (its analyzer ranges: collector/analyzer_ranges.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,4 +169,12 @@ def _check_status(
         return reject(topic, claimed, payload, received_ns, "session_jump", refusal)
     planned = isinstance(message, Will) and message.planned
     # What is stored is the verified JSON body: `quantrac status` reads it with parse_station_message.
-    return StationEvent(claimed, header.state, header.session, planned, envelope.body.decode("utf-8"), received_ns)
+    return StationEvent(
+        claimed,
+        header.state,
+        header.session,
+        planned,
+        envelope.body.decode("utf-8"),
+        received_ns,
+        message if isinstance(message, Birth) else None,
+    )

@@ -153,6 +153,9 @@ class Intake:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        if self._stopping.is_set():  # our own DISCONNECT on a planned stop
+            log.info("mqtt_disconnected_planned", reason=str(reason_code), client_id=self.client_id)
+            return
         log.warning("mqtt_disconnected", reason=str(reason_code), client_id=self.client_id)
         self._disconnects += 1
         session.jitter_before_reconnect(reason_code, self._disconnects)

@@ -18,6 +18,7 @@ import numpy as np
 import structlog
 
 from collector.admission import LATE_AFTER_NS, Accepted, Rejected, StationEvent, check_message, reject
+from collector.analyzer_ranges import AnalyzerRanges
 from collector.healing import gap_row
 from collector.intake import PendingMessage
 from collector.metrics import CollectorMetrics
@@ -72,10 +73,12 @@ class Preparation:
         metrics: CollectorMetrics,
         sessions: SessionGuard | None = None,
         revisions: RevisionFinder | None = None,  # None: no warehouse to look up, no revisions recorded
+        ranges: AnalyzerRanges | None = None,  # the births' analyzer ranges; the qc's ThresholdSource reads them
     ) -> None:
         self.registry, self.sequences, self.qc, self.metrics = registry, sequences, qc, metrics
         self.sessions = sessions if sessions is not None else SessionGuard()
         self.revisions = revisions
+        self.ranges = ranges
 
     def prepare(self, batch: list[PendingMessage]) -> PreparedFlush:
         """Sequence and flag a flush's messages and lay out their readings as columns.
@@ -84,10 +87,12 @@ class Preparation:
         provisional judgements are aborted before it propagates.
         """
         self.registry.reload_if_changed()
-        self.qc.reload_thresholds()
         for item in batch:
             if item.outcome is None:
                 item.outcome = check_message(item.topic, item.payload, self.registry, item.received_ns, self.sessions)
+            if self.ranges is not None and isinstance(item.outcome, StationEvent) and item.outcome.birth is not None:
+                self.ranges.learn(item.outcome.birth)  # before the flush's readings are flagged
+        self.qc.reload_thresholds()
         token = self.sequences.begin_flush()
         try:
             new, gaps, duplicates = [], [], 0

@@ -32,6 +32,7 @@ from broker_bridge.keys import SigningKey
 from broker_bridge.station_messages import Birth, ResendReport, parse_station_message
 from broker_bridge.topics import command_topic
 from collector.admission import StationEvent
+from collector.analyzer_ranges import AnalyzerRanges
 from collector.flush import FlushPipeline
 from collector.healing import GapBook, HealingPolicy
 from collector.intake import FlushLimits, Intake
@@ -49,7 +50,14 @@ from collector.station_metadata import StationMetadataCopy
 from store.commit import FlushRecords, Warehouse
 from store.ilp_writer import WarehouseUnavailable
 from store.payload_store import PayloadStore
-from store.queries import highest_station_sessions, ledger_ranges, open_gaps, recent_readings, suspended_wal_tables
+from store.queries import (
+    highest_station_sessions,
+    ledger_ranges,
+    newest_births,
+    open_gaps,
+    recent_readings,
+    suspended_wal_tables,
+)
 from store.schema import ensure_schema
 
 log = structlog.get_logger("collector")
@@ -109,8 +117,13 @@ class Collector:
             track_gaps=config.share_group is None,
             replay_window_ns=int(config.replay_window_days * DAY_NS),
         )
+        self.analyzer_ranges = AnalyzerRanges()  # from the births; read back from station_events at start
         self.qc = QualityControl(
-            ThresholdSource(config.qc_thresholds_path, station_kinds=self.registry.kinds),
+            ThresholdSource(
+                config.qc_thresholds_path,
+                station_kinds=self.registry.kinds,
+                analyzer_ranges=self.analyzer_ranges.current,
+            ),
             SeriesState(max_series=config.qc_max_series),
         )
         self.metrics.watch_config_file(config.registry_path, self.registry)
@@ -125,6 +138,7 @@ class Collector:
             self.metrics,
             self.sessions,
             RevisionFinder(config.pg_conninfo) if config.pg_conninfo is not None else None,
+            self.analyzer_ranges,
         )
         self.healing = GapBook(self.sequences, config.healing)
         self.warehouse = Warehouse(
@@ -212,6 +226,13 @@ class Collector:
                 "seed_station_sessions", lambda: self.sessions.seed(highest_station_sessions(conninfo))
             )
             log.info("station_sessions_seeded", stations=stations, client_id=self.config.client_id)
+            births = self._until_warehouse("read_newest_births", lambda: newest_births(conninfo))
+            ranged = self.analyzer_ranges.seed(births)
+            self.qc.reload_thresholds()
+            log.info(
+                "analyzer_ranges_seeded", stations=ranged, ranges=len(self.analyzer_ranges),
+                client_id=self.config.client_id,
+            )  # fmt: skip
             lookback = min(self.qc.thresholds.lookback_s(), self.config.qc_seed_lookback_s)
             rows = self._until_warehouse("seed_qc_history", lambda: self.qc.seed(recent_readings(conninfo, lookback)))
             log.info("qc_history_seeded", readings=rows, lookback_s=lookback, client_id=self.config.client_id)
@@ -344,6 +365,9 @@ class Collector:
                 self._next_ledger_refresh = time.monotonic() + self.config.ledger_refresh_s
                 try:
                     self.sequences.merge_ledger(ledger_ranges(self.config.pg_conninfo))
+                    # The other members' births (the status topic is shared too): their analyzer ranges.
+                    window = max(60, int(self.config.ledger_refresh_s * 6))
+                    self.analyzer_ranges.seed(newest_births(self.config.pg_conninfo, within_s=window))
                 except WarehouseUnavailable as exc:  # the receipts wait; the data path must not
                     log.warning("ledger_refresh_failed", error=str(exc), client_id=self.config.client_id)
         self._watch_wal()

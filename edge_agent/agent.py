@@ -9,6 +9,7 @@ reach the warehouse flagged as historical.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -20,9 +21,12 @@ from broker_bridge.envelope import Reading
 from broker_bridge.keys import SigningKey
 from broker_bridge.session import BrokerAddress
 from broker_bridge.station_messages import (
+    MAX_STATUS_BYTES,
+    Birth,
     ClockStatus,
     DeviceDescription,
     DeviceStatus,
+    MeasuringRange,
     OutboxStatus,
     RecoveryStatus,
     StationDescription,
@@ -67,6 +71,20 @@ def profiles_sha256(station: StationConfig) -> str:
     return digest.hexdigest()
 
 
+def measuring_ranges(station: StationConfig) -> tuple[MeasuringRange, ...]:
+    """Every value's measuring range from its device's profile (``range:``), for the birth: the
+    collector fails a value outside it (flag 4). Values without a range are left out."""
+    ranges = []
+    for device in station.devices:
+        profile = station.profile_for(device.id)
+        ranges += [
+            MeasuringRange(device.id, v.parameter, v.unit, *v.range, profile.profile)
+            for v in profile.values
+            if v.range is not None
+        ]
+    return tuple(ranges)
+
+
 def device_is_down(readings: list[Reading]) -> tuple[bool, str]:
     """A device whose every value failed with an error is down, whatever the reason."""
     failed = [r for r in readings if r.value is None and r.status == "02"]
@@ -108,7 +126,16 @@ class StationAgent:
             kind=station.station.kind,
             devices=tuple(DeviceDescription(d.id, d.profile, d.transport) for d in station.devices),
             profiles_sha256=profiles_sha256(station),
+            ranges=measuring_ranges(station),
         )
+        size = len(Birth(self.station_id, 0, time.time_ns(), description).encode())
+        if size > MAX_STATUS_BYTES:  # collectors refuse it unread: send the birth without the ranges
+            log.error(
+                "birth_ranges_left_out", station=self.station_id, bytes=size, limit=MAX_STATUS_BYTES,
+                ranges=len(description.ranges),
+                effect="the collector applies only the operator ranges (collector/qc/defaults.yaml) to this station",
+            )  # fmt: skip
+            description = dataclasses.replace(description, ranges=())
         self.publisher = BatchPublisher(
             self.outbox,
             key,

@@ -7,6 +7,8 @@ carried it, and a hint when something looks wrong:
 * no reply -> check unit id, baud, parity, wiring (or host/port for TCP);
 * the port cannot be opened -> the path, permissions, another program;
 * exception 02 -> the address is wrong or off by one (``address_base``);
+* exception 04 -> the unit id first (some analyzers answer a unit id they do not
+  serve with it), then the addresses read, then the analyzer's own fault;
 * an absurd magnitude against the value's range -> the word order that
   would give a plausible value ("try word order CDAB (gives 41.37)");
 * a bad CRC / checksum -> line settings or noise; another unit's answer ->
@@ -21,6 +23,7 @@ stopped: a serial port is opened exclusively.
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,8 +139,15 @@ def failure_hint(cause: str, device: Any, exception_code: int | None) -> str:
         return "the device does not support this function - check table: (input_register vs holding_register)"
     if exception_code == 11 or "exception 11 " in cause:
         return f"the gateway cannot reach unit {device.unit_id} - check unit_id and the gateway's serial side"
-    if exception_code in (4, 6):
-        return "the device is busy or failed - try again; check the analyzer's display"
+    if exception_code == 4 or "exception 4 " in cause:
+        unit = getattr(device, "unit_id", None)
+        return (
+            f"check unit_id ({unit}) first - some analyzers answer a unit id they do not serve with exception 4;"
+            " then that the device serves every address read (max_read_registers, max_read_gap),"
+            " then its display for a fault"
+        )
+    if exception_code == 6 or "exception 6 " in cause:
+        return "the device is busy - try again; check the analyzer's display"
     if "cannot open" in cause:
         if "in use" in cause:
             return "another program has the port open - stop the agent (or the other program) first"
@@ -290,6 +300,8 @@ def _ms(rr: RequestReport | None) -> str:
 
 
 HEADER = ("parameter", "where", "raw", "value", "unit", "st", "cause", "ms", "hint")
+CAUSE = HEADER.index("cause")
+CAUSE_WIDTH = 48  # a longer cause wraps onto lines of its own under the column, never cut
 
 
 def render(results: list[DeviceResult]) -> str:
@@ -302,12 +314,17 @@ def render(results: list[DeviceResult]) -> str:
             (r.parameter, r.where, r.raw, r.value, r.unit, r.status, r.cause or "-", r.latency_ms, r.hint)
             for r in res.rows
         ]
-        widths = [min(max(len(str(row[i])) for row in rows), 48 if i == 6 else 200) for i in range(len(HEADER) - 1)]
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(HEADER) - 1)]
+        widths[CAUSE] = min(widths[CAUSE], CAUSE_WIDTH)
         for row in rows:
-            cells = [str(c)[: widths[i]].ljust(widths[i]) for i, c in enumerate(row[:-1])]
+            cause = textwrap.wrap(str(row[CAUSE]), widths[CAUSE], break_on_hyphens=False) or [""]
+            cells = [str(c).ljust(widths[i]) for i, c in enumerate(row[:-1])]
+            cells[CAUSE] = cause[0].ljust(widths[CAUSE])
             line = "   " + "  ".join(cells)
             if row[-1]:
                 line += "  " + str(row[-1])
             out.append(line.rstrip())
+            indent = "   " + "".join(" " * (w + 2) for w in widths[:CAUSE])
+            out.extend(indent + more for more in cause[1:])
         out.append("")
     return "\n".join(out)

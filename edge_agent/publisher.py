@@ -109,6 +109,7 @@ class BatchPublisher:
         self._session_base = outbox.next_session() * CONNECTIONS_PER_START
         self._connection = 0
         self._failed_attempts = 0
+        self._stopping = False  # set by stop(): the disconnect that follows is planned
         self.refused: list[tuple[int, str]] = []  # (seq, reason) the broker refused
         if connection is not None:
             self._client, self.connected = connection
@@ -157,6 +158,12 @@ class BatchPublisher:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        if self._stopping:  # our own DISCONNECT on a planned stop (SIGTERM, Ctrl-C): nothing to reconnect
+            log.info(
+                "mqtt_disconnected_planned", station=self.station_id, session=self.session_number,
+                reason=str(reason_code),
+            )  # fmt: skip
+            return
         log.warning("mqtt_disconnected", station=self.station_id, reason=str(reason_code))
         # The next connection is a new session: its will must not match this birth.
         self._arm_will()
@@ -204,6 +211,7 @@ class BatchPublisher:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         if self.connected.is_set():
             # A planned stop is not a crash: say so ourselves, since the broker
             # sends no will after a clean DISCONNECT.

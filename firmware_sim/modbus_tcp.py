@@ -31,7 +31,8 @@ own cause after the status cause ("zero calibration; sentinel -9999").
 Undefined addresses answer exception 2 (illegal data address), except gaps of
 up to the profile's ``max_read_gap`` between defined addresses, which read as
 0. Writes answer exception 2. Unknown unit ids answer exception 11 (gateway
-target failed to respond).
+target failed to respond), or with ``unknown_unit="device_failure"`` exception 4
+(server device failure), as some analyzers answer a unit id they do not serve.
 
 Entry points: :class:`TcpServers` (used by firmware_sim.station's
 :class:`StationSimulator`, which serves every transport), :func:`run_sim` (blocking, ends on SIGINT/SIGTERM) and
@@ -62,6 +63,11 @@ from .analyzer import SimulatedAnalyzer
 log = structlog.get_logger("firmware_sim")
 
 
+# What a request for a unit id no analyzer has gets: exception 11 (a gateway's answer: pymodbus's
+# NoSuchIdException), or exception 4 (what some analyzers answer instead).
+UNKNOWN_UNIT_REPLIES = ("gateway", "device_failure")
+
+
 class _UnitStore(ModbusServerContext):
     """Datastore handed to pymodbus' server: unit id -> SimulatedAnalyzer.
 
@@ -77,8 +83,13 @@ class _UnitStore(ModbusServerContext):
     reply's bytes by :meth:`trace_packet` (pymodbus' hook on every packet).
     """
 
-    def __init__(self, analyzers: dict[int, SimulatedAnalyzer]) -> None:  # pylint: disable=super-init-not-called
+    def __init__(  # pylint: disable=super-init-not-called
+        self, analyzers: dict[int, SimulatedAnalyzer], unknown_unit: str = "gateway"
+    ) -> None:
+        if unknown_unit not in UNKNOWN_UNIT_REPLIES:
+            raise ValueError(f"unknown_unit must be one of {', '.join(UNKNOWN_UNIT_REPLIES)}, got {unknown_unit!r}")
         self.analyzers = analyzers
+        self.unknown_unit = unknown_unit
         self.simdevices = []
         self.old_simulator = True
         self._devices = {}  # type: ignore[assignment]
@@ -87,6 +98,8 @@ class _UnitStore(ModbusServerContext):
     async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1):  # noqa: N802
         analyzer = self.analyzers.get(device_id)
         if analyzer is None:
+            if self.unknown_unit == "device_failure":
+                return ExcCodes.DEVICE_FAILURE
             raise NoSuchIdException(f"no simulated analyzer at unit id {device_id}")
         fault = analyzer.take_transport_fault()
         if fault is not None and fault.kind == "no_reply":
@@ -132,8 +145,14 @@ class _UnitStore(ModbusServerContext):
 class TcpServers:
     """One pymodbus server per host:port of a station's modbus_tcp devices."""
 
-    def __init__(self, groups: dict[tuple[str, int], dict[int, SimulatedAnalyzer]], station_id: str) -> None:
+    def __init__(
+        self,
+        groups: dict[tuple[str, int], dict[int, SimulatedAnalyzer]],
+        station_id: str,
+        unknown_unit: str = "gateway",
+    ) -> None:
         self.groups = groups
+        self.unknown_unit = unknown_unit
         self._servers: dict[tuple[str, int], ModbusTcpServer] = {}
         self.log = log.bind(station=station_id)
 
@@ -146,7 +165,7 @@ class TcpServers:
             return
         host, port = endpoint
         units = self.groups[endpoint]
-        store = _UnitStore(units)
+        store = _UnitStore(units, self.unknown_unit)
         server = ModbusTcpServer(store, address=(host, port), trace_packet=store.trace_packet)
         try:
             await server.serve_forever(background=True)

@@ -49,6 +49,7 @@ class StationSimulator:
         seed: int = 0,
         host: str | None = None,
         response_delay_s: float = 0.0,
+        unknown_unit: str = "gateway",
     ) -> None:
         self.station = station
         self.truth = TruthLog(truth_path)
@@ -76,7 +77,7 @@ class StationSimulator:
                 self._where[device.id] = endpoint
             elif isinstance(device, ModbusRtuDevice):
                 slaves.setdefault(device.port, {})[device.unit_id] = analyzer
-        self.tcp = TcpServers(groups, station.id)
+        self.tcp = TcpServers(groups, station.id, unknown_unit=unknown_unit)
         self.buses: dict[str, RtuBusSimulator] = {
             port: RtuBusSimulator(port, units, station.id, response_delay_s=response_delay_s)
             for port, units in slaves.items()

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import psycopg
 
+from store import sta_queries
 from store.errors import WarehouseUnavailable
 from store.station_state import connection_states
 
@@ -96,6 +97,14 @@ def highest_station_sessions(conninfo: str) -> dict[str, int]:
             for station, session in conn.execute("SELECT station, max(session) FROM station_events GROUP BY station")
             if session is not None
         }
+
+
+def newest_births(conninfo: str, within_s: int | None = None) -> dict[str, str]:
+    """Station -> the JSON body of its newest birth (received in the last ``within_s`` seconds): the
+    analyzer ranges the collector applies after a restart (collector/analyzer_ranges.py), and what
+    the members of a share group learn of each other's births."""
+    with connect(conninfo) as conn:
+        return sta_queries.newest_births(conn, within_s=within_s)
 
 
 def station_overview(conninfo: str) -> list[StationOverview]:

@@ -162,11 +162,19 @@ def datastreams(conn: psycopg.Connection, station: str | None = None) -> list[tu
     return sorted(rows, key=lambda r: (r[0], r[1], r[2]))
 
 
-def newest_births(conn: psycopg.Connection, station: str | None = None) -> dict[str, str]:
-    """Station -> the JSON body of its newest birth (``online``) message: it names each device's profile."""
+def newest_births(conn: psycopg.Connection, station: str | None = None, within_s: int | None = None) -> dict[str, str]:
+    """Station -> the JSON body of its newest birth message: it names each device's profile and range.
+
+    Periodic statuses and re-send reports are ``online`` too; their bodies carry an ``"outbox"`` or
+    ``"resend"`` key (broker_bridge/station_messages.py), which a birth's never does (inside a JSON
+    string a quote is escaped), so they are filtered out before ``LATEST ON`` picks the newest.
+    ``within_s``: only births received in the last so many seconds (a cheap look at the newest partition)."""
     where, params = ("", ()) if station is None else (" AND station = %s", (station,))
+    if within_s is not None:
+        where, params = f"{where} AND ts >= dateadd('s', %s, now())", (*params, -int(within_s))
     rows = conn.execute(
-        f"SELECT station, payload FROM station_events WHERE state = 'online'{where} LATEST ON ts PARTITION BY station",
-        params,
+        "SELECT station, payload FROM station_events WHERE state = 'online'"
+        f" AND payload NOT LIKE %s AND payload NOT LIKE %s{where} LATEST ON ts PARTITION BY station",
+        ('%"outbox":%', '%"resend":%', *params),
     ).fetchall()
     return {s: payload for s, payload in rows if payload}

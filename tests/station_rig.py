@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ from broker_bridge.keys import write_new_key
 from cli.processes import agent_process, collector_process, sim_process
 from collector.registry import add_station
 from firmware_sim.analyzer import read_truth
-from station_profiles.loader import STATIONS_DIR
+from firmware_sim.station import StationSimulator
+from station_profiles.loader import STATIONS_DIR, load_station
 from supervisor.process import free_port, wait_until
 from tests.helpers import sql, unique_station, wait_for_count
 
@@ -142,6 +145,31 @@ class Station:
             for p in payloads
             for r in decode_body(open_envelope(p).body).readings
         ]
+
+
+class SimulatorThread:
+    """The station simulator in its own event loop, so the test can switch faults while the agent polls."""
+
+    def __init__(self, station_file, truth, ports) -> None:
+        self.sim = StationSimulator(load_station(station_file).with_port_overrides(ports), truth)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> SimulatorThread:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def do(self, fn, *args, **kwargs):
+        async def call():
+            return fn(*args, **kwargs)
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
 
 
 @pytest.fixture

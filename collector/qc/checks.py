@@ -77,6 +77,7 @@ class Batch:
     series_param: np.ndarray  # parameter id per series, by ``param_ids``
     series_unit: np.ndarray  # unit id per series
     param_ids: dict[str, int]
+    range_profiles: list[str] = field(default_factory=list)  # by the range_profile column; [0] is ""
     n: int = 0
     PT: np.ndarray = field(default=None)  # P transposed
     finite: np.ndarray = field(default=None)
@@ -285,6 +286,9 @@ class ClockSyncCheck(Check):
 class GrossRangeCheck(Check):
     """QARTOD gross range: outside the analyzer's range -> 4, outside the operator's -> 3.
 
+    The analyzer's range is its profile's (from the station's birth) when the collector knows it,
+    and the cause then names the profile; else the thresholds' ``fail`` span.
+
     Bounds are inclusive (a value equal to a bound passes), as in QARTOD and
     SaQC ``flagRange``. Only measuring readings with a value are examined: a
     calibration value is span gas, not a measurement.
@@ -310,7 +314,9 @@ class GrossRangeCheck(Check):
             v, u = b.value[i], b.unit(i)
             lo, hi = row[C["fail_lo"]], row[C["fail_hi"]]
             if v < lo or v > hi:
-                return f"{self.name}: {num(v)} {u} outside the analyzer range [{num(lo)}, {num(hi)}]"
+                profile = int(row[C["range_profile"]])
+                source = f" of profile {b.range_profiles[profile]}" if profile else ""
+                return f"{self.name}: {num(v)} {u} outside the analyzer range [{num(lo)}, {num(hi)}]{source}"
             return (
                 f"{self.name}: {num(v)} {u} outside the operator range "
                 f"[{num(row[C['suspect_lo']])}, {num(row[C['suspect_hi']])}]"

@@ -233,6 +233,7 @@ class QualityControl:
             series_param=tab[:, 1],
             series_unit=tab[:, 2],
             param_ids=self._param_ids,
+            range_profiles=th.range_profiles,
         )
         self._batch, self._windows = batch, None
         try:

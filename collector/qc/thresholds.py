@@ -25,7 +25,10 @@ A station's kind is its registry entry's (``quantrac station add --kind``,
 
 Layers, most general first, merged key by key within each check (``off``
 switches a check off, a later mapping switches it on again):
-defaults -> defaults' kind -> file -> file's kind -> station -> device.
+defaults -> defaults' kind -> file -> file's kind -> station -> analyzer -> device.
+The analyzer layer is not in a file: it is the device's measuring range from
+its analyzer profile, as the station's newest birth states it
+(``analyzer_ranges``), and sets ``gross_range.fail`` only.
 
 Thresholds are keyed by unit as well as symbol because one symbol is
 measured in different units at different kinds of station (SO2 in ug/m3
@@ -114,9 +117,14 @@ COLS = (
     "spike_window", "spike_suspect", "spike_fail", "spike_gap_ns",
     "roc_on", "roc_per_s", "roc_min_delta", "roc_gap_ns",
     "flat_on", "flat_tol", "flat_floor", "flat_min_count", "flat_suspect_ns", "flat_fail_ns",
+    "range_profile",  # > 0: the fail span is the analyzer profile's range, ThresholdSource.range_profiles[i]
 )  # fmt: skip
 C = {name: i for i, name in enumerate(COLS)}
 NO_VECTOR = tuple([0.0] * len(COLS))  # a series without thresholds: every check off
+ANALYZER = "analyzer"  # Setting.path of a fail span taken from an analyzer profile's range
+
+# (station, device, parameter, unit) -> (low, high, profile): the analyzers' measuring ranges
+AnalyzerRanges = Mapping[tuple[str, str, str, str], tuple[float, float, str]]
 
 
 @dataclass(frozen=True)
@@ -643,7 +651,9 @@ def _resolve_check(
             f"use a window of 1 to {MAX_SPIKE_WINDOW}",
             merged.get("window", last),
         )
-    if check == "gross_range" and values["suspect"] is not None:
+    # An analyzer's range may be narrower than the operator's suspect span: outside it a value
+    # fails before the suspect span is looked at, so the two need not nest.
+    if check == "gross_range" and values["suspect"] is not None and merged["fail"].path != ANALYZER:
         (flo, fhi), (slo, shi) = values["fail"], values["suspect"]
         if slo < flo or shi > fhi:
             return None, (
@@ -666,11 +676,14 @@ def _resolve_check(
     return values, None
 
 
-def _vector(gr: dict | None, sp: dict | None, roc: dict | None, fl: dict | None) -> tuple[float, ...]:
+def _vector(
+    gr: dict | None, sp: dict | None, roc: dict | None, fl: dict | None, range_profile: int = 0
+) -> tuple[float, ...]:
     inf = math.inf
     v = [0.0] * len(COLS)
     if gr is not None:
         v[C["range_on"]] = 1.0
+        v[C["range_profile"]] = float(range_profile)
         v[C["fail_lo"]], v[C["fail_hi"]] = gr["fail"]
         v[C["suspect_lo"]], v[C["suspect_hi"]] = gr["suspect"] if gr["suspect"] is not None else (-inf, inf)
     else:
@@ -702,10 +715,15 @@ class Config:
         defaults: ThresholdsFile,
         overrides: ThresholdsFile | None,
         kinds: Mapping[str, str] = MappingProxyType({}),
+        ranges: AnalyzerRanges = MappingProxyType({}),
     ) -> None:
         self.defaults = defaults
         self.overrides = overrides or ThresholdsFile("", Scope(), {}, {})
         self.kinds = kinds
+        self.ranges = ranges
+        # Index 0: no profile; causes name the profile by its index in the vector (range_profile).
+        self.range_profiles = ["", *sorted({profile for _lo, _hi, profile in ranges.values()})]
+        self._profile_index = {name: i for i, name in enumerate(self.range_profiles)}
 
     def kind_of(self, station: str) -> str | None:
         """The station's kind, from its registry entry."""
@@ -726,11 +744,17 @@ class Config:
         self, station: str | None, kind: str | None, device: str | None, parameter: str, unit: str
     ) -> list[dict[str, Any]]:
         scopes = self.scopes(station, kind)
-        if station is not None and device is not None and station in self.overrides.stations:
-            dev = self.overrides.stations[station].devices.get(device)
-            if dev is not None:
-                scopes.append(dev)
-        return [s.parameters[parameter][unit] for s in scopes if unit in s.parameters.get(parameter, {})]
+        layers = [s.parameters[parameter][unit] for s in scopes if unit in s.parameters.get(parameter, {})]
+        if station is None or device is None:
+            return layers
+        analyzer = self.ranges.get((station, device, parameter, unit))
+        if analyzer is not None:
+            low, high, profile = analyzer
+            layers.append({"gross_range": {"fail": Setting((low, high), f"profile {profile}", 0, ANALYZER)}})
+        dev = self.overrides.stations[station].devices.get(device) if station in self.overrides.stations else None
+        if dev is not None and unit in dev.parameters.get(parameter, {}):
+            layers.append(dev.parameters[parameter][unit])
+        return layers
 
     def resolve_param(
         self, station: str | None, kind: str | None, device: str | None, parameter: str, unit: str
@@ -740,11 +764,15 @@ class Config:
             return None, []
         problems: list[tuple[str, str, Setting | None]] = []
         resolved: dict[str, dict | None] = {}
+        range_profile = 0
         for check in CHECK_KEYS:
-            values, problem = _resolve_check(check, _merge_check([layer[check] for layer in layers if check in layer]))
+            merged = _merge_check([layer[check] for layer in layers if check in layer])
+            values, problem = _resolve_check(check, merged)
             if problem:
                 problems.append(problem)
             resolved[check] = values
+            if check == "gross_range" and values is not None and merged["fail"].path == ANALYZER:
+                range_profile = self._profile_index[self.ranges[station, device, parameter, unit][2]]
         pt = ParamThresholds(
             parameter,
             unit,
@@ -752,7 +780,13 @@ class Config:
             resolved["spike"],
             resolved["rate_of_change"],
             resolved["flat_line"],
-            _vector(resolved["gross_range"], resolved["spike"], resolved["rate_of_change"], resolved["flat_line"]),
+            _vector(
+                resolved["gross_range"],
+                resolved["spike"],
+                resolved["rate_of_change"],
+                resolved["flat_line"],
+                range_profile,
+            ),
         )
         return pt, problems
 
@@ -885,11 +919,14 @@ class ThresholdSource:
         *,
         defaults_path: str | os.PathLike[str] = DEFAULTS_PATH,
         station_kinds: Callable[[], Mapping[str, str]] | None = None,
+        analyzer_ranges: Callable[[], AnalyzerRanges] | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else None
         self.defaults_path = Path(defaults_path)
         self._station_kinds = station_kinds
         self._kinds: Mapping[str, str] = station_kinds() if station_kinds is not None else MappingProxyType({})
+        self._analyzer_ranges = analyzer_ranges
+        self._ranges: AnalyzerRanges = analyzer_ranges() if analyzer_ranges is not None else MappingProxyType({})
         self._overrides: ThresholdsFile | None = None
         self._defaults = read_thresholds(self.defaults_path)
         self._stamp: tuple[int, int] | None = None
@@ -913,9 +950,11 @@ class ThresholdSource:
                 )
             self.reload_if_changed(raise_errors=True)
 
-    def _install(self, overrides: ThresholdsFile | None, kinds: Mapping[str, str]) -> None:
-        cfg = Config(self._defaults, overrides, kinds)
-        issues = _check_config(cfg, overrides.source if overrides else str(self.defaults_path))
+    def _install(self, overrides: ThresholdsFile | None, kinds: Mapping[str, str], check: bool = True) -> None:
+        cfg = Config(self._defaults, overrides, kinds, self._ranges)
+        # The analyzer layer cannot make a combination invalid (see _resolve_check): new ranges alone
+        # need no check.
+        issues = _check_config(cfg, overrides.source if overrides else str(self.defaults_path)) if check else []
         if issues:
             raise ThresholdsError(issues)
         self._overrides, self._kinds = overrides, kinds
@@ -931,7 +970,19 @@ class ThresholdSource:
         """Re-read the overrides file if its mtime or size changed, and the stations'
         kinds if they changed; True if new thresholds apply."""
         kinds_applied = self._reload_kinds(raise_errors)
-        return self._reload_file(raise_errors) or kinds_applied
+        ranges_applied = self._reload_ranges()
+        return self._reload_file(raise_errors) or kinds_applied or ranges_applied
+
+    def _reload_ranges(self) -> bool:
+        if self._analyzer_ranges is None:
+            return False
+        ranges = self._analyzer_ranges()
+        if ranges is self._ranges:
+            return False
+        self._ranges = ranges
+        self._install(self._overrides, self._kinds, check=False)
+        log.info("qc_analyzer_ranges_applied", ranges=len(ranges), generation=self.generation)
+        return True
 
     def _reload_kinds(self, raise_errors: bool) -> bool:
         if self._station_kinds is None:
@@ -1007,6 +1058,11 @@ class ThresholdSource:
             self._params.clear()
         self._params[key] = pt
         return pt
+
+    @property
+    def range_profiles(self) -> list[str]:
+        """Profile names by the ``range_profile`` column (0: the fail span is not an analyzer's)."""
+        return self._config.range_profiles
 
     def matrix(self) -> np.ndarray:
         """Setting rows by ParamThresholds.vid (row 0: no thresholds)."""

@@ -495,3 +495,22 @@ def test_the_aggregator_publishes_retained_alerts_that_each_station_reads_only_f
     assert not aggregator.subscribe("quantrac/v1/#")[0].is_failure
     with pytest.raises(queue.Empty):
         aggregator.messages.get(timeout=0.5)
+
+
+def test_cli_config_says_to_copy_only_when_the_broker_reads_the_files_elsewhere(tmp_path: Path) -> None:
+    """Written where Mosquitto will read them (no --config-dir): nothing to copy. With --config-dir the
+    files name that folder, so they must be copied there."""
+    out = tmp_path / "broker"
+    lines: list[str] = []
+    broker_config(out, stations=[STATION_A], echo=lines.append)
+    install = next(line for line in lines if line.startswith("install:"))
+    assert "copy mosquitto.conf" not in install and " to copy" not in install, install
+    assert f"where they were written, in {out.resolve()}" in install
+    assert f"start Mosquitto with -c {(out / 'mosquitto.conf').resolve()}" in install
+    assert "to user mosquitto with mode 0600" in install
+
+    lines.clear()
+    broker_config(out, stations=[STATION_A], config_dir=Path("/etc/mosquitto/quantrac"), echo=lines.append)
+    install = next(line for line in lines if line.startswith("install:"))
+    assert f"copy mosquitto.conf, passwd and acl from {out.resolve()} to /etc/mosquitto/quantrac" in install
+    assert "/etc/mosquitto/quantrac/passwd" in (out / "mosquitto.conf").read_text()  # why they must be copied

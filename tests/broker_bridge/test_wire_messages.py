@@ -25,6 +25,7 @@ from broker_bridge.station_messages import (
     ClockStatus,
     DeviceDescription,
     DeviceStatus,
+    MeasuringRange,
     OutboxStatus,
     RecoveryStatus,
     ResendReport,
@@ -52,6 +53,13 @@ CASES = {
          DeviceDescription("wx1", "demo-weather", "serial_ascii")),
         "9f2c" + "0" * 56 + "beef",
     )),
+    "birth_ranges": Birth(ST, SESSION, TS, StationDescription(
+        "Hà Nội - Nguyễn Văn Cừ", "ambient_air",
+        (DeviceDescription("aqms1", "demo-ambient-air", "modbus_tcp"),),
+        "9f2c" + "0" * 56 + "beef",
+        (MeasuringRange("aqms1", "PM2,5", "ug/m3", 0.0, 1000.0, "demo-ambient-air"),
+         MeasuringRange("aqms1", "CO", "ug/m3", -50.0, 57000.0, "demo-ambient-air")),
+    )),
     "will": Will(ST, SESSION),
     "will_planned": Will(ST, SESSION, planned=True),
     "status": Status(ST, SESSION, TS + 30 * 10**9, StationState(
@@ -76,7 +84,7 @@ CASES = {
     "availability": AvailabilityAlert("9b0c51e2d4a7f3186c5e2b9d0a4f7e13", "open", ST, "*", "*", "silent", TS, TS,
                                       "open", "no reading for 16 min (grace 15 min)", TS + 960_000_000_000),
 }  # fmt: skip
-KIND_OF_CASE = {"birth": "birth", "will": "will", "will_planned": "will",
+KIND_OF_CASE = {"birth": "birth", "birth_ranges": "birth", "will": "will", "will_planned": "will",
                 "status": "status", "status_minimal": "status",
                 "resend_report": "resend_report", "resend_request": "resend_request", "receipt": "receipt",
                 "alert": "alert", "availability": "availability"}  # fmt: skip
@@ -166,6 +174,12 @@ def changed(name: str, edit) -> bytes:
         (changed("birth", lambda d: d.update(kind="airport")), "schema", "kind"),
         (changed("birth", lambda d: d["devices"][1].pop("profile")), "schema", "devices[1].profile"),
         (changed("birth", lambda d: d.pop("profiles_sha256")), "schema", "profiles_sha256"),
+        (changed("birth_ranges", lambda d: d["ranges"][1].update(low=60000)), "schema", "ranges[1]"),
+        (changed("birth_ranges", lambda d: d["ranges"][0].pop("profile")), "schema", "ranges[0].profile"),
+        (changed("birth_ranges", lambda d: d["ranges"][0].update(high="1000")), "schema", "ranges[0].high"),
+        (changed("birth_ranges", lambda d: d["ranges"][0].update(high=float("inf"))), "schema", "ranges[0].high"),
+        (changed("birth_ranges", lambda d: d.update(ranges={"aqms1": []})), "schema", "ranges"),
+        (b'{"state": "online", "station": "S", "session": 1, "ranges": []}', "schema", "kind"),
         (changed("status", lambda d: d["outbox"].update(backlog_age_s="1 h")), "schema", "outbox.backlog_age_s"),
         (changed("status", lambda d: d["outbox"].pop("last_seq")), "schema", "outbox.last_seq"),
         (changed("status", lambda d: d.update(outbox="full")), "schema", "outbox"),

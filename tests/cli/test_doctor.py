@@ -11,6 +11,7 @@ from pathlib import Path
 from cli.doctor import run_doctor
 from firmware_sim.station import StationSimulator
 from station_profiles.loader import PROFILES_DIR, load_station
+from supervisor.process import free_port
 from tests.field_rig import rtu, write_station
 
 RIGHT = (PROFILES_DIR / "xylem-odo-rtu.yaml").read_text()
@@ -100,3 +101,54 @@ def test_doctor_rejects_a_bad_station_file(tmp_path: Path, capsys) -> None:
         "devices[0].port: port 'dev/ttyUSB0' is not a device path "
         "(fix: write the full path, preferably the stable one: /dev/serial/by-id/" in err
     )
+
+
+def tcp(device_id: str, port: int, unit_id: int) -> dict:
+    return {"id": device_id, "profile": "demo-ambient-air", "transport": "modbus_tcp",
+            "host": "127.0.0.1", "port": port, "unit_id": unit_id, "timeout_s": 0.5}  # fmt: skip
+
+
+def test_doctor_names_the_unit_id_for_exception_4_and_shows_whole_causes(tmp_path: Path) -> None:
+    """An analyzer that answers a unit id it does not serve with exception 4 (not silence, not 11), and
+    a host with nothing listening, whose cause (``no connection: 127.0.0.1:N refused or unreachable``,
+    over 48 characters) must be shown whole, wrapped under its column."""
+    served, nobody = free_port(), free_port()
+    sim_station = load_station(write_station(tmp_path, [tcp("aqms", served, 1)], station_id="SIM4"))
+    station_file = write_station(tmp_path, [tcp("aqms", served, 7), tcp("gone", nobody, 1)], station_id="SITE4")
+    ready, stop = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        async def main() -> None:
+            async with StationSimulator(sim_station, unknown_unit="device_failure"):
+                ready.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.02)
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    out: list[str] = []
+    try:
+        code = run_doctor(station_file, echo=out.append)
+    finally:
+        stop.set()
+        thread.join(10)
+    text = out[0]
+    print(text)
+    assert code == 1
+    sections = {m.group(1): m.group(0) for m in re.finditer(r"== (\w+) \(.*?(?=\n== |\Z)", text, re.S)}
+    aqms, gone = sections["aqms"], sections["gone"]
+    assert "modbus exception 4 (server device failure)" in aqms
+    assert "check unit_id (7) first - some analyzers answer a unit id they do not serve with exception 4" in aqms
+    # The whole cause, wrapped: its words, joined back across the continuation lines, are all there.
+    cause = f"no connection: 127.0.0.1:{nobody} refused or unreachable"
+    assert len(cause) > 48
+    lines = gone.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith("PM10"))
+    column = lines[first].index("no connection:")
+    shown = lines[first][column:].split("  ")[0].strip()
+    follow = lines[first + 1]
+    assert follow[:column].strip() == "" and cause == f"{shown} {follow[column:].strip()}", gone
+    assert "check host and port" in lines[first]  # the hint stays on the value's own line

@@ -14,7 +14,10 @@ from broker_bridge.session import BrokerAddress
 from broker_bridge.station_messages import (
     MAX_SESSION_JUMP,
     Birth,
+    DeviceDescription,
+    MeasuringRange,
     OutboxStatus,
+    StationDescription,
     StationState,
     Status,
     Will,
@@ -22,6 +25,7 @@ from broker_bridge.station_messages import (
 )
 from broker_bridge.topics import data_topic, status_topic
 from collector.admission import Accepted, Rejected, StationEvent
+from collector.analyzer_ranges import AnalyzerRanges
 from collector.intake import FlushLimits, Intake, PendingMessage
 from collector.metrics import CollectorMetrics
 from collector.prepare import Preparation, admit, flush_records
@@ -36,6 +40,7 @@ from store.schema import BATCHES, READINGS
 
 STATION = "PREP_ST1"
 MIN = 60 * 10**9
+HOUR, DAY = 60 * MIN, 24 * 60 * MIN
 EMPTY_STATE = StationState(OutboxStatus(0, 0, 0, 0, 0, 0, 1 << 30, 0.0, 0.0, 0, 0, 0), None, {}, 0, None, 0)
 
 
@@ -47,9 +52,11 @@ def station(tmp_path):
     return StationRegistry(path), key, kid
 
 
-def batch(key, kid, seq: int, now: int, values=(40.0,), station: str = STATION, measured_ago: int = 0) -> bytes:
+def batch(
+    key, kid, seq: int, now: int, values=(40.0,), station: str = STATION, measured_ago: int = 0, every: int = MIN
+) -> bytes:
     readings = tuple(
-        Reading(now - measured_ago - i * MIN, "aqms1", "PM10", v, "ug/m3", "00") for i, v in enumerate(values)
+        Reading(now - measured_ago - i * every, "aqms1", "PM10", v, "ug/m3", "00") for i, v in enumerate(values)
     )
     return seal(BatchBody(station, seq, now, readings), kid, key)
 
@@ -171,6 +178,80 @@ def test_prepare_sequences_flags_and_lays_out_columns(station):
     assert fields["seq"] == 1 and fields["readings"] == 2
 
 
+def ranged_birth(session: int, now: int, ranges=((0.0, 800.0),)) -> Birth:
+    """A birth whose PM10 on aqms1 has the analyzer range ``ranges[0]`` of profile demo-pm (none when empty)."""
+    return Birth(
+        STATION,
+        session,
+        now,
+        StationDescription(
+            "prep station",
+            "ambient_air",
+            (DeviceDescription("aqms1", "demo-pm", "modbus_tcp"),),
+            "0" * 64,
+            tuple(MeasuringRange("aqms1", "PM10", "ug/m3", lo, hi, "demo-pm") for lo, hi in ranges),
+        ),
+    )
+
+
+def test_the_births_analyzer_range_fails_a_value_and_the_operator_range_stays_suspect(station):
+    """PM10 in ug/m3 (collector/qc/defaults.yaml): operator range [0, 600] suspect, the defaults' fail span
+    [-10, 1000]; the analyzer's profile says [0, 800]. Before the birth only the operator's thresholds apply."""
+    registry, key, kid = station
+    metrics = CollectorMetrics()
+    ranges = AnalyzerRanges()
+    qc = QualityControl(ThresholdSource(None, analyzer_ranges=ranges.current), SeriesState())
+    prep = Preparation(registry, SequenceTracker(None), qc, metrics, ranges=ranges)
+    now = time.time_ns()
+    signed = lambda m: seal_station_message(m, kid, key)  # noqa: E731
+
+    def flags(seq: int, values, *before: bytes) -> list[tuple[int, str, str]]:
+        items = [message(status_topic(STATION), b, registry, now, mid=100 + i) for i, b in enumerate(before)]
+        # Readings two hours apart (and a day between messages): beyond every window, only gross_range judges.
+        payload = batch(key, kid, seq, now - (10 - seq) * DAY, values=values, every=2 * HOUR)
+        data = message(data_topic(STATION), payload, registry, now, mid=seq)
+        prepared = prep.prepare([*items, data])
+        prep.sequences.commit_flush(prepared.token)
+        c = prepared.columns
+        return [(int(f), k, cause) for f, k, cause in zip(c.qc_flag, c.qc_check, c.qc_cause)]
+
+    unseen = flags(1, (900.0, 700.0))  # no birth yet: the operator's thresholds only
+    assert [f for f, _, _ in unseen] == [3, 3]
+    assert "operator range [0.0, 600.0]" in unseen[0][2]
+
+    seen = flags(2, (900.0, 700.0, 300.0, -0.5), signed(ranged_birth(3_000_001, now)))
+    assert seen[0] == (
+        4,
+        "gross_range",
+        "gross_range: 900.0 ug/m3 outside the analyzer range [0.0, 800.0] of profile demo-pm",
+    )
+    assert seen[1] == (3, "gross_range", "gross_range: 700.0 ug/m3 outside the operator range [0.0, 600.0]")
+    assert seen[2][0] == 1
+    assert seen[3][0] == 4 and "[0.0, 800.0] of profile demo-pm" in seen[3][2]  # below the analyzer's zero
+    assert metrics.stats().flags_by_check.get("gross_range", 0) >= 3
+
+    # A late copy of an older connection's birth (another range) changes nothing ...
+    late = flags(3, (900.0,), signed(ranged_birth(2_000_001, now, ((0.0, 2000.0),))))
+    assert late[0][0] == 4 and "[0.0, 800.0]" in late[0][2]
+    # ... a newer birth without ranges (an agent before them) leaves only the operator's again.
+    cleared = flags(4, (900.0,), signed(ranged_birth(4_000_001, now, ())))
+    assert cleared[0][0] == 3
+
+
+def test_ranges_are_read_back_from_the_stored_birth_after_a_restart(station):
+    """What the collector stores of a birth (station_events.payload: the verified JSON body) seeds the ranges."""
+    registry, key, kid = station
+    now = time.time_ns()
+    item = message(status_topic(STATION), seal_station_message(ranged_birth(7, now), kid, key), registry, now)
+    stored = item.outcome.payload
+    restarted = AnalyzerRanges()
+    assert restarted.seed({STATION: stored, "PREP_BROKEN": "{"}) == 1
+    assert restarted.current() == {(STATION, "aqms1", "PM10", "ug/m3"): (0.0, 800.0, "demo-pm")}
+    qc = QualityControl(ThresholdSource(None, analyzer_ranges=restarted.current), SeriesState())
+    (res,) = qc.evaluate(STATION, [Reading(now, "aqms1", "PM10", 850.0, "ug/m3", "00")], now)
+    assert (res.flag, res.check) == (4, "gross_range") and "of profile demo-pm" in res.cause
+
+
 def test_an_aborted_flush_is_judged_again_the_same_way(station):
     registry, key, kid = station
     prep, _ = preparation(registry)
@@ -225,3 +306,11 @@ def test_in_flight_messages_count_against_memory_and_come_back_in_order():
     assert [i.mid for i in again] == [2, 3]
     held.settled(again)
     assert held.held() == 3 and not held.full()
+
+
+def test_a_birth_naming_one_range_twice_is_learnt_and_replaced_without_error():
+    ranges = AnalyzerRanges()
+    twice = ranged_birth(1, time.time_ns(), ((0.0, 800.0), (0.0, 900.0)))  # the later entry wins
+    assert ranges.learn(twice) is True
+    assert ranges.current() == {(STATION, "aqms1", "PM10", "ug/m3"): (0.0, 900.0, "demo-pm")}
+    assert ranges.learn(ranged_birth(2, time.time_ns(), ())) is True and ranges.current() == {}

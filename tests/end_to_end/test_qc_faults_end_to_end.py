@@ -3,43 +3,13 @@ real agent, Mosquitto and collector and arrive in QuestDB with the expected flag
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import pytest
 
 from cli.processes import collector_process
 from firmware_sim.analyzer import read_truth
-from firmware_sim.station import StationSimulator
-from station_profiles.loader import load_station
 from supervisor.process import wait_until
 from tests.helpers import sql
-from tests.station_rig import Station
-
-
-class SimulatorThread:
-    """The station simulator in its own event loop, so the test can switch faults while the agent polls."""
-
-    def __init__(self, station_file, truth, ports) -> None:
-        self.sim = StationSimulator(load_station(station_file).with_port_overrides(ports), truth)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> SimulatorThread:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    def do(self, fn, *args, **kwargs):
-        async def call():
-            return fn(*args, **kwargs)
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(5)
+from tests.station_rig import SimulatorThread, Station
 
 
 @pytest.fixture
