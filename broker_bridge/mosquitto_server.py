@@ -132,7 +132,8 @@ def render_mosquitto_conf(
     return "\n".join(lines)
 
 
-def _encode_remaining_length(n: int) -> bytes:
+def mqtt_varint(n: int) -> bytes:
+    """MQTT's variable byte integer (remaining length, property lengths)."""
     out = bytearray()
     while True:
         byte, n = n % 128, n // 128
@@ -151,7 +152,7 @@ def mqtt_connack(host: str, port: int, timeout: float = 1.0) -> int | None:
     var_header = b"\x00\x04MQTT" + bytes([4, 0x02]) + struct.pack("!H", 10)  # level 4, clean session, keepalive 10
     payload = struct.pack("!H", len(client_id)) + client_id
     body = var_header + payload
-    packet = b"\x10" + _encode_remaining_length(len(body)) + body
+    packet = b"\x10" + mqtt_varint(len(body)) + body
     try:
         with socket.create_connection((host, port), timeout=timeout) as s:
             s.settimeout(timeout)

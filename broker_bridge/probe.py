@@ -20,6 +20,7 @@ import uuid
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from broker_bridge.mosquitto_server import mqtt_varint
 from broker_bridge.session import BrokerAddress, connect_properties, disconnect_and_stop
 
 NOT_AUTHORIZED = 0x87  # MQTT v5 reason code 135 (CONNACK, SUBACK, PUBACK)
@@ -124,15 +125,6 @@ def drain(q: queue.Queue) -> list:
 # -- MQTT v5 by hand ----------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _string(data: bytes | str) -> bytes:
     data = data.encode() if isinstance(data, str) else data
     return struct.pack("!H", len(data)) + data
@@ -172,14 +164,14 @@ class RawClient:
         if will is not None:
             topic, message, retain = will
             flags |= 0x04 | (1 << 3) | (0x20 if retain else 0)
-            payload += _varint(0) + _string(topic) + _string(message)
+            payload += mqtt_varint(0) + _string(topic) + _string(message)
         if username is not None:
             flags |= 0x80
             payload += _string(username)
         if password is not None:
             flags |= 0x40
             payload += _string(password)
-        variable = _string("MQTT") + bytes([5, flags]) + struct.pack("!H", 30) + _varint(0)
+        variable = _string("MQTT") + bytes([5, flags]) + struct.pack("!H", 30) + mqtt_varint(0)
         self._send(0x10, variable + payload)
         kind, body = self.read_packet()
         if kind != 0x20 or len(body) < 2:
@@ -189,7 +181,7 @@ class RawClient:
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> tuple[str, int | None]:
         """Publish at QoS 1; ("puback", code), ("disconnect", code) or ("closed", None)."""
         self._next_id = self._next_id % 65535 + 1
-        body = _string(topic) + struct.pack("!H", self._next_id) + _varint(0) + payload
+        body = _string(topic) + struct.pack("!H", self._next_id) + mqtt_varint(0) + payload
         try:
             self._send(0x32 | (0x01 if retain else 0), body)
         except OSError:
@@ -200,9 +192,9 @@ class RawClient:
         """Announce a PUBLISH of ``remaining_length`` bytes and send only its first bytes: a broker with
         ``max_packet_size`` refuses it from the fixed header and answers DISCONNECT 0x95."""
         self._next_id = self._next_id % 65535 + 1
-        start = _string(topic) + struct.pack("!H", self._next_id) + _varint(0) + b"x" * 1024
+        start = _string(topic) + struct.pack("!H", self._next_id) + mqtt_varint(0) + b"x" * 1024
         try:
-            self.sock.sendall(bytes([0x32]) + _varint(remaining_length) + start)
+            self.sock.sendall(bytes([0x32]) + mqtt_varint(remaining_length) + start)
         except OSError:
             return self.answer()
         return self.answer()
@@ -246,7 +238,7 @@ class RawClient:
             pass
 
     def _send(self, head: int, body: bytes) -> None:
-        self.sock.sendall(bytes([head]) + _varint(len(body)) + body)
+        self.sock.sendall(bytes([head]) + mqtt_varint(len(body)) + body)
 
     def _read(self, n: int) -> bytes:
         data = b""
