@@ -410,6 +410,10 @@ def main() -> None:
         values = [r[key] if key == "rate" else r["cores"][key] for r in results[(path, cycles)]]
         return statistics.median(values)
 
+    def paired_ratio(path: str, cycles: int) -> float:
+        rounds = zip(results[(path, cycles)], results[("telegraf", cycles)])
+        return statistics.median(ours["rate"] / theirs["rate"] for ours, theirs in rounds)
+
     readings = {c: results[(paths[0], c)][0]["readings"] / results[(paths[0], c)][0]["messages"] for c in cycles_list}
     print(
         f"\nmedians over {args.runs} rounds, {args.stations:,} stations; load average at start {load_start}, "
@@ -430,6 +434,8 @@ def main() -> None:
                 f"{c}-poll {med(path, c, 'rate') / med('telegraf', c, 'rate'):.2f}x" for c in cycles_list
             )
             print(f"{path} / telegraf (medians): {ratios}")
+            paired = ", ".join(f"{c}-poll {paired_ratio(path, c):.2f}x" for c in cycles_list)
+            print(f"{path} / telegraf (median of each round's ratio, the two measured side by side): {paired}")
         for c in cycles_list:
             t = med("telegraf", c, "rate")
             marks = []
