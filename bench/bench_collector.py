@@ -52,6 +52,10 @@ replayed for a sample of stations into a real agent outbox holding those station
 through the agent's own code (``SignedReceipt.parse(...).verified(...)`` and
 ``Outbox.mark_receipted``); it prints receipts per batch and the agent's CPU time per batch.
 
+``--py-spy FILE`` samples the first collector process with py-spy during the first round (it runs at
+full speed: py-spy reads its memory without stopping it) and prints, per thread, where the samples
+were, waits included; FILE keeps the raw stacks (flamegraph.pl takes them as they are).
+
 ``--profile FILE`` adds one round with the Collector running in this process
 under cProfile (every thread: the paho network thread and the flush loop) and
 prints the top functions; FILE receives the combined pstats data.
@@ -69,6 +73,7 @@ import random
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -421,6 +426,38 @@ def profile_round(
         print(text[text.find("   ncalls") :].rstrip())
 
 
+def py_spy(out: Path, pid: int) -> subprocess.Popen:
+    """py-spy sampling the collector's every thread while the round runs, waits included (``--idle``): where
+    a thread waits (select, a condition, the warehouse) says as much as where it computes."""
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        raise SystemExit(
+            f"--py-spy: {exe} is missing; run `bash scripts/bootstrap.sh` (pyproject's test extras list py-spy)"
+        )
+    command = [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "--idle"]
+    return subprocess.Popen([*command, "-o", str(out), "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def py_spy_summary(spy: subprocess.Popen, out: Path, top: int = 12) -> str:
+    """Per thread, where its samples were (the innermost frame), from py-spy's raw (collapsed) output."""
+    spy.send_signal(signal.SIGINT)
+    _, err = spy.communicate(timeout=60)
+    if not out.exists():
+        return f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}"
+    leaves: dict[str, dict[str, int]] = {}
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        per_thread = leaves.setdefault(frames[0], {})
+        per_thread[frames[-1]] = per_thread.get(frames[-1], 0) + int(count)
+    lines = [f"py-spy: the collector's threads, waits included (raw stacks in {out}):"]
+    for thread, frames in sorted(leaves.items(), key=lambda t: -sum(t[1].values())):
+        n = sum(frames.values())
+        lines.append(f"  {thread}: {n:,} samples")
+        lines += [f"    {k / n:6.1%}  {f}" for f, k in sorted(frames.items(), key=lambda t: -t[1])[:top]]
+    return "\n".join(lines)
+
+
 def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU time of a process (this one when ``pid`` is None), all its threads."""
     if pid is None:
@@ -519,6 +556,9 @@ def main() -> None:
         "--collectors", type=int, default=1, help="collector processes; more than one share the stream (--share-group)"
     )
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes for pre-publishing")
+    ap.add_argument(
+        "--py-spy", type=Path, default=None, help="sample the collector with py-spy in round 1; raw stacks file"
+    )
     ap.add_argument("--profile", type=Path, default=None, help="also run one profiled round in-process; pstats file")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, collector log)")
     ap.add_argument("--seed", type=int, default=7)
@@ -631,7 +671,10 @@ def main() -> None:
                     t0 = time.monotonic()
                     for process in collectors:
                         os.kill(process.pid, signal.SIGCONT)
+                    spy = py_spy(args.py_spy, collectors[0].pid) if args.py_spy and run == 0 and index == 0 else None
                 t1 = wait_visible(pg, expected, timeout=900)
+                if spy is not None:
+                    print(py_spy_summary(spy, args.py_spy), flush=True)
                 coll_cpu = meter.report()
                 rate = expected / (t1 - t0)
                 coll_rates[with_key].append(rate)

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from broker_bridge.read_ahead import ReadAheadClient
 from supervisor.address import split_host_port
 
 QOS = 1  # QoS 2 gains nothing: paho keeps QoS 2 state only in memory
@@ -83,7 +84,7 @@ class BrokerAddress:
 def new_client(client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
     if not client_id:
         raise ValueError("a persistent session needs a stable, non-empty client id")
-    client = mqtt.Client(
+    client = ReadAheadClient(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
