@@ -26,7 +26,7 @@ from api.keys import ApiKey, KeyRing
 from api.models import Aqi, Episode, LatestReadings, LatestValues, Mean, Page, Reading, Reject, Station, StationAqi
 from api.ratelimit import RateLimiter
 from api.snapshot import Snapshot
-from api.times import maybe_moment_json, moment_json, to_ns
+from api.times import Moments, maybe_moment_json, moment_json, to_ns
 from store import api_queries as q
 from store import station_state, vn_aqi
 from store.errors import WarehouseUnavailable
@@ -302,8 +302,9 @@ def create_app(config: ApiConfig) -> FastAPI:
         as_of = moment_json(time.time_ns())  # before the query: the data are at least as new as this
         with pool.connection() as conn:
             rows = q.latest_readings(conn, valid_only=True)
+        moments = Moments()
         data = [
-            {"station": s, "device": d, "parameter": p, "ts": moment_json(ts), "value": v, "unit": u or ""}
+            {"station": s, "device": d, "parameter": p, "ts": moments[ts], "value": v, "unit": u or ""}
             for s, d, p, ts, v, u in rows
         ]
         return _shared(as_of, data)
@@ -312,7 +313,8 @@ def create_app(config: ApiConfig) -> FastAPI:
         as_of = moment_json(time.time_ns())
         with pool.connection() as conn:
             rows = q.latest_readings(conn, valid_only=False)
-        return _shared(as_of, [{**_reading(row[1:]), "station": row[0]} for row in rows])
+        data = _readings([row[1:] for row in rows], Moments())
+        return _shared(as_of, [{**r, "station": row[0]} for r, row in zip(data, rows)])
 
     latest_values = Snapshot(_latest_values, config.latest_max_age_s)
     latest_readings = Snapshot(_latest_readings, config.latest_max_age_s)
@@ -408,7 +410,7 @@ def create_app(config: ApiConfig) -> FastAPI:
                 )
 
         rows, nxt = _paged("readings", asked, cursor, (int, str, str), fetch, limit, lambda r: [r[0], r[1], r[2]])
-        return _answer({"data": [_reading(r) for r in rows], "next_cursor": nxt})
+        return _answer({"data": _readings(rows, Moments()), "next_cursor": nxt})
 
     # -- means -------------------------------------------------------------------------------------------------
 
@@ -440,7 +442,7 @@ def create_app(config: ApiConfig) -> FastAPI:
             f"means/{period}", asked, cursor, (int, str, str), fetch, limit, lambda r: [r[0], r[1], r[2]]
         )
         keyed = identified.key is not None
-        return _answer({"data": [_mean(row, period, keyed) for row in rows], "next_cursor": nxt})
+        return _answer({"data": _means(rows, period, keyed, Moments()), "next_cursor": nxt})
 
     # -- VN_AQI ------------------------------------------------------------------------------------------------
 
@@ -571,50 +573,41 @@ def create_app(config: ApiConfig) -> FastAPI:
 # -- rows as the models describe them (api/models.py), as plain dicts -------------------------------------------
 
 
-_READING_FIELDS = tuple(Reading.model_fields)
+def _readings(rows: list[tuple], moments: Moments) -> list[dict]:
+    """Rows of store.api_queries.READING_COLUMNS (blanks already filled) as ``Reading``s, each dict built in
+    one step with the model's fields in its order (tests/api/test_api_rows.py holds it to the model)."""
+    return [
+        {"ts": moments[ts], "device": d, "parameter": p, "value": v, "unit": u, "status": st, "cause": c,
+         "qc_flag": qf, "qc_check": qck, "qc_cause": qca, "qc_checks": qcs, "seq": seq, "historical": h,
+         "source": src, "received_at": moments[rec]}
+        for ts, d, p, v, u, st, c, qf, qck, qca, qcs, seq, h, src, rec in rows
+    ]  # fmt: skip
 
 
-def _reading(row: tuple) -> dict:
-    """A row of store.api_queries.READING_COLUMNS (blanks already filled) as ``Reading``."""
-    answer = dict(zip(_READING_FIELDS, row))
-    answer["ts"] = moment_json(row[0])
-    answer["received_at"] = maybe_moment_json(row[14])
-    return answer
-
-
-def _mean(row: tuple, period: str, keyed: bool) -> dict:
-    """A row of store.api_queries.MEAN_COLUMNS (then the period's extras) as ``Mean``."""
-    ts, d, p, unit, mean, low, high, n_valid, n_expected, coverage, valid, worst, rule, computed = row[:14]
-    extra = row[14:]
-    detail = None
-    if keyed:
-        counts = extra if period == "hourly" else (None,) * 5
-        detail = {
-            "mean_if_invalid": None if valid else mean,
-            "worst_flag": worst,
-            **dict(zip(("n_readings", "n_calibrating", "n_device_error", "n_qc_fail", "n_suspect"), counts)),
-        }
-    return {
-        "start": moment_json(ts - PERIOD_NS[period]),
-        "end": moment_json(ts),
-        "local_day": extra[0] if period == "daily" else None,
-        "device": d,
-        "parameter": p,
-        "unit": unit or "",
-        "mean": mean if valid else None,
-        "min": low if valid else None,
-        "max": high if valid else None,
-        "max_hourly": extra[1] if period == "daily" else None,
-        "coverage": {
-            "expected": n_expected,
-            "observed": n_valid,
-            "percent": None if coverage is None else round(coverage * 100, 2),
-            "valid": bool(valid),
-            "rule": rule or "",
-        },
-        "computed_at": maybe_moment_json(computed),
-        "detail": detail,
-    }
+def _means(rows: list[tuple], period: str, keyed: bool, moments: Moments) -> list[dict]:
+    """Rows of store.api_queries.mean_select(period) as ``Mean``s, each dict built in one step (as ``_readings``)."""
+    span = PERIOD_NS[period]
+    daily, hourly = period == "daily", period == "hourly"
+    no_counts = (None,) * 5
+    data = []
+    for ts, d, p, unit, mean, low, high, n_valid, n_expected, coverage, valid, worst, rule, computed, *extra in rows:
+        detail = None
+        if keyed:
+            n_readings, n_calibrating, n_device_error, n_qc_fail, n_suspect = extra if hourly else no_counts
+            detail = {"mean_if_invalid": None if valid else mean, "worst_flag": worst, "n_readings": n_readings,
+                      "n_calibrating": n_calibrating, "n_device_error": n_device_error, "n_qc_fail": n_qc_fail,
+                      "n_suspect": n_suspect}  # fmt: skip
+        data.append(
+            {"start": moments[ts - span], "end": moments[ts], "local_day": extra[0] if daily else None,
+             "device": d, "parameter": p, "unit": unit or "", "mean": mean if valid else None,
+             "min": low if valid else None, "max": high if valid else None,
+             "max_hourly": extra[1] if daily else None,
+             "coverage": {"expected": n_expected, "observed": n_valid,
+                          "percent": None if coverage is None else round(coverage * 100, 2), "valid": bool(valid),
+                          "rule": rule or ""},
+             "computed_at": moments[computed], "detail": detail}
+        )  # fmt: skip
+    return data
 
 
 def _aqi(ts: int, aqi, dominant, sub_json, missing_json, reason, computed, period: str, local_day: str | None) -> dict:

@@ -41,6 +41,18 @@ def moment_json(ns: int) -> dict[str, str]:
     return {"utc": f"{utc}{tail}Z", "local": f"{local}{tail}+07:00"}
 
 
+class Moments(dict):
+    """``moment_json`` of each instant once per answer (``moments[ns]``; ``moments[None]`` is None).
+
+    An answer repeats its instants: a station-day of raw readings has each time once per parameter, a month
+    of hourly means each hour as one row's end and the next row's start. The rows share the one dict of an
+    instant (the encoder writes it each time; nothing changes it), and a repeat costs a dict lookup."""
+
+    def __missing__(self, ns: int | None) -> dict[str, str] | None:
+        value = self[ns] = None if ns is None else moment_json(ns)
+        return value
+
+
 def maybe_moment_json(ns: int | None) -> dict[str, str] | None:
     return None if ns is None else moment_json(ns)
 

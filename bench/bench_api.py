@@ -3,13 +3,15 @@ the PostgreSQL wire (the ratio is the API's overhead). Issue 14's targets: lates
 overhead < 2x.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_api.py [--stations 2000] [--clients 50] [--seconds 10]
-        [--before REV]
+        [--before REV] [--rounds 3]
 
 Starts its own QuestDB and ``quantrac api serve`` (a separate process, as deployed) from this tree and,
 beside it, from commit REV (``git archive``; default: the API core before the work on its speed), writes
 the rows over ILP (the collector is not what is measured here), then per query: N clients for S seconds
 against each server and against QuestDB directly, p50 / p99 side by side, and whether both servers' answers
-hold the same data.
+hold the same data. The three take turns, round after round (the machine is shared: its load drifts over a
+run); each figure is the median of the rounds' figures, each ratio the median of the rounds' ratios (the two
+measured in the same round).
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def main() -> None:
     ap.add_argument("--stations", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3, help="every server and the direct query in turn, this often")
     ap.add_argument(
         "--before",
         default=BEFORE,
@@ -170,49 +173,60 @@ def main() -> None:
         # QuestDB's PostgreSQL wire takes only so many (two pools and 50 direct clients were refused).
         servers = [(f"before ({args.before})", checkout(args.before, root / "before"))] if args.before else []
         servers.append(("this tree", None))
-        latencies: dict[tuple[str, str], list[float]] = {}
+        targets = [name for name, _ in servers] + ["PostgreSQL wire"]
+        rounds: dict[tuple[str, str], list[list[float]]] = {(c[0], t): [] for c in cases for t in targets}
         bodies: dict[tuple[str, str], list] = {}
-        for name, tree in servers:
-            process, base = serve_api(root, name.split()[0], pg, keys_file, tree)
-            apis.append(process)
-            for label, path, params, _ in cases:
-                bodies[label, name] = _body(base + path, params, headers)["data"]
+        for _ in range(args.rounds):
+            for name, tree in servers:
+                process, base = serve_api(root, name.split()[0], pg, keys_file, tree)
+                apis.append(process)
+                for label, path, params, _ in cases:
+                    bodies.setdefault((label, name), _body(base + path, params, headers)["data"])
 
-                def api_call(url=base + path, params=params):
-                    client = httpx.Client(timeout=120)
-                    return lambda: client.get(url, params=params, headers=headers).raise_for_status()
+                    def api_call(url=base + path, params=params):
+                        client = httpx.Client(timeout=120)
+                        return lambda: client.get(url, params=params, headers=headers).raise_for_status()
 
-                latencies[label, name] = run_clients(args.clients, args.seconds, api_call)
-            process.stop()
-        for label, _, _, direct in cases:
+                    rounds[label, name].append(run_clients(args.clients, args.seconds, api_call))
+                process.stop()
+            for label, _, _, direct in cases:
 
-            def pg_call(direct=direct):
-                conn = psycopg.connect(conninfo, autocommit=True)
-                return lambda: direct(conn)
+                def pg_call(direct=direct):
+                    conn = psycopg.connect(conninfo, autocommit=True)
+                    return lambda: direct(conn)
 
-            latencies[label, "PostgreSQL wire"] = run_clients(args.clients, args.seconds, pg_call)
+                rounds[label, "PostgreSQL wire"].append(run_clients(args.clients, args.seconds, pg_call))
+
+        def med(label: str, name: str, p: int, over: str | None = None) -> float:
+            """The median over the rounds of the p-th percentile (of its ratio to ``over``'s in that round)."""
+            mine = [pct(r, p) for r in rounds[label, name]]
+            if over is not None:
+                mine = [m / pct(o, p) for m, o in zip(mine, rounds[label, over])]
+            return statistics.median(mine)
+
         print(
-            f"{args.stations} stations x {len(PARAMETERS)} parameters, {args.clients} clients, {args.seconds} s each;"
+            f"{args.stations} stations x {len(PARAMETERS)} parameters, {args.clients} clients, {args.seconds} s each,"
+            f" {args.rounds} rounds (medians of the rounds);"
         )
         print("latency in ms; ratio: the API / the same query over the PostgreSQL wire (target < 2x); n: requests")
         print(
             f"{'query':24} {'rows':>6} {'server':22} {'p50':>8} {'p99':>8} {'n':>6} {'p50 ratio':>9} {'p99 ratio':>9}"
         )
+        wire = "PostgreSQL wire"
         for label, *_ in cases:
-            d = latencies[label, "PostgreSQL wire"]
             rows = len(bodies[label, "this tree"])
-            for name, _ in servers:
-                a = latencies[label, name]
-                print(
-                    f"{label:24} {rows:>6} {name:22} {pct(a, 50):>8.1f} {pct(a, 99):>8.1f} {len(a):>6}"
-                    f" {pct(a, 50) / pct(d, 50):>8.2f}x {pct(a, 99) / pct(d, 99):>8.2f}x"
+            for name in targets:
+                n = sum(len(r) for r in rounds[label, name])
+                ratios = (
+                    "" if name == wire else f" {med(label, name, 50, wire):>8.2f}x {med(label, name, 99, wire):>8.2f}x"
                 )
-            print(f"{label:24} {rows:>6} {'PostgreSQL wire':22} {pct(d, 50):>8.1f} {pct(d, 99):>8.1f} {len(d):>6}")
+                p50, p99 = med(label, name, 50), med(label, name, 99)
+                print(f"{label:24} {rows:>6} {name:22} {p50:>8.1f} {p99:>8.1f} {n:>6}{ratios}")
             if len(servers) == 2:
-                b, a = (latencies[label, name] for name, _ in servers)
-                same = bodies[label, servers[0][0]] == bodies[label, "this tree"]
+                b, a = (name for name, _ in servers)
+                same = bodies[label, b] == bodies[label, a]
                 print(
-                    f"{'':31} before/after: p50 {pct(b, 50) / pct(a, 50):.1f}x, p99 {pct(b, 99) / pct(a, 99):.1f}x;"
+                    f"{'':31} before/after: p50 {med(label, b, 50, a):.1f}x, p99 {med(label, b, 99, a):.1f}x;"
                     f" same data in both answers: {'yes' if same else 'NO'}"
                 )
         print(f"failed calls: {ERRORS or 'none'}")
