@@ -174,7 +174,7 @@ class StationAgent:
         next_tick = time.monotonic()
         try:
             while not stop.is_set():
-                await self.poll_once()
+                await self.poll_once(late_s=max(0.0, time.monotonic() - next_tick))
                 # Fixed-rate schedule: a slow cycle does not shift later ones.
                 next_tick += interval
                 delay = next_tick - time.monotonic()
@@ -199,8 +199,10 @@ class StationAgent:
             log.info("agent_stopped", station=self.station_id, drained=drained, **self.outbox.counts())
             self.outbox.close()
 
-    async def poll_once(self) -> int:
-        self.publisher.live.poll_started()  # the live window is cut between polls, never inside one
+    async def poll_once(self, late_s: float = 0.0) -> int:
+        """One poll cycle; ``late_s``: how long after its scheduled moment it began (timers, load)."""
+        # The live window is cut between polls at their scheduled moments, never inside a poll.
+        self.publisher.live.poll_started(late_ns=round(late_s * 1e9))
         live = False
         try:
             # The clock check (at most every check_every_s) runs alongside the poll, not before it.

@@ -24,9 +24,9 @@ from edge_agent.outbox import LIVE, Outbox, SealedBatch
 
 log = structlog.get_logger("edge_agent.live_window")
 
-# Polls run on a fixed-rate schedule, a whole number of intervals apart give or take their timers' jitter:
-# a poll begun this little before a window's end is the next window's first (without it, a 5 s window of
-# 1 s polls took the 6th poll too whenever that one began a millisecond early).
+# Polls are scheduled a whole number of intervals apart (the agent reports how late each began); a poll
+# scheduled this little before a window's end is the next window's first, whatever rounding the wall and
+# monotonic clocks' conversion adds (a 5 s window of 1 s polls takes 5, never 6).
 END_SLACK_NS = 50_000_000
 # A window begun this far ahead of the clock means the clock was stepped back (a smaller step only
 # lengthens one window by as much).
@@ -63,9 +63,12 @@ class LiveWindow:
         self._flushing = False
         self.early_seals = 0  # windows sealed before their end because another reading would not fit
 
-    def poll_started(self) -> None:
-        """A poll begins: every reading it takes is stamped after this moment."""
-        self._polling_since = self._wall()
+    def poll_started(self, late_ns: int = 0) -> None:
+        """A poll begins, ``late_ns`` after its scheduled moment. It counts from that moment, which every
+        reading it takes follows and every reading of the poll before it precedes (a poll begins after
+        the one before it ended, on time or at once when that one overran): windows of a fixed-rate
+        schedule then hold the same number of polls whatever the timers' jitter and the machine's load."""
+        self._polling_since = self._wall() - max(0, late_ns)
 
     def poll_done(self, live: bool) -> None:
         """The poll's readings are committed (``live``: to the live lane; else to the backlog, or refused)."""
