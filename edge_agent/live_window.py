@@ -37,9 +37,9 @@ class LiveWindow:
     """Seals the live lane of ``outbox`` window by window; ``seal_next`` is the publisher's live-lane seal.
 
     The agent says when each poll starts and ends (``poll_started``, ``poll_done``): a window is cut at the
-    start of the first poll that began after its end, which every reading of the polls before it precedes,
+    scheduled moment of the first poll after its end, which every reading of the polls before it precedes,
     so a window never splits a poll (devices polled concurrently stage their readings device by device,
-    not in time order).
+    not in time order, so a cut by the readings' own times could).
     """
 
     def __init__(
