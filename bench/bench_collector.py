@@ -732,7 +732,8 @@ def main() -> None:
         reconnects = sum(connected_count(log) - len(started_logs[log]) for log in logs)
         print(
             f"\nmedian over {args.runs} rounds: collector {c:,.0f} readings/s, "
-            f"raw ILP (the faster way, per round) {r:,.0f} readings/s, ratio {c / r:.2f}"
+            f"raw ILP (the faster way, per round) {r:,.0f} readings/s, ratio {c / r:.2f}; collector CPU "
+            f"{statistics.median(coll_cpu_per_reading[variants[-1]]) * 1e6:.2f} us/reading"
         )
         print(
             f"targets: collector >= 100,000 readings/s: {'MET' if c >= 100_000 else 'NOT MET'}; "

@@ -27,6 +27,11 @@ WIRE_VERSION = 1
 SIGNATURE_LEN = 64
 MAX_ENVELOPE_BYTES = 1 << 20  # collectors reject anything larger unread
 MAX_READINGS_PER_BATCH = 10_000
+# What msgpack adds around a reading's text at most (its array, ts, value, five string headers), and
+# around a batch's readings (envelope and body maps, kid, station, seq, sent_ns, signature): with the
+# texts' UTF-8 bytes, an upper bound of a sealed batch's size before it is sealed (edge_agent's live window).
+READING_FRAMING_BYTES = 34
+BATCH_FRAMING_BYTES = 512
 INT64_MAX = (1 << 63) - 1
 # The warehouse's largest timestamp (QuestDB: 2261-12-31T23:59:59.999999999Z);
 # anything later could never be stored, so it is a contract breach here.

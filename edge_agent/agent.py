@@ -143,6 +143,7 @@ class StationAgent:
             historical_after_s=self.settings.historical_after_s,
             description=description,
             collector_keys=self.settings.collector_keys,
+            live_batch_s=station.live_batch_s,
         )
         # Devices on one serial port share one line: their requests are serialised.
         self.sources = sources_for_station(station)
@@ -173,7 +174,7 @@ class StationAgent:
         next_tick = time.monotonic()
         try:
             while not stop.is_set():
-                await self.poll_once()
+                await self.poll_once(late_s=max(0.0, time.monotonic() - next_tick))
                 # Fixed-rate schedule: a slow cycle does not shift later ones.
                 next_tick += interval
                 delay = next_tick - time.monotonic()
@@ -198,21 +199,32 @@ class StationAgent:
             log.info("agent_stopped", station=self.station_id, drained=drained, **self.outbox.counts())
             self.outbox.close()
 
-    async def poll_once(self) -> int:
-        # The clock check (at most every check_every_s) runs alongside the poll, not before it.
-        clock_check = [self.clock.maybe_check()] if self.clock is not None else []
-        results = await asyncio.gather(*(source.poll() for source in self.sources), *clock_check)
-        readings = [reading for batch in results[: len(self.sources)] for reading in batch]
-        if self.clock is not None:
-            readings = self.clock.mark(readings)
+    async def poll_once(self, late_s: float = 0.0) -> int:
+        """One poll cycle; ``late_s``: how long after its scheduled moment it began (timers, load)."""
+        # The live window is cut between polls at their scheduled moments, never inside a poll.
+        self.publisher.live.poll_started(late_ns=round(late_s * 1e9))
+        live = False
         try:
-            self.outbox.check_room()
-        except OutboxFull as exc:
-            self.refused_readings += len(readings)
-            log.error("readings_refused_outbox_full", station=self.station_id, readings=len(readings), error=str(exc))
-            return 0
-        # Taken while the uplink is down: history, not live data.
-        await self.committer.append(readings, historical=not self.publisher.connected.is_set())
+            # The clock check (at most every check_every_s) runs alongside the poll, not before it.
+            clock_check = [self.clock.maybe_check()] if self.clock is not None else []
+            results = await asyncio.gather(*(source.poll() for source in self.sources), *clock_check)
+            readings = [reading for batch in results[: len(self.sources)] for reading in batch]
+            if self.clock is not None:
+                readings = self.clock.mark(readings)
+            try:
+                self.outbox.check_room()
+            except OutboxFull as exc:
+                self.refused_readings += len(readings)
+                log.error(
+                    "readings_refused_outbox_full", station=self.station_id, readings=len(readings), error=str(exc)
+                )
+                return 0
+            # Taken while the uplink is down: history, not live data.
+            historical = not self.publisher.connected.is_set()
+            await self.committer.append(readings, historical=historical)
+            live = not historical
+        finally:
+            self.publisher.live.poll_done(live)
         self.cycles += 1
         self._track_devices(readings)
         self.publisher.pump()
@@ -257,6 +269,7 @@ class StationAgent:
         goes out first after the next start.
         """
         deadline = time.monotonic() + timeout_s
+        self.publisher.live.flush()  # a stop does not wait for the live window to close
         while time.monotonic() < deadline:
             self.publisher.pump()
             counts = self.outbox.counts()

@@ -27,7 +27,15 @@ from pathlib import Path
 
 import structlog
 
-from broker_bridge.envelope import BatchBody, Reading, decode_body, open_envelope, seal
+from broker_bridge.envelope import (
+    MAX_ENVELOPE_BYTES,
+    READING_FRAMING_BYTES,
+    BatchBody,
+    Reading,
+    decode_body,
+    open_envelope,
+    seal,
+)
 from broker_bridge.keys import SigningKey
 from edge_agent.wal_check import inspect_wal
 from vocabulary.status import STATUS_CODES
@@ -111,6 +119,14 @@ class SealedBatch:
     seq: int
     payload: bytes
     readings: int
+
+
+@dataclass(frozen=True, slots=True)
+class StagedWindow:
+    """The live lane's oldest staged readings, at most a batch of them (``Outbox.live_window``)."""
+
+    readings: int
+    wire_bytes: int  # an upper bound of their size in a sealed batch, framing of the batch itself left out
 
 
 @dataclass(frozen=True)
@@ -354,10 +370,30 @@ class Outbox:
             )
         return len(rows)
 
+    def live_window(self, max_readings: int) -> StagedWindow | None:
+        """What the live lane holds, counting at most ``max_readings`` of its oldest readings (None: nothing)."""
+        count, wire_bytes = self._db.execute(
+            f"SELECT count(*), sum({READING_FRAMING_BYTES} + length(CAST(device AS BLOB))"
+            " + length(CAST(parameter AS BLOB)) + length(CAST(unit AS BLOB)) + length(CAST(status AS BLOB))"
+            " + length(CAST(cause AS BLOB)))"
+            " FROM (SELECT * FROM staged WHERE historical=0 ORDER BY id LIMIT ?)",
+            (max_readings,),
+        ).fetchone()
+        return StagedWindow(count, wire_bytes) if count else None
+
     def seal_next(
-        self, key: SigningKey, max_readings: int, historical_after_s: float, lane: int | None = None
+        self,
+        key: SigningKey,
+        max_readings: int,
+        historical_after_s: float,
+        lane: int | None = None,
+        before_ns: int | None = None,
     ) -> SealedBatch | None:
-        """Seal the oldest staged readings of a lane (default: live if any, else backlog) into the next batch."""
+        """Seal the oldest staged readings of a lane (default: live if any, else backlog) into the next batch.
+
+        ``before_ns``: only the lane's oldest readings taken before then (a live window's end); the first
+        one taken later and every one after it wait. A batch is cut short to stay within the envelope's
+        byte limit."""
         now = time.time_ns()
         with self._transaction():
             # Live readings that waited too long become history: they are no longer "now".
@@ -375,14 +411,22 @@ class Outbox:
                 ).fetchall()
                 if rows:
                     break
+            if before_ns is not None:
+                # A prefix in staging order: the DELETE below removes every row up to the last one sealed.
+                rows = rows[: next((i for i, row in enumerate(rows) if row[1] >= before_ns), len(rows))]
             if not rows:
                 return None
             seq = self._db.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()[0] + 1
-            readings = tuple(Reading(*row[1:]) for row in rows)
-            body = BatchBody(
-                station=self.station_id, seq=seq, sent_ns=now, readings=readings, historical=chosen == BACKLOG
-            )
-            payload = seal(body, key.key_id, key.private_key)
+            while True:
+                readings = tuple(Reading(*row[1:]) for row in rows)
+                body = BatchBody(
+                    station=self.station_id, seq=seq, sent_ns=now, readings=readings, historical=chosen == BACKLOG
+                )
+                payload = seal(body, key.key_id, key.private_key)
+                if len(payload) <= MAX_ENVELOPE_BYTES or len(rows) == 1:
+                    break
+                # Collectors refuse a larger payload unread: keep what fits, with a margin, and leave the rest staged.
+                rows = rows[: max(1, len(rows) * MAX_ENVELOPE_BYTES // len(payload) * 9 // 10)]
             ts = [r.ts_ns for r in readings]
             self._db.execute(
                 "INSERT INTO batches(seq, sealed_ns, readings, first_ts_ns, last_ts_ns, historical, payload,"

@@ -42,6 +42,7 @@ from broker_bridge.station_messages import (
     seal_station_message,
 )
 from broker_bridge.topics import command_topic, data_topic, receipt_topic, status_topic
+from edge_agent.live_window import LiveWindow
 from edge_agent.outbox import BACKLOG, LIVE, Outbox, SealedBatch
 
 log = structlog.get_logger("edge_agent.publisher")
@@ -72,6 +73,7 @@ class BatchPublisher:
         unheard_retry_s: float = 30.0,
         connection: tuple[mqtt.Client, threading.Event] | None = None,
         collector_keys: dict[str, VerifyKey] | None = None,
+        live_batch_s: float = 0.0,
     ) -> None:
         self.outbox = outbox
         self.key = key
@@ -79,7 +81,11 @@ class BatchPublisher:
         self.station_id = outbox.station_id
         self.window = window
         self.max_readings_per_batch = max_readings_per_batch
-        self.historical_after_s = historical_after_s
+        # A reading waiting inside its live window is not late: it turns historical only as long after the
+        # window's end as it would have after its poll without one.
+        self.historical_after_s = historical_after_s + live_batch_s
+        #: seals the live lane: at once (0), or the polls of each live_batch_s window into one batch
+        self.live = LiveWindow(outbox, live_batch_s, max_readings_per_batch)
         self.description = description
         self.topic = data_topic(self.station_id)
         self.status_topic = status_topic(self.station_id)
@@ -390,7 +396,10 @@ class BatchPublisher:
         # Alternate lanes when both have data; otherwise take whichever has.
         preferred = LIVE if self._last_lane == BACKLOG else BACKLOG
         for lane in (preferred, 1 - preferred):
-            batch = self.outbox.seal_next(self.key, self.max_readings_per_batch, self.historical_after_s, lane=lane)
+            if lane == LIVE:
+                batch = self.live.seal_next(self.key, self.historical_after_s)
+            else:
+                batch = self.outbox.seal_next(self.key, self.max_readings_per_batch, self.historical_after_s, lane=lane)
             if batch is not None:
                 self._last_lane = lane
                 return batch

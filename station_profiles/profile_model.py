@@ -939,6 +939,22 @@ PROFILE_FILE_SUFFIXES = (".yaml", ".yml")
 _NAME_PATTERN = re.compile(NAME_RE)
 
 
+#: The longest live window a station may choose (station file ``live_batch_s``): five minutes, the TT10
+#: cycle; a longer one would hold live data back longer than the regulation's own files do.
+MAX_LIVE_BATCH_S = 300.0
+
+
+def _live_batch_s(seconds: float) -> float:
+    if not 0 <= seconds <= MAX_LIVE_BATCH_S:  # also refuses .nan and .inf
+        raise config_error(
+            f"{seconds:g} is outside 0..{MAX_LIVE_BATCH_S:g} seconds",
+            f"write 0 (the default: one message per poll) or the seconds of polls to seal into one message,"
+            f" at most {MAX_LIVE_BATCH_S:g} (each second added is a second of delay for live data;"
+            " see edge_agent/README.md, Live batches)",
+        )
+    return seconds
+
+
 def is_profile_path(reference: str) -> bool:
     """A station file's ``profile:`` is a path (relative to the station file's folder, or absolute) when
     it holds a slash or ends in .yaml/.yml; otherwise it is a name looked up in the profile search path."""
@@ -1083,6 +1099,8 @@ class Tt10Target(_Strict):
 class StationConfig(_Strict):
     station: StationInfo
     poll_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # Seconds of live polls sealed into one signed batch (edge_agent/live_window.py); 0: one batch per poll.
+    live_batch_s: Annotated[float, AfterValidator(_live_batch_s)] = 0.0
     devices: Annotated[list[DeviceConfig], Field(min_length=1)]
     clock: ClockConfig | None = None
     tt10_out: list[Tt10Target] = []  # province servers the agent also delivers TT10 files to
@@ -1245,6 +1263,7 @@ class StationConfig(_Strict):
             {
                 "station": self.station,
                 "poll_interval_s": self.poll_interval_s,
+                "live_batch_s": self.live_batch_s,
                 "devices": devices,
                 "clock": self.clock,
                 "tt10_out": self.tt10_out,

@@ -36,11 +36,14 @@ class Station:
         receipts: bool = False,
         receipt_timeout_s: float | None = None,
         resend_retry_s: float | None = None,
+        live_batch_s: float | None = None,
     ) -> None:
         doc = yaml.safe_load((STATIONS_DIR / template).read_text())
         self.id = unique_station(doc["station"]["id"])
         doc["station"]["id"] = self.id
         doc["poll_interval_s"] = poll_s
+        if live_batch_s is not None:
+            doc["live_batch_s"] = live_batch_s
         self.tmp = tmp
         self.file = tmp / f"{self.id}.yaml"
         self.file.write_text(yaml.safe_dump(doc))

@@ -670,3 +670,61 @@ def test_every_builtin_profile_cites_its_source_and_says_what_is_unverified() ->
         assert len(p.source) > 20, name
         if name != "generic-modbus-float":
             assert "NOT verified" in p.notes or "not verified" in p.notes.lower(), name
+
+
+# --------------------------------------------------------------------------- #
+# live_batch_s: seconds of live polls sealed into one message
+# --------------------------------------------------------------------------- #
+
+
+def test_live_batch_s_defaults_to_one_poll_a_message_and_takes_0_to_300(tmp_path: Path) -> None:
+    _write(tmp_path / "profiles" / "p.yaml", GOOD_PROFILE.format(name="p"))
+    path = _write(tmp_path / "stations" / "s.yaml", GOOD_STATION.format(profile="p"))
+    assert load_station(path, tmp_path / "profiles").live_batch_s == 0
+    for seconds in ("0", "5", "0.5", "300"):
+        text = GOOD_STATION.format(profile="p").replace(
+            "poll_interval_s: 2.0\n", f"poll_interval_s: 2.0\nlive_batch_s: {seconds}\n"
+        )
+        path = _write(tmp_path / "stations" / "s.yaml", text)
+        station = load_station(path, tmp_path / "profiles")
+        assert station.live_batch_s == float(seconds)
+        assert station.with_port_overrides({"a1": 15999}).live_batch_s == float(seconds)  # the copies keep it
+
+
+@pytest.mark.parametrize(
+    "value, needles",
+    [
+        ("301", ("301 is outside 0..300 seconds", "write 0 (the default: one message per poll)", "at most 300")),
+        ("-1", ("-1 is outside 0..300 seconds", "at most 300")),
+        (".nan", ("nan is outside 0..300 seconds",)),
+        (".inf", ("inf is outside 0..300 seconds",)),
+        ("five", ("expected a number, got 'five'", "write a plain number")),
+    ],
+)
+def test_a_bad_live_batch_s_names_the_file_the_line_and_the_fix(tmp_path: Path, value: str, needles) -> None:
+    text = GOOD_STATION.format(profile="p").replace(
+        "poll_interval_s: 2.0\n", f"poll_interval_s: 2.0\nlive_batch_s: {value}\n"
+    )
+    _assert_issue(_station_error(tmp_path, text), "stations/s.yaml", 3, "live_batch_s", *needles)
+
+
+def test_the_agent_refuses_to_start_with_a_bad_live_batch_s(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from broker_bridge.keys import write_new_key
+    from cli.main import app
+
+    _write(tmp_path / "profiles" / "p.yaml", GOOD_PROFILE.format(name="p"))
+    text = GOOD_STATION.format(profile="p").replace(
+        "poll_interval_s: 2.0\n", "poll_interval_s: 2.0\nlive_batch_s: 600\n"
+    )
+    station = _write(tmp_path / "stations" / "s.yaml", text)
+    write_new_key(tmp_path / "k.key")
+    result = CliRunner().invoke(
+        app,
+        ["agent", "run", str(station), "--key", str(tmp_path / "k.key"), "--broker", "127.0.0.1:1",
+         "--outbox", str(tmp_path / "o.sqlite"), "--profiles-dir", str(tmp_path / "profiles")],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "stations/s.yaml:3: live_batch_s: 600 is outside 0..300 seconds (fix: " in result.output
+    assert not (tmp_path / "o.sqlite").exists()  # refused before anything was opened
