@@ -3,7 +3,7 @@ the PostgreSQL wire (the ratio is the API's overhead). Issue 14's targets: lates
 overhead < 2x.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_api.py [--stations 2000] [--clients 50] [--seconds 10]
-        [--before REV] [--rounds 3]
+        [--before REV] [--rounds 3] [--wrk]
 
 Starts its own QuestDB and ``quantrac api serve`` (a separate process, as deployed) from this tree and,
 beside it, from commit REV (``git archive``; default: the API core before the work on its speed), writes
@@ -12,12 +12,19 @@ against each server and against QuestDB directly, p50 / p99 side by side, and wh
 hold the same data. The three take turns, round after round (the machine is shared: its load drifts over a
 run); each figure is the median of the rounds' figures, each ratio the median of the rounds' ratios (the two
 measured in the same round).
+
+The clients are 50 Python threads in this process, sharing its interpreter lock (and the machine's two
+cores with the server and QuestDB): their own waits are part of every figure, the direct query's too.
+``--wrk`` also loads each API with wrk (Debian's; C, one epoll loop per thread) at the same concurrency and
+prints its p50 / p99: the server's latency without the Python client's.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -139,7 +146,14 @@ def main() -> None:
         help="a commit whose API is measured in the same run, beside this tree's ('' for none);"
         f" default {BEFORE}, the API core as it landed",
     )
+    ap.add_argument(
+        "--wrk",
+        action="store_true",
+        help="also load each API with wrk (C, epoll: no client-side GIL), -c CLIENTS, and print its p50 / p99",
+    )
     args = ap.parse_args()
+    if args.wrk and shutil.which("wrk") is None:
+        raise SystemExit("--wrk: wrk is missing; run `bash scripts/bootstrap.sh` (installs Debian's wrk)")
     root = Path(tempfile.mkdtemp(prefix="bench-api-"))
     server = QuestDBServer(root / "questdb").start()
     apis: list[ManagedProcess] = []
@@ -176,6 +190,7 @@ def main() -> None:
         targets = [name for name, _ in servers] + ["PostgreSQL wire"]
         rounds: dict[tuple[str, str], list[list[float]]] = {(c[0], t): [] for c in cases for t in targets}
         bodies: dict[tuple[str, str], list] = {}
+        by_wrk: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for _ in range(args.rounds):
             for name, tree in servers:
                 process, base = serve_api(root, name.split()[0], pg, keys_file, tree)
@@ -188,6 +203,9 @@ def main() -> None:
                         return lambda: client.get(url, params=params, headers=headers).raise_for_status()
 
                     rounds[label, name].append(run_clients(args.clients, args.seconds, api_call))
+                    if args.wrk:
+                        url = str(httpx.URL(base + path, params=params))
+                        by_wrk.setdefault((label, name), []).append(wrk(url, headers, args.clients, args.seconds))
                 process.stop()
             for label, _, _, direct in cases:
 
@@ -222,6 +240,9 @@ def main() -> None:
                 )
                 p50, p99 = med(label, name, 50), med(label, name, 99)
                 print(f"{label:24} {rows:>6} {name:22} {p50:>8.1f} {p99:>8.1f} {n:>6}{ratios}")
+                if (label, name) in by_wrk:
+                    w50, w99 = (statistics.median(r[i] for r in by_wrk[label, name]) for i in (0, 1))
+                    print(f"{'':31} {name + ' (wrk)':22} {w50:>8.1f} {w99:>8.1f}")
             if len(servers) == 2:
                 b, a = (name for name, _ in servers)
                 same = bodies[label, b] == bodies[label, a]
@@ -234,6 +255,22 @@ def main() -> None:
         for process in apis:
             process.stop()
         server.stop()
+
+
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, headers: dict[str, str], clients: int, seconds: float) -> tuple[float, float]:
+    """(p50, p99) in ms of ``clients`` connections kept busy for ``seconds`` by wrk, gzip accepted as httpx does."""
+    argv = ["wrk", "-t", "2", "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--latency", "--timeout", "60s"]
+    for name, value in {**headers, "Accept-Encoding": "gzip"}.items():
+        argv += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*argv, url], check=True, capture_output=True, text=True).stdout
+    found = dict(re.findall(r"^\s+(50|99)%\s+([0-9.]+(?:us|ms|s))\s*$", out, re.MULTILINE))
+    if "Non-2xx" in out or set(found) != {"50", "99"}:
+        raise RuntimeError(f"wrk against {url}: unexpected output:\n{out}")
+    value = lambda text: float(re.match(r"[0-9.]+", text).group()) * WRK_UNITS[re.search(r"[a-z]+$", text).group()]  # noqa: E731
+    return value(found["50"]), value(found["99"])
 
 
 def _ok(url: str) -> bool:

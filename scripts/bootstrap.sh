@@ -99,6 +99,7 @@ fi
 #   systemd-analyze   tests/cli/test_install_systemd.py: `verify` on every unit `quantrac install systemd` writes
 #   mvn               tests/cli/test_servers_cli.py: `quantrac warehouse run` fetches the QuestDB jar with it
 #   pipx              tests/test_packaging.py: the built wheel installed as users install it
+#   wrk               bench/bench_api.py --wrk: the API loaded by a client without Python's lock
 # Note: on systemd hosts the Debian mosquitto package may start a system broker
 # on port 1883; quantrac never uses it (it starts its own on a free port).
 PROGRAMS=(
@@ -115,6 +116,7 @@ PROGRAMS=(
     "systemd-analyze:systemd"
     "mvn:maven"
     "pipx:pipx"
+    "wrk:wrk"
 )
 have_program() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ]
