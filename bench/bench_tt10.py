@@ -1,15 +1,17 @@
 """The TT10 ingest bridge for 2,000 stations: files/s, readings/s, CPU, medians of several runs.
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_tt10.py [--runs 3] [--steady-s 60] [--backlog-files 12] [--no-profile]
+        [--py-spy] [--trees /tmp/before $PWD]
 
 1. Steady national load: `quantrac bridge tt10 serve` as a process (FTP, 2,000 accounts, a real
    Mosquitto) receives 25-line files at the national rate, 2,000 files per 5 minutes (6.67 files/s),
    from ftplib clients (login, STOR, quit). Before the window every station sent its previous cycle's
    file (not measured: in steady state each did 5 minutes ago, so the bridge remembers its password and
    has its outbox and publisher open, and the idle loop runs over 2,000 of them). The bridge's CPU time
-   (utime + stime of /proc/<pid>/stat) over a window of ``--steady-s`` seconds at that rate, as a share
-   of one core. The window is shorter than 5 minutes (the rate is the real one; the share does not
-   depend on the window's length beyond the idle loop, which is in it).
+   (utime + stime of /proc/<pid>/stat) over a window of ``--steady-s`` seconds at that rate (until the
+   window's last file is converted), as a share of one core. The window is shorter than 5 minutes (the
+   rate is the real one; the share does not depend on the window's length beyond the idle loop, which
+   is in it).
 2. A day's backlog in watch mode: files of 25 lines (each station's bytes its own) in
    `<station>/yyyy/MM/dd/` folders, taken by the bridge's `Watcher` into its sink (archive, ledger), then
    judged, sealed into the outboxes and published to Mosquitto (every batch PUBACKed), in process, in
@@ -18,8 +20,13 @@
    first run (``--no-profile``: not). A day (2,000 x 288) is extrapolated as cold + 2,000 x 287 files
    at the warm rate: the outboxes are created once, not once per ``--backlog-files``.
 
-Before/after on one machine: run this file twice in turn with PYTHONPATH at each tree (it uses only
-APIs both have); the machine is shared, so alternate and take medians.
+``--py-spy``: py-spy (the test extras) samples the serving process over the first steady window
+(100 Hz, threads, idle stacks left out) and the bench prints the functions with the most samples, by
+own time and cumulative, as a share of one core.
+
+Before/after on one machine: ``--trees A B`` runs this file once per run and tree in turn
+(A, B, A, B, ...), each with PYTHONPATH at its tree (it uses only APIs both have), and prints each
+tree's medians and B's over A's; the machine is shared, so the rounds alternate.
 
 Logs are written (JSON, as the bridge writes them) to a file in the run's temporary folder.
 """
@@ -30,15 +37,18 @@ import argparse
 import cProfile
 import ftplib
 import io
+import json
 import os
 import pstats
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +75,7 @@ DAY_FILES = 288
 RATE = STATIONS / 300.0  # files per second: 2,000 every 5 minutes
 TICK = os.sysconf("SC_CLK_TCK")
 IDLE_S = 10.0
+PY_SPY_HZ = 100
 
 
 def stamp(ts_s: int) -> str:
@@ -87,7 +98,49 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
 
 
-def steady(tmp: Path, broker_port: int, window_s: float) -> dict:
+def py_spy_record(pid: int, seconds: float, out: Path) -> subprocess.Popen:
+    """py-spy sampling ``pid`` for ``seconds`` (non-blocking: the process is never paused, so its CPU
+    share is what it would be unprofiled), raw collapsed stacks, one root frame per thread."""
+    exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    assert exe, "py-spy is not installed (pip install -e '.[test]' installs it)"
+    argv = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", str(PY_SPY_HZ),
+            "--format", "raw", "--threads", "--nonblocking", "--output", str(out)]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def py_spy_summary(raw: Path, seconds: float, top: int = 20) -> str:
+    """The functions with the most samples (own: on top of the stack; cumulative: anywhere in it, once
+    per stack), each as a share of one core (samples / (rate x seconds)), and each thread's share."""
+    own: Counter[str] = Counter()
+    cumulative: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    entries: dict[str, Counter[str]] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        n = int(count)
+        functions = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in frames[1:]]  # the line number off
+        threads[frames[0]] += n
+        # a thread is named by its first frame outside threading.py (the target it runs)
+        entry = next((f for f in functions if "threading.py" not in f), "?")
+        entries.setdefault(frames[0], Counter())[entry] += n
+        if functions:
+            own[functions[-1]] += n
+        for f in set(functions):
+            cumulative[f] += n
+    per_core = PY_SPY_HZ * seconds
+    lines = [f"py-spy of the serving process over {seconds:.0f} s ({PY_SPY_HZ} Hz, % of one core's samples; a thread"
+             " counts when not idle: running, or blocked in a disk write such as an fsync or SQLite commit, so"
+             " this is busy wall time, not CPU):", "threads:"]  # fmt: skip
+    lines += [f"  {100 * n / per_core:6.2f} %  {t} {entries[t].most_common(1)[0][0]}" for t, n in threads.most_common()]
+    lines.append(f"own time (top {top}):")
+    lines += [f"  {100 * n / per_core:6.2f} %  {f}" for f, n in own.most_common(top)]
+    lines.append(f"cumulative (top {top}):")
+    lines += [f"  {100 * n / per_core:6.2f} %  {f}" for f, n in cumulative.most_common(top)]
+    return "\n".join(lines)
+
+
+def steady(tmp: Path, broker_port: int, window_s: float, py_spy: bool = False) -> dict:
     password = "bench-password"
     digest = hash_password(password)  # one hash for all: 2,000 scrypts would only slow the set-up
     port = free_port()
@@ -132,6 +185,7 @@ def steady(tmp: Path, broker_port: int, window_s: float) -> dict:
         idle_cpu, idle_start = cpu_s(bridge.pid), time.monotonic()  # type: ignore[arg-type]
         time.sleep(IDLE_S)  # nobody uploads: what the loops and the sweep cost on their own
         idle_share = (cpu_s(bridge.pid) - idle_cpu) / (time.monotonic() - idle_start)  # type: ignore[arg-type]
+        spy = py_spy_record(bridge.pid, window_s, tmp / "py-spy.txt") if py_spy else None  # type: ignore[arg-type]
         start_cpu, start = cpu_s(bridge.pid), time.monotonic()  # type: ignore[arg-type]
         with ThreadPoolExecutor(8) as pool:
             futures = []
@@ -141,13 +195,20 @@ def steady(tmp: Path, broker_port: int, window_s: float) -> dict:
             for f in futures:
                 f.result()
         time.sleep(max(0.0, start + window_s - time.monotonic()))
+        # the window ends when the last file is converted too (a worker may gather news for a round)
+        wait_until(lambda: converted() - STATIONS >= count, timeout=30, what="the window's files", process=bridge)
         used, elapsed = cpu_s(bridge.pid) - start_cpu, time.monotonic() - start  # type: ignore[arg-type]
         received = converted() - STATIONS
+        profile = None
+        if spy is not None:
+            _, err = spy.communicate(timeout=60)
+            assert spy.returncode == 0, f"py-spy failed: {err}"
+            profile = py_spy_summary(tmp / "py-spy.txt", window_s)
     finally:
         bridge.stop(30)
     assert received >= count, f"only {received} of {count} files converted"
     return {"files": count, "window_s": elapsed, "cpu_s": used, "share": used / elapsed, "idle_share": idle_share,
-            "per_file_ms": 1000 * (used - idle_share * elapsed) / count}  # fmt: skip
+            "per_file_ms": 1000 * (used - idle_share * elapsed) / count, "py_spy": profile}  # fmt: skip
 
 
 def write_cycles(drop: Path, base_s: int, cycles: range) -> int:
@@ -229,6 +290,31 @@ def subscriber(port: int) -> mqtt.Client:
     return client
 
 
+def alternate(args: argparse.Namespace, out) -> None:
+    """``--trees``: this file once per run and tree in turn, each with PYTHONPATH at its tree."""
+    trees = [Path(t).resolve() for t in args.trees]
+    argv = [sys.executable, __file__, "--runs", "1", "--json", "--steady-s", str(args.steady_s),
+            "--backlog-files", str(args.backlog_files), "--no-profile",
+            *(["--skip", args.skip] if args.skip else []), *(["--py-spy"] if args.py_spy else [])]  # fmt: skip
+    results: dict[Path, list[dict]] = {t: [] for t in trees}
+    for r in range(args.runs):
+        for tree in trees:
+            print(f"-- run {r + 1}/{args.runs}, {tree}", file=out, flush=True)
+            done = subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree, text=True,
+                                  stdout=subprocess.PIPE, check=True)  # fmt: skip
+            *lines, last = done.stdout.rstrip("\n").split("\n")
+            print("\n".join(lines), file=out, flush=True)
+            results[tree].append(json.loads(last))
+    print("\nMEDIANS (rounds alternated):", file=out)
+    medians = {}
+    for tree, rows in results.items():
+        medians[tree] = {k: statistics.median(row[k] for row in rows) for k in rows[0]}
+        print(f"  {tree}: " + ", ".join(f"{k} {v:.3g}" for k, v in medians[tree].items()), file=out)
+    first, last = medians[trees[0]], medians[trees[-1]]
+    print(f"  {trees[-1].name} / {trees[0].name}: "
+          + ", ".join(f"{k} {last[k] / first[k]:.2f}x" for k in first if first[k]), file=out)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -236,9 +322,16 @@ def main() -> None:
     parser.add_argument("--backlog-files", type=int, default=12, help="files per station (a day: 288)")
     parser.add_argument("--skip", choices=("steady", "backlog"), default=None)
     parser.add_argument("--no-profile", action="store_true", help="no cProfile of the first backlog run")
+    parser.add_argument("--py-spy", action="store_true", help="py-spy the serving process in the first steady window")
+    parser.add_argument("--trees", nargs="+", type=Path, help="alternate runs of these trees (before, after)")
+    parser.add_argument("--json", action="store_true", help="end with one line of JSON: the medians")
     args = parser.parse_args()
-    top = Path(tempfile.mkdtemp(prefix="bench-tt10-"))
     out = sys.stdout
+    if args.trees:
+        alternate(args, out)
+        return
+    summary: dict[str, float] = {}
+    top = Path(tempfile.mkdtemp(prefix="bench-tt10-"))
     log_file = (top / "bench.log").open("a")
     sys.stderr = log_file
     configure_logging("info")  # the bridge's own JSON events, to the file
@@ -248,7 +341,8 @@ def main() -> None:
     listener = subscriber(broker.port)  # the collector's place: a batch nobody hears is retried
     try:
         if args.skip != "steady":
-            runs = [steady(top / f"steady{r}", broker.port, args.steady_s) for r in range(args.runs)]
+            runs = [steady(top / f"steady{r}", broker.port, args.steady_s, py_spy=args.py_spy and r == 0)
+                    for r in range(args.runs)]  # fmt: skip
             for r in runs:
                 print(f"steady: {r['files']} files in {r['window_s']:.1f} s, bridge CPU {r['cpu_s']:.2f} s"
                       f" = {100 * r['share']:.2f} % of one core; idle (nobody uploading, {IDLE_S:.0f} s)"
@@ -258,6 +352,11 @@ def main() -> None:
             print(f"STEADY median: {100 * share:.2f} % of one core at {RATE:.2f} files/s"
                   f" ({RATE * LINES:.0f} readings/s); target < 5 %: {'met' if share < 0.05 else 'MISSED'}",
                   file=out)  # fmt: skip
+            if runs[0]["py_spy"]:
+                print(runs[0]["py_spy"], file=out)
+            summary["steady_pct"] = 100 * share
+            summary["idle_pct"] = 100 * statistics.median(r["idle_share"] for r in runs)
+            summary["per_file_ms"] = statistics.median(r["per_file_ms"] for r in runs)
         if args.skip != "backlog":
             runs = []
             for r in range(args.runs):
@@ -278,6 +377,9 @@ def main() -> None:
                   f" {cold_s:.1f} s; a day ({STATIONS} x {DAY_FILES}) extrapolated: cold + {STATIONS} x"
                   f" {DAY_FILES - 1} at the warm rate = {day_s / 60:.1f} min; target < 15 min:"
                   f" {'met' if day_s < 900 else 'MISSED'}", file=out)  # fmt: skip
+            summary["warm_files_per_s"] = rate
+            summary["cold_s"] = cold_s
+            summary["day_min"] = day_s / 60
             if "profile" in runs[0]:
                 print("\ncProfile of the first backlog run (cumulative, top 15):", file=out)
                 pstats.Stats(runs[0]["profile"], stream=out).sort_stats("cumulative").print_stats(15)
@@ -289,6 +391,8 @@ def main() -> None:
         broker.stop()
         log_file.close()
         shutil.rmtree(top, ignore_errors=True)
+    if args.json:
+        print(json.dumps(summary), file=out)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -57,8 +56,8 @@ CONNECTIONS_PER_START = 1_000_000
 class BatchPublisher:
     """Publishes one station's outbox.  ``key`` None: the outbox only holds batches sealed
     elsewhere (``Outbox.keep_sealed``, a relay) and nothing is sealed here.  ``connection``:
-    share a client another object owns (a relay forwarding many stations over one session);
-    the owner connects, sets ``connected``, and feeds PUBACKs to ``resolve_acks``."""
+    share a ``SharedSession`` another object owns (a relay forwarding many stations over one
+    session); the owner connects, sets its ``connected``, and feeds it the PUBACKs."""
 
     def __init__(
         self,
@@ -71,7 +70,7 @@ class BatchPublisher:
         historical_after_s: float = 60.0,
         description: StationDescription | None = None,
         unheard_retry_s: float = 30.0,
-        connection: tuple[mqtt.Client, threading.Event] | None = None,
+        connection: SharedSession | None = None,
         collector_keys: dict[str, VerifyKey] | None = None,
         live_batch_s: float = 0.0,
     ) -> None:
@@ -117,8 +116,9 @@ class BatchPublisher:
         self._failed_attempts = 0
         self._stopping = False  # set by stop(): the disconnect that follows is planned
         self.refused: list[tuple[int, str]] = []  # (seq, reason) the broker refused
+        self._shared = connection
         if connection is not None:
-            self._client, self.connected = connection
+            self._client, self.connected = connection.client, connection.connected
             return
         self._client = session.new_client(f"quantrac-agent-{self.station_id}")
         self._client.on_connect = self._on_connect
@@ -258,13 +258,6 @@ class BatchPublisher:
             except queue.Empty:
                 break
         return self.resolve_acks(acks)
-
-    def owns(self, mid: int) -> bool:
-        return mid in self._in_flight
-
-    def in_flight_mids(self) -> list[int]:
-        """The MQTT message ids of the batches waiting for their PUBACK (a shared session's demultiplexing)."""
-        return list(self._in_flight)
 
     def resolve_acks(self, acks: list[tuple[int, Any]]) -> int:
         """Record PUBACKs (mid, reason code): acknowledged batches are marked, the rest retried or reported."""
@@ -412,30 +405,51 @@ class BatchPublisher:
         # paho keeps a QoS 1 message it could not send yet and sends it
         # on reconnect, so NO_CONN still means "in flight".
         self._in_flight[info.mid] = batch.seq
+        if self._shared is not None:
+            self._shared.sent(info.mid, self)
         if not resend:
             self._published_upto = batch.seq
         log.debug("batch_published", station=self.station_id, seq=batch.seq, readings=batch.readings)
 
 
-def resolve_shared_pubacks(pubacks: queue.SimpleQueue, publishers: Mapping[str, BatchPublisher]) -> set[str]:
-    """PUBACKs (mid, reason code) of one connection that several stations' publishers share (the
-    relay, the TT10 bridge): each goes to the publisher that sent that mid. Returns the stations
-    that got one (room in their window)."""
-    acks = []
-    while True:
-        try:
-            acks.append(pubacks.get_nowait())
-        except queue.Empty:
-            break
-    if not acks:
-        return set()
-    # one map per round, not a search of every station's publisher per PUBACK (2,000 x 2,000 in a backlog)
-    owner = {mid: s for s, p in publishers.items() if p.in_flight() for mid in p.in_flight_mids()}
-    by_station: dict[str, list] = defaultdict(list)
-    for mid, reason_code in acks:
-        station = owner.get(mid)
-        if station is not None:
-            by_station[station].append((mid, reason_code))
-    for station, mine in by_station.items():
-        publishers[station].resolve_acks(mine)
-    return set(by_station)
+class SharedSession:
+    """One MQTT connection that several stations' publishers share (the relay, the TT10 bridge).
+
+    The owner connects ``client``, sets and clears ``connected``, and has ``client.on_publish``
+    call ``puback`` (network thread). Each publisher records here the mid of every batch it hands
+    to paho (``sent``, on the owner's thread), so ``resolve`` finds a PUBACK's publisher in O(1):
+    a mid -> station map rebuilt over every publisher at each round with PUBACKs cost the TT10
+    bridge's steady loop its largest share (2,000 publishers, one PUBACK a file)."""
+
+    def __init__(self, client: mqtt.Client, connected: threading.Event) -> None:
+        self.client = client
+        self.connected = connected
+        self._pubacks: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        # mid -> the publisher whose batch it is, from publish until its PUBACK (the owner's thread only)
+        self._owners: dict[int, BatchPublisher] = {}
+
+    def puback(self, mid: int, reason_code: Any) -> None:
+        """paho's on_publish (network thread): queued only, for the reason ``BatchPublisher._pubacks`` says."""
+        self._pubacks.put((mid, reason_code))
+
+    def sent(self, mid: int, publisher: BatchPublisher) -> None:
+        self._owners[mid] = publisher
+
+    def in_flight(self) -> int:
+        return len(self._owners)
+
+    def resolve(self) -> set[str]:
+        """The PUBACKs that came, each to the publisher that sent that mid. Returns the stations that
+        got one (room in their window)."""
+        by_publisher: dict[BatchPublisher, list[tuple[int, Any]]] = defaultdict(list)
+        while True:
+            try:
+                mid, reason_code = self._pubacks.get_nowait()
+            except queue.Empty:
+                break
+            publisher = self._owners.pop(mid, None)
+            if publisher is not None:  # None: a message no publisher sent (a status)
+                by_publisher[publisher].append((mid, reason_code))
+        for publisher, acks in by_publisher.items():
+            publisher.resolve_acks(acks)
+        return {p.station_id for p in by_publisher}

@@ -52,7 +52,7 @@ from broker_bridge.topics import (
     status_topic,
 )
 from edge_agent.outbox import Outbox, RetentionPolicy
-from edge_agent.publisher import BatchPublisher, resolve_shared_pubacks
+from edge_agent.publisher import BatchPublisher, SharedSession
 
 log = structlog.get_logger("broker_bridge.forward")
 
@@ -95,7 +95,6 @@ class Relay:
         self.counts = RelayCounts()
         self._incoming: queue.SimpleQueue[tuple[int, str, int, int, bytes]] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[tuple[str, ResendRequest]] = queue.SimpleQueue()
-        self._pubacks: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
         self._generation = 0  # province connection number: mids of an older one are never acknowledged
         self._statuses: dict[str, bytes] = {}  # latest per station, not yet published to national
         self._status_lock = threading.Lock()
@@ -113,7 +112,8 @@ class Relay:
         self._national.on_disconnect = lambda c, u, f, rc, p: self._disconnected(
             self.national_connected, "national", rc
         )
-        self._national.on_publish = lambda c, u, mid, rc, p: self._pubacks.put((mid, rc))
+        self._shared = SharedSession(self._national, self.national_connected)
+        self._national.on_publish = lambda c, u, mid, rc, p: self._shared.puback(mid, rc)
         self._national.on_message = self._on_national_message
         self.publishers = {
             s: BatchPublisher(
@@ -121,7 +121,7 @@ class Relay:
                 None,
                 None,
                 window=settings.window,
-                connection=(self._national, self.national_connected),
+                connection=self._shared,
                 collector_keys=settings.receipt_keys,
             )
             for s, box in self.outboxes.items()
@@ -265,7 +265,7 @@ class Relay:
         self.counts.redelivered += len(payloads) - len(kept)
 
     def _resolve_pubacks(self) -> int:
-        return len(resolve_shared_pubacks(self._pubacks, self.publishers))
+        return len(self._shared.resolve())
 
     def _answer_commands(self) -> int:
         answered = 0

@@ -27,7 +27,7 @@ from broker_bridge.tt10.ingest.reports import FileReporter
 from broker_bridge.tt10.ingest.settings import IngestSettings
 from broker_bridge.tt10.ingest.sink import Tt10Sink
 from edge_agent.outbox import Outbox
-from edge_agent.publisher import BatchPublisher, resolve_shared_pubacks
+from edge_agent.publisher import BatchPublisher, SharedSession
 
 log = structlog.get_logger("broker_bridge.tt10.ingest")
 
@@ -35,6 +35,12 @@ RETENTION_EVERY_S = 3600.0
 # Idle, the worker waits this long for news; sources, PUBACKs, receipts and requests wake it at once,
 # so this only bounds how late a hold's end or the sweep comes (was 0.05 s: 20 idle rounds a second).
 IDLE_WAIT_S = 0.5
+# Under a trickle (the national load is 6.67 files/s) a round starts at most this often: the news of
+# the rest of the interval (files, PUBACKs) waits for the next round and is done in it, rather than
+# each file waking a round of its own (judge, seal, publish, report, sweep). A file waits at most this
+# much longer for its batch. A round with at least BUSY_WORK items (a backlog) is followed at once.
+ROUND_EVERY_S = 0.5
+BUSY_WORK = 100
 SWEEP_EVERY_S = 1.0  # the unsettled publishers' send() (retries, receipts' time-outs, a reconnect)
 DAY_NS = 86_400 * 10**9
 
@@ -53,13 +59,13 @@ class IngestService:
         self.converter = Converter(settings, self.archive, self.ledger, key, self._outbox)
         self.reporter = FileReporter(settings.ilp_conf) if settings.ilp_conf else None
         self.connected = threading.Event()
-        self._pubacks: queue.SimpleQueue[tuple[int, object]] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[tuple[str, ResendRequest]] = queue.SimpleQueue()
         self._client = session.new_client(settings.client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_command
+        self._shared = SharedSession(self._client, self.connected)
         self._opened_existing = False
         self._due: set[str] = set()  # stations with something new for their publisher this round (worker thread)
         self._woken: queue.SimpleQueue[str] = queue.SimpleQueue()  # the same, from the network thread (receipts)
@@ -81,7 +87,7 @@ class IngestService:
         log.info("tt10_bridge_connected", session_present=flags.session_present, stations=len(stations))
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        self._pubacks.put((mid, reason_code))
+        self._shared.puback(mid, reason_code)
         self.wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -129,19 +135,22 @@ class IngestService:
         try:
             while not stop.is_set():
                 self.wake.clear()  # before the round: news during it makes the wait below return at once
-                busy = self.step()
+                started = time.monotonic()
+                work = self.step()
                 if time.monotonic() - last_retention >= RETENTION_EVERY_S:
                     last_retention = time.monotonic()
                     self.enforce_retention()
-                if not busy:
+                if work < BUSY_WORK:
+                    stop.wait(max(0.0, started + ROUND_EVERY_S - time.monotonic()))  # news gathers meanwhile
                     self.wake.wait(IDLE_WAIT_S)
         finally:
             self._resolve_pubacks()
             for box in self.outboxes.values():
                 box.close()
 
-    def step(self) -> bool:
-        """One round: judge, hold, seal; record PUBACKs; answer re-send requests; publish; report."""
+    def step(self) -> int:
+        """One round: judge, hold, seal; record PUBACKs; answer re-send requests; publish; report.
+        Returns the work done (files, PUBACKs, batches sent, receipts written): 0 when idle."""
         if not self._opened_existing:
             self._opened_existing = True
             for path in sorted(self.settings.outbox_dir.glob("*.sqlite")):
@@ -166,7 +175,7 @@ class IngestService:
                 self._unsettled.add(station)
         if self.reporter is not None:
             work += self.reporter.report(self.ledger)
-        return bool(work)
+        return work
 
     def _outbox(self, station: str) -> Outbox:
         self._due.add(station)  # sealed into (or opened with batches left): send
@@ -179,14 +188,14 @@ class IngestService:
                 None,
                 None,
                 window=self.settings.window,
-                connection=(self._client, self.connected),
+                connection=self._shared,
                 collector_keys=dict(self.settings.receipt_keys),
             )
             self._client.subscribe([(topic, session.QOS) for topic in self._topics_of(station)])
         return box
 
     def _resolve_pubacks(self) -> int:
-        stations = resolve_shared_pubacks(self._pubacks, self.publishers)
+        stations = self._shared.resolve()
         self._due |= stations  # room in their window
         return len(stations)
 
