@@ -73,7 +73,6 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -92,6 +91,7 @@ import yaml  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from questdb import Sender, TimestampNanos  # noqa: E402
 
+from bench import py_spy  # noqa: E402
 from broker_bridge.envelope import BatchBody, Reading, seal, verifier  # noqa: E402
 from broker_bridge.keys import (  # noqa: E402
     key_id,
@@ -426,38 +426,6 @@ def profile_round(
         print(text[text.find("   ncalls") :].rstrip())
 
 
-def py_spy(out: Path, pid: int) -> subprocess.Popen:
-    """py-spy sampling the collector's every thread while the round runs, waits included (``--idle``): where
-    a thread waits (select, a condition, the warehouse) says as much as where it computes."""
-    exe = Path(sys.executable).with_name("py-spy")
-    if not exe.exists():
-        raise SystemExit(
-            f"--py-spy: {exe} is missing; run `bash scripts/bootstrap.sh` (pyproject's test extras list py-spy)"
-        )
-    command = [str(exe), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "--idle"]
-    return subprocess.Popen([*command, "-o", str(out), "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def py_spy_summary(spy: subprocess.Popen, out: Path, top: int = 12) -> str:
-    """Per thread, where its samples were (the innermost frame), from py-spy's raw (collapsed) output."""
-    spy.send_signal(signal.SIGINT)
-    _, err = spy.communicate(timeout=60)
-    if not out.exists():
-        return f"py-spy wrote nothing: {err.decode(errors='replace')[-500:]}"
-    leaves: dict[str, dict[str, int]] = {}
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        per_thread = leaves.setdefault(frames[0], {})
-        per_thread[frames[-1]] = per_thread.get(frames[-1], 0) + int(count)
-    lines = [f"py-spy: the collector's threads, waits included (raw stacks in {out}):"]
-    for thread, frames in sorted(leaves.items(), key=lambda t: -sum(t[1].values())):
-        n = sum(frames.values())
-        lines.append(f"  {thread}: {n:,} samples")
-        lines += [f"    {k / n:6.1%}  {f}" for f, k in sorted(frames.items(), key=lambda t: -t[1])[:top]]
-    return "\n".join(lines)
-
-
 def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU time of a process (this one when ``pid`` is None), all its threads."""
     if pid is None:
@@ -671,10 +639,12 @@ def main() -> None:
                     t0 = time.monotonic()
                     for process in collectors:
                         os.kill(process.pid, signal.SIGCONT)
-                    spy = py_spy(args.py_spy, collectors[0].pid) if args.py_spy and run == 0 and index == 0 else None
+                    spying = args.py_spy and run == 0 and index == 0
+                    spy = py_spy.record(collectors[0].pid, args.py_spy, idle=True) if spying else None
                 t1 = wait_visible(pg, expected, timeout=900)
                 if spy is not None:
-                    print(py_spy_summary(spy, args.py_spy), flush=True)
+                    py_spy.finish(spy, stop=True)
+                    print(py_spy.summary(args.py_spy, t1 - t0, "the collector, waits included"), flush=True)
                 coll_cpu = meter.report()
                 rate = expected / (t1 - t0)
                 coll_rates[with_key].append(rate)

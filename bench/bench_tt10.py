@@ -48,7 +48,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +55,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import yaml
 
+from bench import py_spy
 from broker_bridge.keys import write_new_key
 from broker_bridge.mosquitto_server import MosquittoServer
 from broker_bridge.session import BrokerAddress
@@ -75,7 +75,6 @@ DAY_FILES = 288
 RATE = STATIONS / 300.0  # files per second: 2,000 every 5 minutes
 TICK = os.sysconf("SC_CLK_TCK")
 IDLE_S = 10.0
-PY_SPY_HZ = 100
 
 
 def stamp(ts_s: int) -> str:
@@ -98,49 +97,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
 
 
-def py_spy_record(pid: int, seconds: float, out: Path) -> subprocess.Popen:
-    """py-spy sampling ``pid`` for ``seconds`` (non-blocking: the process is never paused, so its CPU
-    share is what it would be unprofiled), raw collapsed stacks, one root frame per thread."""
-    exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-    assert exe, "py-spy is not installed (pip install -e '.[test]' installs it)"
-    argv = [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", str(PY_SPY_HZ),
-            "--format", "raw", "--threads", "--nonblocking", "--output", str(out)]  # fmt: skip
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def py_spy_summary(raw: Path, seconds: float, top: int = 20) -> str:
-    """The functions with the most samples (own: on top of the stack; cumulative: anywhere in it, once
-    per stack), each as a share of one core (samples / (rate x seconds)), and each thread's share."""
-    own: Counter[str] = Counter()
-    cumulative: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    entries: dict[str, Counter[str]] = {}
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        n = int(count)
-        functions = [f.rsplit(":", 1)[0] + ")" if ":" in f else f for f in frames[1:]]  # the line number off
-        threads[frames[0]] += n
-        # a thread is named by its first frame outside threading.py (the target it runs)
-        entry = next((f for f in functions if "threading.py" not in f), "?")
-        entries.setdefault(frames[0], Counter())[entry] += n
-        if functions:
-            own[functions[-1]] += n
-        for f in set(functions):
-            cumulative[f] += n
-    per_core = PY_SPY_HZ * seconds
-    lines = [f"py-spy of the serving process over {seconds:.0f} s ({PY_SPY_HZ} Hz, % of one core's samples; a thread"
-             " counts when not idle: running, or blocked in a disk write such as an fsync or SQLite commit, so"
-             " this is busy wall time, not CPU):", "threads:"]  # fmt: skip
-    lines += [f"  {100 * n / per_core:6.2f} %  {t} {entries[t].most_common(1)[0][0]}" for t, n in threads.most_common()]
-    lines.append(f"own time (top {top}):")
-    lines += [f"  {100 * n / per_core:6.2f} %  {f}" for f, n in own.most_common(top)]
-    lines.append(f"cumulative (top {top}):")
-    lines += [f"  {100 * n / per_core:6.2f} %  {f}" for f, n in cumulative.most_common(top)]
-    return "\n".join(lines)
-
-
-def steady(tmp: Path, broker_port: int, window_s: float, py_spy: bool = False) -> dict:
+def steady(tmp: Path, broker_port: int, window_s: float, sample: bool = False) -> dict:
     password = "bench-password"
     digest = hash_password(password)  # one hash for all: 2,000 scrypts would only slow the set-up
     port = free_port()
@@ -185,7 +142,7 @@ def steady(tmp: Path, broker_port: int, window_s: float, py_spy: bool = False) -
         idle_cpu, idle_start = cpu_s(bridge.pid), time.monotonic()  # type: ignore[arg-type]
         time.sleep(IDLE_S)  # nobody uploads: what the loops and the sweep cost on their own
         idle_share = (cpu_s(bridge.pid) - idle_cpu) / (time.monotonic() - idle_start)  # type: ignore[arg-type]
-        spy = py_spy_record(bridge.pid, window_s, tmp / "py-spy.txt") if py_spy else None  # type: ignore[arg-type]
+        spy = py_spy.record(bridge.pid, tmp / "py-spy.txt", window_s) if sample else None  # type: ignore[arg-type]
         start_cpu, start = cpu_s(bridge.pid), time.monotonic()  # type: ignore[arg-type]
         with ThreadPoolExecutor(8) as pool:
             futures = []
@@ -201,9 +158,12 @@ def steady(tmp: Path, broker_port: int, window_s: float, py_spy: bool = False) -
         received = converted() - STATIONS
         profile = None
         if spy is not None:
-            _, err = spy.communicate(timeout=60)
-            assert spy.returncode == 0, f"py-spy failed: {err}"
-            profile = py_spy_summary(tmp / "py-spy.txt", window_s)
+            py_spy.finish(spy)
+            profile = py_spy.summary(
+                tmp / "py-spy.txt", window_s,
+                "the serving process (a thread counts when not idle: running, or blocked in a disk write such"
+                " as an fsync or SQLite commit, so busy wall time, not CPU)",
+            )  # fmt: skip
     finally:
         bridge.stop(30)
     assert received >= count, f"only {received} of {count} files converted"
@@ -341,7 +301,7 @@ def main() -> None:
     listener = subscriber(broker.port)  # the collector's place: a batch nobody hears is retried
     try:
         if args.skip != "steady":
-            runs = [steady(top / f"steady{r}", broker.port, args.steady_s, py_spy=args.py_spy and r == 0)
+            runs = [steady(top / f"steady{r}", broker.port, args.steady_s, sample=args.py_spy and r == 0)
                     for r in range(args.runs)]  # fmt: skip
             for r in runs:
                 print(f"steady: {r['files']} files in {r['window_s']:.1f} s, bridge CPU {r['cpu_s']:.2f} s"
