@@ -85,6 +85,12 @@ else
     "$VENV/bin/python" -m pip install -q -e '.[test]'
     printf '%s\n' "$want_stamp" >"$STAMP"
 fi
+# Programs the Python packages above bring into .venv/bin, checked like the Debian ones below:
+#   py-spy            bench/bench_collector.py and bench/bench_tt10.py --py-spy (bench/py_spy.py): the
+#                     PyPI package py-spy, listed in pyproject's test extras
+for program in py-spy; do
+    [ -x "$VENV/bin/$program" ] || die "$VENV/bin/$program missing after pip install -e '.[test]' (pyproject's test extras list it)"
+done
 
 # ---------------------------------------------------------------- programs
 # Every external program the tests, the demo and the benches run, with the
