@@ -109,27 +109,22 @@ def test_the_polls_of_a_window_are_sealed_into_one_batch_when_it_closes(tmp_path
     assert window.early_seals == 0
 
 
-def test_polls_begun_a_little_early_or_late_still_make_windows_of_five(tmp_path, key):
+@pytest.mark.parametrize(
+    "offset_ns, reported",
+    [
+        (lambda k: (k * 7919 % 7 - 3) * 1_000_000, False),  # the timers' jitter: 0 to 3 ms off, early or late
+        (lambda k: (k * 7919 % 4) * 100_000_000, True),  # a loaded machine: 0 to 300 ms late, and the agent says so
+    ],
+    ids=["jitter", "late_under_load"],
+)
+def test_polls_off_their_second_still_make_windows_of_five(tmp_path, key, offset_ns, reported):
+    """Polls count from their scheduled moment, so jitter or load never changes how many a window takes."""
     box, clock = Outbox(tmp_path / "o.sqlite", "S1"), Clock()
     window = LiveWindow(box, 5.0, 1000, wall=clock.wall, monotonic_ns=clock.monotonic_ns)
-    for k in range(21):  # the timers' jitter: each poll 0 to 3 ms off its second, early or late
-        clock.ns = T0 + k * S + (k * 7919 % 7 - 3) * 1_000_000
-        window.poll_started()
-        box.append(poll(clock.ns))
-        window.poll_done(live=True)
-        pump(window, key)
-        clock.advance(0.5)
-        pump(window, key)
-    assert [len(b.readings) // 13 for b in batches(box)] == [5, 5, 5, 5]
-
-
-def test_polls_begun_late_under_load_count_from_their_scheduled_moment(tmp_path, key):
-    box, clock = Outbox(tmp_path / "o.sqlite", "S1"), Clock()
-    window = LiveWindow(box, 5.0, 1000, wall=clock.wall, monotonic_ns=clock.monotonic_ns)
-    for k in range(21):  # a loaded machine: each poll begins 0 to 300 ms late, and the agent says so
-        late = (k * 7919 % 4) * 100_000_000
-        clock.ns = T0 + k * S + late
-        window.poll_started(late_ns=late)
+    for k in range(21):
+        off = offset_ns(k)
+        clock.ns = T0 + k * S + off
+        window.poll_started(late_ns=off if reported else 0)  # jitter is not reported: it is not lateness
         box.append(poll(clock.ns))
         window.poll_done(live=True)
         pump(window, key)
